@@ -1,0 +1,222 @@
+"""Build: compile each module into a shared object through a content-addressed cache.
+
+The cache works like ccache's direct mode. A *pre-key* covers what is known
+before compiling (source path, flags, libraries, compiler, SDK); under it the
+cache remembers the files the last compile read (from gcc's ``-MD`` output)
+with their digests. The object's key adds those digests, so an unchanged
+module never runs the compiler and a changed header rebuilds exactly the
+modules that include it. Paths inside the app are kept relative so that two
+checkouts of the same tree share the cache.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.paths import INCLUDE_DIR
+from server.runtime import compiler_version, sdk_digest
+
+from .errors import BuildError
+from .plan import Manifest, Module
+
+CC = os.environ.get("CC", "cc")
+#: Strict warnings and hardening on every module; -z defs turns a missing
+#: library into a build error instead of a load error in a worker.
+BASE_FLAGS = (
+    "-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden",
+    "-Wall", "-Wextra", "-Wformat=2", "-Wno-unused-parameter",
+    "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2",
+    "-Wl,-z,relro,-z,now", "-Wl,-z,defs", "-Wl,--as-needed",
+)
+DEFAULT_LIBS = ("jansson",)
+
+
+@dataclass(frozen=True)
+class ModuleBuild:
+    """What building one module produced."""
+
+    name: str
+    source: str
+    key: str
+    ok: bool
+    cached: bool
+    seconds: float
+    diagnostics: str
+    object_path: Path | None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    modules: tuple[ModuleBuild, ...]
+    seconds: float
+
+    @property
+    def compiled(self) -> int:
+        return sum(1 for m in self.modules if not m.cached)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _pkg_config(packages: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Compiler and linker flags for pkg-config packages."""
+    if not packages:
+        return (), ()
+    flags = []
+    for mode in ("--cflags", "--libs"):
+        out = subprocess.run(["pkg-config", mode, *packages], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BuildError(
+                f"pkg-config could not find {' '.join(packages)}: {out.stderr.strip()}; "
+                "install the library's -dev package (e.g. apt-get install zlib1g-dev)")
+        flags.append(tuple(shlex.split(out.stdout)))
+    return flags[0], flags[1]
+
+
+class Builder:
+    """Compiles modules of one app directory, sharing one cache directory.
+
+    :param app_root: the checkout holding ``deploy.yaml`` and the sources.
+    :param cache_dir: where objects and dependency records are kept.
+    """
+
+    def __init__(self, app_root: Path, cache_dir: Path, jobs: int | None = None):
+        self.root = Path(app_root).resolve()
+        self.cache = Path(cache_dir)
+        self.jobs = jobs or os.cpu_count() or 1
+        for sub in ("objects", "deps"):
+            (self.cache / sub).mkdir(parents=True, exist_ok=True)
+
+    def build(self, manifest: Manifest, on_result=None) -> BuildResult:
+        """Build every module, in parallel; raise BuildError if any fails.
+
+        :param on_result: called with each :class:`ModuleBuild` as it finishes,
+            so progress can be streamed (e.g. to ``git push`` as ``remote:``).
+        """
+        start = time.monotonic()
+
+        def one(module: Module) -> ModuleBuild:
+            result = self.build_module(module)
+            if on_result:
+                on_result(result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            results = tuple(pool.map(one, manifest.modules))
+        failed = [r for r in results if not r.ok]
+        if failed:
+            names = ", ".join(f"{r.name} ({r.source})" for r in failed)
+            raise BuildError(f"{len(failed)} module(s) failed to compile: {names}", list(results))
+        return BuildResult(results, time.monotonic() - start)
+
+    def command(self, module: Module) -> list[str]:
+        """The compiler arguments that define the object, output aside."""
+        pc_cflags, pc_libs = _pkg_config(module.pkg_config)
+        return [
+            *BASE_FLAGS,
+            *(f"-I{d}" for d in module.include),
+            *pc_cflags,
+            *module.cflags,
+            module.source,
+            *pc_libs,
+            *(f"-l{lib}" for lib in module.libs + DEFAULT_LIBS),
+        ]
+
+    def pre_key(self, module: Module, args: list[str]) -> str:
+        ident = {"args": args, "cc": compiler_version(CC), "sdk": sdk_digest()}
+        return _digest(json.dumps(ident, sort_keys=True).encode())
+
+    def file_digest(self, name: str) -> str | None:
+        path = self.root / name
+        try:
+            return _digest(path.read_bytes())
+        except OSError:
+            return None
+
+    def cached_key(self, pre_key: str) -> str | None:
+        """The object key if every file the last compile read is unchanged."""
+        record = self.cache / "deps" / f"{pre_key}.json"
+        try:
+            deps = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        if any(self.file_digest(name) != digest for name, digest in deps.items()):
+            return None
+        return self.object_key(pre_key, deps)
+
+    @staticmethod
+    def object_key(pre_key: str, deps: dict[str, str]) -> str:
+        return _digest((pre_key + json.dumps(deps, sort_keys=True)).encode())
+
+    def build_module(self, module: Module) -> ModuleBuild:
+        start = time.monotonic()
+        try:
+            args = self.command(module)
+        except BuildError as e:
+            return ModuleBuild(module.name, module.source, "", False, False, 0.0, str(e), None)
+        pre = self.pre_key(module, args)
+        key = self.cached_key(pre)
+        if key and (self.cache / "objects" / f"{key}.so").exists():
+            log = self.cache / "objects" / f"{key}.log"
+            diagnostics = log.read_text() if log.exists() else ""
+            return ModuleBuild(module.name, module.source, key, True, True,
+                               time.monotonic() - start, diagnostics, self.cache / "objects" / f"{key}.so")
+        return self.compile(module, args, pre, start)
+
+    def compile(self, module: Module, args: list[str], pre: str, start: float) -> ModuleBuild:
+        with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
+            out, depfile = Path(tmp) / "out.so", Path(tmp) / "out.d"
+            cmd = [CC, f"-I{INCLUDE_DIR}", "-MD", "-MF", str(depfile), "-o", str(out), *args]
+            proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True)
+            diagnostics = _with_hints(proc.stderr)
+            if proc.returncode != 0:
+                return ModuleBuild(module.name, module.source, "", False, False,
+                                   time.monotonic() - start, diagnostics, None)
+            deps = {name: self.file_digest(name) or "" for name in self.dependencies(depfile)}
+            key = self.object_key(pre, deps)
+            target = self.cache / "objects" / f"{key}.so"
+            (self.cache / "objects" / f"{key}.log").write_text(diagnostics)
+            os.replace(out, target)
+            _write_atomic(self.cache / "deps" / f"{pre}.json", json.dumps(deps, sort_keys=True))
+        return ModuleBuild(module.name, module.source, key, True, False,
+                           time.monotonic() - start, diagnostics, target)
+
+    def dependencies(self, depfile: Path) -> list[str]:
+        """Files the compile read, relative to the app root when inside it."""
+        text = depfile.read_text().replace("\\\n", " ")
+        _, _, deps = text.partition(":")
+        names = []
+        for dep in shlex.split(deps.replace("\\ ", "\0")):
+            path = (self.root / dep.replace("\0", " ")).resolve()
+            try:
+                names.append(str(path.relative_to(self.root)))
+            except ValueError:
+                names.append(str(path))
+        return sorted(set(names))
+
+
+def _with_hints(stderr: str) -> str:
+    """Compiler output verbatim, plus a hint for mistakes specific to hotplate."""
+    if "hp__api" in stderr:
+        stderr += "hint: add `HP_MODULE;` once after `#include <hotplate.h>`\n"
+    if "undefined reference to" in stderr:
+        stderr += "hint: name the library that defines it under the module's `libs:` or `pkg-config:` in deploy.yaml\n"
+    return stderr
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,59 @@
+"""Errors that say what went wrong, where, and what to do.
+
+Each kind says what the controller does next, after Flux's error kinds:
+a :class:`StalledError` waits for a new commit (retrying cannot help), a
+:class:`RetryableError` is tried again later.
+"""
+from __future__ import annotations
+
+
+class HotplateError(Exception):
+    """Base of all errors hotplate reports to a user.
+
+    :param reason: a CamelCase reason for status conditions and history.
+    """
+
+    reason = "Error"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        if reason:
+            self.reason = reason
+
+
+class StalledError(HotplateError):
+    """The input is wrong (manifest, C code): only a new commit fixes it."""
+
+    reason = "Stalled"
+
+
+class RetryableError(HotplateError):
+    """A passing failure (fetch, busy server): try again later."""
+
+    reason = "Retryable"
+
+
+class ManifestError(StalledError):
+    """``deploy.yaml`` is invalid; ``problems`` lists every finding."""
+
+    reason = "ManifestInvalid"
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("deploy.yaml is invalid:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class BuildError(StalledError):
+    """One or more modules did not compile; ``results`` holds all of them."""
+
+    reason = "BuildFailed"
+
+    def __init__(self, message: str, results: list | None = None):
+        super().__init__(message)
+        self.results = results or []
+
+
+class SmokeCheckError(StalledError):
+    """The built modules failed to load, bind or init in a throwaway process."""
+
+    reason = "SmokeCheckFailed"

@@ -1,0 +1,316 @@
+"""Plan: read and validate ``deploy.yaml`` before anything builds.
+
+Pure: a manifest text and an app directory in, a :class:`Manifest` out, or a
+:class:`~controller.errors.ManifestError` listing every problem with its line
+and key and what to do about it.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from werkzeug.routing import Map, Rule
+
+from .errors import ManifestError
+
+MANIFEST = "deploy.yaml"
+RESERVED_PREFIX = "/_hotplate"
+DEFAULT_TIMEOUT_MS = 30_000
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+TOP_KEYS = {"app", "timeout", "modules"}
+MODULE_KEYS = {"source", "routes", "cflags", "include", "libs", "pkg-config", "config", "timeout", "health"}
+ROUTE_KEYS = {"path", "handler", "methods", "timeout"}
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LIB_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+TIMEOUT_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s)?$")
+PARAM_RE = re.compile(r"<(?:([a-zA-Z_]+)(?:\([^)]*\))?:)?[^>]*>")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method set + path pattern mapped to one exported C handler."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: str
+    timeout_ms: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Module:
+    """One C source file, how to compile it, and the routes it serves."""
+
+    name: str
+    source: str
+    routes: tuple[Route, ...]
+    cflags: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    libs: tuple[str, ...] = ()
+    pkg_config: tuple[str, ...] = ()
+    config: tuple[tuple[str, str], ...] = ()
+    health: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated ``deploy.yaml``."""
+
+    app: str
+    modules: tuple[Module, ...]
+
+    def module(self, name: str) -> Module:
+        return next(m for m in self.modules if m.name == name)
+
+
+class _Located:
+    """YAML data paired with the line of every key, for error messages."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.lines: dict[str, int] = {}
+        self.problems: list[str] = []
+        self.scalars = yaml.SafeLoader("")  # resolves ints, floats, bools like safe_load
+
+    def error(self, where: str, message: str) -> None:
+        line = self.lines.get(where, 0)
+        self.problems.append(f"{self.filename}:{line}: {where}: {message}")
+
+    def convert(self, node: yaml.Node, where: str) -> Any:
+        self.lines.setdefault(where, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = f"{where}.{key}" if where else key
+                self.lines[child] = key_node.start_mark.line + 1
+                if key in out:
+                    self.error(child, "key appears twice; keep one")
+                out[key] = self.convert(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+        return self.scalars.construct_object(node, deep=True)
+
+
+def load_manifest(app_root: Path, text: str | None = None) -> Manifest:
+    """Read ``deploy.yaml`` from ``app_root`` (or ``text``) and validate it.
+
+    :raises ManifestError: with every problem found, each naming file:line and key.
+    """
+    app_root = Path(app_root)
+    if text is None:
+        path = app_root / MANIFEST
+        if not path.is_file():
+            raise ManifestError([f"{MANIFEST}: not found in {app_root}; create it (see `hotplate init`)"])
+        text = path.read_text()
+    loc = _Located(MANIFEST)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        raise ManifestError([f"{MANIFEST}:{line}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    data = loc.convert(node, "") if node is not None else None
+    manifest = _Validator(loc, app_root).manifest(data)
+    if loc.problems:
+        raise ManifestError(loc.problems)
+    return manifest
+
+
+class _Validator:
+    """Checks each level of the manifest, collecting every problem at once."""
+
+    def __init__(self, loc: _Located, root: Path):
+        self.loc = loc
+        self.root = root.resolve()
+
+    def keys(self, data: dict, allowed: set[str], where: str) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                tip = f"did you mean `{hint[0]}`?" if hint else f"allowed keys: {', '.join(sorted(allowed))}"
+                self.loc.error(f"{where}.{key}" if where else key, f"unknown key; {tip}")
+
+    def manifest(self, data: Any) -> Manifest:
+        if not isinstance(data, dict):
+            self.loc.error("", "the manifest must be a mapping with a `modules:` key")
+            return Manifest("app", ())
+        self.keys(data, TOP_KEYS, "")
+        default_timeout = self.timeout(data.get("timeout"), "timeout", DEFAULT_TIMEOUT_MS)
+        modules_data = data.get("modules")
+        if not isinstance(modules_data, dict) or not modules_data:
+            self.loc.error("modules", "required: a mapping of module name to {source, routes}")
+            modules_data = {}
+        modules = tuple(
+            self.module(name, spec, f"modules.{name}", default_timeout)
+            for name, spec in modules_data.items()
+        )
+        self.check_conflicts(modules)
+        return Manifest(str(data.get("app", "app")), modules)
+
+    def module(self, name: str, spec: Any, where: str, default_timeout: int) -> Module:
+        if not NAME_RE.match(name):
+            self.loc.error(where, "module names are lower case letters, digits, - and _, starting with a letter")
+        if not isinstance(spec, dict):
+            self.loc.error(where, "must be a mapping with `source:` and `routes:`")
+            return Module(name, "", ())
+        self.keys(spec, MODULE_KEYS, where)
+        timeout = self.timeout(spec.get("timeout"), f"{where}.timeout", default_timeout)
+        routes_data = spec.get("routes")
+        if not isinstance(routes_data, list) or not routes_data:
+            self.loc.error(f"{where}.routes", "required: a list of {path, handler, methods}")
+            routes_data = []
+        routes = tuple(self.route(r, f"{where}.routes[{i}]", timeout) for i, r in enumerate(routes_data))
+        health = spec.get("health")
+        if health is not None and not any(r.path == health and "GET" in r.methods for r in routes):
+            self.loc.error(f"{where}.health", f"{health!r} is not one of this module's GET routes; add it to `routes:`")
+        return Module(
+            name=name,
+            source=self.source(spec.get("source"), f"{where}.source"),
+            routes=routes,
+            cflags=self.strings(spec, "cflags", where),
+            include=tuple(self.directory(d, f"{where}.include") for d in self.strings(spec, "include", where)),
+            libs=self.names(spec, "libs", where, "write `sqlite3`, not `-lsqlite3`"),
+            pkg_config=self.names(spec, "pkg-config", where, "write the pkg-config package name, e.g. `zlib`"),
+            config=self.config(spec.get("config"), f"{where}.config"),
+            health=health,
+            line=self.loc.lines.get(where, 0),
+        )
+
+    def route(self, spec: Any, where: str, default_timeout: int) -> Route:
+        if not isinstance(spec, dict):
+            self.loc.error(where, "a route is a mapping: {path: /x, handler: symbol}")
+            return Route("", (), "", default_timeout, 0)
+        self.keys(spec, ROUTE_KEYS, where)
+        path = spec.get("path")
+        if not isinstance(path, str) or not self.pattern_ok(path, f"{where}.path"):
+            path = ""
+        handler = spec.get("handler")
+        if not isinstance(handler, str) or not SYMBOL_RE.match(handler):
+            self.loc.error(f"{where}.handler", "required: the name of an exported C function (HP_EXPORT int f(hp_request *, hp_response *))")
+            handler = ""
+        elif handler.startswith("hp_"):
+            self.loc.error(f"{where}.handler", "names starting with hp_ are reserved for the SDK; rename the function")
+        return Route(path, self.methods(spec.get("methods", ["GET"]), f"{where}.methods"), handler,
+                     self.timeout(spec.get("timeout"), f"{where}.timeout", default_timeout),
+                     self.loc.lines.get(where, 0))
+
+    def pattern_ok(self, path: str, where: str) -> bool:
+        if not path.startswith("/"):
+            self.loc.error(where, f"{path!r} must start with /")
+            return False
+        if path.startswith(RESERVED_PREFIX):
+            self.loc.error(where, f"paths under {RESERVED_PREFIX}/ are reserved for the server; choose another path")
+            return False
+        try:
+            Map([Rule(path, endpoint="check")])
+        except (ValueError, LookupError) as e:
+            self.loc.error(where, f"bad pattern {path!r}: {e}; write parameters as <name> or <int:name>")
+            return False
+        return True
+
+    def methods(self, value: Any, where: str) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            self.loc.error(where, f"a method or a list of them: {', '.join(METHODS)}")
+            return ("GET",)
+        upper = tuple(str(m).upper() for m in items)
+        for m in upper:
+            if m not in METHODS:
+                self.loc.error(where, f"unknown method {m!r}; use one of {', '.join(METHODS)}")
+        return upper
+
+    def timeout(self, value: Any, where: str, default: int) -> int:
+        if value is None:
+            return default
+        match = TIMEOUT_RE.match(str(value).strip())
+        ms = None
+        if match and not isinstance(value, bool):
+            ms = float(match.group(1)) * (1 if match.group(2) == "ms" else 1000)
+        if ms is None or ms <= 0 or ms > 3_600_000:
+            self.loc.error(where, f"{value!r} is not a timeout; write seconds (30, 2.5) or a string like '500ms' (at most 1 hour)")
+            return default
+        return int(ms)
+
+    def inside_root(self, rel: Any, where: str, what: str) -> Path | None:
+        if not isinstance(rel, str) or not rel:
+            self.loc.error(where, f"required: a {what} path relative to the app directory")
+            return None
+        path = (self.root / rel).resolve()
+        if self.root not in path.parents and path != self.root:
+            self.loc.error(where, f"{rel!r} is outside the app directory; keep sources inside it")
+            return None
+        return path
+
+    def source(self, rel: Any, where: str) -> str:
+        path = self.inside_root(rel, where, "C source file")
+        if path is None:
+            return ""
+        if not rel.endswith(".c"):
+            self.loc.error(where, f"{rel!r}: a module is one C file ending in .c")
+        elif not path.is_file():
+            self.loc.error(where, f"{rel!r} does not exist; check the path (relative to deploy.yaml)")
+        return rel
+
+    def directory(self, rel: str, where: str) -> str:
+        path = self.inside_root(rel, where, "directory")
+        if path is not None and not path.is_dir():
+            self.loc.error(where, f"{rel!r} is not a directory")
+        return rel
+
+    def strings(self, spec: dict, key: str, where: str) -> tuple[str, ...]:
+        value = spec.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.loc.error(f"{where}.{key}", "must be a list of strings")
+            return ()
+        return tuple(value)
+
+    def names(self, spec: dict, key: str, where: str, hint: str) -> tuple[str, ...]:
+        names = self.strings(spec, key, where)
+        for name in names:
+            if not LIB_RE.match(name) or name.startswith("-"):
+                self.loc.error(f"{where}.{key}", f"{name!r} is not a library name; {hint}")
+        return names
+
+    def config(self, value: Any, where: str) -> tuple[tuple[str, str], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict) or any(isinstance(v, (dict, list)) for v in value.values()):
+            self.loc.error(where, "must be a mapping of names to plain values (text, numbers, booleans)")
+            return ()
+        return tuple((str(k), _config_text(v)) for k, v in value.items())
+
+    def check_conflicts(self, modules: tuple[Module, ...]) -> None:
+        """Two routes conflict when their patterns have the same shape (names of
+        parameters aside) and they share a method."""
+        seen: dict[tuple[str, str], tuple[str, Route]] = {}
+        for mod in modules:
+            for route in mod.routes:
+                if not route.path:
+                    continue
+                shape = PARAM_RE.sub(lambda m: f"<{m.group(1) or 'default'}>", route.path)
+                for method in route.methods:
+                    other = seen.get((shape, method))
+                    if other:
+                        kind = "duplicate" if other[1].path == route.path else "conflicting"
+                        self.loc.problems.append(
+                            f"{MANIFEST}:{route.line}: modules.{mod.name}: {kind} route {method} {route.path}: "
+                            f"{MANIFEST}:{other[1].line} (module {other[0]}) already serves {method} {other[1].path}; "
+                            "remove one or change its path")
+                    else:
+                        seen[(shape, method)] = (mod.name, route)
+
+
+def _config_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)

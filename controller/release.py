@@ -1,0 +1,121 @@
+"""Release: assemble an immutable release directory from a build, smoke-check it.
+
+A release is ``releases/<id>/`` holding ``release.json`` (what the server
+loads), ``build.json`` (the build record), the manifest and the module
+objects. It is made in a staging directory and renamed into place only once
+the smoke check passed, so a release either exists whole or not at all.
+Its id is a digest of its content: building the same tree twice (a revert)
+yields the same release.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .build import BuildResult
+from .errors import SmokeCheckError
+from .plan import MANIFEST, Manifest
+
+SMOKE_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str
+    path: Path
+    reused: bool
+
+
+def describe(manifest: Manifest, build: BuildResult) -> dict:
+    """The server's view of a release: modules, objects and routes."""
+    objects = {b.name: b for b in build.modules}
+    modules = []
+    for mod in manifest.modules:
+        key = objects[mod.name].key
+        modules.append({
+            "name": mod.name, "source": mod.source, "key": key,
+            "object": f"modules/{mod.name}-{key[:16]}.so",
+            "config": [list(kv) for kv in mod.config], "health": mod.health,
+            "routes": [{"path": r.path, "methods": list(r.methods), "handler": r.handler,
+                        "timeout_ms": r.timeout_ms, "line": r.line} for r in mod.routes],
+        })
+    body = {"app": manifest.app, "modules": modules}
+    release_id = "r" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+    return {"id": release_id, **body}
+
+
+def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_dir: Path,
+             meta: dict | None = None) -> Release:
+    """Create (or reuse) the release for this build and return it.
+
+    :param meta: extra facts for ``build.json`` (commit, trigger...).
+    :raises SmokeCheckError: when a module fails to load or init.
+    """
+    info = describe(manifest, build)
+    releases_dir.mkdir(parents=True, exist_ok=True)
+    final = releases_dir / info["id"]
+    if (final / "release.json").exists():
+        return Release(info["id"], final, True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=releases_dir))
+    try:
+        _fill(staging, Path(app_root), info, build, meta or {})
+        smoke_check(staging)
+        os.rename(staging, final)
+    except FileExistsError:
+        # Another build of the same content won the race: same bytes, use it.
+        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Release(info["id"], final, False)
+
+
+def _fill(staging: Path, app_root: Path, info: dict, build: BuildResult, meta: dict) -> None:
+    (staging / "modules").mkdir()
+    objects = {b.name: b for b in build.modules}
+    for mod in info["modules"]:
+        _link_or_copy(objects[mod["name"]].object_path, staging / mod["object"])
+    shutil.copy2(app_root / MANIFEST, staging / MANIFEST)
+    record = {
+        **meta, "release": info["id"], "built_at": time.time(), "seconds": build.seconds,
+        "modules": [{k: v for k, v in asdict(b).items() if k != "object_path"} for b in build.modules],
+    }
+    (staging / "build.json").write_text(json.dumps(record, indent=2))
+    (staging / "release.json").write_text(json.dumps(info, indent=2))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link the cached object (same content, so sharing its inode is safe)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def smoke_check(release_dir: Path) -> None:
+    """Load the release in a throwaway process; raise with every failure found."""
+    cmd = [sys.executable, "-m", "server.smoke", str(release_dir)]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise SmokeCheckError(f"smoke check did not finish in {SMOKE_TIMEOUT_S}s: a module's hp_init or constructor hangs") from None
+    if proc.returncode < 0:
+        raise SmokeCheckError(f"smoke check process died of {signal.Signals(-proc.returncode).name} while loading modules:\n{proc.stderr}")
+    try:
+        failures = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise SmokeCheckError(f"smoke check failed:\n{proc.stderr}") from None
+    if failures:
+        lines = [f"  module {f['module']} ({f['source']}): {f['error']}" for f in failures]
+        raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))

@@ -1,0 +1,502 @@
+/*
+** hotplate.h: the C API for hotplate modules.
+**
+** A module is one C file that includes this header, says HP_MODULE once,
+** and exports handler functions named in deploy.yaml:
+**
+**     #include <hotplate.h>
+**     HP_MODULE;
+**
+**     HP_EXPORT int hello(hp_request *req, hp_response *res) {
+**         hp_res_printf(res, "Hello, %s!\n", hp_req_query(req, "name") ?: "world");
+**         return HP_OK;
+**     }
+**
+** This header is the contract: anything not declared here is not API.
+** Every declaration says since which ABI level it exists.
+**
+** How calls reach the server: the server hands each module one pointer to a
+** `struct hp_api` table (see the bottom of this file). The static inline
+** functions below call through it, so a module links against nothing of
+** hotplate's and a module built for an older ABI keeps working on a newer
+** server (the table only grows at its end).
+**
+** Memory: everything a handler gets from hp_* functions that take an
+** hp_request or hp_response (strings, buffers, parsed JSON) belongs to the
+** request and is freed when the response has been sent. Never free() it and
+** never keep a pointer to it past the handler's return.
+**
+** Threads: handlers of one worker run in parallel on several threads. Module
+** globals shared between requests must be protected (atomics or a mutex);
+** the per-request objects are not shared and need no locking.
+*/
+#ifndef HOTPLATE_H
+#define HOTPLATE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+** CAPI: ABI level and version
+**
+** HP_ABI_VERSION is the ABI level this header describes. HP_MODULE records it
+** in the module; the server refuses to load a module whose level is newer
+** than its own, or that records none, and says so on the module's routes.
+** HP_VERSION is hotplate's release string, for humans.
+*/
+#define HP_ABI_VERSION 1
+#define HP_VERSION "0.1.0"
+
+/*
+** CAPI: Result codes
+**
+** Handlers and hooks return HP_OK on success. A handler that returns
+** HP_ERROR makes the server discard its response and answer 500 with the
+** request id; say why with hp_log() first.
+*/
+#define HP_OK 0
+#define HP_ERROR (-1)
+
+/*
+** CAPI: Exporting symbols
+**
+** Modules are compiled with hidden visibility: only functions marked
+** HP_EXPORT can be named as handlers in deploy.yaml. The build checks that
+** every handler named in the manifest is exported.
+*/
+#define HP_EXPORT __attribute__((visibility("default")))
+
+#if defined(__GNUC__)
+#define HP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define HP_PRINTF(fmt, args)
+#endif
+
+/*
+** CAPI: Opaque objects
+**
+** hp_request:  one HTTP request, valid during its handler call.
+** hp_response: the response being built for it.
+** hp_buf:      a growable byte buffer (string builder) owned by a request.
+** hp_json:     a JSON writer that appends to an hp_buf.
+** hp_module:   one loaded module in one worker process (init/fini hooks).
+*/
+typedef struct hp_request hp_request;
+typedef struct hp_response hp_response;
+typedef struct hp_buf hp_buf;
+typedef struct hp_json hp_json;
+typedef struct hp_module hp_module;
+struct json_t; /* jansson's JSON value: include <jansson.h> to use it */
+
+/*
+** CAPI: Handler signature
+**
+** int handler(hp_request *req, hp_response *res);
+**
+** Called once per request routed to it. Build the response with hp_res_*
+** and return HP_OK. The default response is status 200, content type
+** "text/plain; charset=utf-8" and an empty body.
+**
+** A handler that crashes (SIGSEGV, SIGBUS, SIGFPE, SIGILL) gets its request a
+** 500; one that runs past its route's timeout gets a 504. Either way the
+** worker process is replaced once its other requests are done, because the
+** handler may have left locks or memory in a bad state.
+*/
+typedef int (*hp_handler)(hp_request *req, hp_response *res);
+
+/*
+** CAPI: Log levels, for hp_log() and hp_module_log().
+*/
+#define HP_LOG_DEBUG 10
+#define HP_LOG_INFO 20
+#define HP_LOG_WARNING 30
+#define HP_LOG_ERROR 40
+
+/*
+** CAPI: Function table (internal to this header)
+**
+** The server fills this table; modules call the inline wrappers below.
+** Append-only: fields are only ever added at the end, never changed or
+** removed. `size` is sizeof(struct hp_api) in the server, so a module can
+** tell whether a field added by a later ABI exists with HP_API_HAS().
+*/
+struct hp_api {
+    uint32_t abi_version;
+    uint32_t size;
+    /* ABI 1 */
+    const char *(*req_method)(const hp_request *req);
+    const char *(*req_path)(const hp_request *req);
+    const char *(*req_route)(const hp_request *req);
+    const char *(*req_param)(const hp_request *req, const char *name);
+    int (*req_param_int)(const hp_request *req, const char *name, long long *out);
+    const char *(*req_query_string)(const hp_request *req);
+    const char *(*req_query)(hp_request *req, const char *name);
+    const char *(*req_header)(const hp_request *req, const char *name);
+    size_t (*req_header_count)(const hp_request *req);
+    int (*req_header_at)(const hp_request *req, size_t i, const char **name, const char **value);
+    const char *(*req_cookie)(hp_request *req, const char *name);
+    const void *(*req_body)(const hp_request *req, size_t *len);
+    const char *(*req_client_addr)(const hp_request *req);
+    const char *(*req_id)(const hp_request *req);
+    struct json_t *(*req_json)(hp_request *req, const char **error);
+    void (*res_status)(hp_response *res, int status);
+    int (*res_header)(hp_response *res, const char *name, const char *value);
+    void (*res_content_type)(hp_response *res, const char *type);
+    int (*res_write)(hp_response *res, const void *data, size_t len);
+    int (*res_vprintf)(hp_response *res, const char *fmt, va_list ap);
+    int (*res_redirect)(hp_response *res, int status, const char *location);
+    hp_buf *(*res_body)(hp_response *res);
+    hp_json *(*res_json)(hp_response *res);
+    void *(*alloc)(hp_request *req, size_t size);
+    char *(*strndup)(hp_request *req, const char *s, size_t len);
+    hp_buf *(*buf_new)(hp_request *req);
+    int (*buf_append)(hp_buf *buf, const void *data, size_t len);
+    int (*buf_vprintf)(hp_buf *buf, const char *fmt, va_list ap);
+    const char *(*buf_data)(const hp_buf *buf);
+    size_t (*buf_len)(const hp_buf *buf);
+    int (*strcaseeq)(const char *a, const char *b);
+    char *(*url_decode)(hp_request *req, const char *s, size_t len, size_t *out_len);
+    char *(*html_escape)(hp_request *req, const char *s);
+    hp_json *(*json_new)(hp_buf *buf);
+    int (*json_begin_object)(hp_json *j, const char *key);
+    int (*json_end_object)(hp_json *j);
+    int (*json_begin_array)(hp_json *j, const char *key);
+    int (*json_end_array)(hp_json *j);
+    int (*json_string)(hp_json *j, const char *key, const char *value);
+    int (*json_stringn)(hp_json *j, const char *key, const char *value, size_t len);
+    int (*json_int)(hp_json *j, const char *key, long long value);
+    int (*json_double)(hp_json *j, const char *key, double value);
+    int (*json_bool)(hp_json *j, const char *key, int value);
+    int (*json_null)(hp_json *j, const char *key);
+    void (*vlog)(hp_request *req, int level, const char *fmt, va_list ap);
+    const char *(*module_name)(const hp_module *mod);
+    const char *(*module_config)(const hp_module *mod, const char *key);
+    void (*module_vlog)(hp_module *mod, int level, const char *fmt, va_list ap);
+    /* Add ABI 2 fields below this line, never above. */
+};
+
+/* True when the server's table has `field` (it may predate the field). */
+#define HP_API_HAS(field) \
+    (hp__api->size >= offsetof(struct hp_api, field) + sizeof(hp__api->field))
+
+/* The table pointer of this module, set by the server before hp_init. */
+extern const struct hp_api *hp__api __attribute__((visibility("hidden")));
+
+/*
+** CAPI: Declaring a module
+**
+** Write `HP_MODULE;` once, at file scope, in every module. It records the
+** ABI level the module was built against (hp_module_abi) and the entry the
+** server calls to hand over its function table (hp_module_bind).
+*/
+#define HP_MODULE                                                        \
+    const struct hp_api *hp__api __attribute__((visibility("hidden")));  \
+    HP_EXPORT const uint32_t hp_module_abi = HP_ABI_VERSION;             \
+    HP_EXPORT void hp_module_bind(const struct hp_api *api) { hp__api = api; }
+
+/*
+** CAPI: Lifecycle hooks (optional)
+**
+** HP_EXPORT int hp_init(hp_module *mod);
+** HP_EXPORT void hp_fini(hp_module *mod);
+**
+** If a module exports hp_init, the server calls it once in each worker
+** process after loading the module and before its first request: open
+** connection pools, allocate per-worker state there. Return HP_OK, or
+** HP_ERROR after logging why: the module's routes then answer 503 and the
+** other modules keep serving. hp_fini, if exported, is called once when the
+** worker exits normally. Both run on one thread, with no request; allocate
+** with malloc() here, not with hp_alloc(). A release is checked by running
+** hp_init and hp_fini once in a throwaway process before it goes live.
+*/
+
+/* ---------------------------------------------------------------------- */
+/* Request                                                                */
+/* ---------------------------------------------------------------------- */
+
+/*
+** CAPI: Request line
+**
+** hp_req_method(): the method in upper case ("GET", "POST"...).
+** hp_req_path():   the path, percent-decoded, without the query string.
+** hp_req_route():  the route pattern from deploy.yaml that matched,
+**                  e.g. "/users/<int:id>".
+** Never NULL. Since ABI 1.
+*/
+static inline const char *hp_req_method(const hp_request *req) { return hp__api->req_method(req); }
+static inline const char *hp_req_path(const hp_request *req) { return hp__api->req_path(req); }
+static inline const char *hp_req_route(const hp_request *req) { return hp__api->req_route(req); }
+
+/*
+** CAPI: Path parameters
+**
+** For a route "/users/<int:id>/<name>", hp_req_param(req, "name") returns the
+** decoded text of that segment, or NULL if the route has no such parameter.
+** Typed parameters (<int:...>, <float:...>, <path:...>, <uuid:...>) are
+** checked by the router before the handler runs: a path that does not fit
+** gets a 404 and never reaches the module.
+**
+** hp_req_param_int() parses the parameter as a decimal integer into *out and
+** returns HP_OK, or returns HP_ERROR (and leaves *out alone) when it is
+** missing or not an integer. Since ABI 1.
+*/
+static inline const char *hp_req_param(const hp_request *req, const char *name) { return hp__api->req_param(req, name); }
+static inline int hp_req_param_int(const hp_request *req, const char *name, long long *out) { return hp__api->req_param_int(req, name, out); }
+
+/*
+** CAPI: Query parameters
+**
+** hp_req_query(req, "q") returns the URL-decoded value of the first "q" in
+** the query string, "" for a bare "?q", or NULL when absent.
+** hp_req_query_string() returns the raw query string without "?" ("" if
+** none). Since ABI 1.
+*/
+static inline const char *hp_req_query(hp_request *req, const char *name) { return hp__api->req_query(req, name); }
+static inline const char *hp_req_query_string(const hp_request *req) { return hp__api->req_query_string(req); }
+
+/*
+** CAPI: Headers
+**
+** hp_req_header(req, "content-type") finds a request header by name, case
+** insensitively, and returns its value or NULL. Repeated headers arrive
+** joined with ", " as HTTP allows. hp_req_header_count() and
+** hp_req_header_at() walk all of them; names come in canonical case
+** ("Content-Type"). hp_req_header_at returns HP_ERROR past the end.
+** Since ABI 1.
+*/
+static inline const char *hp_req_header(const hp_request *req, const char *name) { return hp__api->req_header(req, name); }
+static inline size_t hp_req_header_count(const hp_request *req) { return hp__api->req_header_count(req); }
+static inline int hp_req_header_at(const hp_request *req, size_t i, const char **name, const char **value) { return hp__api->req_header_at(req, i, name, value); }
+
+/*
+** CAPI: Cookies
+**
+** hp_req_cookie(req, "session") returns the value of that cookie from the
+** Cookie header (surrounding quotes removed), or NULL. Since ABI 1.
+*/
+static inline const char *hp_req_cookie(hp_request *req, const char *name) { return hp__api->req_cookie(req, name); }
+
+/*
+** CAPI: Body
+**
+** hp_req_body() returns the raw request body and stores its length in *len
+** (len may be NULL). The body is binary safe and also NUL-terminated for
+** convenience; it is never NULL (an empty body is "" with length 0). Bodies
+** over the server's cap were already refused with 413. Since ABI 1.
+*/
+static inline const void *hp_req_body(const hp_request *req, size_t *len) { return hp__api->req_body(req, len); }
+
+/*
+** CAPI: Parsing a JSON body
+**
+** hp_req_json() parses the body with jansson and returns the root value, or
+** NULL on invalid JSON with a message ("line 1, column 7: ...") in *error
+** (error may be NULL). The request owns the returned value: it is released
+** when the response is sent, so do not json_decref() it, and json_incref()
+** anything you keep. Include <jansson.h> for the json_* functions; every
+** module is linked with jansson. Since ABI 1.
+**
+**     json_t *body = hp_req_json(req, &err);
+**     const char *name; json_int_t age;
+**     if (!body || json_unpack(body, "{s:s, s:I}", "name", &name, "age", &age))
+**         return hp_res_status(res, 400), HP_OK;
+*/
+static inline struct json_t *hp_req_json(hp_request *req, const char **error) { return hp__api->req_json(req, error); }
+
+/*
+** CAPI: Client and request id
+**
+** hp_req_client_addr(): the peer's IP address as text.
+** hp_req_id(): the request id: the X-Request-Id header if the client sent
+** one, else one the server made. It appears in the server log with every
+** hp_log() line and in 5xx bodies. Since ABI 1.
+*/
+static inline const char *hp_req_client_addr(const hp_request *req) { return hp__api->req_client_addr(req); }
+static inline const char *hp_req_id(const hp_request *req) { return hp__api->req_id(req); }
+
+/* ---------------------------------------------------------------------- */
+/* Response                                                               */
+/* ---------------------------------------------------------------------- */
+
+/*
+** CAPI: Status, headers, content type
+**
+** hp_res_status() sets the status code (100-599; others become 500).
+** hp_res_header() adds a header; it returns HP_ERROR and adds nothing if the
+** name or value contains CR, LF or NUL (header injection). Several calls
+** with the same name send several headers (e.g. Set-Cookie).
+** hp_res_content_type() replaces the content type. Strings are copied.
+** Since ABI 1.
+*/
+static inline void hp_res_status(hp_response *res, int status) { hp__api->res_status(res, status); }
+static inline int hp_res_header(hp_response *res, const char *name, const char *value) { return hp__api->res_header(res, name, value); }
+static inline void hp_res_content_type(hp_response *res, const char *type) { hp__api->res_content_type(res, type); }
+
+/*
+** CAPI: Body
+**
+** hp_res_write() appends len bytes (binary safe); hp_res_printf() appends
+** formatted text. There is no size limit but memory. Both return HP_OK, or
+** HP_ERROR when out of memory. hp_res_body() returns the body buffer itself,
+** for code that builds text with hp_buf_* functions. Since ABI 1.
+*/
+static inline int hp_res_write(hp_response *res, const void *data, size_t len) { return hp__api->res_write(res, data, len); }
+static inline int hp_res_vprintf(hp_response *res, const char *fmt, va_list ap) { return hp__api->res_vprintf(res, fmt, ap); }
+static inline HP_PRINTF(2, 3) int hp_res_printf(hp_response *res, const char *fmt, ...) {
+    va_list ap; int rc;
+    va_start(ap, fmt); rc = hp__api->res_vprintf(res, fmt, ap); va_end(ap);
+    return rc;
+}
+static inline hp_buf *hp_res_body(hp_response *res) { return hp__api->res_body(res); }
+
+/*
+** CAPI: Redirect
+**
+** hp_res_redirect(res, 302, "/login") sets the status (301, 302, 303, 307 or
+** 308; others become 302) and the Location header. Returns HP_ERROR if the
+** location contains CR or LF. Since ABI 1.
+*/
+static inline int hp_res_redirect(hp_response *res, int status, const char *location) { return hp__api->res_redirect(res, status, location); }
+
+/*
+** CAPI: JSON response
+**
+** hp_res_json() sets the content type to application/json and returns a JSON
+** writer appending to the response body. See "JSON writer" below.
+** Since ABI 1.
+*/
+static inline hp_json *hp_res_json(hp_response *res) { return hp__api->res_json(res); }
+
+/* ---------------------------------------------------------------------- */
+/* Memory and strings                                                     */
+/* ---------------------------------------------------------------------- */
+
+/*
+** CAPI: Request arena
+**
+** hp_alloc() returns size bytes aligned for any type, owned by the request
+** (freed after the response; never free() it). hp_strndup() copies len bytes
+** and adds a NUL; hp_strdup() copies a C string. They return NULL only when
+** out of memory. Since ABI 1.
+*/
+static inline void *hp_alloc(hp_request *req, size_t size) { return hp__api->alloc(req, size); }
+static inline char *hp_strndup(hp_request *req, const char *s, size_t len) { return hp__api->strndup(req, s, len); }
+static inline char *hp_strdup(hp_request *req, const char *s) { size_t n = 0; while (s[n]) n++; return hp__api->strndup(req, s, n); }
+
+/*
+** CAPI: String builder
+**
+** hp_buf_new() makes an empty buffer owned by the request. hp_buf_append()
+** and hp_buf_printf() grow it as needed (HP_ERROR only when out of memory).
+** hp_buf_data() returns its bytes, always NUL-terminated; hp_buf_len() their
+** number, without the NUL. Since ABI 1.
+*/
+static inline hp_buf *hp_buf_new(hp_request *req) { return hp__api->buf_new(req); }
+static inline int hp_buf_append(hp_buf *buf, const void *data, size_t len) { return hp__api->buf_append(buf, data, len); }
+static inline int hp_buf_vprintf(hp_buf *buf, const char *fmt, va_list ap) { return hp__api->buf_vprintf(buf, fmt, ap); }
+static inline HP_PRINTF(2, 3) int hp_buf_printf(hp_buf *buf, const char *fmt, ...) {
+    va_list ap; int rc;
+    va_start(ap, fmt); rc = hp__api->buf_vprintf(buf, fmt, ap); va_end(ap);
+    return rc;
+}
+static inline const char *hp_buf_data(const hp_buf *buf) { return hp__api->buf_data(buf); }
+static inline size_t hp_buf_len(const hp_buf *buf) { return hp__api->buf_len(buf); }
+
+/*
+** CAPI: String helpers
+**
+** hp_strcaseeq(): 1 if two strings are equal ignoring ASCII case, else 0.
+** hp_url_decode(): decodes %XX escapes and '+' (as a space) from len bytes of
+**   s into a new NUL-terminated string owned by the request; *out_len (may be
+**   NULL) gets its length, which may contain NULs from %00. Invalid escapes
+**   are kept as they are.
+** hp_html_escape(): a copy of s with & < > " ' escaped, owned by the request.
+** Since ABI 1.
+*/
+static inline int hp_strcaseeq(const char *a, const char *b) { return hp__api->strcaseeq(a, b); }
+static inline char *hp_url_decode(hp_request *req, const char *s, size_t len, size_t *out_len) { return hp__api->url_decode(req, s, len, out_len); }
+static inline char *hp_html_escape(hp_request *req, const char *s) { return hp__api->html_escape(req, s); }
+
+/* ---------------------------------------------------------------------- */
+/* JSON writer                                                            */
+/* ---------------------------------------------------------------------- */
+
+/*
+** CAPI: JSON writer
+**
+** Emits JSON with correct escaping into an hp_buf, putting commas and
+** nesting right for you. Every call takes the member key first: pass the key
+** inside an object and NULL inside an array or at the top level.
+**
+**     hp_json *j = hp_res_json(res);
+**     hp_json_begin_object(j, NULL);
+**     hp_json_string(j, "name", name);
+**     hp_json_int(j, "visits", n);
+**     hp_json_begin_array(j, "tags");
+**     hp_json_string(j, NULL, "c");
+**     hp_json_end_array(j);
+**     hp_json_end_object(j);
+**
+** hp_json_new() makes a writer on any buffer. Strings must be UTF-8;
+** hp_json_stringn() takes a length and may contain NULs (written as \u0000).
+** Doubles that are NaN or infinite are written as null. Each call returns
+** HP_ERROR, and writes nothing, when it would make invalid JSON (a key inside
+** an array, no key inside an object, unbalanced end, nesting deeper than 64)
+** or when out of memory. Since ABI 1.
+*/
+static inline hp_json *hp_json_new(hp_buf *buf) { return hp__api->json_new(buf); }
+static inline int hp_json_begin_object(hp_json *j, const char *key) { return hp__api->json_begin_object(j, key); }
+static inline int hp_json_end_object(hp_json *j) { return hp__api->json_end_object(j); }
+static inline int hp_json_begin_array(hp_json *j, const char *key) { return hp__api->json_begin_array(j, key); }
+static inline int hp_json_end_array(hp_json *j) { return hp__api->json_end_array(j); }
+static inline int hp_json_string(hp_json *j, const char *key, const char *value) { return hp__api->json_string(j, key, value); }
+static inline int hp_json_stringn(hp_json *j, const char *key, const char *value, size_t len) { return hp__api->json_stringn(j, key, value, len); }
+static inline int hp_json_int(hp_json *j, const char *key, long long value) { return hp__api->json_int(j, key, value); }
+static inline int hp_json_double(hp_json *j, const char *key, double value) { return hp__api->json_double(j, key, value); }
+static inline int hp_json_bool(hp_json *j, const char *key, int value) { return hp__api->json_bool(j, key, value); }
+static inline int hp_json_null(hp_json *j, const char *key) { return hp__api->json_null(j, key); }
+
+/* ---------------------------------------------------------------------- */
+/* Logging and modules                                                    */
+/* ---------------------------------------------------------------------- */
+
+/*
+** CAPI: Logging
+**
+** hp_log() writes one line to the server's log at the given HP_LOG_* level,
+** tagged with the module, route and request id:
+**     [hotplate] module=notes route=/notes req=1f3a-7 message
+** hp_module_log() does the same outside a request (in hp_init/hp_fini),
+** tagged with the module only. A trailing newline is not needed.
+** Since ABI 1.
+*/
+static inline HP_PRINTF(3, 4) void hp_log(hp_request *req, int level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt); hp__api->vlog(req, level, fmt, ap); va_end(ap);
+}
+static inline HP_PRINTF(3, 4) void hp_module_log(hp_module *mod, int level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt); hp__api->module_vlog(mod, level, fmt, ap); va_end(ap);
+}
+
+/*
+** CAPI: Module information
+**
+** hp_module_name(): the module's name from deploy.yaml.
+** hp_module_config(mod, "key"): a value from the module's `config:` map in
+**   deploy.yaml, as text, or NULL. Valid for the life of the worker.
+** Since ABI 1.
+*/
+static inline const char *hp_module_name(const hp_module *mod) { return hp__api->module_name(mod); }
+static inline const char *hp_module_config(const hp_module *mod, const char *key) { return hp__api->module_config(mod, key); }
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HOTPLATE_H */

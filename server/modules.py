@@ -1,0 +1,135 @@
+"""Load a release's modules into this process: the worker side of a release.
+
+Nothing here may raise out of :meth:`ModuleSet.load`: gunicorn halts the whole
+server when a worker fails to boot, so a module that cannot load becomes a
+:class:`ModuleState` with an error, and its routes answer 503.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import runtime
+
+log = logging.getLogger("hotplate")
+LEVELS = {10: logging.DEBUG, 20: logging.INFO, 30: logging.WARNING, 40: logging.ERROR}
+HOOK_TIMEOUT_MS = 10_000
+_log_callback: Any = None
+
+
+def setup_process() -> None:
+    """Install the runtime's signal handlers and log sink in this process.
+
+    Only in processes that run module code: gunicorn workers and the smoke check.
+    """
+    global _log_callback
+    if _log_callback is not None:
+        return
+    ffi, lib = runtime.load()
+
+    def sink(level, module, route, request_id, message):
+        tags = f"module={ffi.string(module).decode(errors='replace')}"
+        if route != ffi.NULL and ffi.string(route):
+            tags += f" route={ffi.string(route).decode(errors='replace')} req={ffi.string(request_id).decode(errors='replace')}"
+        log.log(LEVELS.get(level, logging.INFO), "[%s] %s", tags, ffi.string(message).decode(errors="replace"))
+
+    _log_callback = ffi.callback("hp_rt_log_fn", sink)
+    if lib.hp_rt_setup(_log_callback) != 0:
+        raise OSError("hp_rt_setup failed to install signal handlers")
+
+
+@dataclass
+class Route:
+    """A manifest route bound to its loaded handler (or to its module's error)."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: str
+    timeout_ms: int
+    module: "ModuleState"
+    address: Any = None
+
+
+@dataclass
+class ModuleState:
+    """One module in this worker: loaded and initialised, or failed with a cause."""
+
+    name: str
+    source: str
+    object: str
+    handle: Any = None
+    error: str | None = None
+    health: str | None = None
+    routes: list[Route] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ModuleSet:
+    """Every module of one release, as loaded in this process."""
+
+    release_id: str
+    release_dir: Path
+    modules: list[ModuleState]
+
+    @property
+    def routes(self) -> list[Route]:
+        return [r for m in self.modules for r in m.routes]
+
+    @classmethod
+    def load(cls, release_dir: Path, run_init: bool = True) -> "ModuleSet":
+        """Load, bind and (optionally) init every module of the release."""
+        release_dir = Path(release_dir).resolve()
+        info = json.loads((release_dir / "release.json").read_text())
+        modules = [_load_module(release_dir, spec, run_init) for spec in info["modules"]]
+        return cls(info["id"], release_dir, modules)
+
+    def close(self) -> None:
+        """Run every loaded module's hp_fini (worker exit)."""
+        ffi, lib = runtime.load()
+        err = ffi.new("char[]", 512)
+        for mod in self.modules:
+            if mod.handle is not None and mod.ok:
+                if lib.hp_rt_module_fini(mod.handle, HOOK_TIMEOUT_MS, err, 512) != 0:
+                    log.error("[module=%s] %s", mod.name, ffi.string(err).decode(errors="replace"))
+
+
+def _load_module(release_dir: Path, spec: dict, run_init: bool) -> ModuleState:
+    mod = ModuleState(spec["name"], spec["source"], spec["object"], health=spec.get("health"))
+    mod.routes = [Route(r["path"], tuple(r["methods"]), r["handler"], r["timeout_ms"], mod) for r in spec["routes"]]
+    try:
+        mod.error = _bind(release_dir, spec, mod, run_init)
+    except Exception as e:  # a worker must boot whatever a module does
+        mod.error = f"{type(e).__name__}: {e}"
+    if mod.error:
+        log.error("[module=%s] cannot serve %s: %s", mod.name, mod.source, mod.error)
+    return mod
+
+
+def _bind(release_dir: Path, spec: dict, mod: ModuleState, run_init: bool) -> str | None:
+    """Load the object and resolve handlers; return an error text or None."""
+    ffi, lib = runtime.load()
+    err = ffi.new("char[]", 1024)
+    config = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in spec.get("config", []))
+    handle = lib.hp_rt_module_load(str(release_dir / spec["object"]).encode(), mod.name.encode(),
+                                   config, len(config), len(spec.get("config", [])), err, 1024)
+    if handle == ffi.NULL:
+        return ffi.string(err).decode(errors="replace")
+    mod.handle = handle
+    missing = []
+    for route in mod.routes:
+        route.address = lib.hp_rt_module_sym(handle, route.handler.encode())
+        if route.address == ffi.NULL:
+            missing.append(route.handler)
+    if missing:
+        return (f"handler(s) {', '.join(sorted(set(missing)))} not exported by {mod.source}; "
+                "define each as HP_EXPORT int name(hp_request *req, hp_response *res)")
+    if run_init and lib.hp_rt_module_init(handle, HOOK_TIMEOUT_MS, err, 1024) != 0:
+        return ffi.string(err).decode(errors="replace")
+    return None

@@ -1,0 +1,82 @@
+"""Build and load the C runtime (``libhotplate``) that hosts modules.
+
+The runtime is compiled on first use into a content-addressed cache, so an
+install needs no build step and a changed runtime never reuses an old file
+(glibc's dlopen would hand back the old code for a reused path).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import cffi
+
+from .paths import HEADER, HOST_API, INCLUDE_DIR, RUNTIME_DIR
+
+CFLAGS = [
+    "-std=gnu11", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra",
+    "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now",
+]
+LIBS = ["-ljansson"]
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache, unless ``HOTPLATE_CACHE`` names another."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(os.environ.get("HOTPLATE_CACHE") or Path(base) / "hotplate")
+
+
+def runtime_sources() -> list[Path]:
+    return sorted(RUNTIME_DIR.glob("*.c")) + sorted(RUNTIME_DIR.glob("*.h")) + [HEADER]
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_version(cc: str = "cc") -> str:
+    """The compiler's identity, part of every cache key."""
+    out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def sdk_digest() -> str:
+    """A digest of the header and runtime: a changed SDK invalidates every build."""
+    h = hashlib.sha256()
+    for path in runtime_sources():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def build_runtime(cache_dir: Path | None = None) -> Path:
+    """Compile the runtime once per content; return the shared object's path."""
+    cache_dir = cache_dir or default_cache_dir()
+    digest = hashlib.sha256((sdk_digest() + compiler_version()).encode()).hexdigest()[:16]
+    target = cache_dir / "runtime" / f"libhotplate-{digest}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+    os.close(fd)
+    sources = [str(p) for p in sorted(RUNTIME_DIR.glob("*.c"))]
+    cmd = ["cc", *CFLAGS, f"-I{INCLUDE_DIR}", "-o", tmp, *sources, *LIBS]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        os.unlink(tmp)
+        raise RuntimeError(
+            "could not build the hotplate runtime (is libjansson-dev installed?):\n"
+            + result.stderr
+        )
+    os.replace(tmp, target)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> tuple[cffi.FFI, object]:
+    """The runtime as ``(ffi, lib)``; built first if needed."""
+    ffi = cffi.FFI()
+    ffi.cdef(HOST_API.read_text())
+    lib = ffi.dlopen(str(build_runtime()))
+    return ffi, lib

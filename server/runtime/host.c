@@ -1,0 +1,314 @@
+/* The host side: loading modules, calling them under a crash guard and a
+ * deadline, and logging. Everything that runs module code goes through
+ * guarded_call(), so a fault or a runaway loop in a module costs one
+ * request, not the worker. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+#define TIMEOUT_SIGNAL (SIGRTMIN + 1)
+#define ALT_STACK_SIZE (64 * 1024)
+
+static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+static hp_rt_log_fn log_sink;
+
+/* Per thread: where to jump when module code faults or overruns. */
+static __thread sigjmp_buf *guard_jump;
+static __thread volatile sig_atomic_t guard_active;
+static __thread volatile sig_atomic_t timeout_pending;
+static __thread int thread_ready;
+static __thread timer_t thread_timer;
+
+static void on_signal(int sig, siginfo_t *info, void *ctx)
+{
+    (void)info, (void)ctx;
+    if (guard_active && guard_jump) {
+        guard_active = 0;
+        siglongjmp(*guard_jump, sig);
+    }
+    if (sig == TIMEOUT_SIGNAL) {
+        /* The deadline passed while the module was calling back into the
+         * host (logging); the guard fires once the callback returns. */
+        timeout_pending = 1;
+        return;
+    }
+    /* A fault outside module code: restore the default action and return,
+     * so the faulting instruction runs again and the process dies as it
+     * would have without us. */
+    signal(sig, SIG_DFL);
+}
+
+int hp_rt_setup(hp_rt_log_fn log)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof fault_signals / sizeof *fault_signals; i++)
+        if (sigaction(fault_signals[i], &sa, NULL))
+            return -1;
+    if (sigaction(TIMEOUT_SIGNAL, &sa, NULL))
+        return -1;
+    log_sink = log;
+    return 0;
+}
+
+int hp_rt_abi_version(void) { return HP_ABI_VERSION; }
+
+/* Each thread that runs module code needs its own signal stack (a stack
+ * overflow must still reach the handler) and its own deadline timer. */
+static int thread_setup(void)
+{
+    if (thread_ready)
+        return 0;
+    stack_t ss = {.ss_sp = malloc(ALT_STACK_SIZE), .ss_size = ALT_STACK_SIZE};
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = TIMEOUT_SIGNAL;
+    sev._sigev_un._tid = gettid();
+    if (!ss.ss_sp || sigaltstack(&ss, NULL) ||
+        timer_create(CLOCK_MONOTONIC, &sev, &thread_timer)) {
+        free(ss.ss_sp);
+        return -1;
+    }
+    thread_ready = 1;
+    return 0;
+}
+
+static void arm(unsigned timeout_ms)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = timeout_ms / 1000;
+    its.it_value.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+    timer_settime(thread_timer, 0, &its, NULL);
+}
+
+typedef int (*guarded_fn)(void *arg);
+
+/* Runs fn(arg) with faults and the deadline turned into a return code:
+ * HP_RT_OK with *rc set, HP_RT_CRASHED with *sig set, or HP_RT_TIMED_OUT. */
+static int guarded_call(guarded_fn fn, void *arg, unsigned timeout_ms, int *rc, int *sig)
+{
+    sigjmp_buf jump;
+    int got;
+    if (thread_setup())
+        return HP_RT_NO_MEMORY;
+    timeout_pending = 0;
+    if ((got = sigsetjmp(jump, 1)) != 0) {
+        arm(0);
+        guard_jump = NULL;
+        if (got == TIMEOUT_SIGNAL)
+            return HP_RT_TIMED_OUT;
+        *sig = got;
+        return HP_RT_CRASHED;
+    }
+    guard_jump = &jump;
+    if (timeout_ms)
+        arm(timeout_ms);
+    guard_active = 1;
+    *rc = fn(arg);
+    guard_active = 0;
+    arm(0);
+    guard_jump = NULL;
+    return HP_RT_OK;
+}
+
+/* Calls the log sink with the guard lifted: the sink is Python code, which
+ * must never be jumped out of. */
+void hp_log_emit(int level, const hp_module *mod, const hp_request *req, const char *fmt, va_list ap)
+{
+    char msg[4096];
+    int was_active = guard_active;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = 0;
+    guard_active = 0;
+    if (log_sink)
+        log_sink(level, mod ? mod->name : "", req ? req->route : "", req ? req->id : "", msg);
+    guard_active = was_active;
+    if (was_active && timeout_pending)
+        raise(TIMEOUT_SIGNAL);
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+struct open_args {
+    const char *path;
+    void *dl;
+};
+
+static int do_dlopen(void *arg)
+{
+    struct open_args *a = arg;
+    a->dl = dlopen(a->path, RTLD_NOW | RTLD_LOCAL);
+    return 0;
+}
+
+static hp_module *module_new(const char *path, const char *name,
+                             const char *config, size_t config_len, size_t nconfig)
+{
+    hp_module *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->name = strdup(name);
+    m->path = strdup(path);
+    m->config_storage = malloc(config_len + 1);
+    m->config = calloc(nconfig + 1, sizeof *m->config);
+    if (!m->name || !m->path || !m->config_storage || !m->config)
+        return NULL;
+    memcpy(m->config_storage, config, config_len);
+    m->config_storage[config_len] = 0;
+    const char *p = m->config_storage, *end = p + config_len;
+    for (size_t i = 0; i < nconfig && p < end; i++) {
+        m->config[i].name = p;
+        p += strlen(p) + 1;
+        m->config[i].value = p < end ? p : "";
+        p += strlen(m->config[i].value) + 1;
+        m->nconfig = i + 1;
+    }
+    return m;
+}
+
+void *hp_rt_module_load(const char *path, const char *name,
+                        const char *config, size_t config_len, size_t nconfig,
+                        char *err, size_t errlen)
+{
+    struct open_args open_args = {.path = path};
+    int rc = 0, sig = 0;
+    int outcome = guarded_call(do_dlopen, &open_args, 10000, &rc, &sig);
+    if (outcome == HP_RT_CRASHED) {
+        set_err(err, errlen, "crashed with %s while loading (in a constructor)", strsignal(sig));
+        return NULL;
+    }
+    if (outcome != HP_RT_OK || !open_args.dl) {
+        set_err(err, errlen, "cannot load: %s", outcome == HP_RT_OK ? dlerror() : "timed out in a constructor");
+        return NULL;
+    }
+    const uint32_t *abi = dlsym(open_args.dl, "hp_module_abi");
+    void (*bind)(const struct hp_api *) = (void (*)(const struct hp_api *))dlsym(open_args.dl, "hp_module_bind");
+    if (!abi || !bind) {
+        set_err(err, errlen, "not a hotplate module: no HP_MODULE; line (add `HP_MODULE;` after #include <hotplate.h>)");
+        return NULL;
+    }
+    if (*abi < 1 || *abi > HP_ABI_VERSION) {
+        set_err(err, errlen, "ABI mismatch: built against hotplate ABI %u, this server provides ABI 1 to %d; rebuild the module with this server's hotplate.h",
+                *abi, HP_ABI_VERSION);
+        return NULL;
+    }
+    hp_module *m = module_new(path, name, config, config_len, nconfig);
+    if (!m) {
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    m->dl = open_args.dl;
+    m->init = (int (*)(hp_module *))dlsym(m->dl, "hp_init");
+    m->fini = (void (*)(hp_module *))dlsym(m->dl, "hp_fini");
+    bind(&hp_api_table);
+    return m;
+}
+
+void *hp_rt_module_sym(void *module, const char *symbol)
+{
+    return dlsym(((hp_module *)module)->dl, symbol);
+}
+
+static int call_init(void *arg)
+{
+    hp_module *m = arg;
+    return m->init ? m->init(m) : HP_OK;
+}
+
+static int call_fini(void *arg)
+{
+    hp_module *m = arg;
+    if (m->fini)
+        m->fini(m);
+    return HP_OK;
+}
+
+static int run_hook(guarded_fn fn, const char *hook, void *module, unsigned timeout_ms, char *err, size_t errlen)
+{
+    int rc = 0, sig = 0;
+    int outcome = guarded_call(fn, module, timeout_ms, &rc, &sig);
+    if (outcome == HP_RT_CRASHED)
+        set_err(err, errlen, "%s crashed with %s", hook, strsignal(sig));
+    else if (outcome == HP_RT_TIMED_OUT)
+        set_err(err, errlen, "%s did not return within %u ms", hook, timeout_ms);
+    else if (outcome == HP_RT_OK && rc != HP_OK)
+        set_err(err, errlen, "%s returned %d (HP_ERROR); see the module's log lines", hook, rc);
+    if (outcome == HP_RT_OK && rc != HP_OK)
+        return HP_RT_HANDLER_ERROR;
+    return outcome;
+}
+
+int hp_rt_module_init(void *module, unsigned timeout_ms, char *err, size_t errlen)
+{
+    return run_hook(call_init, "hp_init", module, timeout_ms, err, errlen);
+}
+
+int hp_rt_module_fini(void *module, unsigned timeout_ms, char *err, size_t errlen)
+{
+    return run_hook(call_fini, "hp_fini", module, timeout_ms, err, errlen);
+}
+
+struct call_args {
+    hp_handler handler;
+    hp_request *req;
+};
+
+static int call_handler(void *arg)
+{
+    struct call_args *a = arg;
+    return a->handler(a->req, &a->req->res);
+}
+
+int hp_rt_dispatch(void *module, void *handler,
+                   const char *blob, size_t blob_len,
+                   size_t nparams, size_t nheaders,
+                   const char *body, size_t body_len,
+                   unsigned timeout_ms, hp_rt_result *out)
+{
+    memset(out, 0, sizeof *out);
+    hp_request *req = hp_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
+    if (!req)
+        return out->result = HP_RT_NO_MEMORY;
+    struct call_args args = {.handler = (hp_handler)handler, .req = req};
+    int rc = 0;
+    out->request = req;
+    out->result = guarded_call(call_handler, &args, timeout_ms, &rc, &out->signal);
+    if (out->result == HP_RT_OK && rc != HP_OK)
+        out->result = HP_RT_HANDLER_ERROR;
+    if (out->result == HP_RT_OK && hp_response_finish(&req->res))
+        out->result = HP_RT_NO_MEMORY;
+    out->status = req->res.status;
+    out->headers = req->res.headers.data;
+    out->headers_len = req->res.headers.len;
+    out->body = req->res.body.data;
+    out->body_len = req->res.body.len;
+    return out->result;
+}
+
+void hp_rt_release(hp_rt_result *out)
+{
+    hp_request_free(out->request);
+    out->request = NULL;
+}

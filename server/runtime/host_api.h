@@ -1,0 +1,64 @@
+/* The runtime's entry points for the Python server. This file is read both
+ * by the C compiler and by cffi's cdef(), so it holds plain declarations
+ * only: no preprocessor lines, no macros. */
+
+typedef void (*hp_rt_log_fn)(int level, const char *module, const char *route,
+                             const char *request_id, const char *message);
+
+/* What a dispatch produced. The response fields point into the request's
+ * arena and stay valid until hp_rt_release(). */
+typedef struct {
+    int result;              /* HP_RT_* below */
+    int signal;              /* the signal that stopped a crashed handler */
+    int status;
+    const char *headers;     /* name\0value\0 pairs, Content-Type included */
+    size_t headers_len;
+    const char *body;
+    size_t body_len;
+    void *request;
+} hp_rt_result;
+
+enum {
+    HP_RT_OK = 0,
+    HP_RT_HANDLER_ERROR = 1,
+    HP_RT_CRASHED = 2,
+    HP_RT_TIMED_OUT = 3,
+    HP_RT_NO_MEMORY = 4
+};
+
+/* Installs the fault and timeout signal handlers and the log callback.
+ * Call once per worker process, never in the gunicorn master. */
+int hp_rt_setup(hp_rt_log_fn log);
+
+/* Loads the module at path and binds the API table. Returns NULL with a
+ * message in err on failure (dlopen error, missing HP_MODULE, ABI mismatch,
+ * crash in a constructor). config is name\0value\0 pairs. */
+void *hp_rt_module_load(const char *path, const char *name,
+                        const char *config, size_t config_len, size_t nconfig,
+                        char *err, size_t errlen);
+
+/* The address of an exported handler, or NULL. */
+void *hp_rt_module_sym(void *module, const char *symbol);
+
+/* Runs the module's hp_init, if any, under the crash guard and a timeout.
+ * Returns 0 on success, else fills err and returns an HP_RT_* code. */
+int hp_rt_module_init(void *module, unsigned timeout_ms, char *err, size_t errlen);
+
+/* Runs the module's hp_fini, if any, under the crash guard. */
+int hp_rt_module_fini(void *module, unsigned timeout_ms, char *err, size_t errlen);
+
+/* Calls one handler for one request. blob holds NUL-terminated fields:
+ * method, path, query string, client address, request id, route, then
+ * nparams name/value pairs, then nheaders name/value pairs whose names are
+ * WSGI environ keys without HTTP_ ("USER_AGENT", "CONTENT_TYPE"). */
+int hp_rt_dispatch(void *module, void *handler,
+                   const char *blob, size_t blob_len,
+                   size_t nparams, size_t nheaders,
+                   const char *body, size_t body_len,
+                   unsigned timeout_ms, hp_rt_result *out);
+
+/* Frees the request behind a result. */
+void hp_rt_release(hp_rt_result *out);
+
+/* The ABI level this runtime provides (HP_ABI_VERSION it was built with). */
+int hp_rt_abi_version(void);

@@ -1,0 +1,399 @@
+/* Requests and responses: built from the server's blob, read and written by
+ * handlers through the hp_req_* and hp_res_* functions. */
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+#define FIRST_BLOCK 4096
+
+typedef struct {
+    hp_request req;
+    _Alignas(max_align_t) unsigned char first_block[FIRST_BLOCK];
+} request_storage;
+
+/* Reads the next NUL-terminated field of the blob; NULL past its end. */
+static const char *next_field(const char **p, const char *end)
+{
+    const char *s = *p;
+    const char *nul = s < end ? memchr(s, 0, (size_t)(end - s)) : NULL;
+    if (!nul)
+        return NULL;
+    *p = nul + 1;
+    return s;
+}
+
+/* "USER_AGENT" -> "User-Agent", the form handlers see when listing headers. */
+static char *canonical_header(hp_arena *a, const char *environ_key)
+{
+    size_t n = strlen(environ_key);
+    char *out = hp_arena_strndup(a, environ_key, n);
+    int word_start = 1;
+    for (size_t i = 0; out && i < n; i++) {
+        if (out[i] == '_') {
+            out[i] = '-';
+            word_start = 1;
+        } else {
+            out[i] = (char)(word_start ? toupper((unsigned char)out[i]) : tolower((unsigned char)out[i]));
+            word_start = 0;
+        }
+    }
+    return out;
+}
+
+static int read_pairs(hp_request *r, const char **p, const char *end, size_t n,
+                      hp_pair **out, int canonical)
+{
+    *out = hp_arena_alloc(&r->arena, (n ? n : 1) * sizeof **out);
+    if (!*out)
+        return HP_ERROR;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = next_field(p, end), *value = next_field(p, end);
+        if (!name || !value)
+            return HP_ERROR;
+        (*out)[i].name = canonical ? canonical_header(&r->arena, name) : name;
+        (*out)[i].value = value;
+        if (!(*out)[i].name)
+            return HP_ERROR;
+    }
+    return HP_OK;
+}
+
+hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
+                           size_t nparams, size_t nheaders,
+                           const char *body, size_t body_len)
+{
+    request_storage *st = malloc(sizeof *st);
+    if (!st)
+        return NULL;
+    hp_request *r = &st->req;
+    memset(r, 0, sizeof *r);
+    hp_arena_init(&r->arena, st->first_block, sizeof st->first_block);
+    r->module = mod;
+    const char *p = blob, *end = blob + blob_len;
+    const char **fields[] = {&r->method, &r->path, &r->query_string,
+                             &r->client_addr, &r->id, &r->route};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+        if (!(*fields[i] = next_field(&p, end)))
+            goto fail;
+    if (read_pairs(r, &p, end, nparams, &r->params, 0) ||
+        read_pairs(r, &p, end, nheaders, &r->headers, 1))
+        goto fail;
+    r->nparams = nparams;
+    r->nheaders = nheaders;
+    r->body = body ? body : "";
+    r->body_len = body ? body_len : 0;
+    r->res.status = 200;
+    r->res.content_type = "text/plain; charset=utf-8";
+    hp_buf_init(&r->res.body, &r->arena);
+    hp_buf_init(&r->res.headers, &r->arena);
+    return r;
+fail:
+    hp_request_free(r);
+    return NULL;
+}
+
+void hp_request_free(hp_request *r)
+{
+    if (!r)
+        return;
+    if (r->json)
+        json_decref(r->json);
+    hp_arena_free(&r->arena);
+    free(r);
+}
+
+static const char *find(const hp_pair *pairs, size_t n, const char *name, int nocase)
+{
+    for (size_t i = 0; i < n; i++)
+        if (nocase ? hp_str_caseeq(pairs[i].name, name) : !strcmp(pairs[i].name, name))
+            return pairs[i].value;
+    return NULL;
+}
+
+static const char *req_method(const hp_request *r) { return r->method; }
+static const char *req_path(const hp_request *r) { return r->path; }
+static const char *req_route(const hp_request *r) { return r->route; }
+static const char *req_query_string(const hp_request *r) { return r->query_string; }
+static const char *req_client_addr(const hp_request *r) { return r->client_addr; }
+static const char *req_id(const hp_request *r) { return r->id; }
+static size_t req_header_count(const hp_request *r) { return r->nheaders; }
+
+static const char *req_param(const hp_request *r, const char *name)
+{
+    return find(r->params, r->nparams, name, 0);
+}
+
+static int req_param_int(const hp_request *r, const char *name, long long *out)
+{
+    const char *s = req_param(r, name);
+    char *end;
+    if (!s || !*s)
+        return HP_ERROR;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end || errno)
+        return HP_ERROR;
+    *out = v;
+    return HP_OK;
+}
+
+/* Splits "a=1&b=2" (query) or "a=1; b=2" (cookies) into decoded pairs. */
+static hp_pair *split_pairs(hp_request *r, const char *s, char sep, int decode, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == sep;
+    hp_pair *pairs = hp_arena_alloc(&r->arena, cap * sizeof *pairs);
+    *n = 0;
+    while (pairs && *s) {
+        while (*s == ' ' || *s == sep)
+            s++;
+        const char *item_end = strchr(s, sep);
+        size_t len = item_end ? (size_t)(item_end - s) : strlen(s);
+        const char *eq = memchr(s, '=', len);
+        size_t klen = eq ? (size_t)(eq - s) : len;
+        const char *v = eq ? eq + 1 : s + len;
+        size_t vlen = (size_t)(s + len - v);
+        if (!decode && vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"')
+            v++, vlen -= 2;
+        if (len) {
+            pairs[*n].name = decode ? hp_decode_url(&r->arena, s, klen, NULL) : hp_arena_strndup(&r->arena, s, klen);
+            pairs[*n].value = decode ? hp_decode_url(&r->arena, v, vlen, NULL) : hp_arena_strndup(&r->arena, v, vlen);
+            if (!pairs[*n].name || !pairs[*n].value)
+                return NULL;
+            (*n)++;
+        }
+        s += len;
+    }
+    return pairs;
+}
+
+static const char *req_query(hp_request *r, const char *name)
+{
+    if (!r->query_parsed) {
+        r->query = split_pairs(r, r->query_string, '&', 1, &r->nquery);
+        r->query_parsed = 1;
+    }
+    return r->query ? find(r->query, r->nquery, name, 0) : NULL;
+}
+
+static const char *req_header(const hp_request *r, const char *name)
+{
+    return find(r->headers, r->nheaders, name, 1);
+}
+
+static int req_header_at(const hp_request *r, size_t i, const char **name, const char **value)
+{
+    if (i >= r->nheaders)
+        return HP_ERROR;
+    *name = r->headers[i].name;
+    *value = r->headers[i].value;
+    return HP_OK;
+}
+
+static const char *req_cookie(hp_request *r, const char *name)
+{
+    if (!r->cookies_parsed) {
+        const char *h = req_header(r, "Cookie");
+        r->cookies = split_pairs(r, h ? h : "", ';', 0, &r->ncookies);
+        r->cookies_parsed = 1;
+    }
+    return r->cookies ? find(r->cookies, r->ncookies, name, 0) : NULL;
+}
+
+static const void *req_body(const hp_request *r, size_t *len)
+{
+    if (len)
+        *len = r->body_len;
+    return r->body;
+}
+
+static struct json_t *req_json(hp_request *r, const char **error)
+{
+    json_error_t err;
+    if (!r->json) {
+        r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &err);
+        if (!r->json && error) {
+            char line[JSON_ERROR_TEXT_LENGTH + 64];
+            snprintf(line, sizeof line, "line %d, column %d: %s", err.line, err.column, err.text);
+            *error = hp_arena_strndup(&r->arena, line, strlen(line));
+        }
+    }
+    return r->json;
+}
+
+static int clean_header_text(const char *s)
+{
+    return !strpbrk(s, "\r\n");
+}
+
+static void res_status(hp_response *res, int status)
+{
+    res->status = status >= 100 && status <= 599 ? status : 500;
+}
+
+static hp_request *owner(hp_response *res)
+{
+    return (hp_request *)((char *)res - offsetof(hp_request, res));
+}
+
+static int res_header(hp_response *res, const char *name, const char *value)
+{
+    if (!*name || !clean_header_text(name) || strchr(name, ':') || !clean_header_text(value))
+        return HP_ERROR;
+    if (hp_buf_add(&res->headers, name, strlen(name) + 1) ||
+        hp_buf_add(&res->headers, value, strlen(value) + 1))
+        return HP_ERROR;
+    return HP_OK;
+}
+
+static void res_content_type(hp_response *res, const char *type)
+{
+    if (clean_header_text(type))
+        res->content_type = hp_arena_strndup(&owner(res)->arena, type, strlen(type));
+}
+
+static int res_write(hp_response *res, const void *data, size_t len)
+{
+    return hp_buf_add(&res->body, data, len);
+}
+
+static int res_vprintf(hp_response *res, const char *fmt, va_list ap)
+{
+    return hp_buf_vfmt(&res->body, fmt, ap);
+}
+
+static int res_redirect(hp_response *res, int status, const char *location)
+{
+    int ok = status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+    if (!clean_header_text(location))
+        return HP_ERROR;
+    res->status = ok ? status : 302;
+    return res_header(res, "Location", location);
+}
+
+static hp_buf *res_body(hp_response *res) { return &res->body; }
+
+static hp_json *res_json(hp_response *res)
+{
+    res->content_type = "application/json";
+    hp_json_init(&res->json, &res->body);
+    return &res->json;
+}
+
+int hp_response_finish(hp_response *res)
+{
+    if (!res->content_type)
+        return HP_OK;
+    return res_header(res, "Content-Type", res->content_type);
+}
+
+static void *api_alloc(hp_request *r, size_t n) { return hp_arena_alloc(&r->arena, n); }
+static char *api_strndup(hp_request *r, const char *s, size_t n) { return hp_arena_strndup(&r->arena, s, n); }
+
+static hp_buf *buf_new(hp_request *r)
+{
+    hp_buf *b = hp_arena_alloc(&r->arena, sizeof *b);
+    if (b)
+        hp_buf_init(b, &r->arena);
+    return b;
+}
+
+static const char *buf_data(const hp_buf *b) { return b->data; }
+static size_t buf_len(const hp_buf *b) { return b->len; }
+
+static char *url_decode(hp_request *r, const char *s, size_t len, size_t *out_len)
+{
+    return hp_decode_url(&r->arena, s, len, out_len);
+}
+
+static char *html_escape(hp_request *r, const char *s) { return hp_escape_html(&r->arena, s); }
+
+static hp_json *api_json_new(hp_buf *buf)
+{
+    hp_json *j = hp_arena_alloc(buf->arena, sizeof *j);
+    if (j)
+        hp_json_init(j, buf);
+    return j;
+}
+
+static int api_json_begin_object(hp_json *j, const char *key) { return hp_json_w_begin(j, key, 1); }
+static int api_json_end_object(hp_json *j) { return hp_json_w_end(j, 1); }
+static int api_json_begin_array(hp_json *j, const char *key) { return hp_json_w_begin(j, key, 0); }
+static int api_json_end_array(hp_json *j) { return hp_json_w_end(j, 0); }
+static int api_json_string(hp_json *j, const char *key, const char *v) { return hp_json_w_string(j, key, v, v ? strlen(v) : 0); }
+
+static void vlog(hp_request *r, int level, const char *fmt, va_list ap)
+{
+    hp_log_emit(level, r->module, r, fmt, ap);
+}
+
+static const char *module_name(const hp_module *m) { return m->name; }
+
+static const char *module_config(const hp_module *m, const char *key)
+{
+    return find(m->config, m->nconfig, key, 0);
+}
+
+static void module_vlog(hp_module *m, int level, const char *fmt, va_list ap)
+{
+    hp_log_emit(level, m, NULL, fmt, ap);
+}
+
+const struct hp_api hp_api_table = {
+    .abi_version = HP_ABI_VERSION,
+    .size = sizeof(struct hp_api),
+    .req_method = req_method,
+    .req_path = req_path,
+    .req_route = req_route,
+    .req_param = req_param,
+    .req_param_int = req_param_int,
+    .req_query_string = req_query_string,
+    .req_query = req_query,
+    .req_header = req_header,
+    .req_header_count = req_header_count,
+    .req_header_at = req_header_at,
+    .req_cookie = req_cookie,
+    .req_body = req_body,
+    .req_client_addr = req_client_addr,
+    .req_id = req_id,
+    .req_json = req_json,
+    .res_status = res_status,
+    .res_header = res_header,
+    .res_content_type = res_content_type,
+    .res_write = res_write,
+    .res_vprintf = res_vprintf,
+    .res_redirect = res_redirect,
+    .res_body = res_body,
+    .res_json = res_json,
+    .alloc = api_alloc,
+    .strndup = api_strndup,
+    .buf_new = buf_new,
+    .buf_append = hp_buf_add,
+    .buf_vprintf = hp_buf_vfmt,
+    .buf_data = buf_data,
+    .buf_len = buf_len,
+    .strcaseeq = hp_str_caseeq,
+    .url_decode = url_decode,
+    .html_escape = html_escape,
+    .json_new = api_json_new,
+    .json_begin_object = api_json_begin_object,
+    .json_end_object = api_json_end_object,
+    .json_begin_array = api_json_begin_array,
+    .json_end_array = api_json_end_array,
+    .json_string = api_json_string,
+    .json_stringn = hp_json_w_string,
+    .json_int = hp_json_w_int,
+    .json_double = hp_json_w_double,
+    .json_bool = hp_json_w_bool,
+    .json_null = hp_json_w_null,
+    .vlog = vlog,
+    .module_name = module_name,
+    .module_config = module_config,
+    .module_vlog = module_vlog,
+};

@@ -1,0 +1,108 @@
+/* Internal to the runtime: object layouts behind the opaque types of
+ * hotplate.h. Modules never see this file. */
+#ifndef HP_RUNTIME_H
+#define HP_RUNTIME_H
+
+#include <stddef.h>
+
+#include "hotplate.h"
+#include "host_api.h"
+
+/* A bump allocator freed all at once; the first block lives inside the
+ * request so small requests cost one malloc in all. */
+typedef struct hp_arena_block {
+    struct hp_arena_block *next;
+    size_t size, used;
+    _Alignas(max_align_t) unsigned char data[];
+} hp_arena_block;
+
+typedef struct {
+    hp_arena_block *head;
+    hp_arena_block *embedded; /* owned by the caller of hp_arena_init */
+} hp_arena;
+
+void hp_arena_init(hp_arena *a, void *first, size_t first_size);
+void *hp_arena_alloc(hp_arena *a, size_t size);
+void hp_arena_free(hp_arena *a);
+
+struct hp_buf {
+    hp_arena *arena;
+    char *data;
+    size_t len, cap;
+};
+
+void hp_buf_init(hp_buf *b, hp_arena *a);
+int hp_buf_add(hp_buf *b, const void *data, size_t len);
+int hp_buf_vfmt(hp_buf *b, const char *fmt, va_list ap);
+char *hp_arena_strndup(hp_arena *a, const char *s, size_t len);
+char *hp_decode_url(hp_arena *a, const char *s, size_t len, size_t *out_len);
+char *hp_escape_html(hp_arena *a, const char *s);
+int hp_str_caseeq(const char *a, const char *b);
+
+#define HP_JSON_MAX_DEPTH 64
+
+struct hp_json {
+    hp_buf *buf;
+    int depth;
+    unsigned char is_object[HP_JSON_MAX_DEPTH + 1];
+    unsigned char has_items[HP_JSON_MAX_DEPTH + 1];
+};
+
+void hp_json_init(hp_json *j, hp_buf *buf);
+int hp_json_w_begin(hp_json *j, const char *key, int object);
+int hp_json_w_end(hp_json *j, int object);
+int hp_json_w_string(hp_json *j, const char *key, const char *s, size_t len);
+int hp_json_w_int(hp_json *j, const char *key, long long v);
+int hp_json_w_double(hp_json *j, const char *key, double v);
+int hp_json_w_bool(hp_json *j, const char *key, int v);
+int hp_json_w_null(hp_json *j, const char *key);
+
+typedef struct {
+    const char *name, *value;
+} hp_pair;
+
+struct hp_module {
+    char *name, *path;
+    void *dl;
+    hp_pair *config;
+    size_t nconfig;
+    int (*init)(hp_module *);
+    void (*fini)(hp_module *);
+    char *config_storage;
+};
+
+struct hp_response {
+    int status;
+    const char *content_type;
+    hp_buf body;
+    hp_buf headers; /* name\0value\0 pairs */
+    hp_json json;
+};
+
+struct hp_request {
+    hp_arena arena;
+    hp_module *module;
+    const char *method, *path, *query_string, *client_addr, *id, *route;
+    hp_pair *params, *headers, *query, *cookies;
+    size_t nparams, nheaders, nquery, ncookies;
+    int query_parsed, cookies_parsed;
+    const char *body;
+    size_t body_len;
+    struct json_t *json;
+    hp_response res;
+};
+
+/* Builds a request from the dispatch blob; NULL when out of memory. */
+hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
+                           size_t nparams, size_t nheaders,
+                           const char *body, size_t body_len);
+void hp_request_free(hp_request *req);
+/* Adds Content-Type to the header list; call once the handler is done. */
+int hp_response_finish(hp_response *res);
+
+/* The table handed to modules. */
+extern const struct hp_api hp_api_table;
+/* The log sink (hp_rt_setup); logs a formatted message. */
+void hp_log_emit(int level, const hp_module *mod, const hp_request *req, const char *fmt, va_list ap);
+
+#endif

@@ -117,7 +117,7 @@ class Builder:
         failed = [r for r in results if not r.ok]
         if failed:
             names = ", ".join(f"{r.name} ({r.source})" for r in failed)
-            raise BuildError(f"{len(failed)} module(s) failed to compile: {names}", list(results))
+            raise BuildError(f"{len(failed)} module(s) failed to build: {names}", list(results))
         return BuildResult(results, time.monotonic() - start)
 
     def command(self, module: Module) -> list[str]:

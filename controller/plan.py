@@ -81,7 +81,12 @@ class _Located:
         self.scalars = yaml.SafeLoader("")  # resolves ints, floats, bools like safe_load
 
     def error(self, where: str, message: str) -> None:
-        line = self.lines.get(where, 0)
+        """Record a problem at the line of ``where``, or of its nearest parent
+        when the key is missing."""
+        parent = where
+        while parent not in self.lines and parent:
+            parent = re.sub(r"(^|\.)[^.\[]*$|\[\d+\]$", "", parent)
+        line = self.lines.get(parent, 1)
         self.problems.append(f"{self.filename}:{line}: {where}: {message}")
 
     def convert(self, node: yaml.Node, where: str) -> Any:

@@ -69,7 +69,11 @@ extern "C" {
 ** HP_EXPORT can be named as handlers in deploy.yaml. The build checks that
 ** every handler named in the manifest is exported.
 */
+#ifdef __cplusplus
+#define HP_EXPORT extern "C" __attribute__((visibility("default")))
+#else
 #define HP_EXPORT __attribute__((visibility("default")))
+#endif
 
 #if defined(__GNUC__)
 #define HP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
@@ -194,10 +198,10 @@ extern const struct hp_api *hp__api __attribute__((visibility("hidden")));
 ** ABI level the module was built against (hp_module_abi) and the entry the
 ** server calls to hand over its function table (hp_module_bind).
 */
-#define HP_MODULE                                                        \
-    const struct hp_api *hp__api __attribute__((visibility("hidden")));  \
-    HP_EXPORT const uint32_t hp_module_abi = HP_ABI_VERSION;             \
-    HP_EXPORT void hp_module_bind(const struct hp_api *api) { hp__api = api; }
+#define HP_MODULE                                                           \
+    const struct hp_api *hp__api __attribute__((visibility("hidden")));     \
+    HP_EXPORT void hp_module_bind(const struct hp_api *api) { hp__api = api; } \
+    HP_EXPORT const uint32_t hp_module_abi = HP_ABI_VERSION
 
 /*
 ** CAPI: Lifecycle hooks (optional)

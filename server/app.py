@@ -1,0 +1,53 @@
+"""The Flask app behind the module routes: reserved ``/_hotplate/`` paths and errors."""
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from .config import ServerConfig
+from .dispatch import Dispatcher
+
+RESERVED_PREFIX = "/_hotplate"
+bp = Blueprint("hotplate", __name__, url_prefix=RESERVED_PREFIX)
+
+
+def _modules():
+    return current_app.extensions["hotplate"].modules
+
+
+@bp.get("/health")
+def health():
+    """200 once this worker serves a release with every module loaded, else 503."""
+    modules = _modules()
+    failed = [m.name for m in modules.modules if not m.ok] if modules else []
+    ok = modules is not None and not failed
+    return jsonify(status="ok" if ok else "degraded", release=modules.release_id if modules else None,
+                   pid=os.getpid(), failed_modules=failed), 200 if ok else 503
+
+
+@bp.get("/release")
+def release():
+    """The release this worker serves, and each module's state in it."""
+    modules = _modules()
+    if modules is None:
+        return jsonify(release=None, pid=os.getpid(), modules=[]), 503
+    return jsonify(
+        release=modules.release_id, pid=os.getpid(),
+        modules=[{"name": m.name, "source": m.source, "ok": m.ok, "error": m.error,
+                  "routes": [{"path": r.path, "methods": list(r.methods), "handler": r.handler} for r in m.routes]}
+                 for m in modules.modules])
+
+
+def create_app(config: ServerConfig | None = None) -> Dispatcher:
+    """The WSGI callable gunicorn serves: the module dispatcher in front of Flask."""
+    app = Flask("hotplate")
+    app.register_blueprint(bp)
+
+    @app.errorhandler(404)
+    def not_found(e):
+        return jsonify(error="no route matches this path", status=404), 404
+
+    dispatcher = Dispatcher(app.wsgi_app, config or ServerConfig.from_env())
+    app.extensions["hotplate"] = dispatcher
+    return dispatcher

@@ -1,0 +1,41 @@
+"""Server settings: defaults here, overridable by ``HOTPLATE_*`` environment variables."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the gunicorn front runs.
+
+    :param bind: address the app listens on (loopback by default).
+    :param workers: worker processes; each loads every module.
+    :param threads: request threads per worker (gthread).
+    :param max_body: request body cap in bytes; larger bodies get 413.
+    :param graceful_timeout: seconds a retiring worker may finish requests.
+    """
+
+    bind: str = "127.0.0.1:8000"
+    workers: int = 2
+    threads: int = 8
+    max_body: int = 10 * 1024 * 1024
+    max_header_fields: int = 100
+    max_header_size: int = 8190
+    max_request_line: int = 8190
+    graceful_timeout: int = 30
+    timeout: int = 60
+    backlog: int = 2048
+    keepalive: int = 5
+    accesslog: str | None = None
+
+    @classmethod
+    def from_env(cls, prefix: str = "HOTPLATE_", **overrides) -> "ServerConfig":
+        """Defaults, then ``HOTPLATE_WORKERS=4``-style variables, then ``overrides``."""
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(prefix + f.name.upper())
+            if raw is not None:
+                values[f.name] = int(raw) if f.type in ("int", int) else raw
+        cfg = replace(cls(), **values)
+        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

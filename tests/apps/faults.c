@@ -1,0 +1,53 @@
+/* Test module: handlers that misbehave in every way a module can. */
+#include <hotplate.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+HP_MODULE;
+
+HP_EXPORT int ok(hp_request *req, hp_response *res)
+{
+    hp_res_printf(res, "ok from %d\n", (int)getpid());
+    return HP_OK;
+}
+
+HP_EXPORT int segv(hp_request *req, hp_response *res)
+{
+    volatile int *p = NULL;
+    hp_res_printf(res, "%d", *p);
+    return HP_OK;
+}
+
+HP_EXPORT int fpe(hp_request *req, hp_response *res)
+{
+    raise(SIGFPE);
+    return HP_OK;
+}
+
+static int recurse(int n) { volatile char pad[256]; pad[0] = (char)n; return recurse(n + 1) + pad[0]; }
+
+HP_EXPORT int overflow(hp_request *req, hp_response *res)
+{
+    return recurse(0);
+}
+
+HP_EXPORT int loop(hp_request *req, hp_response *res)
+{
+    for (;;)
+        ;
+    return HP_OK;
+}
+
+HP_EXPORT int slow(hp_request *req, hp_response *res)
+{
+    usleep(300 * 1000);
+    hp_res_printf(res, "slow done\n");
+    return HP_OK;
+}
+
+HP_EXPORT int fail(hp_request *req, hp_response *res)
+{
+    hp_log(req, HP_LOG_ERROR, "refusing on purpose");
+    return HP_ERROR;
+}

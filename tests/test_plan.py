@@ -1,0 +1,144 @@
+"""Manifest validation: every problem found before anything builds, with file:line and key."""
+import pytest
+
+from controller.errors import ManifestError
+from controller.plan import load_manifest
+
+from .conftest import ROOT, write_app
+
+HELLO = "#include <hotplate.h>\nHP_MODULE;\n"
+
+
+def problems(tmp_path, manifest: str, sources=None) -> list[str]:
+    app = write_app(tmp_path / "app", manifest, sources if sources is not None else {"a.c": HELLO})
+    with pytest.raises(ManifestError) as e:
+        load_manifest(app)
+    return e.value.problems
+
+
+def test_demo_manifest_is_valid():
+    m = load_manifest(ROOT)
+    assert [mod.name for mod in m.modules] == ["hello", "api", "counter", "notes"]
+    notes = m.module("notes")
+    assert notes.libs == ("sqlite3",) and notes.health == "/notes/health"
+    assert m.module("api").routes[1].timeout_ms == 2000
+    assert m.module("hello").routes[0].timeout_ms == 30000
+
+
+def test_unknown_keys_are_named_with_a_suggestion(tmp_path):
+    found = problems(tmp_path, """\
+        modules:
+          a:
+            source: a.c
+            rotues: []
+            routes:
+              - {path: /, handler: h, method: GET}
+        """)
+    assert "deploy.yaml:4: modules.a.rotues: unknown key; did you mean `routes`?" in found
+    assert any(p.startswith("deploy.yaml:6: modules.a.routes[0].method: unknown key; did you mean `methods`") for p in found)
+
+
+def test_missing_source_and_escape_from_app_dir(tmp_path):
+    found = problems(tmp_path, """\
+        modules:
+          a:
+            source: missing.c
+            routes: [{path: /, handler: h}]
+          b:
+            source: ../outside.c
+            routes: [{path: /b, handler: h}]
+        """)
+    assert "deploy.yaml:3: modules.a.source: 'missing.c' does not exist; check the path (relative to deploy.yaml)" in found
+    assert any("deploy.yaml:6: modules.b.source: '../outside.c' is outside the app directory" in p for p in found)
+
+
+def test_bad_patterns_methods_symbols_and_timeouts(tmp_path):
+    found = "\n".join(problems(tmp_path, """\
+        timeout: forever
+        modules:
+          a:
+            source: a.c
+            routes:
+              - {path: "/u/<int:id", handler: h}
+              - {path: nope, handler: h2}
+              - {path: /x, handler: "1bad"}
+              - {path: /y, handler: hp_init}
+              - {path: /z, handler: z, methods: [GET, FETCH]}
+              - {path: /t, handler: t, timeout: -1}
+        """))
+    assert "deploy.yaml:1: timeout: 'forever' is not a timeout" in found
+    assert "deploy.yaml:6: modules.a.routes[0].path: bad pattern '/u/<int:id'" in found
+    assert "deploy.yaml:7: modules.a.routes[1].path: 'nope' must start with /" in found
+    assert "deploy.yaml:8: modules.a.routes[2].handler: required: the name of an exported C function" in found
+    assert "deploy.yaml:9: modules.a.routes[3].handler: names starting with hp_ are reserved" in found
+    assert "deploy.yaml:10: modules.a.routes[4].methods: unknown method 'FETCH'" in found
+    assert "deploy.yaml:11: modules.a.routes[5].timeout: -1 is not a timeout" in found
+
+
+def test_duplicate_conflicting_and_reserved_routes(tmp_path):
+    found = problems(tmp_path, """\
+        modules:
+          a:
+            source: a.c
+            routes:
+              - {path: "/users/<int:id>", handler: h}
+              - {path: /_hotplate/health, handler: h}
+          b:
+            source: a.c
+            routes:
+              - {path: "/users/<int:uid>", handler: h}
+              - {path: "/users/<int:id>", handler: h, methods: [POST]}
+              - {path: "/users/<int:id>", handler: h, methods: [GET]}
+        """)
+    assert "deploy.yaml:6: modules.a.routes[1].path: paths under /_hotplate/ are reserved for the server; choose another path" in found
+    assert ("deploy.yaml:10: modules.b: conflicting route GET /users/<int:uid>: deploy.yaml:5 (module a) "
+            "already serves GET /users/<int:id>; remove one or change its path") in found
+    assert any(p.startswith("deploy.yaml:12: modules.b: duplicate route GET /users/<int:id>") for p in found)
+    assert not any("POST" in p for p in found)
+
+
+def test_libs_written_as_flags_and_bad_health(tmp_path):
+    found = problems(tmp_path, """\
+        modules:
+          a:
+            source: a.c
+            libs: [-lsqlite3]
+            health: /missing
+            config: {nested: {x: 1}}
+            routes: [{path: /, handler: h}]
+        """)
+    assert "deploy.yaml:4: modules.a.libs: '-lsqlite3' is not a library name; write `sqlite3`, not `-lsqlite3`" in found
+    assert "deploy.yaml:5: modules.a.health: '/missing' is not one of this module's GET routes; add it to `routes:`" in found
+    assert any(p.startswith("deploy.yaml:6: modules.a.config: must be a mapping") for p in found)
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    assert problems(tmp_path, "modules: [\n")[0].startswith("deploy.yaml:2: not valid YAML")
+    assert problems(tmp_path, "- a\n") == ["deploy.yaml:1: : the manifest must be a mapping with a `modules:` key"]
+    assert problems(tmp_path, "app: x\n") == [
+        "deploy.yaml:1: modules: required: a mapping of module name to {source, routes}"]
+
+
+def test_duplicate_yaml_keys_are_reported(tmp_path):
+    found = problems(tmp_path, """\
+        modules:
+          a:
+            source: a.c
+            source: a.c
+            routes: [{path: /, handler: h}]
+        """)
+    assert found == ["deploy.yaml:4: modules.a.source: key appears twice; keep one"]
+
+
+def test_missing_keys_point_at_their_parent(tmp_path):
+    found = problems(tmp_path, """\
+        modules:
+          a:
+            source: a.c
+        """)
+    assert found == ["deploy.yaml:2: modules.a.routes: required: a list of {path, handler, methods}"]
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(ManifestError, match="deploy.yaml: not found"):
+        load_manifest(tmp_path)

@@ -46,7 +46,6 @@ class HotplateServer(BaseApplication):
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
             "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
             "proc_name": "hotplate", "pidfile": str(self.pidfile) if self.pidfile else None,
-            "chdir": str(self.workdir) if self.workdir else None,
             "control_socket": str(self.control_socket) if self.control_socket else None,
             "control_socket_disable": self.control_socket is None,
         }
@@ -65,6 +64,8 @@ class HotplateServer(BaseApplication):
         logger.setLevel(worker.log.error_log.level)
         logger.propagate = False
         try:
+            if self.workdir:
+                os.chdir(self.workdir)
             setup_process()
             release = Path(os.path.realpath(self.current))
             self.dispatcher.attach(ModuleSet.load(release))

@@ -45,11 +45,14 @@ def env() -> dict[str, str]:
 class Server:
     """``hotplate serve`` on a loopback port, stopped at the end of the test."""
 
-    def __init__(self, app: Path, state: Path, workers: int = 1, threads: int = 4, extra_env: dict | None = None):
+    def __init__(self, app: Path, state: Path, workers: int = 1, threads: int = 4, extra_env: dict | None = None,
+                 state_files: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = state.parent / f"server-{self.port}.log"
         state.mkdir(parents=True, exist_ok=True)
+        for name in state_files:
+            (state / name).touch()
         cmd = [sys.executable, "-m", "controller.cli", "serve", str(app), "--state", str(state),
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads)]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,

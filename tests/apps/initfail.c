@@ -1,13 +1,14 @@
-/* Test module whose hp_init fails when HP_TEST_FAIL_INIT is set, so that it
- * passes the build's smoke check and fails only in server workers. */
+/* Test module whose hp_init fails when a file "fail-init" exists in the
+ * working directory. Workers run in the state directory and the build's smoke
+ * check does not, so the module passes the check and fails only in workers. */
 #include <hotplate.h>
-#include <stdlib.h>
+#include <unistd.h>
 
 HP_MODULE;
 
 HP_EXPORT int hp_init(hp_module *mod)
 {
-    if (getenv("HP_TEST_FAIL_INIT")) {
+    if (access("fail-init", F_OK) == 0) {
         hp_module_log(mod, HP_LOG_ERROR, "cannot reach the database (test)");
         return HP_ERROR;
     }

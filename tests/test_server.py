@@ -1,0 +1,177 @@
+"""The server end to end: real gcc, real gunicorn on loopback, real HTTP."""
+import concurrent.futures
+import time
+
+import pytest
+import requests
+
+from .conftest import ROOT, write_app
+
+ECHO_APP = """\
+    modules:
+      echo:
+        source: modules/echo.c
+        routes:
+          - {path: "/echo/<name>", methods: [GET, POST, PUT], handler: echo}
+          - {path: "/users/<int:id>", handler: user}
+          - {path: /raw, methods: [POST], handler: raw}
+          - {path: /big, handler: big}
+    """
+
+FAULTS_APP = """\
+    modules:
+      faults:
+        source: modules/faults.c
+        routes:
+          - {path: /ok, handler: ok}
+          - {path: /segv, handler: segv}
+          - {path: /fpe, handler: fpe}
+          - {path: /overflow, handler: overflow}
+          - {path: /loop, handler: loop, timeout: 500ms}
+          - {path: /slow, handler: slow}
+          - {path: /fail, handler: fail}
+      fragile:
+        source: modules/initfail.c
+        routes:
+          - {path: /fragile, handler: fragile}
+    """
+
+
+@pytest.fixture
+def echo(serve, tmp_path):
+    app = write_app(tmp_path / "echo", ECHO_APP, copy=("echo.c",))
+    return serve(app, extra_env={"HOTPLATE_MAX_BODY": "65536"})
+
+
+def test_demo_app_serves_every_module(serve):
+    server = serve(ROOT, workers=2)
+    get = lambda path, **kw: requests.get(server.url + path, timeout=5, **kw)
+    assert get("/").text == "Hello, world!\n"
+    assert get("/hello", params={"name": "Ada Lovelace"}).text == "Hello, Ada Lovelace!\n"
+    page = get("/hello/<script>")
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "&lt;script&gt;" in page.text and "<script>" not in page.text
+    moved = get("/old", allow_redirects=False)
+    assert moved.status_code == 301 and moved.headers["Location"] == "/"
+    assert get("/api/users/1").json() == {"id": 1, "name": 'Ada "Countess" Lovelace', "service": "hotplate-demo"}
+    assert get("/api/users/0").status_code == 400
+    assert get("/api/users/abc").status_code == 404
+    greet = requests.post(server.url + "/api/greet", json={"name": "Ada", "times": 2}, timeout=5)
+    assert greet.json()["greetings"] == ["Hello, Ada!", "Hello, Ada!"]
+    bad = requests.post(server.url + "/api/greet", data="{nope", timeout=5)
+    assert bad.status_code == 400 and bad.json()["error"] == "line 1, column 5: string or '}' expected near 'nope'"
+    created = requests.post(server.url + "/notes", data="buy milk", timeout=5)
+    assert created.status_code == 201
+    assert {"id": created.json()["id"], "body": "buy milk"} in get("/notes").json()
+    assert get("/notes/health").text == "ok\n"
+    with requests.Session() as s:  # one keep-alive connection: one worker
+        counts = [s.get(server.url + "/counter", timeout=5).json() for _ in range(3)]
+    assert len({c["worker"] for c in counts}) == 1
+    assert [c["hits"] for c in counts] == list(range(counts[0]["hits"], counts[0]["hits"] + 3))
+    health = get("/_hotplate/health").json()
+    assert health["status"] == "ok" and health["release"].startswith("r")
+
+
+def test_request_api_end_to_end(echo):
+    r = requests.post(echo.url + "/echo/ad%C3%A9?q=a+b&x=1", data="h\u00e9llo".encode(), timeout=5,
+                      headers={"X-Custom": "v1", "Cookie": "session=s3cret; other=1", "X-Request-Id": "abc-123"})
+    body = r.json()
+    assert r.headers["X-Echo"] == "yes"
+    assert body["method"] == "POST" and body["path"] == "/echo/adé" and body["route"] == "/echo/<name>"
+    assert body["param_name"] == "adé" and body["query_q"] == "a b" and body["query_string"] == "q=a+b&x=1"
+    assert body["cookie_session"] == "s3cret" and body["client"] == "127.0.0.1"
+    assert body["request_id"] == "abc-123"
+    assert body["body"] == "héllo" and body["body_len"] == 6
+    assert body["headers"]["X-Custom"] == "v1" and body["headers"]["Content-Length"] == "6"
+    assert r.raw.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
+
+
+def test_binary_bodies_and_large_responses(echo):
+    payload = bytes(range(256)) * 100
+    r = requests.post(echo.url + "/raw", data=payload, timeout=5)
+    assert r.content == payload and r.headers["Content-Type"] == "application/octet-stream"
+    big = requests.get(echo.url + "/big", params={"kb": 4096}, timeout=10)
+    assert len(big.content) == 4096 * 1024 and set(big.content) == {ord("x")}
+    head = requests.head(echo.url + "/big", params={"kb": 8}, timeout=5)
+    assert head.status_code == 200 and head.content == b"" and head.headers["Content-Length"] == str(8 * 1024)
+
+
+def test_routing_errors_and_limits(echo):
+    assert requests.delete(echo.url + "/echo/x", timeout=5).status_code == 405
+    assert requests.get(echo.url + "/users/x", timeout=5).status_code == 404
+    assert requests.get(echo.url + "/users/7", timeout=5).text == "user 7\n"
+    too_big = requests.post(echo.url + "/raw", data=b"x" * 70000, timeout=5)
+    assert too_big.status_code == 413 and too_big.json()["error"] == "request body too large"
+
+    def chunks():
+        for _ in range(70):
+            yield b"y" * 1000
+
+    assert requests.post(echo.url + "/raw", data=chunks(), timeout=5).status_code == 413
+    huge_header = requests.get(echo.url + "/echo/x", headers={"X-Big": "z" * 9000}, timeout=5)
+    assert huge_header.status_code in (400, 431)
+    assert "[module=echo route=/users/<int:id> req=" in echo.output() and "looked up user 7" in echo.output()
+
+
+@pytest.fixture
+def faults(serve, tmp_path):
+    app = write_app(tmp_path / "faults", FAULTS_APP, copy=("faults.c", "initfail.c"))
+    return serve(app, workers=1, threads=4, state_files=("fail-init",))
+
+
+def worker_pid(server) -> int:
+    return int(requests.get(server.url + "/ok", timeout=5).text.split()[-1])
+
+
+def wait_for_new_worker(server, old_pid: int, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = worker_pid(server)
+            if pid != old_pid:
+                return pid
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"worker {old_pid} was not replaced:\n{server.output()}")
+
+
+@pytest.mark.parametrize("path,signal_name", [("/segv", "SIGSEGV"), ("/fpe", "SIGFPE"), ("/overflow", "SIGSEGV")])
+def test_crashing_handler_gets_500_and_worker_is_recycled(faults, path, signal_name):
+    pid = worker_pid(faults)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        in_flight = pool.submit(requests.get, faults.url + "/slow", timeout=10)
+        time.sleep(0.05)
+        r = requests.get(faults.url + path, headers={"X-Request-Id": "crash-1"}, timeout=10)
+        assert in_flight.result().text == "slow done\n", "a request in flight beside the crash is not lost"
+    assert r.status_code == 500
+    assert r.json() == {"error": f"handler {path[1:]} crashed ({signal_name})", "module": "faults",
+                        "route": path, "request_id": "crash-1"}
+    assert wait_for_new_worker(faults, pid) != pid
+    assert f"[module=faults route={path} req=crash-1] handler {path[1:]} crashed with {signal_name}" in faults.output()
+
+
+def test_looping_handler_gets_504_and_worker_is_recycled(faults):
+    pid = worker_pid(faults)
+    start = time.monotonic()
+    r = requests.get(faults.url + "/loop", timeout=10)
+    assert r.status_code == 504 and "did not answer within 500 ms" in r.json()["error"]
+    assert time.monotonic() - start < 5
+    wait_for_new_worker(faults, pid)
+
+
+def test_handler_error_gets_500_and_is_logged(faults):
+    r = requests.get(faults.url + "/fail", timeout=5)
+    assert r.status_code == 500 and r.json()["error"] == "handler fail failed"
+    assert "refusing on purpose" in faults.output()
+
+
+def test_module_failing_in_worker_answers_503_and_others_keep_serving(faults):
+    r = requests.get(faults.url + "/fragile", timeout=5)
+    assert r.status_code == 503
+    assert r.json()["module"] == "fragile"
+    assert "hp_init returned -1 (HP_ERROR)" in r.json()["error"]
+    assert requests.get(faults.url + "/ok", timeout=5).status_code == 200
+    health = requests.get(faults.url + "/_hotplate/health", timeout=5)
+    assert health.status_code == 503 and health.json()["failed_modules"] == ["fragile"]
+    assert "cannot reach the database (test)" in faults.output()

@@ -1,9 +1,13 @@
 """The request path for module routes: match, one call into C, answer.
 
-Module routes skip Flask entirely: a werkzeug router picks the handler and
-the request goes to C as one packed buffer in one foreign call. Anything
-that is not a module route falls through to the Flask app (reserved
-``/_hotplate/`` paths, 404s).
+Module routes skip Flask entirely: a static-path dict or a werkzeug router
+picks the handler and the request goes to C as one packed buffer in one
+foreign call. Anything that is not a module route falls through to the Flask
+app (reserved ``/_hotplate/`` paths, 404s).
+
+:meth:`Dispatcher.handle` is independent of WSGI: the WSGI adapter
+(:meth:`Dispatcher.__call__`) and the gunicorn worker's direct path
+(:mod:`server.worker`) both feed it.
 """
 from __future__ import annotations
 
@@ -23,10 +27,12 @@ from .config import ServerConfig
 from .modules import ModuleSet, Route
 
 log = logging.getLogger("hotplate")
-REASONS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
-HEADER_KEYS = ("CONTENT_TYPE", "CONTENT_LENGTH")
+REASONS = {s.value: s.phrase for s in HTTPStatus}
 # Result codes of hp_rt_dispatch (server/runtime/host_api.h).
 RT_OK, RT_HANDLER_ERROR, RT_CRASHED, RT_TIMED_OUT = 0, 1, 2, 3
+
+#: (status, headers, body): a response, whatever carries it to the client.
+Reply = tuple[int, list[tuple[str, str]], bytes]
 
 
 class Dispatcher:
@@ -37,6 +43,7 @@ class Dispatcher:
         self.config = config
         self.modules: ModuleSet | None = None
         self.routes: list[Route] = []
+        self.static: dict[tuple[str, str], Route] = {}
         self.adapter = None
         self.local = threading.local()
         self.ids = itertools.count(1)
@@ -47,93 +54,103 @@ class Dispatcher:
         self.routes = modules.routes
         rules = [Rule(r.path, methods=r.methods, endpoint=i) for i, r in enumerate(self.routes)]
         self.adapter = Map(rules).bind("")
+        # Paths without parameters skip the router: one dict lookup.
+        self.static = {(m, r.path): r for r in self.routes if "<" not in r.path
+                       for m in r.methods + (("HEAD",) if "GET" in r.methods else ())}
+        self.pid = f"{os.getpid():x}"
+        self.ffi, self.lib = runtime.load()
         self.modules = modules
 
-    def __call__(self, environ, start_response):
+    def match(self, method: str, path: str) -> tuple[Route, dict] | None:
+        """The module route for a request, or None for Flask's routes.
+
+        :raises HTTPException: 405 (with Allow) or a 308 to add a trailing slash.
+        """
+        route = self.static.get((method, path))
+        if route is not None:
+            return route, {}
         if self.adapter is None:
-            return self.fallback(environ, start_response)
+            return None
         try:
-            index, params = self.adapter.match(environ["PATH_INFO"], environ["REQUEST_METHOD"])
+            index, params = self.adapter.match(path, method)
         except NotFound:
-            return self.fallback(environ, start_response)
-        except HTTPException as e:  # 405 with Allow, 308 for a missing trailing slash
-            return e(environ, start_response)
-        return self.call(self.routes[index], params, environ, start_response)
+            return None
+        return self.routes[index], params
 
-    def call(self, route: Route, params: dict, environ, start_response):
-        request_id = environ.get("HTTP_X_REQUEST_ID") or f"{os.getpid():x}-{next(self.ids)}"
+    def request_id(self, given: str | None) -> str:
+        return given or f"{self.pid}-{next(self.ids)}"
+
+    def handle(self, route: Route, params: dict, method: str, path: str, query: str, client: str,
+               request_id: str, headers: list[str], body: bytes | int) -> Reply:
+        """Run one request through its C handler.
+
+        :param headers: flat [name, value, ...]; names as WSGI keys
+            ("HTTP_USER_AGENT") or HTTP names ("USER-AGENT"), C makes them canonical.
+        :param body: the body, or the 4xx status reading it ended with.
+        """
         if not route.module.ok:
-            return self.error(start_response, 503, route, request_id,
-                              f"module {route.module.name} is not loaded: {route.module.error}")
-        body = self.read_body(environ)
-        if isinstance(body, int):
-            return self.error(start_response, body, route, request_id,
-                              "request body too large" if body == 413 else "bad Content-Length")
-        path = environ["PATH_INFO"]
+            return self.error(503, route, request_id, f"module {route.module.name} is not loaded: {route.module.error}")
+        if body.__class__ is int:
+            return self.error(body, route, request_id, "request body too large" if body == 413 else "bad Content-Length")
         if "\0" in path:
-            return self.error(start_response, 400, route, request_id, "NUL in path")
-        headers = [(k[5:] if k.startswith("HTTP_") else k, v) for k, v in environ.items()
-                   if k.startswith("HTTP_") or k in HEADER_KEYS]
-        parts = [environ["REQUEST_METHOD"], path, environ.get("QUERY_STRING", ""),
-                 environ.get("REMOTE_ADDR", ""), request_id, route.path]
+            return self.error(400, route, request_id, "NUL in path")
+        parts = [method, path, query, client, request_id, route.path]
         for k, v in params.items():
-            parts += (k, v if isinstance(v, str) else str(v))
-        for k, v in headers:
-            parts += (k, v)
+            parts += (k, v if v.__class__ is str else str(v))
+        parts += headers
         blob = ("\0".join(parts) + "\0").encode("latin-1", "replace")
-        return self.invoke(route, blob, len(params), len(headers), body, request_id, environ, start_response)
+        return self.invoke(route, blob, len(params), len(headers) // 2, body, request_id, method == "HEAD")
 
-    def invoke(self, route, blob, nparams, nheaders, body, request_id, environ, start_response):
-        ffi, lib = runtime.load()
-        out = getattr(self.local, "result", None)
-        if out is None:
+    def invoke(self, route: Route, blob: bytes, nparams: int, nheaders: int, body: bytes,
+               request_id: str, head: bool) -> Reply:
+        ffi, lib = self.ffi, self.lib
+        try:
+            out = self.local.result
+        except AttributeError:
             out = self.local.result = ffi.new("hp_rt_result *")
         rc = lib.hp_rt_dispatch(route.module.handle, route.address, blob, len(blob), nparams, nheaders,
                                 body, len(body), route.timeout_ms, out)
         try:
             if rc != RT_OK:
-                return self.failed(rc, out.signal, route, request_id, start_response)
-            raw = ffi.unpack(out.headers, out.headers_len).split(b"\0")
-            payload = ffi.unpack(out.body, out.body_len) if environ["REQUEST_METHOD"] != "HEAD" else b""
-            headers = [(raw[i].decode("latin-1"), raw[i + 1].decode("latin-1")) for i in range(0, len(raw) - 1, 2)]
-            headers.append(("Content-Length", str(out.body_len)))
-            start_response(REASONS.get(out.status) or f"{out.status} Unknown", headers)
-            return [payload]
+                return self.failed(rc, out.signal, route, request_id)
+            raw = ffi.unpack(out.headers, out.headers_len).decode("latin-1").split("\0")
+            length = out.body_len
+            headers = list(zip(raw[0:-1:2], raw[1::2]))
+            headers.append(("Content-Length", str(length)))
+            return out.status, headers, b"" if head else ffi.unpack(out.body, length)
         finally:
             lib.hp_rt_release(out)
 
-    def read_body(self, environ) -> bytes | int:
-        """The request body, or 413/400 as an int."""
-        stream = environ["wsgi.input"]
-        length = environ.get("CONTENT_LENGTH")
+    def read_body(self, length: str | None, chunked: bool, stream) -> bytes | int:
+        """The request body, or 413/400 as an int, within the configured cap."""
         if length:
             try:
                 n = int(length)
             except ValueError:
                 return 400
             return 413 if n > self.config.max_body else stream.read(n)
-        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        if chunked:
             data = stream.read(self.config.max_body + 1)
             return 413 if len(data) > self.config.max_body else data
         return b""
 
-    def failed(self, rc: int, signo: int, route: Route, request_id: str, start_response):
+    def failed(self, rc: int, signo: int, route: Route, request_id: str) -> Reply:
         where = f"module={route.module.name} route={route.path} req={request_id}"
         if rc == RT_HANDLER_ERROR:
             log.warning("[%s] handler %s returned HP_ERROR", where, route.handler)
-            return self.error(start_response, 500, route, request_id, f"handler {route.handler} failed")
+            return self.error(500, route, request_id, f"handler {route.handler} failed")
         if rc == RT_CRASHED:
             name = signal.Signals(signo).name if signo else "a signal"
             log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, route.handler, name)
             self.retire()
-            return self.error(start_response, 500, route, request_id, f"handler {route.handler} crashed ({name})")
+            return self.error(500, route, request_id, f"handler {route.handler} crashed ({name})")
         if rc == RT_TIMED_OUT:
             log.error("[%s] handler %s ran past its %d ms limit; this worker will be replaced",
                       where, route.handler, route.timeout_ms)
             self.retire()
-            return self.error(start_response, 504, route, request_id,
+            return self.error(504, route, request_id,
                               f"handler {route.handler} did not answer within {route.timeout_ms} ms")
-        return self.error(start_response, 500, route, request_id, "out of memory")
+        return self.error(500, route, request_id, "out of memory")
 
     def retire(self) -> None:
         """Ask gunicorn to replace this worker once its other requests are done:
@@ -143,9 +160,28 @@ class Dispatcher:
             os.kill(os.getpid(), signal.SIGTERM)
 
     @staticmethod
-    def error(start_response, status: int, route: Route, request_id: str, message: str):
+    def error(status: int, route: Route, request_id: str, message: str) -> Reply:
         body = json.dumps({"error": message, "module": route.module.name, "route": route.path,
                            "request_id": request_id}).encode()
-        start_response(REASONS[status], [("Content-Type", "application/json"),
-                                         ("Content-Length", str(len(body))), ("X-Request-Id", request_id)])
-        return [body]
+        return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                        ("X-Request-Id", request_id)], body
+
+    def __call__(self, environ, start_response):
+        """WSGI: module routes through :meth:`handle`, the rest to Flask."""
+        try:
+            target = self.match(environ["REQUEST_METHOD"], environ["PATH_INFO"])
+        except HTTPException as e:
+            return e(environ, start_response)
+        if target is None:
+            return self.fallback(environ, start_response)
+        headers = [x for k, v in environ.items() if k[:5] == "HTTP_" for x in (k, v)]
+        for k in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if k in environ:
+                headers += (k, environ[k])
+        body = self.read_body(environ.get("CONTENT_LENGTH"),
+                              environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked", environ["wsgi.input"])
+        status, reply_headers, payload = self.handle(
+            target[0], target[1], environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", ""),
+            environ.get("REMOTE_ADDR", ""), self.request_id(environ.get("HTTP_X_REQUEST_ID")), headers, body)
+        start_response(f"{status} {REASONS.get(status, 'Unknown')}", reply_headers)
+        return [payload]

@@ -37,10 +37,17 @@ FAULTS_APP = """\
     """
 
 
-@pytest.fixture
-def echo(serve, tmp_path):
+@pytest.fixture(params=["direct", "wsgi"])
+def echo(request, serve, tmp_path):
+    """The echo app, served both ways a module request can go: the worker's
+    direct path, and WSGI (taken when an access log is on)."""
     app = write_app(tmp_path / "echo", ECHO_APP, copy=("echo.c",))
-    return serve(app, extra_env={"HOTPLATE_MAX_BODY": "65536"})
+    env = {"HOTPLATE_MAX_BODY": "65536"}
+    if request.param == "wsgi":
+        env["HOTPLATE_ACCESSLOG"] = "-"
+    server = serve(app, extra_env=env)
+    server.path = request.param
+    return server
 
 
 def test_demo_app_serves_every_module(serve):
@@ -111,6 +118,7 @@ def test_routing_errors_and_limits(echo):
     huge_header = requests.get(echo.url + "/echo/x", headers={"X-Big": "z" * 9000}, timeout=5)
     assert huge_header.status_code in (400, 431)
     assert "[module=echo route=/users/<int:id> req=" in echo.output() and "looked up user 7" in echo.output()
+    assert ('"GET /users/7 HTTP/1.1" 200' in echo.output()) == (echo.path == "wsgi")
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ int hp_rt_module_fini(void *module, unsigned timeout_ms, char *err, size_t errle
 /* Calls one handler for one request. blob holds NUL-terminated fields:
  * method, path, query string, client address, request id, route, then
  * nparams name/value pairs, then nheaders name/value pairs whose names are
- * WSGI environ keys without HTTP_ ("USER_AGENT", "CONTENT_TYPE"). */
+ * WSGI environ keys ("HTTP_USER_AGENT", "CONTENT_TYPE"). */
 int hp_rt_dispatch(void *module, void *handler,
                    const char *blob, size_t blob_len,
                    size_t nparams, size_t nheaders,

@@ -27,14 +27,17 @@ static const char *next_field(const char **p, const char *end)
     return s;
 }
 
-/* "USER_AGENT" -> "User-Agent", the form handlers see when listing headers. */
+/* "HTTP_USER_AGENT" or "USER-AGENT" -> "User-Agent", the form handlers see
+ * when listing headers. */
 static char *canonical_header(hp_arena *a, const char *environ_key)
 {
+    if (!strncmp(environ_key, "HTTP_", 5))
+        environ_key += 5;
     size_t n = strlen(environ_key);
     char *out = hp_arena_strndup(a, environ_key, n);
     int word_start = 1;
     for (size_t i = 0; out && i < n; i++) {
-        if (out[i] == '_') {
+        if (out[i] == '_' || out[i] == '-') {
             out[i] = '-';
             word_start = 1;
         } else {

@@ -24,7 +24,7 @@ static hp_request *make_request(const char *body, size_t body_len)
     static const char blob[] =
         "POST\0" "/users/42\0" "q=a%20b&plus=1+2&empty&q=second&pct=%zz\0" "127.0.0.1\0" "req-1\0" "/users/<int:id>\0"
         "id\0" "42\0" "name\0" "x\0"
-        "USER_AGENT\0curl/8\0" "COOKIE\0a=1; session=\"abc def\"; b=2\0" "CONTENT_TYPE\0application/json\0";
+        "HTTP_USER_AGENT\0curl/8\0" "HTTP_COOKIE\0a=1; session=\"abc def\"; b=2\0" "CONTENT_TYPE\0application/json\0";
     return hp_request_new(NULL, blob, sizeof blob - 1, 2, 3, body, body_len);
 }
 

@@ -27,6 +27,7 @@ from server.runtime import compiler_version, sdk_digest
 
 from .errors import BuildError
 from .plan import Manifest, Module
+from .state import write_atomic
 
 CC = os.environ.get("CC", "cc")
 #: Strict warnings and hardening on every module; -z defs turns a missing
@@ -188,7 +189,7 @@ class Builder:
             target = self.cache / "objects" / f"{key}.so"
             (self.cache / "objects" / f"{key}.log").write_text(diagnostics)
             os.replace(out, target)
-            _write_atomic(self.cache / "deps" / f"{pre}.json", json.dumps(deps, sort_keys=True))
+            write_atomic(self.cache / "deps" / f"{pre}.json", json.dumps(deps, sort_keys=True))
         return ModuleBuild(module.name, module.source, key, True, False,
                            time.monotonic() - start, diagnostics, target)
 
@@ -214,9 +215,3 @@ def _with_hints(stderr: str) -> str:
         stderr += "hint: name the library that defines it under the module's `libs:` or `pkg-config:` in deploy.yaml\n"
     return stderr
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -9,13 +9,14 @@ from pathlib import Path
 from server.config import ServerConfig
 
 from .errors import BuildError, HotplateError
-from .pipeline import State, build_release, format_module
+from .pipeline import build_release, format_module
+from .state import State
 
 
 def _state(args) -> State:
     root = Path(args.state or os.environ.get("HOTPLATE_STATE") or Path(args.app) / ".hotplate").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    return State(root)
+    return State(root).make()
 
 
 def _build(args) -> tuple[State, object]:
@@ -47,10 +48,10 @@ def cmd_serve(args) -> int:
     from server.gunicorn_app import HotplateServer
 
     state, outcome = _build(args)
-    state.switch(outcome.release)
+    state.switch(outcome.release.id)
     config = ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads)
     print(f"serving release {outcome.release.id} on http://{config.bind}/", flush=True)
-    HotplateServer(state.current, config, state.root).run()
+    HotplateServer(state.current, config, state.run, state.root).run()
     return 0
 
 

@@ -1,53 +1,17 @@
 """Plan, build and release an app directory: the stages that need no git.
 
-Used by ``hotplate build`` and ``hotplate serve``, and by the reconcile loop.
+Used by ``hotplate build``, ``hotplate serve``, ``hotplate dev`` and the
+reconcile loop.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .build import Builder, BuildResult, ModuleBuild
 from .plan import Manifest, load_manifest
 from .release import Release, assemble
-
-
-@dataclass(frozen=True)
-class State:
-    """Where everything the controller keeps lives: one directory.
-
-    ``cache/`` build cache, ``releases/`` release directories, ``current``
-    the live release link.
-    """
-
-    root: Path
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def releases(self) -> Path:
-        return self.root / "releases"
-
-    @property
-    def current(self) -> Path:
-        return self.root / "current"
-
-    def live_release(self) -> str | None:
-        try:
-            return os.readlink(self.current)
-        except OSError:
-            return None
-
-    def switch(self, release: Release) -> None:
-        """Point ``current`` at the release atomically (symlink + rename)."""
-        tmp = self.root / f".current-{os.getpid()}"
-        if tmp.is_symlink():
-            tmp.unlink()
-        os.symlink(os.path.relpath(release.path, self.root), tmp)
-        os.replace(tmp, self.current)
+from .state import State
 
 
 @dataclass(frozen=True)

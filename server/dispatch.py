@@ -25,6 +25,7 @@ from werkzeug.routing import Map, Rule
 from . import runtime
 from .config import ServerConfig
 from .modules import ModuleSet, Route
+from .report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
 
 log = logging.getLogger("hotplate")
 REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -48,6 +49,7 @@ class Dispatcher:
         self.local = threading.local()
         self.ids = itertools.count(1)
         self.retiring = False
+        self.counters = Counters()
 
     def attach(self, modules: ModuleSet) -> None:
         """Serve this module set (called once, in the worker, after loading)."""
@@ -82,12 +84,20 @@ class Dispatcher:
 
     def handle(self, route: Route, params: dict, method: str, path: str, query: str, client: str,
                request_id: str, headers: list[str], body: bytes | int) -> Reply:
-        """Run one request through its C handler.
+        """Run one request through its C handler, and count it.
 
         :param headers: flat [name, value, ...]; names as WSGI keys
             ("HTTP_USER_AGENT") or HTTP names ("USER-AGENT"), C makes them canonical.
         :param body: the body, or the 4xx status reading it ended with.
         """
+        reply = self.run(route, params, method, path, query, client, request_id, headers, body)
+        self.counters.add(REQUESTS)
+        if reply[0] >= 500:
+            self.counters.add(ERRORS_5XX)
+        return reply
+
+    def run(self, route: Route, params: dict, method: str, path: str, query: str, client: str,
+            request_id: str, headers: list[str], body: bytes | int) -> Reply:
         if not route.module.ok:
             return self.error(503, route, request_id, f"module {route.module.name} is not loaded: {route.module.error}")
         if body.__class__ is int:
@@ -142,11 +152,13 @@ class Dispatcher:
         if rc == RT_CRASHED:
             name = signal.Signals(signo).name if signo else "a signal"
             log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, route.handler, name)
+            self.counters.add(CRASHES)
             self.retire()
             return self.error(500, route, request_id, f"handler {route.handler} crashed ({name})")
         if rc == RT_TIMED_OUT:
             log.error("[%s] handler %s ran past its %d ms limit; this worker will be replaced",
                       where, route.handler, route.timeout_ms)
+            self.counters.add(TIMEOUTS)
             self.retire()
             return self.error(504, route, request_id,
                               f"handler {route.handler} did not answer within {route.timeout_ms} ms")

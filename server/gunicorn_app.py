@@ -3,8 +3,9 @@
 The master imports Python (Flask, cffi, this package) once, with
 ``preload_app``; each worker, after fork, resolves the ``current`` release
 link and loads that release's modules. Rolling onto a new release is
-therefore: switch ``current``, send the master SIGHUP. New workers load the
-new modules; old workers finish their requests and exit with theirs.
+therefore: switch ``current``, start new workers, retire the old ones (see
+controller/rollout.py). New workers load the new modules; old workers finish
+their requests and exit with theirs.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
+from . import report
 from .app import create_app
 from .config import ServerConfig
 from .modules import ModuleSet, setup_process
@@ -23,31 +25,33 @@ class HotplateServer(BaseApplication):
     """A gunicorn application serving the release that ``current`` points to.
 
     :param current: path of the release (usually the ``current`` symlink).
-    :param state_dir: where the pid file and control socket go, and the
-        workers' working directory (module files like SQLite databases).
+    :param run_dir: pid file, control socket, and ``workers/`` where each
+        worker reports the release it serves and its request counters.
+    :param workdir: the workers' working directory (module files like SQLite
+        databases), usually the state directory.
     """
 
-    def __init__(self, current: Path, config: ServerConfig, state_dir: Path | None = None):
+    def __init__(self, current: Path, config: ServerConfig, run_dir: Path, workdir: Path):
         self.current = Path(current)
         self.config = config
-        self.pidfile = state_dir / "server.pid" if state_dir else None
-        self.control_socket = state_dir / "gunicorn.ctl" if state_dir else None
-        self.workdir = state_dir
+        self.run_dir = Path(run_dir)
+        self.reports = self.run_dir / "workers"
+        self.workdir = Path(workdir)
         self.dispatcher = create_app(config)
         super().__init__()
 
     def load_config(self) -> None:
         c = self.config
         settings = {
-            "bind": c.bind, "workers": c.workers, "threads": c.threads, "worker_class": "server.worker.HotplateWorker",
+            "bind": c.bind, "workers": c.workers, "threads": c.threads,
+            "worker_class": "server.worker.HotplateWorker",
             "preload_app": True, "graceful_timeout": c.graceful_timeout, "timeout": c.timeout,
             "keepalive": c.keepalive, "backlog": c.backlog,
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
             "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
-            "proc_name": "hotplate", "pidfile": str(self.pidfile) if self.pidfile else None,
-            "control_socket": str(self.control_socket) if self.control_socket else None,
-            "control_socket_disable": self.control_socket is None,
+            "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
+            "control_socket": str(self.run_dir / "gunicorn.ctl"),
         }
         for key, value in settings.items():
             if value is not None:
@@ -57,22 +61,31 @@ class HotplateServer(BaseApplication):
         return self.dispatcher
 
     def post_worker_init(self, worker) -> None:
-        """Load the current release's modules into this worker. Never raises:
-        a worker boot error would make gunicorn halt the whole server."""
+        """Load the current release's modules into this worker and report.
+        Never raises: a worker boot error would make gunicorn halt the server."""
         logger = logging.getLogger("hotplate")
         logger.handlers = worker.log.error_log.handlers
         logger.setLevel(worker.log.error_log.level)
         logger.propagate = False
         try:
-            if self.workdir:
-                os.chdir(self.workdir)
+            os.chdir(self.workdir)
+            self.reports.mkdir(parents=True, exist_ok=True)
+            self.dispatcher.counters = report.Counters(self.reports / f"{os.getpid()}.stats")
+            if not self.current.exists():
+                logger.info("worker %d: no release yet; serving only /_hotplate/", os.getpid())
+                report.publish(self.reports, None, [])
+                return
             setup_process()
-            release = Path(os.path.realpath(self.current))
-            self.dispatcher.attach(ModuleSet.load(release))
-            logger.info("worker %d serves release %s", os.getpid(), self.dispatcher.modules.release_id)
-        except Exception:
+            modules = ModuleSet.load(Path(os.path.realpath(self.current)))
+            self.dispatcher.attach(modules)
+            report.publish(self.reports, modules.release_id,
+                           [{"name": m.name, "ok": m.ok, "error": m.error} for m in modules.modules])
+            logger.info("worker %d serves release %s", os.getpid(), modules.release_id)
+        except Exception as e:
             logger.exception("worker %d could not load release %s; serving only /_hotplate/", os.getpid(), self.current)
+            report.publish(self.reports, None, [], error=f"{type(e).__name__}: {e}")
 
     def worker_exit(self, server, worker) -> None:
+        report.remove(self.reports)
         if self.dispatcher.modules is not None:
             self.dispatcher.modules.close()

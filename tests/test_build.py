@@ -6,7 +6,8 @@ import pytest
 
 from controller.build import Builder
 from controller.errors import BuildError, SmokeCheckError
-from controller.pipeline import State, build_release
+from controller.pipeline import build_release
+from controller.state import State
 from controller.plan import load_manifest
 
 from .conftest import write_app

@@ -1,0 +1,29 @@
+"""``python -m server``: serve the release a ``current`` link points to.
+
+The controller starts the server this way (``hotplate up``, ``hotplate serve``)
+so that the gunicorn master is its own process with its own pid file.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config import ServerConfig
+from .gunicorn_app import HotplateServer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m server")
+    p.add_argument("--current", required=True, type=Path, help="the release link to serve")
+    p.add_argument("--run-dir", required=True, type=Path, help="pid file, control socket, worker reports")
+    p.add_argument("--workdir", required=True, type=Path, help="workers' working directory")
+    p.add_argument("--bind")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--threads", type=int)
+    args = p.parse_args()
+    config = ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads)
+    HotplateServer(args.current, config, args.run_dir, args.workdir).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""What each worker tells the controller, through files in the run directory.
+
+``<pid>.json``: the release this worker serves and each module's state,
+written once at boot. ``<pid>.stats``: request counters in a small shared
+memory file, updated on every request and read by the controller's health
+gate and metrics without asking the worker anything.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import time
+from pathlib import Path
+
+FIELDS = ("requests", "errors_5xx", "crashes", "timeouts")
+REQUESTS, ERRORS_5XX, CRASHES, TIMEOUTS = range(len(FIELDS))
+_SIZE = 8 * len(FIELDS)
+
+
+class Counters:
+    """Monotonic counters, in memory or in a shared file (one writer: this worker)."""
+
+    def __init__(self, path: Path | None = None):
+        self.values = [0] * len(FIELDS)
+        if path is None:
+            self.buf = bytearray(_SIZE)
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, _SIZE)
+            self.buf = mmap.mmap(fd, _SIZE)
+        finally:
+            os.close(fd)
+
+    def add(self, field: int) -> None:
+        self.values[field] += 1
+        struct.pack_into("<Q", self.buf, field * 8, self.values[field])
+
+
+def read_counters(path: Path) -> dict[str, int]:
+    """A worker's counters, or zeros if it has none (yet)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return dict.fromkeys(FIELDS, 0)
+    if len(data) < _SIZE:
+        return dict.fromkeys(FIELDS, 0)
+    return dict(zip(FIELDS, struct.unpack_from(f"<{len(FIELDS)}Q", data)))
+
+
+def publish(directory: Path, release: str | None, modules: list[dict], error: str | None = None) -> None:
+    """Write this worker's boot report (atomically: the controller polls it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    info = {"pid": pid, "release": release, "modules": modules, "error": error, "booted_at": time.time()}
+    tmp = directory / f".{pid}.json.tmp"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, directory / f"{pid}.json")
+
+
+def remove(directory: Path) -> None:
+    for suffix in (".json", ".stats"):
+        try:
+            (directory / f"{os.getpid()}{suffix}").unlink()
+        except OSError:
+            pass
+
+
+def read_reports(directory: Path) -> dict[int, dict]:
+    """Every worker report in the directory, by pid."""
+    reports = {}
+    for path in directory.glob("*.json"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        info["counters"] = read_counters(directory / f"{info['pid']}.stats")
+        reports[info["pid"]] = info
+    return reports

@@ -1,34 +1,45 @@
-"""The ``hotplate`` command."""
+"""The ``hotplate`` command.
+
+``up``, ``dev``, ``serve`` and ``build`` run things; the other commands talk
+to a running ``hotplate up`` through its API (``STATE/run/controller.json``).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import signal
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from server.config import ServerConfig
 
 from .errors import BuildError, HotplateError
 from .pipeline import build_release, format_module
-from .state import State
+from .rollout import GateSettings, ServerProcess, roll
+from .state import State, write_atomic
 
 
-def _state(args) -> State:
-    root = Path(args.state or os.environ.get("HOTPLATE_STATE") or Path(args.app) / ".hotplate").resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return State(root).make()
+def _state(args, default: Path) -> State:
+    return State(Path(args.state or os.environ.get("HOTPLATE_STATE") or default)).make()
 
+
+# -- build and serve (no git) -------------------------------------------------
 
 def _build(args) -> tuple[State, object]:
-    state = _state(args)
+    state = _state(args, Path(args.app) / ".hotplate")
     print(f"building {Path(args.app).resolve()} into {state.root}", flush=True)
     try:
         outcome = build_release(Path(args.app), state, on_module=lambda m: print("  " + format_module(m), flush=True))
     except BuildError as e:
         for result in e.results:
-            print("  " + format_module(result))
             if result.diagnostics:
-                print("    " + result.diagnostics.rstrip().replace("\n", "\n    "))
+                print(f"  {result.source}:\n    " + result.diagnostics.rstrip().replace("\n", "\n    "))
         raise
     for result in outcome.build.modules:
         if result.diagnostics.strip():
@@ -49,28 +60,296 @@ def cmd_serve(args) -> int:
 
     state, outcome = _build(args)
     state.switch(outcome.release.id)
-    config = ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads)
+    config = _server_config(args)
     print(f"serving release {outcome.release.id} on http://{config.bind}/", flush=True)
     HotplateServer(state.current, config, state.run, state.root).run()
     return 0
 
 
+def _server_config(args) -> ServerConfig:
+    return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads)
+
+
+# -- up and dev ----------------------------------------------------------------
+
+def cmd_up(args) -> int:
+    from werkzeug.serving import make_server
+
+    from .api import create_api
+    from .reconcile import Controller, Settings
+    from .source import Source
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    state = _state(args, Path(".hotplate"))
+    source = Source(state, args.branch, args.source)
+    if args.import_path and source.import_from(args.import_path):
+        print(f"imported {args.branch} from {args.import_path} into {state.repo}")
+    settings = Settings(branch=args.branch, poll_interval=args.poll if args.source else 300.0,
+                        keep_releases=args.keep, gate=GateSettings(bake_seconds=args.bake))
+    server = ServerProcess(state, _server_config(args))
+    server.start(state.run / "server.log")
+    controller = Controller(state, source, server, settings)
+    controller.recover()
+    _restore_last_good(controller)
+    secret = args.webhook_secret or os.environ.get("HOTPLATE_WEBHOOK_SECRET")
+    host, port = args.api.rsplit(":", 1)
+    api = make_server(host, int(port), create_api(controller, secret), threaded=True)
+    url = f"http://{host}:{api.server_port}"
+    write_atomic(state.controller_info, json.dumps({"url": url, "branch": args.branch, "pid": os.getpid()}))
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    _banner(state, server, url, args, secret)
+    _stop_on_signals(controller)
+    try:
+        controller.run()
+    finally:
+        api.shutdown()
+        state.controller_info.unlink(missing_ok=True)
+        if not args.keep_server:
+            server.stop()
+    return 0
+
+
+def _restore_last_good(controller) -> None:
+    """If a killed controller left ``current`` on a release that never passed
+    its gate, point it back at the last good one and roll onto it."""
+    good = next((r["release"] for r in controller.history.list(200)
+                 if r["outcome"] == "succeeded" and r["release"]), None)
+    live = controller.state.live_release()
+    if good and live != good:
+        logging.getLogger("hotplate.controller").warning("current was %s (not verified); restoring %s", live, good)
+        controller.state.switch(good)
+        roll(controller.server, good)
+
+
+def _stop_on_signals(controller) -> None:
+    def stop(signum, frame):
+        controller.stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _banner(state: State, server: ServerProcess, api_url: str, args, secret: str | None) -> None:
+    host_port = api_url.removeprefix("http://")
+    lines = [f"hotplate up: app on http://{server.config.bind}/  controller API on {api_url}/api/status"]
+    if args.source:
+        lines.append(f"tracking {args.branch} of {args.source} (poll every {args.poll:g}s; `hotplate sync` to deploy now)")
+    else:
+        lines += [f"push to deploy ({args.branch}):",
+                  f"  git remote add hotplate {state.repo}        # file path or ssh://host{state.repo}",
+                  f"  git remote add hotplate http://hotplate:$(cat {state.root}/token)@{host_port}/git/repo.git",
+                  f"  git push hotplate {args.branch}"]
+    lines.append(f"webhooks: POST {api_url}/webhook" + ("" if secret else " (off: pass --webhook-secret)"))
+    print("\n".join(lines), flush=True)
+
+
+def cmd_dev(args) -> int:
+    """Serve a working tree and redeploy it on every save, with no commit."""
+    from .reconcile import Controller, Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    app = Path(args.app).resolve()
+    state = _state(args, app / ".hotplate")
+    server = ServerProcess(state, _server_config(args))
+    server.start(state.run / "server.log")
+    controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0)))
+    _stop_on_signals(controller)
+    print(f"hotplate dev: serving {app} on http://{server.config.bind}/ ; save a file to redeploy", flush=True)
+    seen = None
+    try:
+        while not controller.stopping.is_set():
+            now = _fingerprint(app, state.root)
+            if now != seen:
+                seen = now
+                with controller.rollout_lock:
+                    d = controller.begin("dev", {"sha": None, "author": None, "message": "working tree"})
+                    controller.deploy_tree(d, app, {}, {"trigger": "dev"})
+            controller.stopping.wait(0.3)
+    finally:
+        server.stop()
+    return 0
+
+
+def _fingerprint(app: Path, skip: Path) -> tuple:
+    files = []
+    for root, dirs, names in os.walk(app):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and Path(root, d) != skip]
+        for name in names:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            files.append((root, name, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(files))
+
+
+# -- talking to a running controller --------------------------------------------
+
+def _call(args, method: str, path: str, body: dict | None = None):
+    state = _state(args, Path(".hotplate"))
+    info = state.read_json(state.controller_info)
+    if not info:
+        raise HotplateError(f"no controller is running for {state.root}; start one with `hotplate up`")
+    req = urllib.request.Request(info["url"] + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {state.token()}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail)["error"]
+        except (ValueError, KeyError):
+            pass
+        raise HotplateError(f"{method} {path}: {e.code}: {detail}") from None
+    except OSError as e:
+        raise HotplateError(f"cannot reach the controller at {info['url']}: {e}") from None
+
+
+def _emit(args, data, human) -> None:
+    print(json.dumps(data, indent=2) if args.json else human(data))
+
+
+def cmd_status(args) -> int:
+    _emit(args, _call(args, "GET", "/api/status"), _format_status)
+    return 0
+
+
+def _format_status(s: dict) -> str:
+    short = lambda sha: sha[:12] if sha else "-"
+    out = [f"state:    {s['state']}" + ("   <<< PINNED by rollback: auto-sync is off until `hotplate resume`"
+                                         if s["pinned"] else ""),
+           f"live:     {s['live']['release'] or '-'} (commit {short(s['live']['commit'])})",
+           f"head:     {s['head']['branch']} @ {short(s['head']['commit'])}" + (f" ({s['head']['note']})" if s['head']['note'] else "")]
+    if s["failure"]:
+        out.append(f"failed:   deploy {s['failure']['deploy']}: {s['failure']['reason']}; push a fix (`hotplate logs {s['failure']['deploy']}`)")
+    if s["progressing"]:
+        out.append(f"deploying: {short(s['progressing']['commit'])} (deploy {s['progressing']['deploy']})")
+    if s["last_error"]:
+        out.append(f"error:    {s['last_error']}")
+    out.append("\nmodule        source                     object        routes  workers ok")
+    out += [f"{m['name']:<13} {m['source']:<26} {m['object']:<13} {m['routes']:<7} {m['workers_ok']}" for m in s["modules"]]
+    out.append("\nworker  release          requests  5xx  crashes  timeouts")
+    out += [f"{w['pid']:<7} {w['release'] or '-':<16} {w['requests']:<9} {w['errors_5xx']:<4} {w['crashes']:<8} {w['timeouts']}"
+            for w in s["workers"]]
+    return "\n".join(out)
+
+
+def cmd_history(args) -> int:
+    def human(rows):
+        out = ["id   when                 trigger   commit        outcome      release        seconds  reason"]
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
+            secs = f"{(r['finished'] or time.time()) - r['started']:.2f}"
+            out.append(f"{r['id']:<4} {when}  {r['trigger']:<9} {(r['commit_sha'] or '-')[:12]:<13} {r['outcome']:<12} "
+                       f"{r['release'] or '-':<14} {secs:<8} {r['reason'] or ''}")
+        return "\n".join(out)
+    _emit(args, _call(args, "GET", f"/api/deploys?limit={args.limit}"), human)
+    return 0
+
+
+def cmd_logs(args) -> int:
+    def human(r):
+        stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in r["stages"].items())
+        return (f"deploy {r['id']} ({r['trigger']}) {r['outcome']}: {r['commit_sha'] or ''} {r['message'] or ''}\n"
+                f"stages: {stages}\n\n{r['log']}")
+    _emit(args, _call(args, "GET", f"/api/deploys/{args.deploy}"), human)
+    return 0
+
+
+def cmd_sync(args) -> int:
+    _call(args, "POST", "/api/sync", {})
+    print("sync requested: the controller compares the branch tip with live now (`hotplate status`)")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    def human(d):
+        if d.get("error"):
+            return f"head {d.get('head')}: {d['error']}"
+        out = [f"head {d['head'][:12]} against live {d['live']}:"]
+        out += [f"  {m['change']:<9} {m['name']} ({m.get('source', '')})" for m in d["modules"]]
+        out += [f"  + route {r}" for r in d["routes_added"]] + [f"  - route {r}" for r in d["routes_removed"]]
+        return "\n".join(out)
+    _emit(args, _call(args, "GET", "/api/diff"), human)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    r = _call(args, "POST", "/api/rollback", {"to": args.to})
+    _emit(args, r, lambda r: "\n".join(r["log"]))
+    return 0 if r["outcome"] == "succeeded" else 1
+
+
+def cmd_resume(args) -> int:
+    _call(args, "POST", "/api/resume", {})
+    print("resumed: auto-sync is on; the branch tip deploys if it is not live")
+    return 0
+
+
+def cmd_revert(args) -> int:
+    r = _call(args, "POST", "/api/revert", {"commit": args.commit})
+    print(f"committed revert {r['commit'][:12]} on the hosted branch; it deploys now (`hotplate status`)")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from .scaffold import scaffold
+
+    path = scaffold(Path(args.dir))
+    print(f"created an app in {path}: deploy.yaml, modules/hello.c, a git repository.\n"
+          f"try it:  hotplate dev {path}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hotplate", description="Serve C modules from git, rolled without downtime.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def app_command(name: str, help: str, func):
+    def command(name: str, help: str, func, app: bool = False, json_out: bool = False):
         sp = sub.add_parser(name, help=help)
-        sp.add_argument("app", nargs="?", default=".", help="app directory holding deploy.yaml (default: .)")
-        sp.add_argument("--state", help="state directory (default: APP/.hotplate, or $HOTPLATE_STATE)")
+        if app:
+            sp.add_argument("app", nargs="?", default=".", help="app directory holding deploy.yaml (default: .)")
+        sp.add_argument("--state", help="state directory (default: .hotplate, or $HOTPLATE_STATE)")
+        if json_out:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
         sp.set_defaults(func=func)
         return sp
 
-    app_command("build", "validate deploy.yaml and build a release", cmd_build)
-    serve = app_command("serve", "build the app and serve it with gunicorn", cmd_serve)
-    serve.add_argument("--bind", help="address to listen on (default 127.0.0.1:8000)")
-    serve.add_argument("--workers", type=int, help="worker processes (default 2)")
-    serve.add_argument("--threads", type=int, help="threads per worker (default 8)")
+    def server_flags(sp):
+        sp.add_argument("--bind", help="app address (default 127.0.0.1:8000)")
+        sp.add_argument("--workers", type=int, help="worker processes (default 2)")
+        sp.add_argument("--threads", type=int, help="threads per worker (default 8)")
+
+    command("build", "validate deploy.yaml and build a release", cmd_build, app=True)
+    server_flags(command("serve", "build an app directory and serve it (no git)", cmd_serve, app=True))
+    server_flags(command("dev", "serve a working tree and redeploy on every save", cmd_dev, app=True))
+    up = command("up", "run the controller and the server for a repository", cmd_up)
+    up.add_argument("source", nargs="?", help="path or URL to mirror (default: host a repository to push to)")
+    up.add_argument("--branch", default="main")
+    up.add_argument("--api", default="127.0.0.1:8001", help="controller API address (default 127.0.0.1:8001)")
+    up.add_argument("--poll", type=float, default=30.0, help="seconds between fetches of a mirrored source")
+    up.add_argument("--bake", type=float, default=2.0, help="health gate bake window in seconds")
+    up.add_argument("--keep", type=int, default=10, help="releases to keep on disk")
+    up.add_argument("--webhook-secret", help="enables POST /webhook (or $HOTPLATE_WEBHOOK_SECRET)")
+    up.add_argument("--import", dest="import_path", help="seed the hosted branch from a local repository if empty")
+    up.add_argument("--keep-server", action="store_true", help="leave the app server running when the controller stops")
+    server_flags(up)
+    command("status", "live release, head, sync state, modules, workers", cmd_status, json_out=True)
+    command("history", "deploy attempts, newest first", cmd_history, json_out=True).add_argument(
+        "--limit", type=int, default=20)
+    command("logs", "the full log of one deploy", cmd_logs, json_out=True).add_argument("deploy", type=int)
+    command("sync", "reconcile now", cmd_sync)
+    command("diff", "what deploying the head would change", cmd_diff, json_out=True)
+    command("rollback", "re-point live to a retained release and pin it", cmd_rollback, json_out=True).add_argument(
+        "--to", help="release id (default: the previous release)")
+    command("resume", "lift a rollback's pin: auto-sync again", cmd_resume)
+    command("revert", "commit a revert on the hosted branch (git stays the truth)", cmd_revert).add_argument(
+        "--commit", help="commit to revert (default: the branch tip)")
+    init = command("init", "scaffold a new app repository", cmd_init)
+    init.add_argument("dir")
     return p
 
 

@@ -1,0 +1,162 @@
+"""The controller's own HTTP port: status as JSON, operator actions behind a
+token, webhooks behind their signatures, git smart HTTP, Prometheus metrics.
+
+Never the app's port: the app serves user code, this serves the operator.
+"""
+from __future__ import annotations
+
+import hmac
+from functools import wraps
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from server.report import FIELDS, read_reports
+
+from .errors import HotplateError
+from .githttp import http_backend
+from .status import diff, status
+from .webhooks import WebhookError, verify
+
+bp = Blueprint("api", __name__)
+
+
+def ctl():
+    return current_app.extensions["controller"]
+
+
+def authorized() -> bool:
+    """Bearer token, or the token as HTTP Basic password (for git over HTTP)."""
+    token = ctl().state.token()
+    given = request.headers.get("Authorization", "")
+    if given.startswith("Bearer "):
+        return hmac.compare_digest(given[7:].encode(), token.encode())
+    if request.authorization and request.authorization.password:
+        return hmac.compare_digest(request.authorization.password.encode(), token.encode())
+    return False
+
+
+def requires_token(view):
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not authorized():
+            return Response("token required: Authorization: Bearer <token> (see STATE/token)\n", 401,
+                            {"WWW-Authenticate": 'Basic realm="hotplate"'})
+        return view(*args, **kwargs)
+    return wrapped
+
+
+@bp.errorhandler(HotplateError)
+def hotplate_error(e: HotplateError):
+    return jsonify(error=str(e), reason=e.reason), 409
+
+
+@bp.get("/api/status")
+def get_status():
+    return jsonify(status(ctl()))
+
+
+@bp.get("/api/deploys")
+def list_deploys():
+    return jsonify(ctl().history.list(int(request.args.get("limit", 20))))
+
+
+@bp.get("/api/deploys/<int:deploy_id>")
+def get_deploy(deploy_id: int):
+    row = ctl().history.get(deploy_id)
+    return (jsonify(row), 200) if row else (jsonify(error=f"no deploy {deploy_id}"), 404)
+
+
+@bp.get("/api/diff")
+def get_diff():
+    return jsonify(diff(ctl()))
+
+
+@bp.post("/api/sync")
+@requires_token
+def sync():
+    ctl().wake("sync")
+    return jsonify(accepted=True), 202
+
+
+@bp.post("/api/follow")
+@requires_token
+def follow():
+    """Stream, as text lines, the deploy of a pushed commit (the push hook)."""
+    sha = request.args["commit"]
+    return Response((line + "\n" for line in ctl().follow(sha)), mimetype="text/plain")
+
+
+@bp.post("/api/rollback")
+@requires_token
+def rollback():
+    d = ctl().rollback(request.get_json(silent=True, force=True).get("to") if request.data else None)
+    return jsonify(deploy=d.id, outcome=d.outcome, log=d.lines)
+
+
+@bp.post("/api/resume")
+@requires_token
+def resume():
+    ctl().resume()
+    return jsonify(pinned=None)
+
+
+@bp.post("/api/revert")
+@requires_token
+def revert():
+    body = request.get_json(silent=True, force=True) or {}
+    return jsonify(commit=ctl().revert(body.get("commit")))
+
+
+@bp.post("/webhook")
+def webhook():
+    """GitHub, GitLab, Gitea or generic HMAC push: 202 at once, deploy in the background."""
+    secret = current_app.config.get("WEBHOOK_SECRET")
+    if not secret:
+        return jsonify(error="webhooks are off: start hotplate up with --webhook-secret"), 404
+    if (request.content_length or 0) > 1024 * 1024:
+        return jsonify(error="body too large"), 413
+    try:
+        event = verify(request.headers, request.get_data(), secret)
+    except WebhookError as e:
+        return jsonify(error=str(e)), e.status
+    if event.kind == "ping":
+        return jsonify(pong=True, provider=event.provider)
+    if event.kind != "push" or event.branch != ctl().settings.branch:
+        return jsonify(ignored=f"{event.kind} to {event.branch}: tracking pushes to {ctl().settings.branch}"), 202
+    ctl().wake("webhook")
+    return jsonify(accepted=True, provider=event.provider, delivery=event.delivery), 202
+
+
+@bp.route("/git/<path:path>", methods=["GET", "POST"])
+@requires_token
+def git(path: str):
+    if not path.startswith("repo.git/"):
+        return Response("the hosted repository is /git/repo.git\n", 404)
+    return http_backend(ctl().state.root, path)
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format: deploy state and the app workers' counters."""
+    c = ctl()
+    lines = ["# TYPE hotplate_up gauge", "hotplate_up 1"]
+    reports = read_reports(c.state.workers)
+    for field in FIELDS:
+        name = f"hotplate_http_{field}_total"
+        lines.append(f"# TYPE {name} counter")
+        lines += [f'{name}{{pid="{pid}",release="{r["release"]}"}} {r["counters"][field]}' for pid, r in reports.items()]
+    rows = c.history.list(1000)
+    lines.append("# TYPE hotplate_deploys_total counter")
+    for outcome in sorted({r["outcome"] for r in rows}):
+        lines.append(f'hotplate_deploys_total{{outcome="{outcome}"}} {sum(r["outcome"] == outcome for r in rows)}')
+    lines += ["# TYPE hotplate_pinned gauge", f"hotplate_pinned {1 if c.pinned() else 0}"]
+    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+
+def create_api(controller, webhook_secret: str | None) -> Flask:
+    app = Flask("hotplate.controller")
+    app.config["WEBHOOK_SECRET"] = webhook_secret
+    app.extensions["controller"] = controller
+    app.register_blueprint(bp)
+    app.json.sort_keys = False
+    return app

@@ -1,0 +1,56 @@
+"""The hosted repository's post-receive hook: ``python -m controller.hook STATE``.
+
+git runs it after a push updated refs; whatever it prints reaches the pusher
+as ``remote:`` lines. It asks the running controller to deploy and streams
+the deploy's progress (validate, build per module with compiler output,
+roll, verify, result). Pushes are accepted before the build: a commit that
+fails to build stays on the branch, is reported failed, and live keeps
+serving the last good release (see the README).
+"""
+from __future__ import annotations
+
+import http.client
+import sys
+import urllib.parse
+from pathlib import Path
+
+from .state import State
+
+
+def main(state_root: str) -> int:
+    state = State(Path(state_root))
+    info = state.read_json(state.controller_info, {})
+    branch_ref = f"refs/heads/{info.get('branch', 'main')}"
+    for line in sys.stdin:
+        old, new, ref = line.split()
+        if ref != branch_ref:
+            print(f"hotplate: {ref} is not tracked (pushes to {branch_ref} deploy); nothing to do")
+        elif set(new) == {"0"}:
+            print(f"hotplate: {ref} deleted; live keeps serving release {state.live_release()}")
+        else:
+            follow(state, info, new)
+    return 0
+
+
+def follow(state: State, info: dict, sha: str) -> None:
+    if not info.get("url"):
+        print("hotplate: the controller is not running; this commit deploys when `hotplate up` starts")
+        return
+    url = urllib.parse.urlsplit(info["url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=900)
+    try:
+        conn.request("POST", f"/api/follow?commit={sha}", headers={"Authorization": f"Bearer {state.token()}"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            print(f"hotplate: the controller refused: {resp.status} {resp.read().decode(errors='replace').strip()}")
+            return
+        for raw in resp:
+            print("hotplate: " + raw.decode(errors="replace").rstrip("\n"), flush=True)
+    except OSError as e:
+        print(f"hotplate: cannot reach the controller at {info['url']} ({e}); it deploys this commit when it runs")
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,131 @@
+"""Source: the git repository the controller tracks, through GitPython.
+
+Two modes, one layout: ``state/repo.git`` is a bare repository that is either
+*hosted* (people push to it; its post-receive hook streams the deploy back as
+``remote:`` lines) or a *mirror* of an upstream path or URL (fetched on a poll
+interval, a webhook, or ``hotplate sync``). Either way the desired state is the
+tip of the tracked branch in ``repo.git``.
+"""
+from __future__ import annotations
+
+import io
+import shlex
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import git
+
+from .errors import RetryableError
+from .state import State
+
+HOOK = """#!/bin/sh
+# Installed by hotplate: streams the deploy of a push back to the pusher.
+exec {python} -m controller.hook {state}
+"""
+
+
+class Source:
+    """The tracked repository.
+
+    :param upstream: a path or URL to mirror; None to host the repository.
+    """
+
+    def __init__(self, state: State, branch: str = "main", upstream: str | None = None):
+        self.state = state
+        self.branch = branch
+        self.upstream = upstream
+        self.repo = self.ensure()
+
+    @property
+    def ref(self) -> str:
+        return f"refs/heads/{self.branch}"
+
+    def ensure(self) -> git.Repo:
+        """Create the bare repository (and hook, or mirror remote) if missing."""
+        path = self.state.repo
+        repo = git.Repo(path) if (path / "HEAD").exists() else git.Repo.init(path, bare=True, initial_branch=self.branch)
+        with repo.config_writer() as cfg:
+            cfg.set_value("receive", "denyNonFastForwards", "false")
+            cfg.set_value("http", "receivepack", "true")
+        if self.upstream:
+            if "origin" in [r.name for r in repo.remotes]:
+                repo.delete_remote(repo.remote("origin"))
+            repo.create_remote("origin", self.upstream)
+        hook = path / "hooks" / "post-receive"
+        hook.write_text(HOOK.format(python=shlex.quote(sys.executable), state=shlex.quote(str(self.state.root))))
+        hook.chmod(0o755)
+        return repo
+
+    def fetch(self) -> None:
+        """Update a mirror from upstream (no-op when hosting)."""
+        if not self.upstream:
+            return
+        try:
+            self.repo.git.fetch("--prune", "--force", "origin", f"+refs/heads/*:refs/heads/*")
+        except git.GitCommandError as e:
+            raise RetryableError(f"git fetch from {self.upstream} failed: {e.stderr.strip()}", "FetchFailed") from None
+
+    def tip(self) -> str | None:
+        """The desired commit: the tracked branch's tip, or None if the branch does not exist."""
+        try:
+            return self.repo.git.rev_parse("--verify", "--quiet", f"{self.ref}^{{commit}}")
+        except git.GitCommandError:
+            return None
+
+    def commit_info(self, sha: str) -> dict:
+        c = self.repo.commit(sha)
+        return {"sha": c.hexsha, "author": f"{c.author.name} <{c.author.email}>",
+                "message": c.message.strip().splitlines()[0] if c.message.strip() else ""}
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        try:
+            self.repo.git.merge_base("--is-ancestor", older, newer)
+            return True
+        except git.GitCommandError:
+            return False
+
+    def checkout(self, sha: str) -> Path:
+        """Extract the commit's tree into ``src/<sha>`` (made fresh each time)."""
+        dest = self.state.sources / sha
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        self.repo.archive(buf, sha, format="tar")
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as tar:
+            tar.extractall(dest, filter="data")
+        return dest
+
+    def show(self, sha: str, path: str) -> str | None:
+        """A file's text at a commit, or None."""
+        try:
+            return self.repo.git.show(f"{sha}:{path}")
+        except git.GitCommandError:
+            return None
+
+    def revert(self, sha: str, message_suffix: str = "") -> str:
+        """Commit a revert of ``sha`` on the tracked branch (hosted mode); return the new tip."""
+        if self.upstream:
+            raise RetryableError("revert works on the hosted repository; in mirror mode, revert upstream and push there",
+                                 "MirrorMode")
+        with tempfile.TemporaryDirectory() as tmp:
+            work = git.Repo.clone_from(str(self.state.repo), tmp, branch=self.branch)
+            with work.config_writer() as cfg:
+                cfg.set_value("user", "name", "hotplate")
+                cfg.set_value("user", "email", "hotplate@localhost")
+            work.git.revert("--no-edit", sha)
+            if message_suffix:
+                work.git.commit("--amend", "-m", work.head.commit.message.rstrip() + "\n\n" + message_suffix)
+            work.git.push("origin", f"HEAD:{self.ref}")
+            return work.head.commit.hexsha
+
+    def import_from(self, path: str) -> bool:
+        """Seed an empty hosted branch from a local repository; True if it did."""
+        if self.tip() is not None:
+            return False
+        self.repo.git.fetch(path, f"+HEAD:{self.ref}")
+        return True

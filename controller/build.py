@@ -146,15 +146,22 @@ class Builder:
             return None
 
     def cached_key(self, pre_key: str) -> str | None:
-        """The object key if every file the last compile read is unchanged."""
-        record = self.cache / "deps" / f"{pre_key}.json"
-        try:
-            deps = json.loads(record.read_text())
-        except (OSError, ValueError):
-            return None
-        if any(self.file_digest(name) != digest for name, digest in deps.items()):
-            return None
-        return self.object_key(pre_key, deps)
+        """The key of a cached object whose recorded inputs all match the
+        files now on disk. One record per object built under this pre-key, so
+        going back to an earlier version (a revert) finds its object again."""
+        records = sorted((self.cache / "deps" / pre_key).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        digests: dict[str, str | None] = {}
+        for record in records:
+            try:
+                deps = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            for name in deps:
+                if name not in digests:
+                    digests[name] = self.file_digest(name)
+            if all(digests[name] == digest for name, digest in deps.items()):
+                return self.object_key(pre_key, deps)
+        return None
 
     @staticmethod
     def object_key(pre_key: str, deps: dict[str, str]) -> str:
@@ -189,7 +196,8 @@ class Builder:
             target = self.cache / "objects" / f"{key}.so"
             (self.cache / "objects" / f"{key}.log").write_text(diagnostics)
             os.replace(out, target)
-            write_atomic(self.cache / "deps" / f"{pre}.json", json.dumps(deps, sort_keys=True))
+            (self.cache / "deps" / pre).mkdir(exist_ok=True)
+            write_atomic(self.cache / "deps" / pre / f"{key}.json", json.dumps(deps, sort_keys=True))
         return ModuleBuild(module.name, module.source, key, True, False,
                            time.monotonic() - start, diagnostics, target)
 

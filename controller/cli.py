@@ -81,6 +81,7 @@ def cmd_up(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     state = _state(args, Path(".hotplate"))
+    state.token()
     source = Source(state, args.branch, args.source)
     if args.import_path and source.import_from(args.import_path):
         print(f"imported {args.branch} from {args.import_path} into {state.repo}")

@@ -127,6 +127,11 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
     want = server.config.workers
     before = set(server.workers())
     added = server.command(f"worker add {want}")
+    # gunicorn counts workers still draining from an earlier roll until they
+    # exit; add room for them too, or it would spawn nothing until they do.
+    draining = len(before) - added["previous"]
+    if draining > 0:
+        added = server.command(f"worker add {draining}")
     deadline = start + timeout
     while True:
         reports = read_reports(server.state.workers)
@@ -140,7 +145,20 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
             raise RolloutError(f"only {len(fresh)} of {want} new workers reported release {release} within {timeout:.0f}s")
         time.sleep(0.005)
     server.command(f"worker remove {added['total'] - want}")
-    return Generation(release, sorted(fresh)[:want], time.monotonic() - start, reports)
+    fresh = sorted(fresh)[:want]
+    _wait_retired(server, set(fresh), deadline)
+    return Generation(release, fresh, time.monotonic() - start, reports)
+
+
+def _wait_retired(server: ServerProcess, keep: set[int], deadline: float) -> None:
+    """Wait until every worker outside the new generation stopped accepting."""
+    while time.monotonic() < deadline:
+        serving = [pid for pid, r in read_reports(server.state.workers).items()
+                   if pid not in keep and not r.get("retiring") and pid_alive(pid)]
+        if not serving:
+            return
+        time.sleep(0.005)
+    raise RolloutError(f"old workers {serving} still accept connections after the roll")
 
 
 @dataclass(frozen=True)
@@ -172,7 +190,8 @@ def health_gate(server: ServerProcess, gen: Generation, release_info: dict, sett
     end = time.monotonic() + settings.bake_seconds
     while time.monotonic() < end:
         time.sleep(0.1)
-        reports = {pid: r for pid, r in read_reports(server.state.workers).items() if r["release"] == gen.release}
+        reports = {pid: r for pid, r in read_reports(server.state.workers).items()
+                   if r["release"] == gen.release and not r.get("retiring")}
         seen |= set(reports)
         requests = sum(r["counters"]["requests"] for r in reports.values())
         errors = sum(r["counters"]["errors_5xx"] for r in reports.values())

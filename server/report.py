@@ -1,7 +1,7 @@
 """What each worker tells the controller, through files in the run directory.
 
 ``<pid>.json``: the release this worker serves and each module's state,
-written once at boot. ``<pid>.stats``: request counters in a small shared
+written at boot, and marked retiring once it stops accepting connections. ``<pid>.stats``: request counters in a small shared
 memory file, updated on every request and read by the controller's health
 gate and metrics without asking the worker anything.
 """
@@ -54,10 +54,24 @@ def publish(directory: Path, release: str | None, modules: list[dict], error: st
     """Write this worker's boot report (atomically: the controller polls it)."""
     directory.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
-    info = {"pid": pid, "release": release, "modules": modules, "error": error, "booted_at": time.time()}
+    info = {"pid": pid, "release": release, "modules": modules, "error": error, "booted_at": time.time(),
+            "retiring": False}
     tmp = directory / f".{pid}.json.tmp"
     tmp.write_text(json.dumps(info))
     os.replace(tmp, directory / f"{pid}.json")
+
+
+def retire(directory: Path) -> None:
+    """Mark this worker as no longer accepting connections (it drains, then exits)."""
+    path = directory / f"{os.getpid()}.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    info["retiring"] = True
+    tmp = directory / f".{os.getpid()}.json.tmp"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
 
 
 def remove(directory: Path) -> None:

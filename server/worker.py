@@ -15,6 +15,7 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import HTTPException
 
+from . import report
 from .dispatch import REASONS
 
 
@@ -29,6 +30,13 @@ class HotplateWorker(ThreadWorker):
         if self._date[0] != now:
             self._date = (now, util.http_date(now))
         return self._date[1]
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """Tell the controller the moment this worker stops taking connections:
+        a roll is live only once every old worker has."""
+        super().set_accept_enabled(enabled)
+        if not enabled:
+            report.retire(self.app.reports)
 
     def handle_request(self, req, conn):
         dispatcher = self.wsgi

@@ -98,3 +98,133 @@ def serve(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+class Up:
+    """``hotplate up`` (hosted repository) on loopback ports, stopped at the end of the test."""
+
+    def __init__(self, tmp: Path, *extra: str, bake: float = 0.3, workers: int = 2):
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.state = tmp / "state"
+        self.port, self.api_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.log = tmp / "up.log"
+        self.args = ["up", "--state", str(self.state), "--bind", f"127.0.0.1:{self.port}",
+                     "--api", f"127.0.0.1:{self.api_port}", "--bake", str(bake), "--workers", str(workers),
+                     "--threads", "4", *extra]
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli", *self.args], stdout=self.log.open("a"),
+                                     stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hotplate up exited:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.api + "/api/status", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"hotplate up not ready:\n{self.log.read_text()}")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "controller.cli", *args, "--state", str(self.state)],
+                              capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+
+    def status(self) -> dict:
+        return requests.get(self.api + "/api/status", timeout=5).json()
+
+    def deploys(self) -> list[dict]:
+        return requests.get(self.api + "/api/deploys?limit=100", timeout=5).json()
+
+    def token(self) -> str:
+        return (self.state / "token").read_text().strip()
+
+    def wait(self, predicate, timeout: float = 30, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()[-4000:]}")
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.url + path, timeout=5)
+
+    def update_branch(self, work: "Work", sha: str) -> None:
+        """Move the hosted branch to ``sha`` without running its hooks (a fetch
+        into the bare repository), as an upstream change seen by a webhook would."""
+        subprocess.run(["git", "--git-dir", str(self.state / "repo.git"), "fetch", "-q", str(work.path),
+                        f"+{sha}:refs/heads/main"], check=True, capture_output=True)
+
+    def sync(self) -> None:
+        requests.post(self.api + "/api/sync", headers={"Authorization": f"Bearer {self.token()}"}, timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL the controller, as a crash would (the app server keeps running)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        pid_file = self.state / "run" / "server.pid"
+        if pid_file.exists():  # a server left by a killed controller
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+class Work:
+    """A developer's clone: edit files, commit, push to the hosted repository."""
+
+    def __init__(self, path: Path, remote: str):
+        self.path = path
+        path.mkdir(parents=True)
+        self.git("init", "-q", "-b", "main")
+        self.git("config", "user.email", "dev@example.com")
+        self.git("config", "user.name", "Dev")
+        self.git("remote", "add", "origin", remote)
+
+    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=self.path, capture_output=True, text=True, check=check, timeout=300)
+
+    def write(self, files: dict[str, str]) -> None:
+        for name, text in files.items():
+            p = self.path / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(textwrap.dedent(text))
+
+    def commit(self, message: str, files: dict[str, str] | None = None) -> str:
+        self.write(files or {})
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD").stdout.strip()
+
+    def push(self, *extra: str) -> str:
+        """Push main; return everything git printed (the remote: lines included)."""
+        result = self.git("push", *extra, "origin", "main", check=False)
+        return result.stdout + result.stderr
+
+
+@pytest.fixture
+def up(tmp_path):
+    made = []
+
+    def start(*extra: str, **kw) -> Up:
+        server = Up(tmp_path / f"up{len(made)}", *extra, **kw)
+        made.append(server)
+        return server
+
+    yield start
+    for server in made:
+        server.stop()

@@ -71,6 +71,17 @@ def test_flags_libs_and_source_are_in_the_key(tmp_path):
     assert len({first["plain"].key, second["plain"].key}) == 2
 
 
+def test_going_back_to_an_earlier_version_hits_the_cache(tmp_path):
+    app = three_module_app(tmp_path / "app")
+    first = build(app, tmp_path / "cache")
+    (app / "inc/shared.h").write_text("#define SHARED 2\n")
+    build(app, tmp_path / "cache")
+    (app / "inc/shared.h").write_text("#define SHARED 1\n")
+    again = build(app, tmp_path / "cache")
+    assert all(m.cached for m in again.values())
+    assert {n: m.key for n, m in again.items()} == {n: m.key for n, m in first.items()}
+
+
 def test_two_checkouts_of_one_tree_share_the_cache(tmp_path):
     a = three_module_app(tmp_path / "a")
     b = three_module_app(tmp_path / "b")

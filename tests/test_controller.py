@@ -1,0 +1,315 @@
+"""The GitOps controller end to end: real git pushes and hooks, real gunicorn, real HTTP."""
+import json
+import threading
+import time
+
+import requests
+
+from .conftest import Work
+
+MANIFEST = """\
+    modules:
+      hello:
+        source: hello.c
+        health: /health
+        routes:
+          - {path: /, handler: hello}
+          - {path: /health, handler: health}
+          - {path: /boom, handler: boom}
+    """
+
+
+def hello(text: str, health: int = 200, boom: str = "return HP_OK;") -> str:
+    return f"""\
+        #include <hotplate.h>
+        #include <unistd.h>
+        HP_MODULE;
+        HP_EXPORT int hello(hp_request *req, hp_response *res) {{
+            return hp_res_printf(res, "{text} from %d\\n", (int)getpid());
+        }}
+        HP_EXPORT int health(hp_request *req, hp_response *res) {{
+            hp_res_status(res, {health});
+            return HP_OK;
+        }}
+        HP_EXPORT int boom(hp_request *req, hp_response *res) {{
+            {boom}
+        }}
+        """
+
+
+def first_deploy(up, tmp_path, *extra, **kw):
+    server = up(*extra, **kw)
+    work = Work(tmp_path / "work", str(server.state / "repo.git"))
+    work.commit("first", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
+    out = work.push()
+    assert "hotplate: deploy succeeded" in out, out
+    return server, work
+
+
+def text(server) -> str:
+    return server.get("/").text.split(" from ")[0]
+
+
+def test_push_deploys_and_streams_progress(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    assert text(server) == "v1"
+    sha = work.commit("v2", {"hello.c": hello("v2")})
+    out = work.push()
+    for expected in ("remote: hotplate: deploying", "remote: hotplate: manifest ok: 1 modules, 3 routes",
+                     "remote: hotplate:   hello (hello.c): compiled in", "remote: hotplate: live: 2 workers serve",
+                     "remote: hotplate: health /health: 200", "remote: hotplate: deploy succeeded"):
+        assert expected in out, out
+    pids = {int(server.get("/").text.split()[-1]) for _ in range(6)}
+    assert {text(server) for _ in range(6)} == {"v2"}
+    status = server.status()
+    assert status["state"] == "Synced" and status["live"]["commit"] == sha
+    assert {w["release"] for w in status["workers"]} == {status["live"]["release"]}
+    assert pids <= {w["pid"] for w in status["workers"]}
+    latest = server.deploys()[0]
+    assert latest["trigger"] == "push" and latest["outcome"] == "succeeded" and latest["commit_sha"] == sha
+    assert latest["author"] == "Dev <dev@example.com>" and latest["message"] == "v2"
+    assert set(latest["stages"]) == {"checkout", "plan", "build", "release", "roll", "gate"}
+    assert latest["modules"][0]["cached"] is False
+
+
+def test_bad_commits_fail_clearly_and_live_keeps_serving(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    work.commit("broken C", {"hello.c": hello("v2").replace("return hp_res_printf", "return hp_res_printf(")})
+    out = work.push()
+    assert "hello.c:5:" in out and "error:" in out and "deploy failed (BuildFailed); live stays on" in out
+    assert text(server) == "v1"
+    assert server.status()["state"] == "Failed"
+
+    work.commit("broken manifest", {"deploy.yaml": MANIFEST.replace("handler: hello}", "handlr: hello}"),
+                                    "hello.c": hello("v3")})
+    out = work.push()
+    assert "deploy.yaml:6: modules.hello.routes[0].handlr: unknown key; did you mean `handler`?" in out
+    assert "deploy failed (ManifestInvalid)" in out and text(server) == "v1"
+
+    work.commit("missing symbol", {"deploy.yaml": MANIFEST.replace("handler: boom", "handler: nope")})
+    out = work.push()
+    assert "handler(s) nope not exported by hello.c" in out and "deploy failed (SmokeCheckFailed)" in out
+    assert text(server) == "v1"
+
+    # A failed commit never blocks a newer one.
+    work.commit("fixed", {"deploy.yaml": MANIFEST})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v3"
+    outcomes = [d["outcome"] for d in server.deploys()]
+    assert outcomes == ["succeeded", "failed", "failed", "failed", "succeeded"]
+
+
+def test_failed_health_gate_rolls_back_automatically_and_is_not_retried(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    sha = work.commit("unhealthy", {"hello.c": hello("v2", health=503)})
+    out = work.push()
+    assert "rollout failed: health route /health of module hello answered 503" in out
+    assert "rolled back: 2 workers serve" in out and "deploy rolled back (RolloutFailed)" in out
+    assert text(server) == "v1"
+    assert server.cli("sync").returncode == 0
+    time.sleep(1.5)
+    rows = server.deploys()
+    assert [d["outcome"] for d in rows if d["commit_sha"] == sha] == ["rolled_back"], "a failed commit is not retried"
+    assert server.status()["state"] == "Failed" and server.status()["failure"]["reason"] == "RolloutFailed"
+
+
+def test_5xx_jump_during_bake_rolls_back(up, tmp_path):
+    server, work = first_deploy(up, tmp_path, bake=2.0)
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                requests.get(server.url + "/boom", timeout=2)
+            except requests.RequestException:
+                pass
+            time.sleep(0.01)
+
+    work.commit("errors", {"hello.c": hello("v2", boom="return HP_ERROR;")})
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        out = work.push()
+    finally:
+        stop.set()
+        thread.join()
+    assert "rollout failed: 5xx jump:" in out and "deploy rolled back" in out, out
+    assert text(server) == "v1"
+
+
+def test_rollback_pins_resume_unpins_revert_commits(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    first_release = server.status()["live"]["release"]
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    rb = server.cli("rollback")
+    assert rb.returncode == 0 and f"pinned to {first_release}" in rb.stdout, rb.stdout + rb.stderr
+    assert text(server) == "v1"
+    status = server.cli("status")
+    assert "Pinned" in status.stdout and "auto-sync is off until `hotplate resume`" in status.stdout
+    work.commit("v3", {"hello.c": hello("v3")})
+    out = work.push()
+    assert "not deployed: live is pinned" in out and text(server) == "v1"
+    assert server.cli("resume").returncode == 0
+    server.wait(lambda: text(server) == "v3", what="v3 after resume")
+    # revert: a new commit on the hosted branch; the tree is v2's, so no compiler runs.
+    reverted = server.cli("revert")
+    assert reverted.returncode == 0, reverted.stderr
+    server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="revert live")
+    latest = server.deploys()[0]
+    assert latest["message"].startswith('Revert "v3"') and all(m["cached"] for m in latest["modules"])
+    history = server.cli("history")
+    assert "rollback" in history.stdout and history.returncode == 0
+    logs = server.cli("logs", str(latest["id"]))
+    assert "hello (hello.c): cached" in logs.stdout
+
+
+def test_no_request_fails_during_deploys(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    failures, answers, stop = [], [], threading.Event()
+
+    def client():
+        with requests.Session() as s:
+            while not stop.is_set():
+                try:
+                    r = s.get(server.url + "/", timeout=5)
+                    (answers if r.status_code == 200 else failures).append(r.status_code)
+                except requests.RequestException as e:
+                    failures.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for version in ("v2", "v3", "v4"):
+            work.commit(version, {"hello.c": hello(version)})
+            assert "deploy succeeded" in work.push()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == [] and len(answers) > 50
+    assert text(server) == "v4"
+
+
+def test_bursts_coalesce_to_the_newest_commit(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    before = len(server.deploys())
+    shas = [work.commit(f"burst {i}", {"hello.c": hello(f"b{i}")}) for i in range(10)]
+    start = time.monotonic()
+    for sha in shas:  # ten updates of the branch, each followed by a trigger
+        server.update_branch(work, sha)
+        server.sync()
+    assert time.monotonic() - start < 1.5
+    server.wait(lambda: server.status()["live"]["commit"] == shas[-1] and server.status()["state"] == "Synced",
+                what="newest commit live")
+    new = server.deploys()[: len(server.deploys()) - before]
+    assert 1 <= len(new) <= 2, [d["commit_sha"] for d in new]
+    assert text(server) == "b9"
+
+
+def test_force_push_wrong_branch_and_deleted_branch(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    work.git("checkout", "-q", "-b", "feature")
+    work.commit("feature work", {"hello.c": hello("feature")})
+    out = work.git("push", "origin", "feature", check=False).stderr
+    assert "refs/heads/feature is not tracked" in out and text(server) == "v1"
+    work.git("checkout", "-q", "main")
+    work.git("commit", "-q", "--amend", "-m", "rewritten")
+    work.write({"hello.c": hello("rewritten")})
+    work.git("commit", "-q", "-am", "rewritten 2")
+    assert "deploy succeeded" in work.push("--force")
+    assert text(server) == "rewritten"
+    out = work.git("push", "origin", ":main", check=False).stderr
+    assert "deleting the current branch is denied" in out, "git itself protects the deployed branch"
+    assert text(server) == "rewritten"
+
+
+def test_controller_killed_mid_deploy_recovers(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    slow_init = hello("v2") + "HP_EXPORT int hp_init(hp_module *m) { sleep(3); return HP_OK; }\n"
+    sha = work.commit("slow", {"hello.c": slow_init})
+    pusher = threading.Thread(target=work.push)
+    pusher.start()
+    staging = server.wait(lambda: list((server.state / "releases").glob(".staging-*")),
+                          what="a release being smoke-checked")
+    server.kill()
+    pusher.join()
+    assert text(server) == "v1", "the app server keeps serving while the controller is down"
+    server.start()
+    assert not any(p.exists() for p in staging), "half-made releases are removed"
+    server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", timeout=60,
+                what="the interrupted commit deployed after restart")
+    outcomes = {d["outcome"] for d in server.deploys() if d["commit_sha"] == sha}
+    assert outcomes == {"interrupted", "succeeded"}
+
+
+def test_webhooks_verify_signatures(up, tmp_path):
+    from controller.webhooks import sign
+
+    server, work = first_deploy(up, tmp_path, "--webhook-secret", "s3cret")
+    hook = server.api + "/webhook"
+    body = json.dumps({"ref": "refs/heads/main", "after": "x"}).encode()
+    assert requests.post(hook, data=body, timeout=5).status_code == 401
+    bad = requests.post(hook, data=body, headers={"X-Hub-Signature-256": sign("wrong", body)}, timeout=5)
+    assert bad.status_code == 401 and "bad github signature" in bad.json()["error"]
+    ping = requests.post(hook, data=b"{}", headers={"X-Hub-Signature-256": sign("s3cret", b"{}"),
+                                                   "X-GitHub-Event": "ping"}, timeout=5)
+    assert ping.json() == {"pong": True, "provider": "github"}
+    other = json.dumps({"ref": "refs/heads/dev"}).encode()
+    ignored = requests.post(hook, data=other, headers={"X-Hub-Signature-256": sign("s3cret", other),
+                                                      "X-GitHub-Event": "push"}, timeout=5)
+    assert ignored.status_code == 202 and "ignored" in ignored.json()
+    huge = b"x" * (1024 * 1024 + 1)
+    assert requests.post(hook, data=huge, headers={"X-Hub-Signature-256": sign("s3cret", huge)}, timeout=5).status_code == 413
+    gitlab_bad = requests.post(hook, data=body, headers={"X-Gitlab-Token": "nope", "X-Gitlab-Event": "Push Hook"}, timeout=5)
+    assert gitlab_bad.status_code == 401
+    # A valid push event deploys the branch tip, asynchronously (202 at once).
+    sha = work.commit("v2", {"hello.c": hello("v2")})
+    server.update_branch(work, sha)
+    for headers in ({"X-Gitea-Signature": sign("s3cret", body)[7:], "X-Gitea-Event": "push"},
+                    {"X-Gitlab-Token": "s3cret", "X-Gitlab-Event": "Push Hook"},
+                    {"X-Hotplate-Signature": sign("s3cret", body)},
+                    {"X-Hub-Signature-256": sign("s3cret", body), "X-GitHub-Event": "push"}):
+        r = requests.post(hook, data=body, headers=headers, timeout=5)
+        assert r.status_code == 202 and r.json()["accepted"], r.text
+    server.wait(lambda: server.status()["live"]["commit"] == sha, what="webhook deploy")
+    assert any(d["trigger"] == "webhook" for d in server.deploys())
+
+
+def test_push_over_http_needs_the_token(up, tmp_path):
+    server = up()
+    work = Work(tmp_path / "work", f"http://hotplate:{server.token()}@127.0.0.1:{server.api_port}/git/repo.git")
+    work.commit("first", {"deploy.yaml": MANIFEST, "hello.c": hello("over http")})
+    out = work.push()
+    assert "remote: hotplate: deploy succeeded" in out, out
+    assert text(server) == "over http"
+    work.git("remote", "set-url", "origin", f"http://hotplate:wrong@127.0.0.1:{server.api_port}/git/repo.git")
+    work.commit("v2", {"hello.c": hello("v2")})
+    out = work.push()
+    assert "401" in out or "Authentication failed" in out
+    assert requests.post(server.api + "/api/sync", timeout=5).status_code == 401
+
+
+def test_mirror_mode_polls_upstream(up, tmp_path):
+    upstream = Work(tmp_path / "upstream", "unused")
+    upstream.commit("first", {"deploy.yaml": MANIFEST, "hello.c": hello("mirrored")})
+    server = up(str(upstream.path), "--poll", "0.5")
+    server.wait(lambda: server.get("/").status_code == 200 and text(server) == "mirrored", what="first poll deploy")
+    upstream.commit("v2", {"hello.c": hello("polled")})
+    server.wait(lambda: text(server) == "polled", what="second poll deploy")
+    assert {d["trigger"] for d in server.deploys()} <= {"startup", "poll"}
+    upstream.git("branch", "-m", "main", "renamed")  # the tracked branch disappears upstream
+    server.wait(lambda: server.status()["head"]["note"] == "the branch does not exist", what="branch missing")
+    assert text(server) == "polled", "live keeps serving"
+
+
+def test_diff_shows_modules_and_routes(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    server.cli("rollback")  # pin, so that the new head is not deployed while we diff
+    sha = work.commit("more", {"deploy.yaml": MANIFEST + "      - {path: /extra, handler: hello}\n", "hello.c": hello("v2")})
+    server.update_branch(work, sha)
+    data = json.loads(server.cli("diff", "--json").stdout)
+    assert data["modules"] == [{"name": "hello", "source": "hello.c", "change": "rebuild"}]
+    result = server.cli("diff")
+    assert "rebuild   hello (hello.c)" in result.stdout and "+ route GET /extra -> hello.hello" in result.stdout, result.stdout

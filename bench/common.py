@@ -76,3 +76,73 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+class Up:
+    """``hotplate up`` hosting a repository, on free loopback ports."""
+
+    def __init__(self, tmp: Path, *extra: str, workers: int = 2):
+        self.state = tmp / "state"
+        self.port, self.api_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "up", "--state", str(self.state), "--bind", f"127.0.0.1:{self.port}",
+             "--api", f"127.0.0.1:{self.api_port}", "--workers", str(workers), *extra],
+            stdout=(tmp / "up.log").open("w"), stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.api + "/api/status", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        sys.exit("hotplate up did not start")
+
+    def status(self) -> dict:
+        return requests.get(self.api + "/api/status", timeout=5).json()
+
+    def deploys(self, limit: int = 1000) -> list[dict]:
+        return requests.get(f"{self.api}/api/deploys?limit={limit}", timeout=5).json()
+
+    def server_pid(self) -> int:
+        return int((self.state / "run" / "server.pid").read_text())
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def make_app(root: Path, modules: int = 10) -> Path:
+    """An app of ``modules`` modules, each with one route answering its version."""
+    root.mkdir(parents=True)
+    lines = ["modules:"]
+    for i in range(modules):
+        lines += [f"  m{i}:", f"    source: modules/m{i}.c", "    routes:", f"      - {{path: /m{i}, handler: h}}"]
+        write_module(root, i, "v1")
+    (root / "deploy.yaml").write_text("\n".join(lines) + "\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "bench@example.com")
+    git(root, "config", "user.name", "bench")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "v1")
+    return root
+
+
+def write_module(root: Path, i: int, version: str) -> None:
+    (root / "modules").mkdir(exist_ok=True)
+    (root / "modules" / f"m{i}.c").write_text(
+        "#include <hotplate.h>\nHP_MODULE;\n"
+        f'HP_EXPORT int h(hp_request *q, hp_response *r) {{ return hp_res_printf(r, "m{i} {version}\\n"); }}\n')

@@ -1,0 +1,77 @@
+"""Push-to-live: from `git push` starting to the new code answering on every worker.
+
+A 10-module app on `hotplate up` (2 workers, bake window 0: the gate's bake
+runs after the code is live and does not delay it). Ten one-module changes,
+then ten reverts (every module hits the build cache, the release is reused).
+Push-to-live is the arrival of the push's `remote: hotplate: live:` line,
+which the controller sends once every new worker reports the new release and
+every old worker has stopped accepting connections. Targets: change < 1 s
+(aim 0.5 s), revert < 0.5 s (aim 0.3 s).
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from .common import Up, git, make_app, median, table, write_module
+
+RUNS = 10
+STAGES = ("checkout", "plan", "build", "release", "roll")
+
+
+def timed_push(work: Path) -> float:
+    """Seconds from starting `git push` to the `live:` line reaching the pusher."""
+    start = time.monotonic()
+    proc = subprocess.Popen(["git", "push", "-q", "origin", "main"], cwd=work, stderr=subprocess.PIPE, text=True)
+    live = None
+    for line in proc.stderr:
+        if live is None and "hotplate: live:" in line:
+            live = time.monotonic() - start
+        if "deploy failed" in line or "rolled back" in line:
+            raise SystemExit(f"deploy failed during the benchmark: {line}")
+    proc.wait()
+    if live is None:
+        raise SystemExit("the push did not report a live deploy")
+    return live
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        up = Up(tmp, "--bake", "0")
+        try:
+            work = make_app(tmp / "app")
+            git(work, "remote", "add", "origin", str(up.state / "repo.git"))
+            timed_push(work)
+            change, revert = [], []
+            for i in range(RUNS):
+                write_module(work, i % 10, f"v{i + 2}")
+                git(work, "commit", "-q", "-am", f"change m{i % 10}")
+                change.append(timed_push(work))
+                assert requests.get(f"{up.url}/m{i % 10}", timeout=5).text == f"m{i % 10} v{i + 2}\n"
+            for i in range(RUNS):
+                git(work, "revert", "--no-edit", "HEAD")
+                revert.append(timed_push(work))
+            rows = up.deploys(2 * RUNS)
+        finally:
+            up.stop()
+    revert_rows, change_rows = rows[:RUNS], rows[RUNS:]
+    assert all(all(m["cached"] for m in r["modules"]) for r in revert_rows), "reverts must not compile"
+
+    def stage_cells(rs):
+        return [f"{median(r['stages'][s] for r in rs) * 1000:.0f}" for s in STAGES]
+
+    table(f"Push-to-live, 10-module app, 2 workers, median of {RUNS} (ms; stages from the deploy record)",
+          ["deploy", "push-to-live", "min", "max", *STAGES, "target"],
+          [["one module changed", f"{median(change) * 1000:.0f}", f"{min(change) * 1000:.0f}",
+            f"{max(change) * 1000:.0f}", *stage_cells(change_rows), "< 1000 (aim 500)"],
+           ["git revert (cached)", f"{median(revert) * 1000:.0f}", f"{min(revert) * 1000:.0f}",
+            f"{max(revert) * 1000:.0f}", *stage_cells(revert_rows), "< 500 (aim 300)"]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Zero downtime: steady keep-alive load (wrk -c32) across 20 deploys.
+
+Three runs of the same length on the same server, one after another:
+no deploys (the baseline), 20 hotplate deploys (git push, one module
+changed, each rolled make-before-break), and 20 plain gunicorn SIGHUPs to
+the same server's master. Target for the deploys: 0 socket errors, 0 non-2xx,
+and throughput >= 80% of the baseline. The deploys' compiles, git and hook
+processes share the 2 cores with wrk and the server; that cost is counted.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .common import Up, git, make_app, table, wrk, write_module
+
+SECONDS = 20
+EVENTS = 20
+
+
+def spaced(action) -> threading.Thread:
+    """Run ``action(i)`` EVENTS times, evenly spread over the wrk run."""
+    def run():
+        start = time.monotonic()
+        for i in range(EVENTS):
+            time.sleep(max(0.0, start + (i + 0.5) * SECONDS / (EVENTS + 1) - time.monotonic()))
+            action(i)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        up = Up(tmp, "--bake", "0")
+        work = make_app(tmp / "app")
+        git(work, "remote", "add", "origin", str(up.state / "repo.git"))
+        git(work, "push", "-q", "origin", "main")
+        url = f"{up.url}/m0"
+        results = {}
+        try:
+            results["no deploys"] = wrk(url, SECONDS)
+
+            def deploy(i):
+                write_module(work, 1, f"d{i}")
+                git(work, "commit", "-q", "-am", f"deploy {i}")
+                subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True, check=True)
+
+            thread = spaced(deploy)
+            results[f"{EVENTS} hotplate deploys"] = wrk(url, SECONDS)
+            thread.join()
+            deployed = [d for d in up.deploys(EVENTS) if d["outcome"] == "succeeded"]
+            thread = spaced(lambda i: os.kill(up.server_pid(), signal.SIGHUP))
+            results[f"{EVENTS} plain gunicorn HUPs"] = wrk(url, SECONDS)
+            thread.join()
+        finally:
+            up.stop()
+    base = results["no deploys"]["rps"]
+    table(f"GET /m0 under wrk -t2 -c32 keep-alive, {SECONDS}s per run, 2 workers",
+          ["run", "req/s", "vs no deploys", "p99 ms", "non-2xx", "socket errors"],
+          [[name, f"{r['rps']:.0f}", f"{r['rps'] / base * 100:.0f}%", f"{r['p99_ms']:.1f}", r["non2xx"],
+            r["socket_errors"]] for name, r in results.items()])
+    print(f"  deploys that succeeded during the run: {len(deployed)} of {EVENTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -145,20 +145,22 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
             raise RolloutError(f"only {len(fresh)} of {want} new workers reported release {release} within {timeout:.0f}s")
         time.sleep(0.005)
     server.command(f"worker remove {added['total'] - want}")
-    fresh = sorted(fresh)[:want]
-    _wait_retired(server, set(fresh), deadline)
-    return Generation(release, fresh, time.monotonic() - start, reports)
+    serving, reports = _wait_serving(server, release, deadline)
+    return Generation(release, serving, time.monotonic() - start, reports)
 
 
-def _wait_retired(server: ServerProcess, keep: set[int], deadline: float) -> None:
-    """Wait until every worker outside the new generation stopped accepting."""
-    while time.monotonic() < deadline:
-        serving = [pid for pid, r in read_reports(server.state.workers).items()
-                   if pid not in keep and not r.get("retiring") and pid_alive(pid)]
-        if not serving:
-            return
+def _wait_serving(server: ServerProcess, release: str, deadline: float) -> tuple[list[int], dict]:
+    """Wait until every worker still accepting connections serves ``release``:
+    the moment the deploy is live."""
+    while True:
+        reports = {pid: r for pid, r in read_reports(server.state.workers).items()
+                   if not r.get("retiring") and pid_alive(pid)}
+        stale = [pid for pid, r in reports.items() if r["release"] != release]
+        if reports and not stale:
+            return sorted(reports), reports
+        if time.monotonic() > deadline:
+            raise RolloutError(f"workers {stale} still serve another release after the roll")
         time.sleep(0.005)
-    raise RolloutError(f"old workers {serving} still accept connections after the roll")
 
 
 @dataclass(frozen=True)

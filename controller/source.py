@@ -107,7 +107,7 @@ class Source:
         except git.GitCommandError:
             return None
 
-    def revert(self, sha: str, message_suffix: str = "") -> str:
+    def revert(self, sha: str) -> str:
         """Commit a revert of ``sha`` on the tracked branch (hosted mode); return the new tip."""
         if self.upstream:
             raise RetryableError("revert works on the hosted repository; in mirror mode, revert upstream and push there",
@@ -118,8 +118,6 @@ class Source:
                 cfg.set_value("user", "name", "hotplate")
                 cfg.set_value("user", "email", "hotplate@localhost")
             work.git.revert("--no-edit", sha)
-            if message_suffix:
-                work.git.commit("--amend", "-m", work.head.commit.message.rstrip() + "\n\n" + message_suffix)
             work.git.push("origin", f"HEAD:{self.ref}")
             return work.head.commit.hexsha
 

@@ -9,6 +9,7 @@ their requests and exit with theirs.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -49,7 +50,7 @@ class HotplateServer(BaseApplication):
             "keepalive": c.keepalive, "backlog": c.backlog,
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
-            "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
+            "pre_fork": self.pre_fork, "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
             "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
             "control_socket": str(self.run_dir / "gunicorn.ctl"),
         }
@@ -59,6 +60,12 @@ class HotplateServer(BaseApplication):
 
     def load(self):
         return self.dispatcher
+
+    @staticmethod
+    def pre_fork(server, worker) -> None:
+        """Move the master's objects out of the collector's reach before each
+        fork, so a new worker's GC does not touch (and copy) the shared pages."""
+        gc.freeze()
 
     def post_worker_init(self, worker) -> None:
         """Load the current release's modules into this worker and report.

@@ -313,3 +313,13 @@ def test_diff_shows_modules_and_routes(up, tmp_path):
     assert data["modules"] == [{"name": "hello", "source": "hello.c", "change": "rebuild"}]
     result = server.cli("diff")
     assert "rebuild   hello (hello.c)" in result.stdout and "+ route GET /extra -> hello.hello" in result.stdout, result.stdout
+
+
+def test_retention_keeps_the_newest_releases_and_live(up, tmp_path):
+    server, work = first_deploy(up, tmp_path, "--keep", "2")
+    for version in ("v2", "v3", "v4"):
+        work.commit(version, {"hello.c": hello(version)})
+        assert "deploy succeeded" in work.push()
+    kept = {p.name for p in (server.state / "releases").iterdir()}
+    live = server.status()["live"]["release"]
+    assert live in kept and len(kept) == 2, kept

@@ -80,6 +80,7 @@ def cmd_up(args) -> int:
     from .source import Source
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per API call
     state = _state(args, Path(".hotplate"))
     state.token()
     source = Source(state, args.branch, args.source)

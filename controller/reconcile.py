@@ -70,7 +70,6 @@ class Controller:
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.rollout_lock = threading.Lock()
-        self.deploys: dict[int, Deploy] = {}
         self.active: Deploy | None = None
         self.trigger = "startup"
         self.observed: str | None = None
@@ -213,7 +212,6 @@ class Controller:
         deploy_id = self.history.start(trigger, info, self.state.live_release())
         d = Deploy(deploy_id, (info or {}).get("sha"), trigger)
         with self.cond:
-            self.deploys[deploy_id] = d
             self.active = d
             self.cond.notify_all()
         return d

@@ -95,12 +95,17 @@ class ServerProcess:
                 self.proc.poll()
             time.sleep(0.05)
 
-    def command(self, text: str) -> dict:
-        try:
-            with ControlClient(str(self.state.control_socket), timeout=10) as client:
-                return client.send_command(text)
-        except Exception as e:
-            raise RetryableError(f"gunicorn control socket: {text!r} failed: {e}", "ServerUnreachable") from None
+    def command(self, text: str, attempts: int = 20) -> dict:
+        """Send a control-socket command. gunicorn pauses its control server
+        around each fork, so a refused or reset connection is tried again."""
+        for attempt in range(attempts):
+            try:
+                with ControlClient(str(self.state.control_socket), timeout=10) as client:
+                    return client.send_command(text)
+            except Exception as e:
+                error = e
+                time.sleep(0.01 * (attempt + 1))
+        raise RetryableError(f"gunicorn control socket: {text!r} failed: {error}", "ServerUnreachable")
 
     def workers(self) -> list[int]:
         """Pids of the workers gunicorn currently counts (oldest first)."""

@@ -64,7 +64,11 @@ class HotplateServer(BaseApplication):
     @staticmethod
     def pre_fork(server, worker) -> None:
         """Move the master's objects out of the collector's reach before each
-        fork, so a new worker's GC does not touch (and copy) the shared pages."""
+        fork, so a new worker's GC does not touch (and copy) the shared pages.
+        Unfreeze and collect first: the master lives through many rolls, and
+        cycles frozen at one fork must still be freed at a later one."""
+        gc.unfreeze()
+        gc.collect()
         gc.freeze()
 
     def post_worker_init(self, worker) -> None:

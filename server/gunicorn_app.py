@@ -50,7 +50,7 @@ class HotplateServer(BaseApplication):
             "keepalive": c.keepalive, "backlog": c.backlog,
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
-            "pre_fork": self.pre_fork, "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
+            "when_ready": self.when_ready, "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
             "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
             "control_socket": str(self.run_dir / "gunicorn.ctl"),
         }
@@ -62,12 +62,12 @@ class HotplateServer(BaseApplication):
         return self.dispatcher
 
     @staticmethod
-    def pre_fork(server, worker) -> None:
-        """Move the master's objects out of the collector's reach before each
-        fork, so a new worker's GC does not touch (and copy) the shared pages.
-        Unfreeze and collect first: the master lives through many rolls, and
-        cycles frozen at one fork must still be freed at a later one."""
-        gc.unfreeze()
+    def when_ready(server) -> None:
+        """Once the app is preloaded and before the first fork, move the
+        master's objects out of the collector's reach, so that a new worker's
+        GC does not touch (and copy) the pages it shares with the master.
+        Only once: objects the master makes later, roll after roll, must stay
+        collectable."""
         gc.collect()
         gc.freeze()
 

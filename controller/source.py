@@ -18,7 +18,7 @@ from pathlib import Path
 
 import git
 
-from .errors import RetryableError
+from .errors import RetryableError, StalledError
 from .state import State
 
 HOOK = """#!/bin/sh
@@ -122,8 +122,13 @@ class Source:
             return work.head.commit.hexsha
 
     def import_from(self, path: str) -> bool:
-        """Seed an empty hosted branch from a local repository; True if it did."""
+        """Seed an empty hosted branch from a local repository's HEAD; True if it did."""
         if self.tip() is not None:
             return False
-        self.repo.git.fetch(path, f"+HEAD:{self.ref}")
+        source = Path(path).resolve()  # git runs inside repo.git: a relative path would mean repo.git itself
+        try:
+            self.repo.git.fetch(str(source), f"+HEAD:{self.ref}")
+        except git.GitCommandError as e:
+            raise StalledError(f"cannot import {source}: {e.stderr.strip()}; is it a git repository with a commit?",
+                               "ImportFailed") from None
         return True

@@ -323,3 +323,11 @@ def test_retention_keeps_the_newest_releases_and_live(up, tmp_path):
     kept = {p.name for p in (server.state / "releases").iterdir()}
     live = server.status()["live"]["release"]
     assert live in kept and len(kept) == 2, kept
+
+
+def test_demo_command_imports_this_repository(up):
+    """What scripts/demo runs from the project root: `hotplate up --import .`."""
+    server = up("--import", ".")
+    server.wait(lambda: server.status()["state"] == "Synced", what="the demo app deployed")
+    assert server.get("/hello?name=Ada").status_code == 200 and "Ada" in server.get("/hello?name=Ada").text
+    assert server.get("/notes/health").text == "ok\n"

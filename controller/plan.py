@@ -15,10 +15,11 @@ from typing import Any
 import yaml
 from werkzeug.routing import Map, Rule
 
+from server.config import RESERVED_PREFIX
+
 from .errors import ManifestError
 
 MANIFEST = "deploy.yaml"
-RESERVED_PREFIX = "/_hotplate"
 DEFAULT_TIMEOUT_MS = 30_000
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 

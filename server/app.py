@@ -5,10 +5,9 @@ import os
 
 from flask import Blueprint, Flask, current_app, jsonify
 
-from .config import ServerConfig
+from .config import RESERVED_PREFIX, ServerConfig
 from .dispatch import Dispatcher
 
-RESERVED_PREFIX = "/_hotplate"
 bp = Blueprint("hotplate", __name__, url_prefix=RESERVED_PREFIX)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 
+#: Paths the server answers itself (health, release); manifests may not use them.
+RESERVED_PREFIX = "/_hotplate"
+
 
 @dataclass(frozen=True)
 class ServerConfig:

@@ -331,3 +331,41 @@ def test_demo_command_imports_this_repository(up):
     server.wait(lambda: server.status()["state"] == "Synced", what="the demo app deployed")
     assert server.get("/hello?name=Ada").status_code == 200 and "Ada" in server.get("/hello?name=Ada").text
     assert server.get("/notes/health").text == "ok\n"
+
+
+def test_init_then_dev_redeploys_on_save(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, env, free_port
+
+    app = tmp_path / "newapp"
+    made = subprocess.run([sys.executable, "-m", "controller.cli", "init", str(app)], capture_output=True, text=True,
+                          env=env(), cwd=ROOT)
+    assert made.returncode == 0 and (app / "deploy.yaml").exists() and (app / ".git").exists()
+    port = free_port()
+    log = (tmp_path / "dev.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "dev", str(app), "--bind", f"127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/"
+
+    def answers(text):
+        try:
+            return requests.get(url, timeout=2).text == text
+        except requests.RequestException:
+            return False
+
+    try:
+        deadline = time.monotonic() + 30
+        while not answers("Hello, world!\n") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answers("Hello, world!\n")
+        source = app / "modules" / "hello.c"
+        source.write_text(source.read_text().replace("Hello, %s!", "Saved, %s!"))
+        deadline = time.monotonic() + 30
+        while not answers("Saved, world!\n") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answers("Saved, world!\n"), (tmp_path / "dev.log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

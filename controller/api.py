@@ -89,7 +89,7 @@ def follow():
 @bp.post("/api/rollback")
 @requires_token
 def rollback():
-    d = ctl().rollback(request.get_json(silent=True, force=True).get("to") if request.data else None)
+    d = ctl().rollback((request.get_json(silent=True, force=True) or {}).get("to"))
     return jsonify(deploy=d.id, outcome=d.outcome, log=d.lines)
 
 

@@ -145,10 +145,8 @@ def metrics():
         name = f"hotplate_http_{field}_total"
         lines.append(f"# TYPE {name} counter")
         lines += [f'{name}{{pid="{pid}",release="{r["release"]}"}} {r["counters"][field]}' for pid, r in reports.items()]
-    rows = c.history.list(1000)
     lines.append("# TYPE hotplate_deploys_total counter")
-    for outcome in sorted({r["outcome"] for r in rows}):
-        lines.append(f'hotplate_deploys_total{{outcome="{outcome}"}} {sum(r["outcome"] == outcome for r in rows)}')
+    lines += [f'hotplate_deploys_total{{outcome="{outcome}"}} {n}' for outcome, n in c.history.outcomes().items()]
     lines += ["# TYPE hotplate_pinned gauge", f"hotplate_pinned {1 if c.pinned() else 0}"]
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 

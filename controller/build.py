@@ -113,8 +113,7 @@ class Builder:
                 on_result(result)
             return result
 
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            results = tuple(pool.map(one, manifest.modules))
+        results = tuple(_pool(self.jobs).map(one, manifest.modules))
         failed = [r for r in results if not r.ok]
         if failed:
             names = ", ".join(f"{r.name} ({r.source})" for r in failed)
@@ -213,6 +212,13 @@ class Builder:
             except ValueError:
                 names.append(str(path))
         return sorted(set(names))
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(jobs: int) -> ThreadPoolExecutor:
+    """One long-lived compile pool per job count, shared by every build of a
+    long-running controller, rather than fresh threads for each build."""
+    return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build")
 
 
 def _with_hints(stderr: str) -> str:

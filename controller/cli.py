@@ -114,8 +114,7 @@ def cmd_up(args) -> int:
 def _restore_last_good(controller) -> None:
     """If a killed controller left ``current`` on a release that never passed
     its gate, point it back at the last good one and roll onto it."""
-    good = next((r["release"] for r in controller.history.list(200)
-                 if r["outcome"] == "succeeded" and r["release"]), None)
+    good = next((rel for rel, _ in controller.history.live_releases(1)), None)
     live = controller.state.live_release()
     if good and live != good:
         logging.getLogger("hotplate.controller").warning("current was %s (not verified); restoring %s", live, good)

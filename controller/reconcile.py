@@ -265,16 +265,12 @@ class Controller:
 
     def commit_of(self, release: str) -> str | None:
         """The commit whose deploy last made ``release`` live."""
-        return next((r["commit_sha"] for r in self.history.list(200)
-                     if r["outcome"] == "succeeded" and r["release"] == release and r["commit_sha"]), None)
+        return next((commit for rel, commit in self.history.live_releases() if rel == release and commit), None)
 
     def previous_release(self) -> str | None:
         """The release that was live before the current one."""
         live = self.state.live_release()
-        for row in self.history.list(200):
-            if row["outcome"] == "succeeded" and row["release"] and row["release"] != live:
-                return row["release"]
-        return None
+        return next((rel for rel, _ in self.history.live_releases() if rel != live), None)
 
     # -- operator actions ---------------------------------------------------
 

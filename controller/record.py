@@ -88,6 +88,17 @@ class History:
                              "ORDER BY id DESC LIMIT 1", (commit_sha, *FAILED)).fetchone()
         return _row(row) if row else None
 
+    def live_releases(self, limit: int = 50) -> list[tuple[str, str | None]]:
+        """(release, commit) of the latest successful deploys, newest first."""
+        with closing(self.connect()) as db:
+            return db.execute("SELECT release, commit_sha FROM deploys WHERE outcome='succeeded' AND release IS NOT NULL "
+                              "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+
+    def outcomes(self) -> dict[str, int]:
+        """How many deploys ended each way."""
+        with closing(self.connect()) as db:
+            return dict(db.execute("SELECT outcome, COUNT(*) FROM deploys GROUP BY outcome ORDER BY outcome").fetchall())
+
     def setting(self, key: str, default: str | None = None) -> str | None:
         with closing(self.connect()) as db:
             row = db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()

@@ -150,18 +150,18 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
             raise RolloutError(f"only {len(fresh)} of {want} new workers reported release {release} within {timeout:.0f}s")
         time.sleep(0.005)
     server.command(f"worker remove {added['total'] - want}")
-    serving, reports = _wait_serving(server, release, deadline)
+    serving, reports = _wait_serving(server, release, want, deadline)
     return Generation(release, serving, time.monotonic() - start, reports)
 
 
-def _wait_serving(server: ServerProcess, release: str, deadline: float) -> tuple[list[int], dict]:
-    """Wait until every worker still accepting connections serves ``release``:
-    the moment the deploy is live."""
+def _wait_serving(server: ServerProcess, release: str, want: int, deadline: float) -> tuple[list[int], dict]:
+    """Wait until a full generation accepts connections and every worker that
+    does serves ``release``: the moment the deploy is live."""
     while True:
         reports = {pid: r for pid, r in read_reports(server.state.workers).items()
                    if not r.get("retiring") and pid_alive(pid)}
         stale = [pid for pid, r in reports.items() if r["release"] != release]
-        if reports and not stale:
+        if len(reports) >= want and not stale:
             return sorted(reports), reports
         if time.monotonic() > deadline:
             raise RolloutError(f"workers {stale} still serve another release after the roll")

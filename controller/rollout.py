@@ -155,13 +155,14 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
 
 
 def _wait_serving(server: ServerProcess, release: str, want: int, deadline: float) -> tuple[list[int], dict]:
-    """Wait until a full generation accepts connections and every worker that
-    does serves ``release``: the moment the deploy is live."""
+    """Wait until exactly one full generation accepts connections and every
+    worker that does serves ``release``: the moment the deploy is live and the
+    arbiter has settled on the new worker count."""
     while True:
         reports = {pid: r for pid, r in read_reports(server.state.workers).items()
                    if not r.get("retiring") and pid_alive(pid)}
         stale = [pid for pid, r in reports.items() if r["release"] != release]
-        if len(reports) >= want and not stale:
+        if len(reports) == want and not stale:
             return sorted(reports), reports
         if time.monotonic() > deadline:
             raise RolloutError(f"workers {stale} still serve another release after the roll")

@@ -38,16 +38,20 @@ def _build(args) -> tuple[State, object]:
         outcome = build_release(Path(args.app), state, on_module=lambda m: print("  " + format_module(m), flush=True))
     except BuildError as e:
         for result in e.results:
-            if result.diagnostics:
-                print(f"  {result.source}:\n    " + result.diagnostics.rstrip().replace("\n", "\n    "))
+            _print_diagnostics(result.source, result)
         raise
     for result in outcome.build.modules:
-        if result.diagnostics.strip():
-            print(f"  warnings from {result.source}:\n    " + result.diagnostics.rstrip().replace("\n", "\n    "))
+        _print_diagnostics(f"warnings from {result.source}", result)
     how = "reused" if outcome.release.reused else "created"
     print(f"release {outcome.release.id} {how} ({outcome.build.compiled} compiled, "
           f"{len(outcome.build.modules) - outcome.build.compiled} cached, {outcome.build.seconds * 1000:.0f} ms)")
     return state, outcome
+
+
+def _print_diagnostics(title: str, result) -> None:
+    """A module's compiler output, verbatim and indented under a title."""
+    if result.diagnostics.strip():
+        print(f"  {title}:\n    " + result.diagnostics.rstrip().replace("\n", "\n    "))
 
 
 def cmd_build(args) -> int:

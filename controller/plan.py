@@ -24,8 +24,13 @@ DEFAULT_TIMEOUT_MS = 30_000
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 TOP_KEYS = {"app", "timeout", "modules"}
-MODULE_KEYS = {"source", "routes", "cflags", "include", "libs", "pkg-config", "config", "timeout", "health"}
+MODULE_KEYS = {"source", "routes", "websockets", "cflags", "include", "libs", "pkg-config", "config", "timeout",
+               "health"}
 ROUTE_KEYS = {"path", "handler", "methods", "timeout"}
+SOCKET_KEYS = {"path", "on_open", "on_message", "on_close", "subprotocols", "timeout", "max_message"}
+DEFAULT_MAX_MESSAGE = 1024 * 1024
+SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB)?$")
+SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,6 +51,27 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Socket:
+    """A WebSocket path mapped to a connection's handlers (on_message required)."""
+
+    path: str
+    on_message: str
+    on_open: str | None
+    on_close: str | None
+    subprotocols: tuple[str, ...]
+    timeout_ms: int
+    max_message: int
+    line: int
+
+    #: The handshake is a GET: a WebSocket path conflicts with a GET route of the same shape.
+    methods = ("GET",)
+
+    @property
+    def handlers(self) -> tuple[str, ...]:
+        return tuple(h for h in (self.on_open, self.on_message, self.on_close) if h)
+
+
+@dataclass(frozen=True)
 class Module:
     """One C source file, how to compile it, and the routes it serves."""
 
@@ -59,6 +85,7 @@ class Module:
     config: tuple[tuple[str, str], ...] = ()
     health: str | None = None
     line: int = 0
+    websockets: tuple[Socket, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,11 +198,14 @@ class _Validator:
             return Module(name, "", ())
         self.keys(spec, MODULE_KEYS, where)
         timeout = self.timeout(spec.get("timeout"), f"{where}.timeout", default_timeout)
-        routes_data = spec.get("routes")
-        if not isinstance(routes_data, list) or not routes_data:
-            self.loc.error(f"{where}.routes", "required: a list of {path, handler, methods}")
-            routes_data = []
+        routes_data = spec.get("routes", [])
+        sockets_data = spec.get("websockets", [])
+        if not isinstance(routes_data, list) or not isinstance(sockets_data, list) or not (routes_data or sockets_data):
+            self.loc.error(f"{where}.routes", "required: a list of {path, handler, methods} (or `websockets:`)")
+            routes_data = routes_data if isinstance(routes_data, list) else []
+            sockets_data = sockets_data if isinstance(sockets_data, list) else []
         routes = tuple(self.route(r, f"{where}.routes[{i}]", timeout) for i, r in enumerate(routes_data))
+        sockets = tuple(self.socket(w, f"{where}.websockets[{i}]", timeout) for i, w in enumerate(sockets_data))
         health = spec.get("health")
         if health is not None and not any(r.path == health and "GET" in r.methods for r in routes):
             self.loc.error(f"{where}.health", f"{health!r} is not one of this module's GET routes; add it to `routes:`")
@@ -190,6 +220,7 @@ class _Validator:
             config=self.config(spec.get("config"), f"{where}.config"),
             health=health,
             line=self.loc.lines.get(where, 0),
+            websockets=sockets,
         )
 
     def route(self, spec: Any, where: str, default_timeout: int) -> Route:
@@ -209,6 +240,46 @@ class _Validator:
         return Route(path, self.methods(spec.get("methods", ["GET"]), f"{where}.methods"), handler,
                      self.timeout(spec.get("timeout"), f"{where}.timeout", default_timeout),
                      self.loc.lines.get(where, 0))
+
+    def socket(self, spec: Any, where: str, default_timeout: int) -> Socket:
+        if not isinstance(spec, dict):
+            self.loc.error(where, "a WebSocket route is a mapping: {path: /ws, on_message: symbol}")
+            return Socket("", "", None, None, (), default_timeout, DEFAULT_MAX_MESSAGE, 0)
+        self.keys(spec, SOCKET_KEYS, where)
+        path = spec.get("path")
+        if not isinstance(path, str) or not self.pattern_ok(path, f"{where}.path"):
+            path = ""
+        handlers = {key: self.symbol(spec.get(key), f"{where}.{key}", key == "on_message")
+                    for key in ("on_open", "on_message", "on_close")}
+        protocols = self.strings(spec, "subprotocols", where)
+        for name in protocols:
+            if not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", name):
+                self.loc.error(f"{where}.subprotocols", f"{name!r} is not a subprotocol token (letters, digits, . - _)")
+        return Socket(path, handlers["on_message"] or "", handlers["on_open"], handlers["on_close"], protocols,
+                      self.timeout(spec.get("timeout"), f"{where}.timeout", default_timeout),
+                      self.size(spec.get("max_message"), f"{where}.max_message", DEFAULT_MAX_MESSAGE),
+                      self.loc.lines.get(where, 0))
+
+    def symbol(self, value: Any, where: str, required: bool) -> str | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not SYMBOL_RE.match(value):
+            self.loc.error(where, "required: the name of an exported C function (see hotplate.h, WebSocket handlers)"
+                           if value is None else f"{value!r} is not a C function name")
+            return None
+        if value.startswith("hp_"):
+            self.loc.error(where, "names starting with hp_ are reserved for the SDK; rename the function")
+        return value
+
+    def size(self, value: Any, where: str, default: int) -> int:
+        if value is None:
+            return default
+        match = SIZE_RE.match(str(value).strip())
+        n = int(match.group(1)) * SIZE_UNITS[match.group(2)] if match and not isinstance(value, bool) else 0
+        if not 0 < n <= 64 * 1024 * 1024:
+            self.loc.error(where, f"{value!r} is not a size; write bytes (65536) or '64KiB', '1MiB' (at most 64MiB)")
+            return default
+        return n
 
     def pattern_ok(self, path: str, where: str) -> bool:
         if not path.startswith("/"):
@@ -298,9 +369,9 @@ class _Validator:
     def check_conflicts(self, modules: tuple[Module, ...]) -> None:
         """Two routes conflict when their patterns have the same shape (names of
         parameters aside) and they share a method."""
-        seen: dict[tuple[str, str], tuple[str, Route]] = {}
+        seen: dict[tuple[str, str], tuple[str, Route | Socket]] = {}
         for mod in modules:
-            for route in mod.routes:
+            for route in mod.routes + mod.websockets:
                 if not route.path:
                     continue
                 shape = PARAM_RE.sub(lambda m: f"<{m.group(1) or 'default'}>", route.path)

@@ -50,6 +50,9 @@ def describe(manifest: Manifest, build: BuildResult) -> dict:
             "config": [list(kv) for kv in mod.config], "health": mod.health,
             "routes": [{"path": r.path, "methods": list(r.methods), "handler": r.handler,
                         "timeout_ms": r.timeout_ms, "line": r.line} for r in mod.routes],
+            "websockets": [{"path": w.path, "on_open": w.on_open, "on_message": w.on_message, "on_close": w.on_close,
+                            "subprotocols": list(w.subprotocols), "timeout_ms": w.timeout_ms,
+                            "max_message": w.max_message, "line": w.line} for w in mod.websockets],
         })
     body = {"app": manifest.app, "modules": modules}
     release_id = "r" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]

@@ -49,8 +49,8 @@ extern "C" {
 ** than its own, or that records none, and says so on the module's routes.
 ** HP_VERSION is hotplate's release string, for humans.
 */
-#define HP_ABI_VERSION 1
-#define HP_VERSION "0.1.0"
+#define HP_ABI_VERSION 2
+#define HP_VERSION "0.2.0"
 
 /*
 ** CAPI: Result codes
@@ -89,12 +89,15 @@ extern "C" {
 ** hp_buf:      a growable byte buffer (string builder) owned by a request.
 ** hp_json:     a JSON writer that appends to an hp_buf.
 ** hp_module:   one loaded module in one worker process (init/fini hooks).
+** hp_ws:       one WebSocket connection, valid during one handler call
+**              (ABI 2).
 */
 typedef struct hp_request hp_request;
 typedef struct hp_response hp_response;
 typedef struct hp_buf hp_buf;
 typedef struct hp_json hp_json;
 typedef struct hp_module hp_module;
+typedef struct hp_ws hp_ws;
 struct json_t; /* jansson's JSON value: include <jansson.h> to use it */
 
 /*
@@ -181,7 +184,18 @@ struct hp_api {
     const char *(*module_name)(const hp_module *mod);
     const char *(*module_config)(const hp_module *mod, const char *key);
     void (*module_vlog)(hp_module *mod, int level, const char *fmt, va_list ap);
-    /* Add ABI 2 fields below this line, never above. */
+    /* ABI 2 */
+    hp_request *(*ws_request)(hp_ws *ws);
+    const char *(*ws_id)(const hp_ws *ws);
+    const char *(*ws_subprotocol)(const hp_ws *ws);
+    int (*ws_send)(hp_ws *ws, const void *data, size_t len, int type);
+    int (*ws_vprintf)(hp_ws *ws, const char *fmt, va_list ap);
+    int (*ws_close)(hp_ws *ws, int code, const char *reason);
+    void *(*ws_state)(hp_ws *ws, size_t size);
+    int (*ws_subscribe)(hp_ws *ws, const char *topic);
+    int (*ws_unsubscribe)(hp_ws *ws, const char *topic);
+    int (*publish)(hp_request *req, const char *topic, const void *data, size_t len, int type);
+    /* Add ABI 3 fields below this line, never above. */
 };
 
 /* True when the server's table has `field` (it may predate the field). */
@@ -498,6 +512,132 @@ static inline HP_PRINTF(3, 4) void hp_module_log(hp_module *mod, int level, cons
 */
 static inline const char *hp_module_name(const hp_module *mod) { return hp__api->module_name(mod); }
 static inline const char *hp_module_config(const hp_module *mod, const char *key) { return hp__api->module_config(mod, key); }
+
+/* ---------------------------------------------------------------------- */
+/* WebSockets (ABI 2)                                                     */
+/* ---------------------------------------------------------------------- */
+
+/*
+** CAPI: WebSocket handlers
+**
+** A `websockets:` entry in deploy.yaml maps a path to up to three exported
+** functions of the module:
+**
+**     HP_EXPORT int  on_open(hp_ws *ws);
+**     HP_EXPORT int  on_message(hp_ws *ws, const void *data, size_t len, int type);
+**     HP_EXPORT void on_close(hp_ws *ws, int code, const char *reason);
+**
+** on_open (optional) runs once, before the handshake is answered: return
+** HP_OK to accept the connection, or HP_ERROR to refuse it with 403 (check a
+** cookie or a token there). Messages it sends reach the client right after
+** the handshake.
+**
+** on_message (required) runs once per complete message, in the order the
+** client sent them. type is HP_WS_TEXT (data is valid UTF-8, checked by the
+** server, and NUL-terminated) or HP_WS_BINARY. Fragmented messages arrive
+** whole. Messages over the route's max_message get the connection closed
+** with 1009 before the handler sees them. Return HP_OK, or HP_ERROR to close
+** the connection with 1011.
+**
+** on_close (optional) runs once when the connection ends for any reason:
+** code is the close code the client sent (1005 if none, 1006 if the
+** connection dropped without a close frame). Sending from it does nothing.
+**
+** Handlers of one connection never run at the same time, but handlers of
+** different connections may run on different threads. A handler that
+** crashes or overruns the route's timeout closes its connection with 1011
+** and the worker is replaced, as for HTTP handlers.
+**
+** Surviving a deploy: a connection outlives the code that opened it. When a
+** deploy replaces the module, the connection moves, between two messages, to
+** a worker running the new code, and from then on the new code's on_message
+** and on_close are called (on_open is not called again). The client sees
+** nothing. What moves with it: the upgrade request (path, parameters,
+** headers), the connection id, the subprotocol, the subscriptions and the
+** per-connection state below. Module globals do not move: keep what a
+** connection needs in its state. If the new release no longer has the
+** route, the connection is closed with 1001 (going away).
+*/
+#define HP_WS_TEXT 1
+#define HP_WS_BINARY 2
+
+/*
+** CAPI: The upgrade request and the connection
+**
+** hp_ws_request(): the HTTP request that opened the connection; every
+**   hp_req_* function works on it (path, parameters, query, headers,
+**   cookies), and hp_alloc() on it allocates memory freed after the current
+**   handler call. Pass it to hp_log() to log with the connection's tags.
+** hp_ws_id(): the connection's id, unique on this server and unchanged when
+**   the connection moves to new code. It is also hp_req_id() of the request.
+** hp_ws_subprotocol(): the subprotocol the server chose from the route's
+**   `subprotocols:` list (the first of the list the client offered), or "".
+** Since ABI 2.
+*/
+static inline hp_request *hp_ws_request(hp_ws *ws) { return hp__api->ws_request(ws); }
+static inline const char *hp_ws_id(const hp_ws *ws) { return hp__api->ws_id(ws); }
+static inline const char *hp_ws_subprotocol(const hp_ws *ws) { return hp__api->ws_subprotocol(ws); }
+
+/*
+** CAPI: Sending and closing
+**
+** hp_ws_send() queues one message of len bytes; type is HP_WS_TEXT (data
+** must be UTF-8) or HP_WS_BINARY. hp_ws_send_text() sends a C string and
+** hp_ws_printf() formatted text. Messages leave when the handler returns, in
+** the order they were queued. A client that does not read is not waited
+** for: past the server's send buffer limit its connection is closed (1008).
+**
+** hp_ws_close() closes the connection with a code (1000 normal, 1001, or
+** 3000-4999 for your own) and a reason of at most 123 bytes, after the
+** messages queued before it. on_close is then called with the client's
+** answer. All return HP_OK, or HP_ERROR (and queue nothing) for a bad type,
+** invalid UTF-8 in text, a bad code, or no memory. Since ABI 2.
+*/
+static inline int hp_ws_send(hp_ws *ws, const void *data, size_t len, int type) { return hp__api->ws_send(ws, data, len, type); }
+static inline int hp_ws_send_text(hp_ws *ws, const char *text) { size_t n = 0; while (text[n]) n++; return hp__api->ws_send(ws, text, n, HP_WS_TEXT); }
+static inline HP_PRINTF(2, 3) int hp_ws_printf(hp_ws *ws, const char *fmt, ...) {
+    va_list ap; int rc;
+    va_start(ap, fmt); rc = hp__api->ws_vprintf(ws, fmt, ap); va_end(ap);
+    return rc;
+}
+static inline int hp_ws_close(hp_ws *ws, int code, const char *reason) { return hp__api->ws_close(ws, code, reason); }
+
+/*
+** CAPI: Per-connection state
+**
+** hp_ws_state(ws, size) returns the connection's state: size bytes of host
+** memory that keep their contents from one handler call to the next and
+** move with the connection to new code on a deploy. It is zero-filled the
+** first time (and where it grows); size may be at most HP_WS_STATE_MAX,
+** else NULL. Write to it through the pointer during the call; do not keep
+** the pointer after the call.
+**
+**     struct chat { char nick[32]; unsigned messages; };
+**     struct chat *me = hp_ws_state(ws, sizeof *me);
+**
+** Keep plain data in it, never pointers: it is copied to another process.
+** When a deploy changes the layout, the new code reads the old bytes; put a
+** version number first if the layout may change. Since ABI 2.
+*/
+#define HP_WS_STATE_MAX 4096
+static inline void *hp_ws_state(hp_ws *ws, size_t size) { return hp__api->ws_state(ws, size); }
+
+/*
+** CAPI: Publish and subscribe
+**
+** hp_ws_subscribe() adds the connection to a topic and hp_ws_unsubscribe()
+** removes it. hp_publish() sends one message to every connection subscribed
+** to the topic, in every worker process of the server, the publisher's own
+** connection included; it works from HTTP handlers (pass the request) and
+** from WebSocket handlers (hp_ws_publish). Delivery happens after the
+** handler returns; messages from one publisher arrive in the order they
+** were published. A topic is 1 to 255 bytes of text without NUL. Return
+** HP_OK, or HP_ERROR for a bad topic, bad type or no memory. Since ABI 2.
+*/
+static inline int hp_ws_subscribe(hp_ws *ws, const char *topic) { return hp__api->ws_subscribe(ws, topic); }
+static inline int hp_ws_unsubscribe(hp_ws *ws, const char *topic) { return hp__api->ws_unsubscribe(ws, topic); }
+static inline int hp_publish(hp_request *req, const char *topic, const void *data, size_t len, int type) { return hp__api->publish(req, topic, data, len, type); }
+static inline int hp_ws_publish(hp_ws *ws, const char *topic, const void *data, size_t len, int type) { return hp__api->publish(hp__api->ws_request(ws), topic, data, len, type); }
 
 #ifdef __cplusplus
 }

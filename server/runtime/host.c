@@ -271,14 +271,60 @@ int hp_rt_module_fini(void *module, unsigned timeout_ms, char *err, size_t errle
 }
 
 struct call_args {
-    hp_handler handler;
+    void *handler;
     hp_request *req;
+    hp_ws *ws;
+    const char *data;
+    size_t data_len;
+    int arg;
 };
 
 static int call_handler(void *arg)
 {
     struct call_args *a = arg;
-    return a->handler(a->req, &a->req->res);
+    return ((hp_handler)a->handler)(a->req, &a->req->res);
+}
+
+typedef int (*ws_open_fn)(hp_ws *);
+typedef int (*ws_message_fn)(hp_ws *, const void *, size_t, int);
+typedef void (*ws_close_fn)(hp_ws *, int, const char *);
+
+static int call_ws(void *arg)
+{
+    struct call_args *a = arg;
+    switch (a->ws->event) {
+    case HP_RT_WS_OPEN:
+        return ((ws_open_fn)a->handler)(a->ws);
+    case HP_RT_WS_MESSAGE:
+        return ((ws_message_fn)a->handler)(a->ws, a->data, a->data_len, a->arg);
+    default:
+        ((ws_close_fn)a->handler)(a->ws, a->arg, a->data);
+        return HP_OK;
+    }
+}
+
+/* Runs one call and fills out from its request: the same for HTTP and
+ * WebSocket handlers. */
+static int run_call(guarded_fn fn, struct call_args *args, unsigned timeout_ms, hp_rt_result *out)
+{
+    hp_request *req = args->req;
+    int rc = 0;
+    out->request = req;
+    out->result = guarded_call(fn, args, timeout_ms, &rc, &out->signal);
+    if (out->result == HP_RT_OK && rc != HP_OK && fn == call_handler)
+        out->result = HP_RT_HANDLER_ERROR;
+    if (out->result == HP_RT_OK && hp_response_finish(&req->res))
+        out->result = HP_RT_NO_MEMORY;
+    out->status = fn == call_handler ? req->res.status : rc;
+    out->headers = req->res.headers.data;
+    out->headers_len = req->res.headers.len;
+    out->body = req->res.body.data;
+    out->body_len = req->res.body.len;
+    if (out->result == HP_RT_OK) {
+        out->outbox = req->outbox.data;
+        out->outbox_len = req->outbox.len;
+    }
+    return out->result;
 }
 
 int hp_rt_dispatch(void *module, void *handler,
@@ -291,19 +337,36 @@ int hp_rt_dispatch(void *module, void *handler,
     hp_request *req = hp_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
-    struct call_args args = {.handler = (hp_handler)handler, .req = req};
-    int rc = 0;
+    struct call_args args = {.handler = handler, .req = req};
+    return run_call(call_handler, &args, timeout_ms, out);
+}
+
+int hp_rt_ws_event(void *module, void *handler, int event,
+                   const char *blob, size_t blob_len,
+                   size_t nparams, size_t nheaders, const char *subprotocol,
+                   const char *state, size_t state_len,
+                   const char *data, size_t data_len, int arg,
+                   unsigned timeout_ms, hp_rt_result *out)
+{
+    memset(out, 0, sizeof *out);
+    hp_request *req = hp_request_new(module, blob, blob_len, nparams, nheaders, NULL, 0);
+    if (!req)
+        return out->result = HP_RT_NO_MEMORY;
     out->request = req;
-    out->result = guarded_call(call_handler, &args, timeout_ms, &rc, &out->signal);
-    if (out->result == HP_RT_OK && rc != HP_OK)
-        out->result = HP_RT_HANDLER_ERROR;
-    if (out->result == HP_RT_OK && hp_response_finish(&req->res))
-        out->result = HP_RT_NO_MEMORY;
-    out->status = req->res.status;
-    out->headers = req->res.headers.data;
-    out->headers_len = req->res.headers.len;
-    out->body = req->res.body.data;
-    out->body_len = req->res.body.len;
+    hp_ws *ws = hp_arena_alloc(&req->arena, sizeof *ws);
+    unsigned char *copy = hp_arena_alloc(&req->arena, state_len + 1);
+    if (!ws || !copy)
+        return out->result = HP_RT_NO_MEMORY;
+    memcpy(copy, state, state_len);
+    *ws = (hp_ws){.req = req, .subprotocol = subprotocol, .state = copy,
+                  .state_len = state_len, .event = event};
+    struct call_args args = {.handler = handler, .req = req, .ws = ws,
+                             .data = data, .data_len = data_len, .arg = arg};
+    if (run_call(call_ws, &args, timeout_ms, out) == HP_RT_OK) {
+        out->state = ws->state;
+        out->state_len = ws->state_len;
+        out->state_used = ws->state_used;
+    }
     return out->result;
 }
 

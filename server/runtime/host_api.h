@@ -15,6 +15,11 @@ typedef struct {
     size_t headers_len;
     const char *body;
     size_t body_len;
+    const char *outbox;      /* actions for the host (websocket.c) */
+    size_t outbox_len;
+    const unsigned char *state; /* a WebSocket call's state, if state_used */
+    size_t state_len;
+    int state_used;
     void *request;
 } hp_rt_result;
 
@@ -24,6 +29,21 @@ enum {
     HP_RT_CRASHED = 2,
     HP_RT_TIMED_OUT = 3,
     HP_RT_NO_MEMORY = 4
+};
+
+/* WebSocket events (hp_rt_ws_event) and outbox actions (websocket.c). */
+enum {
+    HP_RT_WS_OPEN = 0,
+    HP_RT_WS_MESSAGE = 1,
+    HP_RT_WS_CLOSE = 2
+};
+
+enum {
+    HP_RT_OUT_SEND = 1,
+    HP_RT_OUT_CLOSE = 2,
+    HP_RT_OUT_SUBSCRIBE = 3,
+    HP_RT_OUT_UNSUBSCRIBE = 4,
+    HP_RT_OUT_PUBLISH = 5
 };
 
 /* Installs the fault and timeout signal handlers and the log callback.
@@ -55,6 +75,18 @@ int hp_rt_dispatch(void *module, void *handler,
                    const char *blob, size_t blob_len,
                    size_t nparams, size_t nheaders,
                    const char *body, size_t body_len,
+                   unsigned timeout_ms, hp_rt_result *out);
+
+/* Calls one WebSocket handler for one event of a connection. blob is the
+ * upgrade request, as for hp_rt_dispatch (its request id is the connection
+ * id). state is the connection's state; data and arg are the message and
+ * its type (MESSAGE) or the reason and close code (CLOSE). The result's
+ * status is the handler's return code: HP_OK or HP_ERROR. */
+int hp_rt_ws_event(void *module, void *handler, int event,
+                   const char *blob, size_t blob_len,
+                   size_t nparams, size_t nheaders, const char *subprotocol,
+                   const char *state, size_t state_len,
+                   const char *data, size_t data_len, int arg,
                    unsigned timeout_ms, hp_rt_result *out);
 
 /* Frees the request behind a result. */

@@ -34,6 +34,14 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+int hp_utf8_valid(const char *s, size_t n)
+{
+    for (size_t i = 0, adv; i < n; i += adv)
+        if ((adv = utf8_seq((const unsigned char *)s + i, n - i)) == 0)
+            return 0;
+    return 1;
+}
+
 /* Appends s as a quoted JSON string; invalid UTF-8 becomes U+FFFD so the
  * output is always valid JSON. */
 static int put_string(hp_buf *b, const char *str, size_t n)

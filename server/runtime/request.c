@@ -94,6 +94,7 @@ hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
     r->res.content_type = "text/plain; charset=utf-8";
     hp_buf_init(&r->res.body, &r->arena);
     hp_buf_init(&r->res.headers, &r->arena);
+    hp_buf_init(&r->outbox, &r->arena);
     return r;
 fail:
     hp_request_free(r);
@@ -399,4 +400,14 @@ const struct hp_api hp_api_table = {
     .module_name = module_name,
     .module_config = module_config,
     .module_vlog = module_vlog,
+    .ws_request = hp_ws_api_request,
+    .ws_id = hp_ws_api_id,
+    .ws_subprotocol = hp_ws_api_subprotocol,
+    .ws_send = hp_ws_api_send,
+    .ws_vprintf = hp_ws_api_vprintf,
+    .ws_close = hp_ws_api_close,
+    .ws_state = hp_ws_api_state,
+    .ws_subscribe = hp_ws_api_subscribe,
+    .ws_unsubscribe = hp_ws_api_unsubscribe,
+    .publish = hp_api_publish,
 };

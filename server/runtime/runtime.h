@@ -38,6 +38,8 @@ char *hp_arena_strndup(hp_arena *a, const char *s, size_t len);
 char *hp_decode_url(hp_arena *a, const char *s, size_t len, size_t *out_len);
 char *hp_escape_html(hp_arena *a, const char *s);
 int hp_str_caseeq(const char *a, const char *b);
+/* 1 if n bytes at s are valid UTF-8 (no surrogates, no overlongs). */
+int hp_utf8_valid(const char *s, size_t n);
 
 #define HP_JSON_MAX_DEPTH 64
 
@@ -90,6 +92,18 @@ struct hp_request {
     size_t body_len;
     struct json_t *json;
     hp_response res;
+    hp_buf outbox; /* actions for the host: see websocket.c */
+};
+
+/* One WebSocket handler call. The state is a copy in the request's arena;
+ * the host copies it back when the call used it. */
+struct hp_ws {
+    hp_request *req;
+    const char *subprotocol;
+    unsigned char *state;
+    size_t state_len;
+    int state_used;
+    int event;
 };
 
 /* Builds a request from the dispatch blob; NULL when out of memory. */
@@ -99,6 +113,18 @@ hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
 void hp_request_free(hp_request *req);
 /* Adds Content-Type to the header list; call once the handler is done. */
 int hp_response_finish(hp_response *res);
+
+/* WebSocket calls and the outbox (websocket.c), named in the API table. */
+hp_request *hp_ws_api_request(hp_ws *ws);
+const char *hp_ws_api_id(const hp_ws *ws);
+const char *hp_ws_api_subprotocol(const hp_ws *ws);
+int hp_ws_api_send(hp_ws *ws, const void *data, size_t len, int type);
+int hp_ws_api_vprintf(hp_ws *ws, const char *fmt, va_list ap);
+int hp_ws_api_close(hp_ws *ws, int code, const char *reason);
+void *hp_ws_api_state(hp_ws *ws, size_t size);
+int hp_ws_api_subscribe(hp_ws *ws, const char *topic);
+int hp_ws_api_unsubscribe(hp_ws *ws, const char *topic);
+int hp_api_publish(hp_request *req, const char *topic, const void *data, size_t len, int type);
 
 /* The table handed to modules. */
 extern const struct hp_api hp_api_table;

@@ -17,6 +17,10 @@ class ServerConfig:
     :param threads: request threads per worker (gthread).
     :param max_body: request body cap in bytes; larger bodies get 413.
     :param graceful_timeout: seconds a retiring worker may finish requests.
+    :param ws_send_buffer: bytes a WebSocket client may leave unread before
+        it is dropped.
+    :param ws_ping_interval: seconds of silence before a WebSocket is pinged;
+        one silent ``ws_ping_timeout`` seconds more is dropped.
     """
 
     bind: str = "127.0.0.1:8000"
@@ -31,6 +35,9 @@ class ServerConfig:
     backlog: int = 2048
     keepalive: int = 5
     accesslog: str | None = None
+    ws_send_buffer: int = 1024 * 1024
+    ws_ping_interval: int = 20
+    ws_ping_timeout: int = 20
 
     @classmethod
     def from_env(cls, prefix: str = "HOTPLATE_", **overrides) -> "ServerConfig":

@@ -24,8 +24,9 @@ from werkzeug.routing import Map, Rule
 
 from . import runtime
 from .config import ServerConfig
-from .modules import ModuleSet, Route
+from .modules import ModuleSet, Route, Socket
 from .report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
+from .websocket.calls import PUBLISH, parse_outbox
 
 log = logging.getLogger("hotplate")
 REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -50,6 +51,8 @@ class Dispatcher:
         self.ids = itertools.count(1)
         self.retiring = False
         self.counters = Counters()
+        self.sockets = None
+        self.hub = None  # the worker's WebSocket hub (server/websocket/hub.py), once started
 
     def attach(self, modules: ModuleSet) -> None:
         """Serve this module set (called once, in the worker, after loading)."""
@@ -59,6 +62,9 @@ class Dispatcher:
         # Paths without parameters skip the router: one dict lookup.
         self.static = {(m, r.path): r for r in self.routes if "<" not in r.path
                        for m in r.methods + (("HEAD",) if "GET" in r.methods else ())}
+        self.socket_routes = modules.sockets
+        self.sockets = Map([Rule(w.path, methods=("GET",), endpoint=i)
+                            for i, w in enumerate(self.socket_routes)]).bind("")
         self.pid = f"{os.getpid():x}"
         self.ffi, self.lib = runtime.load()
         self.modules = modules
@@ -78,6 +84,16 @@ class Dispatcher:
         except NotFound:
             return None
         return self.routes[index], params
+
+    def match_socket(self, path: str) -> tuple[Socket, dict] | None:
+        """The WebSocket route for a GET of ``path``, or None."""
+        if self.sockets is None:
+            return None
+        try:
+            index, params = self.sockets.match(path, "GET")
+        except HTTPException:
+            return None
+        return self.socket_routes[index], params
 
     def request_id(self, given: str | None) -> str:
         return given or f"{self.pid}-{next(self.ids)}"
@@ -104,12 +120,18 @@ class Dispatcher:
             return self.error(body, route, request_id, "request body too large" if body == 413 else "bad Content-Length")
         if "\0" in path:
             return self.error(400, route, request_id, "NUL in path")
-        parts = [method, path, query, client, request_id, route.path]
+        blob = self.blob(method, path, query, client, request_id, route.path, params, headers)
+        return self.invoke(route, blob, len(params), len(headers) // 2, body, request_id, method == "HEAD")
+
+    @staticmethod
+    def blob(method: str, path: str, query: str, client: str, request_id: str, pattern: str,
+             params: dict, headers: list[str]) -> bytes:
+        """A request as the runtime reads it (see hp_rt_dispatch in host_api.h)."""
+        parts = [method, path, query, client, request_id, pattern]
         for k, v in params.items():
             parts += (k, v if v.__class__ is str else str(v))
         parts += headers
-        blob = ("\0".join(parts) + "\0").encode("latin-1", "replace")
-        return self.invoke(route, blob, len(params), len(headers) // 2, body, request_id, method == "HEAD")
+        return ("\0".join(parts) + "\0").encode("latin-1", "replace")
 
     def invoke(self, route: Route, blob: bytes, nparams: int, nheaders: int, body: bytes,
                request_id: str, head: bool) -> Reply:
@@ -123,6 +145,8 @@ class Dispatcher:
         try:
             if rc != RT_OK:
                 return self.failed(rc, out.signal, route, request_id)
+            if out.outbox_len:
+                self.publish(ffi.unpack(out.outbox, out.outbox_len))
             raw = ffi.unpack(out.headers, out.headers_len).decode("latin-1").split("\0")
             length = out.body_len
             headers = list(zip(raw[0:-1:2], raw[1::2]))
@@ -130,6 +154,12 @@ class Dispatcher:
             return out.status, headers, b"" if head else ffi.unpack(out.body, length)
         finally:
             lib.hp_rt_release(out)
+
+    def publish(self, outbox: bytes) -> None:
+        """Carry out an HTTP handler's hp_publish calls."""
+        for action, kind, _, topic, data in parse_outbox(outbox):
+            if action == PUBLISH and self.hub is not None:
+                self.hub.publish_threadsafe(topic.decode(), kind, data)
 
     def read_body(self, length: str | None, chunked: bool, stream) -> bytes | int:
         """The request body, or 413/400 as an int, within the configured cap."""
@@ -145,24 +175,31 @@ class Dispatcher:
         return b""
 
     def failed(self, rc: int, signo: int, route: Route, request_id: str) -> Reply:
-        where = f"module={route.module.name} route={route.path} req={request_id}"
+        status, message = self.fault(rc, signo, route.module.name, route.path, route.handler, request_id,
+                                     route.timeout_ms)
+        return self.error(status, route, request_id, message)
+
+    def fault(self, rc: int, signo: int, module: str, path: str, handler: str, request_id: str,
+              timeout_ms: int) -> tuple[int, str]:
+        """Log and count a handler call that did not return HP_OK (HTTP or
+        WebSocket); return the HTTP status and message that describe it."""
+        where = f"module={module} route={path} req={request_id}"
         if rc == RT_HANDLER_ERROR:
-            log.warning("[%s] handler %s returned HP_ERROR", where, route.handler)
-            return self.error(500, route, request_id, f"handler {route.handler} failed")
+            log.warning("[%s] handler %s returned HP_ERROR", where, handler)
+            return 500, f"handler {handler} failed"
         if rc == RT_CRASHED:
             name = signal.Signals(signo).name if signo else "a signal"
-            log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, route.handler, name)
+            log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, handler, name)
             self.counters.add(CRASHES)
             self.retire()
-            return self.error(500, route, request_id, f"handler {route.handler} crashed ({name})")
+            return 500, f"handler {handler} crashed ({name})"
         if rc == RT_TIMED_OUT:
             log.error("[%s] handler %s ran past its %d ms limit; this worker will be replaced",
-                      where, route.handler, route.timeout_ms)
+                      where, handler, timeout_ms)
             self.counters.add(TIMEOUTS)
             self.retire()
-            return self.error(504, route, request_id,
-                              f"handler {route.handler} did not answer within {route.timeout_ms} ms")
-        return self.error(500, route, request_id, "out of memory")
+            return 504, f"handler {handler} did not answer within {timeout_ms} ms"
+        return 500, "out of memory"
 
     def retire(self) -> None:
         """Ask gunicorn to replace this worker once its other requests are done:
@@ -172,7 +209,7 @@ class Dispatcher:
             os.kill(os.getpid(), signal.SIGTERM)
 
     @staticmethod
-    def error(status: int, route: Route, request_id: str, message: str) -> Reply:
+    def error(status: int, route: Route | Socket, request_id: str, message: str) -> Reply:
         body = json.dumps({"error": message, "module": route.module.name, "route": route.path,
                            "request_id": request_id}).encode()
         return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),

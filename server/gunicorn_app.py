@@ -20,6 +20,7 @@ from . import report
 from .app import create_app
 from .config import ServerConfig
 from .modules import ModuleSet, setup_process
+from .websocket.hub import Hub
 
 
 class HotplateServer(BaseApplication):
@@ -89,8 +90,10 @@ class HotplateServer(BaseApplication):
             setup_process()
             modules = ModuleSet.load(Path(os.path.realpath(self.current)))
             self.dispatcher.attach(modules)
+            self.dispatcher.hub = Hub(self.dispatcher, self.config, self.run_dir, self.current)
+            self.dispatcher.hub.start()
             report.publish(self.reports, modules.release_id,
-                           [{"name": m.name, "ok": m.ok, "error": m.error} for m in modules.modules])
+                           [{"name": m.name, "ok": m.ok, "error": m.error} for m in modules.modules], hub=True)
             logger.info("worker %d serves release %s", os.getpid(), modules.release_id)
         except Exception as e:
             logger.exception("worker %d could not load release %s; serving only /_hotplate/", os.getpid(), self.current)

@@ -54,6 +54,20 @@ class Route:
 
 
 @dataclass
+class Socket:
+    """A manifest WebSocket route bound to its loaded handlers."""
+
+    path: str
+    subprotocols: tuple[str, ...]
+    timeout_ms: int
+    max_message: int
+    module: "ModuleState"
+    symbols: dict[str, str | None]
+    #: handler addresses by event name: "open", "message", "close" (None: not exported/optional)
+    handlers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ModuleState:
     """One module in this worker: loaded and initialised, or failed with a cause."""
 
@@ -64,6 +78,7 @@ class ModuleState:
     error: str | None = None
     health: str | None = None
     routes: list[Route] = field(default_factory=list)
+    sockets: list[Socket] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +96,10 @@ class ModuleSet:
     @property
     def routes(self) -> list[Route]:
         return [r for m in self.modules for r in m.routes]
+
+    @property
+    def sockets(self) -> list[Socket]:
+        return [s for m in self.modules for s in m.sockets]
 
     @classmethod
     def load(cls, release_dir: Path, run_init: bool = True) -> "ModuleSet":
@@ -103,6 +122,9 @@ class ModuleSet:
 def _load_module(release_dir: Path, spec: dict, run_init: bool) -> ModuleState:
     mod = ModuleState(spec["name"], spec["source"], spec["object"], health=spec.get("health"))
     mod.routes = [Route(r["path"], tuple(r["methods"]), r["handler"], r["timeout_ms"], mod) for r in spec["routes"]]
+    mod.sockets = [Socket(w["path"], tuple(w["subprotocols"]), w["timeout_ms"], w["max_message"], mod,
+                          {"open": w["on_open"], "message": w["on_message"], "close": w["on_close"]})
+                   for w in spec.get("websockets", [])]
     try:
         mod.error = _bind(release_dir, spec, mod, run_init)
     except Exception as e:  # a worker must boot whatever a module does
@@ -127,9 +149,14 @@ def _bind(release_dir: Path, spec: dict, mod: ModuleState, run_init: bool) -> st
         route.address = lib.hp_rt_module_sym(handle, route.handler.encode())
         if route.address == ffi.NULL:
             missing.append(route.handler)
+    for sock in mod.sockets:
+        for event, symbol in sock.symbols.items():
+            sock.handlers[event] = symbol and lib.hp_rt_module_sym(handle, symbol.encode())
+            if symbol and sock.handlers[event] == ffi.NULL:
+                missing.append(symbol)
     if missing:
         return (f"handler(s) {', '.join(sorted(set(missing)))} not exported by {mod.source}; "
-                "define each as HP_EXPORT int name(hp_request *req, hp_response *res)")
+                "mark each with HP_EXPORT, with the signature hotplate.h gives for it")
     if run_init and lib.hp_rt_module_init(handle, HOOK_TIMEOUT_MS, err, 1024) != 0:
         return ffi.string(err).decode(errors="replace")
     return None

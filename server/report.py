@@ -50,12 +50,17 @@ def read_counters(path: Path) -> dict[str, int]:
     return dict(zip(FIELDS, struct.unpack_from(f"<{len(FIELDS)}Q", data)))
 
 
-def publish(directory: Path, release: str | None, modules: list[dict], error: str | None = None) -> None:
-    """Write this worker's boot report (atomically: the controller polls it)."""
+def publish(directory: Path, release: str | None, modules: list[dict], error: str | None = None,
+            hub: bool = False) -> None:
+    """Write this worker's boot report (atomically: the controller polls it).
+
+    :param hub: whether the worker takes WebSocket connections and publications
+        from other workers (server/websocket/).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     info = {"pid": pid, "release": release, "modules": modules, "error": error, "booted_at": time.time(),
-            "retiring": False}
+            "retiring": False, "hub": hub}
     tmp = directory / f".{pid}.json.tmp"
     tmp.write_text(json.dumps(info))
     os.replace(tmp, directory / f"{pid}.json")

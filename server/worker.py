@@ -4,11 +4,15 @@ For a module route, building a WSGI environ and going through
 ``start_response`` costs more than the C handler itself. This worker takes
 gunicorn's already-parsed request, runs it through
 :meth:`server.dispatch.Dispatcher.handle` and writes the response in one
-``sendall``. Everything else (Flask's routes, 405s, access-logged servers)
-goes the ordinary WSGI way through ``ThreadWorker.handle_request``.
+``sendall``. WebSocket handshakes are answered here too, and the socket is
+then taken from gunicorn and given to the worker's hub
+(server/websocket/hub.py). Everything else (Flask's routes, 405s,
+access-logged servers) goes the ordinary WSGI way through
+``ThreadWorker.handle_request``.
 """
 from __future__ import annotations
 
+import socket
 import time
 
 from gunicorn import util
@@ -16,11 +20,12 @@ from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import HTTPException
 
 from . import report
-from .dispatch import REASONS
+from .dispatch import REASONS, RT_OK
+from .websocket import calls, handshake
 
 
 class HotplateWorker(ThreadWorker):
-    """A gthread worker with a direct path for module routes."""
+    """A gthread worker with a direct path for module routes and WebSockets."""
 
     _date = (0, "")
 
@@ -32,15 +37,35 @@ class HotplateWorker(ThreadWorker):
         return self._date[1]
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        """Tell the controller the moment this worker stops taking connections:
-        a roll is live only once every old worker has."""
+        """When the worker stops for good, tell the controller at once (a roll
+        is live only once every old worker has) and start moving its
+        WebSocket connections to the new generation."""
         super().set_accept_enabled(enabled)
-        if not enabled:
+        if not enabled and not self.alive:
             report.retire(self.app.reports)
+            if self.wsgi.hub is not None:
+                self.wsgi.hub.retire_threadsafe()
+
+    def run(self) -> None:
+        """After gunicorn's own drain, move the WebSockets opened meanwhile,
+        and exit only once every connection has left."""
+        super().run()
+        hub = self.wsgi.hub
+        if hub is None:
+            return
+        moved = hub.retire_threadsafe()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while not moved.done() and time.monotonic() < deadline:
+            self.notify()
+            time.sleep(0.01)
 
     def handle_request(self, req, conn):
         dispatcher = self.wsgi
         path = util.unquote_to_wsgi_str(req.path)
+        if req.method == "GET":
+            socket_target = dispatcher.match_socket(path)
+            if socket_target is not None:
+                return self.handle_websocket(req, conn, dispatcher, socket_target, path)
         try:
             target = None if self.cfg.accesslog else dispatcher.match(req.method, path)
         except HTTPException:
@@ -49,9 +74,8 @@ class HotplateWorker(ThreadWorker):
             return super().handle_request(req, conn)
         return self.handle_module_request(req, conn, dispatcher, target, path)
 
-    def handle_module_request(self, req, conn, dispatcher, target, path) -> bool:
-        """Answer a module route; return whether to keep the connection open.
-        Keep-alive rules follow ThreadWorker.handle_request."""
+    def keepalive(self, req) -> bool:
+        """Keep-alive rules follow ThreadWorker.handle_request."""
         self.nr += 1
         close = req.should_close() or not self.alive or not self.cfg.keepalive \
             or len(self.keepalived_conns) >= self.max_keepalived
@@ -60,6 +84,24 @@ class HotplateWorker(ThreadWorker):
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
             close = True
+        return not close
+
+    def respond(self, req, conn, status: int, headers, payload: bytes, keep: bool) -> bool:
+        head = [f"HTTP/{req.version[0]}.{req.version[1]} {status} {REASONS.get(status, 'Unknown')}\r\n"
+                f"Server: gunicorn\r\nDate: {self.http_date()}\r\n"
+                f"Connection: {'keep-alive' if keep else 'close'}\r\n"]
+        head += [f"{k}: {v}\r\n" for k, v in headers]
+        head.append("\r\n")
+        conn.sock.sendall("".join(head).encode("latin-1") + payload)
+        return keep
+
+    @staticmethod
+    def client(conn) -> str:
+        return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
+
+    def handle_module_request(self, req, conn, dispatcher, target, path) -> bool:
+        """Answer a module route; return whether to keep the connection open."""
+        keep = self.keepalive(req)
         headers, request_id, length, chunked = [], None, None, False
         for name, value in req.headers:
             headers += (name, value)
@@ -70,14 +112,42 @@ class HotplateWorker(ThreadWorker):
             elif name == "TRANSFER-ENCODING":
                 chunked = "chunked" in value.lower()
         body = dispatcher.read_body(length, chunked, req.body)
-        client = conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
         status, reply_headers, payload = dispatcher.handle(
-            target[0], target[1], req.method, path, req.query, client,
+            target[0], target[1], req.method, path, req.query, self.client(conn),
             dispatcher.request_id(request_id), headers, body)
-        head = [f"HTTP/{req.version[0]}.{req.version[1]} {status} {REASONS.get(status, 'Unknown')}\r\n"
-                f"Server: gunicorn\r\nDate: {self.http_date()}\r\n"
-                f"Connection: {'close' if close else 'keep-alive'}\r\n"]
-        head += [f"{k}: {v}\r\n" for k, v in reply_headers]
-        head.append("\r\n")
-        conn.sock.sendall("".join(head).encode("latin-1") + payload)
-        return not close
+        return self.respond(req, conn, status, reply_headers, payload, keep)
+
+    def handle_websocket(self, req, conn, dispatcher, target, path) -> bool:
+        """Answer a handshake and give the socket to the hub (never kept by gunicorn)."""
+        self.nr += 1
+        route, params = target
+        flat, by_name = [], {}
+        for name, value in req.headers:
+            flat += (name, value)
+            by_name[name] = f"{by_name[name]}, {value}" if name in by_name else value
+        conn_id = dispatcher.request_id(None)
+        try:
+            reply_headers, subprotocol = handshake.accept(req.method, req.version, by_name, route.subprotocols)
+        except handshake.Refused as e:
+            status, headers, body = dispatcher.error(e.status, route, conn_id, str(e))
+            return self.respond(req, conn, status, headers + e.headers, body, False)
+        if not route.module.ok or dispatcher.hub is None:
+            status, headers, body = dispatcher.error(503, route, conn_id,
+                                                     f"module {route.module.name} is not loaded: {route.module.error}")
+            return self.respond(req, conn, status, headers, body, False)
+        blob = dispatcher.blob(req.method, path, req.query, self.client(conn), conn_id, route.path, params, flat)
+        session = calls.Session(conn_id, route.path, blob, len(params), len(flat) // 2, subprotocol)
+        opened = calls.call(route, session, calls.OPEN)
+        if not opened.ok:
+            status, message = 403, f"refused by {route.symbols['open']}"
+            if opened.result != RT_OK:
+                status, message = dispatcher.fault(opened.result, opened.signal, route.module.name, route.path,
+                                                   route.symbols["open"], conn_id, route.timeout_ms)
+            status, headers, body = dispatcher.error(status, route, conn_id, message)
+            return self.respond(req, conn, status, headers, body, False)
+        head = "HTTP/1.1 101 Switching Protocols\r\n" + "".join(f"{k}: {v}\r\n" for k, v in reply_headers) + "\r\n"
+        conn.sock.sendall(head.encode("latin-1"))
+        pending = conn.parser.unreader.take_buffered()
+        sock, conn.sock = conn.sock, socket.socket(socket.AF_UNIX)  # gunicorn closes the stand-in
+        dispatcher.hub.open_threadsafe(sock, route, session, opened.actions, pending)
+        return False

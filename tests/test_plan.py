@@ -136,7 +136,7 @@ def test_missing_keys_point_at_their_parent(tmp_path):
           a:
             source: a.c
         """)
-    assert found == ["deploy.yaml:2: modules.a.routes: required: a list of {path, handler, methods}"]
+    assert found == ["deploy.yaml:2: modules.a.routes: required: a list of {path, handler, methods} (or `websockets:`)"]
 
 
 def test_missing_manifest(tmp_path):

@@ -1,0 +1,124 @@
+"""Publications between the workers of one server.
+
+Every worker listens on its ``.bus`` socket; a worker that publishes writes
+the message once to each other worker, over one stream connection per peer,
+so messages from one publisher arrive in the order they were published.
+Peers are the workers with a hub in the run directory's reports, re-read
+when that directory changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from pathlib import Path
+
+from .. import report
+from .transfer import address
+
+log = logging.getLogger("hotplate")
+_HEAD = struct.Struct("<IHB")  # data length, topic length, message type
+
+
+def frame(topic: bytes, kind: int, data: bytes) -> bytes:
+    return _HEAD.pack(len(data), len(topic), kind) + topic + data
+
+
+class Reader(asyncio.Protocol):
+    """One peer's stream of publications into this worker."""
+
+    def __init__(self, deliver):
+        self.deliver = deliver
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        while len(buf) - pos >= _HEAD.size:
+            size, tsize, kind = _HEAD.unpack_from(buf, pos)
+            end = pos + _HEAD.size + tsize + size
+            if len(buf) < end:
+                break
+            start = pos + _HEAD.size
+            self.deliver(bytes(buf[start:start + tsize]).decode(), kind, bytes(buf[start + tsize:end]))
+            pos = end
+        del buf[:pos]
+
+
+class Link(asyncio.Protocol):
+    """This worker's stream to one peer; frames written before it connects wait."""
+
+    def __init__(self):
+        self.transport: asyncio.Transport | None = None
+        self.waiting: list[bytes] = []
+        self.lost = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.writelines(self.waiting)
+        self.waiting = []
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+        else:
+            self.waiting.append(data)
+
+
+class Bus:
+    def __init__(self, loop: asyncio.AbstractEventLoop, run_dir: Path, deliver):
+        self.loop = loop
+        self.run_dir = Path(run_dir)
+        self.reports = self.run_dir / "workers"
+        self.deliver = deliver
+        self.links: dict[int, Link] = {}
+        self.peers: list[int] = []
+        self.seen = None
+        self.server = None
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(address(self.run_dir, os.getpid(), "bus"))
+        self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver), sock=sock)
+
+    def send(self, topic: str, kind: int, data: bytes) -> None:
+        message = frame(topic.encode(), kind, data)
+        for pid in self.current_peers():
+            link = self.links.get(pid)
+            if link is None or link.lost:
+                link = self.links[pid] = Link()
+                self.loop.create_task(self.connect(pid, link))
+            link.write(message)
+
+    def current_peers(self) -> list[int]:
+        try:
+            stamp = self.reports.stat().st_mtime_ns
+        except OSError:
+            return []
+        if stamp != self.seen:
+            self.seen = stamp
+            self.peers = [pid for pid, r in report.read_reports(self.reports).items()
+                          if pid != os.getpid() and r.get("hub")]
+            for pid in set(self.links) - set(self.peers):
+                link = self.links.pop(pid)
+                if link.transport:
+                    link.transport.close()
+        return self.peers
+
+    async def connect(self, pid: int, link: Link) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await self.loop.sock_connect(sock, address(self.run_dir, pid, "bus"))
+            await self.loop.create_unix_connection(lambda: link, sock=sock)
+        except OSError as e:
+            sock.close()
+            link.lost = True
+            log.debug("bus: worker %d unreachable (%s); its subscribers miss %d messages", pid, e,
+                      len(link.waiting))

@@ -1,0 +1,106 @@
+"""Calling a connection's C handlers, and what a call asks the host to do.
+
+A :class:`Session` is everything about a connection that outlives the code
+serving it: it is what moves to another worker on a deploy. A call returns
+its :class:`Outcome`: the handler's result, the actions it queued (sends,
+close, subscriptions, publications: the outbox of server/runtime/websocket.c)
+and the connection's new state.
+"""
+from __future__ import annotations
+
+import base64
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from .. import runtime
+from ..modules import Socket
+
+OPEN, MESSAGE, CLOSE = 0, 1, 2  # HP_RT_WS_* (server/runtime/host_api.h)
+EVENTS = {OPEN: "open", MESSAGE: "message", CLOSE: "close"}
+SEND, CLOSE_CONNECTION, SUBSCRIBE, UNSUBSCRIBE, PUBLISH = 1, 2, 3, 4, 5  # HP_RT_OUT_*
+TEXT, BINARY = 1, 2  # HP_WS_TEXT, HP_WS_BINARY
+RT_OK = 0
+_RECORD = struct.Struct("=BBHII")
+_local = threading.local()
+
+
+@dataclass
+class Session:
+    """A connection's identity and state, independent of the worker serving it."""
+
+    id: str
+    route: str
+    blob: bytes
+    nparams: int
+    nheaders: int
+    subprotocol: str = ""
+    state: bytes = b""
+    topics: set[str] = field(default_factory=set)
+
+    def to_wire(self) -> dict:
+        return {"id": self.id, "route": self.route, "blob": base64.b64encode(self.blob).decode(),
+                "nparams": self.nparams, "nheaders": self.nheaders, "subprotocol": self.subprotocol,
+                "state": base64.b64encode(self.state).decode(), "topics": sorted(self.topics)}
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "Session":
+        return cls(d["id"], d["route"], base64.b64decode(d["blob"]), d["nparams"], d["nheaders"],
+                   d["subprotocol"], base64.b64decode(d["state"]), set(d["topics"]))
+
+
+@dataclass
+class Outcome:
+    """What one handler call did. ``result`` is an HP_RT_* code; ``status``
+    the handler's own return (HP_OK 0 or HP_ERROR -1) when it ran."""
+
+    result: int = RT_OK
+    status: int = 0
+    signal: int = 0
+    actions: list[tuple[int, int, int, bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result == RT_OK and self.status == 0
+
+
+def parse_outbox(data: bytes) -> list[tuple[int, int, int, bytes, bytes]]:
+    """Outbox records as (action, type, code, a, b)."""
+    out, pos = [], 0
+    while pos < len(data):
+        action, kind, code, len_a, len_b = _RECORD.unpack_from(data, pos)
+        pos += _RECORD.size
+        a = data[pos:pos + len_a]
+        pos += len_a
+        out.append((action, kind, code, a, data[pos:pos + len_b]))
+        pos += len_b
+    return out
+
+
+def call(socket: Socket, session: Session, event: int, data: bytes = b"", arg: int = 0) -> Outcome:
+    """Run the route's handler for ``event``; updates ``session.state``.
+
+    Text ``data`` reaches C NUL-terminated: CPython keeps a NUL after every
+    bytes object's contents.
+    """
+    handler = socket.handlers.get(EVENTS[event])
+    if not handler:
+        return Outcome()
+    ffi, lib = runtime.load()
+    try:
+        out = _local.result
+    except AttributeError:
+        out = _local.result = ffi.new("hp_rt_result *")
+    rc = lib.hp_rt_ws_event(socket.module.handle, handler, event, session.blob, len(session.blob),
+                            session.nparams, session.nheaders, session.subprotocol.encode(),
+                            session.state, len(session.state), data, len(data), arg, socket.timeout_ms, out)
+    try:
+        outcome = Outcome(rc, out.status, out.signal)
+        if rc == RT_OK:
+            if out.outbox_len:
+                outcome.actions = parse_outbox(ffi.unpack(out.outbox, out.outbox_len))
+            if out.state_used:
+                session.state = ffi.unpack(ffi.cast("char *", out.state), out.state_len)
+        return outcome
+    finally:
+        lib.hp_rt_release(out)

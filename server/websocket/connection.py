@@ -1,0 +1,231 @@
+"""One WebSocket connection on a worker's event loop.
+
+Frames are parsed by wsproto, but only whole frames are fed to it: wsproto
+emits partial frames and keeps decoder state that cannot leave the process,
+so bytes of an incomplete frame stay here, in :attr:`Connection.buffer`. At
+a message boundary, then, everything wsproto has seen is parsed, and the
+connection can move to another worker with just its socket, its session and
+that buffer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from wsproto import ConnectionType
+from wsproto.connection import Connection as Protocol, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+
+from ..modules import Socket
+from . import calls
+from .calls import Session
+
+log = logging.getLogger("hotplate")
+CLOSE_WAIT = 5.0  # seconds a closing connection waits for the client's close frame
+
+
+def frame_header(buf: bytearray, pos: int) -> tuple[int, int] | None:
+    """(header length, payload length) of the frame at ``pos``, or None
+    until enough of the header has arrived (RFC 6455 section 5.2)."""
+    avail = len(buf) - pos
+    if avail < 2:
+        return None
+    b1 = buf[pos + 1]
+    length, size = b1 & 0x7F, 2
+    if length == 126:
+        size = 4
+        if avail < size:
+            return None
+        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+    elif length == 127:
+        size = 10
+        if avail < size:
+            return None
+        length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+    return size + (4 if b1 & 0x80 else 0), length
+
+
+class Connection(asyncio.Protocol):
+    """A connection's protocol state, serving one :class:`Session` with the
+    handlers of one :class:`~server.modules.Socket` route."""
+
+    def __init__(self, hub, route: Socket, session: Session, pending: bytes = b"",
+                 actions: list | None = None):
+        self.hub = hub
+        self.route = route
+        self.session = session
+        self.ws = Protocol(ConnectionType.SERVER)
+        self.buffer = bytearray(pending)
+        self.actions = actions or []
+        self.transport: asyncio.Transport | None = None
+        self.in_message = False  # a data frame without FIN was fed to wsproto
+        self.message_size = 0
+        self.parts: list = []
+        self.heard = 0.0
+        self.pinged = False
+        self.moving = False
+        self.moved = False
+        self.ended = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.hub.config.ws_send_buffer)
+        self.heard = self.hub.loop.time()
+        self.hub.register(self)
+        self.apply(self.actions)
+        self.actions = []
+        if self.buffer:
+            self.data_received(b"")
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = self.hub.loop.time()
+        self.pinged = False
+        buf = self.buffer
+        buf += data
+        end, limit = 0, self.route.max_message
+        while not self.ended:
+            header = frame_header(buf, end)
+            if header is None:
+                break
+            size, length = header
+            opcode = buf[end] & 0x0F
+            if opcode < 8:
+                if self.message_size + length > limit:
+                    return self.fail(1009, f"message larger than {limit} bytes")
+            if len(buf) - end < size + length:
+                break
+            if opcode < 8:
+                self.message_size += length
+                self.in_message = not buf[end] & 0x80
+                if not self.in_message:
+                    self.message_size = 0
+            end += size + length
+        if end and not self.ended:
+            self.ws.receive_data(bytes(buf[:end]))
+            del buf[:end]
+            self.process()
+        if self.moving and not self.in_message:
+            self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        """The client is not reading: drop it rather than buffer without bound."""
+        log.warning("[module=%s route=%s req=%s] client not reading; %d bytes unsent; dropping the connection",
+                    self.route.module.name, self.route.path, self.session.id, self.transport.get_write_buffer_size())
+        self.transport.abort()
+
+    def connection_lost(self, exc) -> None:
+        self.end(1006, "")
+
+    # Protocol events
+
+    def process(self) -> None:
+        for event in self.ws.events():
+            if self.ended:
+                return
+            if isinstance(event, Message):
+                self.parts.append(event.data)
+                if event.message_finished:
+                    parts, self.parts = self.parts, []
+                    if isinstance(event, TextMessage):
+                        self.dispatch(calls.MESSAGE, "".join(parts).encode(), calls.TEXT)
+                    else:
+                        self.dispatch(calls.MESSAGE, b"".join(parts), calls.BINARY)
+            elif isinstance(event, Ping):
+                self.write(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    self.write(self.ws.send(event.response()))
+                    self.end(event.code, event.reason or "")
+                elif self.ws.state is ConnectionState.CLOSED:
+                    self.end(event.code, event.reason or "")
+                else:
+                    self.fail(event.code, event.reason or "protocol error")
+
+    def dispatch(self, event: int, data: bytes = b"", arg: int = 0) -> None:
+        outcome = calls.call(self.route, self.session, event, data, arg)
+        if outcome.ok:
+            self.apply(outcome.actions)
+            return
+        handler = self.route.symbols[calls.EVENTS[event]]
+        self.hub.dispatcher.fault(outcome.result or 1, outcome.signal, self.route.module.name, self.route.path,
+                                  handler, self.session.id, self.route.timeout_ms)
+        if event != calls.CLOSE:
+            self.close(1011, f"handler {handler} failed")
+
+    def apply(self, actions: list) -> None:
+        for action, kind, code, a, b in actions:
+            if action == calls.SEND:
+                self.send(kind, a)
+            elif action == calls.CLOSE_CONNECTION:
+                self.close(code, a.decode())
+            elif action == calls.SUBSCRIBE:
+                self.hub.subscribe(self, a.decode())
+            elif action == calls.UNSUBSCRIBE:
+                self.hub.unsubscribe(self, a.decode())
+            elif action == calls.PUBLISH:
+                self.hub.publish(a.decode(), kind, b)
+
+    # Output
+
+    def write(self, data: bytes) -> None:
+        if data and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send(self, kind: int, data: bytes) -> None:
+        if self.ws.state is ConnectionState.OPEN:
+            event = TextMessage(data.decode()) if kind == calls.TEXT else BytesMessage(data)
+            self.write(self.ws.send(event))
+
+    def ping(self) -> None:
+        self.pinged = True
+        if self.ws.state is ConnectionState.OPEN:
+            self.write(self.ws.send(Ping()))
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; drop the connection if the client does
+        not answer within CLOSE_WAIT."""
+        if self.ws.state is ConnectionState.OPEN:
+            self.write(self.ws.send(CloseConnection(code, reason)))
+            self.hub.loop.call_later(CLOSE_WAIT, self.transport.abort)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close after a protocol violation: no further input is read."""
+        log.info("[module=%s route=%s req=%s] closing with %d: %s", self.route.module.name, self.route.path,
+                 self.session.id, code, reason)
+        self.close(code, reason)
+        self.end(code, reason)
+
+    def end(self, code: int, reason: str) -> None:
+        """The connection is over for this worker: tell the handler once."""
+        if self.ended:
+            return
+        self.ended = True
+        self.hub.unregister(self)
+        if not self.moved:
+            self.dispatch(calls.CLOSE, reason.encode(), code)
+        if self.transport:
+            self.transport.close()  # after what is queued, the close frame included
+
+    # Moving to another worker
+
+    def start_move(self) -> None:
+        """Stop reading at the next message boundary."""
+        self.moving = True
+        if not self.in_message and not self.ended:
+            self.transport.pause_reading()
+
+    @property
+    def ready_to_move(self) -> bool:
+        return (self.ws.state is ConnectionState.OPEN and not self.in_message
+                and not self.transport.get_write_buffer_size())
+
+    def detach(self) -> tuple[int, dict]:
+        """Give up the socket: a duplicate of its descriptor, and what the
+        new worker needs to go on where this one stopped."""
+        fd = os.dup(self.transport.get_extra_info("socket").fileno())
+        self.moved = True
+        self.end(1001, "moved")
+        return fd, {**self.session.to_wire(), "pending": bytes(self.buffer).hex()}

@@ -1,0 +1,91 @@
+"""Moving connections between workers of one server.
+
+Each worker with a hub owns two Linux abstract-namespace Unix sockets, named
+from the run directory and its pid (no files to clean up, no path-length
+limit): ``.move``, a datagram socket that receives connections (descriptors
+by SCM_RIGHTS, with their sessions as JSON), and ``.bus``, a stream socket
+for publications (server/websocket/bus.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+from .. import report
+
+MAX_FDS = 200        # below the kernel's SCM_MAX_FD (253) per message
+MAX_BATCH = 1 << 20  # bytes of JSON per message; the send buffer is raised to 4 MiB
+SEND_TIMEOUT = 2.0
+
+
+def address(run_dir: Path, pid: int, kind: str) -> str:
+    tag = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+    return f"\0hotplate-{tag}-{pid}.{kind}"
+
+
+def bind(run_dir: Path) -> socket.socket:
+    """The socket on which this worker receives connections."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address(run_dir, os.getpid(), "move"))
+    sock.setblocking(False)
+    return sock
+
+
+def targets(run_dir: Path, release: str) -> list[int]:
+    """Workers that can take connections: accepting, with a hub, on
+    ``release`` if any is, else on any release."""
+    reports = report.read_reports(Path(run_dir) / "workers")
+    able = [r for pid, r in reports.items()
+            if pid != os.getpid() and r.get("hub") and not r.get("retiring") and _alive(pid)]
+    newest = [r["pid"] for r in able if r.get("release") == release]
+    return sorted(newest or [r["pid"] for r in able])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def send(run_dir: Path, pid: int, moving: list[tuple[int, dict]]) -> None:
+    """Send connections (descriptor, session) to worker ``pid``, in batches.
+
+    :raises OSError: when the worker is gone or does not take them in time.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.settimeout(SEND_TIMEOUT)
+        target = address(run_dir, pid, "move")
+        batch: list[tuple[int, dict]] = []
+        size = 0
+        for fd, meta in moving + [(-1, {})]:
+            if batch and (fd < 0 or len(batch) == MAX_FDS or size > MAX_BATCH):
+                payload = json.dumps([m for _, m in batch]).encode()
+                socket.send_fds(sock, [payload], [f for f, _ in batch], 0, target)
+                batch, size = [], 0
+            if fd >= 0:
+                batch.append((fd, meta))
+                size += sum(len(str(v)) for v in meta.values())
+    finally:
+        sock.close()
+
+
+def receive(sock: socket.socket) -> list[tuple[int, dict]]:
+    """Connections waiting on this worker's socket (empty when none)."""
+    try:
+        payload, fds, flags, _ = socket.recv_fds(sock, 8 << 20, MAX_FDS)
+    except BlockingIOError:
+        return []
+    if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise OSError("a batch of moved connections arrived truncated; they were closed")
+    return list(zip(fds, json.loads(payload)))

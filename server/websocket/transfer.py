@@ -63,13 +63,13 @@ def send(run_dir: Path, pid: int, moving: list[tuple[int, dict]]) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.settimeout(SEND_TIMEOUT)
-        target = address(run_dir, pid, "move")
+        sock.connect(address(run_dir, pid, "move"))  # send_fds takes no address
         batch: list[tuple[int, dict]] = []
         size = 0
         for fd, meta in moving + [(-1, {})]:
             if batch and (fd < 0 or len(batch) == MAX_FDS or size > MAX_BATCH):
                 payload = json.dumps([m for _, m in batch]).encode()
-                socket.send_fds(sock, [payload], [f for f, _ in batch], 0, target)
+                socket.send_fds(sock, [payload], [f for f, _ in batch])
                 batch, size = [], 0
             if fd >= 0:
                 batch.append((fd, meta))

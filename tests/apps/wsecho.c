@@ -70,3 +70,14 @@ HP_EXPORT int say(hp_request *req, hp_response *res)
     hp_res_printf(res, "published\n");
     return HP_OK;
 }
+
+#ifndef HEALTH
+#define HEALTH 200
+#endif
+
+HP_EXPORT int health(hp_request *req, hp_response *res)
+{
+    (void)req;
+    hp_res_status(res, HEALTH);
+    return HP_OK;
+}

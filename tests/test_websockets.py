@@ -1,0 +1,311 @@
+"""WebSocket routes end to end: real gunicorn, real git pushes, the `websockets` client."""
+import asyncio
+import os
+import socket
+import struct
+import time
+
+import pytest
+import requests
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from .conftest import APPS, Work, write_app
+
+MANIFEST = """\
+    modules:
+      ws:
+        source: modules/wsecho.c
+        cflags: [-DVERSION="{version}"]
+        health: /health
+        routes:
+          - {{path: /say/<room>, handler: say, methods: [POST]}}
+          - {{path: /health, handler: health}}
+        websockets:
+          - path: /ws/<room>
+            on_open: ws_open
+            on_message: ws_message
+            on_close: ws_close
+            subprotocols: [echo.v2, echo.v1]
+            max_message: 64KiB
+            timeout: 1s
+    """
+
+
+def manifest(version: str = "v1") -> str:
+    return MANIFEST.format(version=version)
+
+
+def run(coro, timeout: float = 60):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def ws_url(server, path: str) -> str:
+    return server.url.replace("http://", "ws://") + path
+
+
+@pytest.fixture
+def wsapp(tmp_path):
+    return write_app(tmp_path / "app", manifest(), copy=("wsecho.c",))
+
+
+def test_echo_state_subprotocol_and_refusal(serve, wsapp):
+    server = serve(wsapp)
+
+    async def go():
+        async with websockets.connect(ws_url(server, "/ws/r1"), subprotocols=["echo.v1", "other"]) as ws:
+            hello = await ws.recv()
+            assert hello.startswith("hello v1 ") and hello.endswith(" echo.v1") and ws.subprotocol == "echo.v1"
+            for i in range(1, 4):
+                await ws.send(f"m{i}")
+                assert await ws.recv() == f"v1 {i} m{i}", "state (a counter) persists between messages"
+            await ws.send(b"\x00\xff")
+            assert await ws.recv() == b"\x00\xff"
+            await ws.send(["frag", "mented"])
+            assert await ws.recv() == "v1 5 fragmented"
+            await ws.send("bigstate")
+            assert await ws.recv() == "refused"
+            await ws.send("close")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "asked to")
+        async with websockets.connect(ws_url(server, "/ws/r1")) as ws:
+            assert (await ws.recv()).endswith(" ") and ws.subprotocol is None
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(ws_url(server, "/ws/r1?token=bad"))
+        assert refused.value.response.status_code == 403
+        assert b"refused by ws_open" in refused.value.response.body
+
+    run(go())
+    plain = requests.get(server.url + "/ws/r1", timeout=5)
+    assert plain.status_code == 426 and plain.headers["Upgrade"] == "websocket"
+
+
+def test_publish_reaches_every_worker(serve, wsapp):
+    server = serve(wsapp, workers=2)
+
+    async def go():
+        clients, pids = [], set()
+        while len(pids) < 2 and len(clients) < 40:
+            ws = await websockets.connect(ws_url(server, "/ws/room"))
+            pids.add((await ws.recv()).split()[2].split("-")[0])
+            clients.append(ws)
+        assert len(pids) == 2, "connections landed on both workers"
+        await clients[0].send("pub from a socket")
+        assert [await c.recv() for c in clients] == ["from a socket"] * len(clients)
+        reply = await asyncio.to_thread(requests.post, server.url + "/say/room", data=b"from HTTP", timeout=5)
+        assert reply.status_code == 200
+        assert [await c.recv() for c in clients] == ["from HTTP"] * len(clients)
+        async with websockets.connect(ws_url(server, "/ws/elsewhere")) as other:
+            await other.recv()
+            await clients[0].send("pub only room")
+            assert await clients[-1].recv() == "only room"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(other.recv(), 0.3)
+        for c in clients:
+            await c.close()
+
+    run(go())
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    """A client frame, built by hand to break the rules the client library keeps."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if n < 126:
+        head += bytes([mask_bit | n])
+    elif n < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack(">Q", n)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def raw_connect(server, path: str = "/ws/r1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+    data = b""
+    while b"hello v1" not in data:
+        data += sock.recv(4096)
+    return sock
+
+
+def close_code(sock: socket.socket) -> int:
+    """Read until the server's close frame; return its code."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection ended without a close frame: {data!r}")
+        data += chunk
+        pos = 0
+        while len(data) - pos >= 2:
+            opcode, n = data[pos] & 0x0F, data[pos + 1] & 0x7F
+            if opcode == 8:
+                return struct.unpack(">H", data[pos + 2:pos + 4])[0]
+            pos += 2 + n
+
+
+@pytest.mark.parametrize("bad, code", [
+    (frame(1, b"\xff\xfe"), 1007),                         # invalid UTF-8 in a text frame
+    (frame(2, b"x", masked=False), 1002),                  # clients must mask
+    (frame(0, b"x"), 1002),                                # continuation without a start
+    (frame(2, b"x" * (64 * 1024 + 1)), 1009),              # over max_message
+    (frame(2, b"x" * 40000, fin=False) + frame(0, b"x" * 40000), 1009),  # over it in fragments
+    (frame(1, b"crash"), 1011),                            # the handler crashed
+    (frame(1, b"fail"), 1011),                             # the handler returned HP_ERROR
+])
+def test_bad_input_closes_with_the_right_code(serve, wsapp, bad, code):
+    server = serve(wsapp)
+    sock = raw_connect(server)
+    sock.sendall(bad)
+    assert close_code(sock) == code
+    sock.close()
+    assert requests.get(server.url + "/_hotplate/health", timeout=5).status_code == 200
+
+
+def test_ping_is_answered_and_silent_clients_are_dropped(serve, wsapp):
+    server = serve(wsapp, extra_env={"HOTPLATE_WS_PING_INTERVAL": "1", "HOTPLATE_WS_PING_TIMEOUT": "1"})
+    sock = raw_connect(server)
+    sock.sendall(frame(9, b"are you there"))
+    data = b""
+    while b"are you there" not in data:
+        data += sock.recv(4096)
+    assert data[data.index(b"are you there") - 2] == 0x8A, "a pong carries the ping's payload"
+    started = time.monotonic()
+    got_ping = False
+    while True:  # never answer the server's pings
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got_ping |= chunk[0] == 0x89
+    assert got_ping and 1.5 < time.monotonic() - started < 6
+
+
+def test_client_that_never_reads_is_dropped(serve, wsapp):
+    server = serve(wsapp, extra_env={"HOTPLATE_WS_SEND_BUFFER": "65536"})
+    sock = raw_connect(server)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    message = frame(2, b"y" * 60000)
+    with pytest.raises(OSError):
+        for _ in range(2000):  # echoes pile up unread until the server gives up
+            sock.sendall(message)
+    assert requests.get(server.url + "/_hotplate/health", timeout=5).status_code == 200
+
+
+def deploy(work: Work, version: str, health: int = 200, sockets: bool = True) -> str:
+    text = manifest(version).replace("-DVERSION", f"-DHEALTH={health}, -DVERSION")
+    if not sockets:
+        text = text[:text.index("        websockets:")]
+    work.commit(f"deploy {version}", {"deploy.yaml": text})
+    return work.push()
+
+
+@pytest.fixture
+def hosted(up, tmp_path):
+    server = up(workers=2)
+    work = Work(tmp_path / "work", str(server.state / "repo.git"))
+    (work.path / "modules").mkdir()
+    (work.path / "modules" / "wsecho.c").write_bytes((APPS / "wsecho.c").read_bytes())
+    assert "deploy succeeded" in deploy(work, "v1")
+    return server, work
+
+
+class Talker:
+    """A client that sends numbered messages every ``interval`` and checks
+    every answer: once each, in order, tagged with the code version."""
+
+    def __init__(self, ws, interval: float):
+        self.ws, self.interval = ws, interval
+        self.sent = 0
+        self.answers: list[tuple[str, int, int]] = []  # (version, count, number)
+        self.gaps: list[float] = []
+
+    async def talk(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sent += 1
+            started = time.monotonic()
+            await self.ws.send(f"n{self.sent}")
+            version, count, number = (await self.ws.recv()).split()
+            self.gaps.append(time.monotonic() - started)
+            self.answers.append((version, int(count), int(number[1:])))
+            await asyncio.sleep(self.interval)
+
+    def check(self) -> list[str]:
+        assert [n for _, _, n in self.answers] == list(range(1, self.sent + 1)), "each message answered once, in order"
+        assert [c for _, c, _ in self.answers] == list(range(1, self.sent + 1)), "state moved with the connection"
+        return [v for v, _, _ in self.answers]
+
+
+def test_connections_survive_deploys_that_change_the_handler(hosted):
+    server, work = hosted
+
+    async def go():
+        clients = [await websockets.connect(ws_url(server, "/ws/room")) for _ in range(8)]
+        ids = [(await c.recv()).split()[2] for c in clients]
+        talkers = [Talker(c, 0.01) for c in clients]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(t.talk(stop)) for t in talkers]
+        for version in ("v2", "v3", "v4"):
+            out = await asyncio.to_thread(deploy, work, version)
+            assert "deploy succeeded" in out, out
+            await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*tasks)
+        for talker in talkers:
+            versions = talker.check()
+            assert versions == sorted(versions), "never back to older code"
+            assert versions[0] == "v1" and versions[-1] == "v4"
+        await clients[0].send("pub still subscribed")
+        assert [await c.recv() for c in clients] == ["still subscribed"] * len(clients)
+        await clients[0].send("close")
+        with pytest.raises(ConnectionClosed):
+            await clients[0].recv()
+        for c, conn_id in zip(clients[1:], ids[1:]):
+            await c.send("who")
+            assert (await c.recv()).startswith("v4 ")
+        return ids
+
+    ids = run(go(), timeout=120)
+    assert len(set(ids)) == 8
+
+
+def test_route_removed_by_a_deploy_closes_with_1001(hosted):
+    server, work = hosted
+
+    async def go():
+        ws = await websockets.connect(ws_url(server, "/ws/room"))
+        await ws.recv()
+        out = await asyncio.to_thread(deploy, work, "v2", sockets=False)
+        assert "deploy succeeded" in out, out
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd.code == 1001 and "removed" in closed.value.rcvd.reason
+
+    run(go())
+
+
+def test_connections_stay_up_when_a_deploy_rolls_back(hosted):
+    server, work = hosted
+
+    async def go():
+        clients = [await websockets.connect(ws_url(server, "/ws/room")) for _ in range(4)]
+        for c in clients:
+            await c.recv()
+        talkers = [Talker(c, 0.01) for c in clients]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(t.talk(stop)) for t in talkers]
+        out = await asyncio.to_thread(deploy, work, "v2", health=503)
+        assert "deploy rolled back" in out, out
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*tasks)
+        for talker in talkers:
+            assert talker.check()[-1] == "v1", "the rollback moved them back to the old code"
+
+    run(go(), timeout=120)

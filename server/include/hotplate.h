@@ -585,13 +585,17 @@ static inline const char *hp_ws_subprotocol(const hp_ws *ws) { return hp__api->w
 ** must be UTF-8) or HP_WS_BINARY. hp_ws_send_text() sends a C string and
 ** hp_ws_printf() formatted text. Messages leave when the handler returns, in
 ** the order they were queued. A client that does not read is not waited
-** for: past the server's send buffer limit its connection is closed (1008).
+** for: past the server's send buffer limit (HOTPLATE_WS_SEND_BUFFER, 1 MiB)
+** its connection is dropped and on_close gets 1006.
 **
-** hp_ws_close() closes the connection with a code (1000 normal, 1001, or
-** 3000-4999 for your own) and a reason of at most 123 bytes, after the
-** messages queued before it. on_close is then called with the client's
-** answer. All return HP_OK, or HP_ERROR (and queue nothing) for a bad type,
-** invalid UTF-8 in text, a bad code, or no memory. Since ABI 2.
+** hp_ws_close() closes the connection with a code (1000 normal, 1001 going
+** away, 1003 unsupported data, 1008 policy, 1011 error, or 3000-4999 for
+** your own) and a reason of at most 123 bytes of UTF-8, after the messages
+** queued before it; on_close is called when the client answers.
+**
+** All return HP_OK, or HP_ERROR (and queue nothing) for a bad type, invalid
+** UTF-8 in text, a bad code, a call from on_close, or no memory.
+** Since ABI 2.
 */
 static inline int hp_ws_send(hp_ws *ws, const void *data, size_t len, int type) { return hp__api->ws_send(ws, data, len, type); }
 static inline int hp_ws_send_text(hp_ws *ws, const char *text) { size_t n = 0; while (text[n]) n++; return hp__api->ws_send(ws, text, n, HP_WS_TEXT); }
@@ -631,9 +635,12 @@ static inline void *hp_ws_state(hp_ws *ws, size_t size) { return hp__api->ws_sta
 ** connection included; it works from HTTP handlers (pass the request) and
 ** from WebSocket handlers (hp_ws_publish). Delivery happens after the
 ** handler returns; messages from one publisher arrive in the order they
-** were published. A topic is 1 to 255 bytes of text without NUL. Return
-** HP_OK, or HP_ERROR for a bad topic, bad type or no memory. Since ABI 2.
+** were published, once each, also at connections that move to new code
+** meanwhile. A topic is 1 to 255 bytes of text without NUL; a message is
+** at most HP_PUBLISH_MAX bytes. Return HP_OK, or HP_ERROR for a bad topic,
+** type or size, or no memory. Since ABI 2.
 */
+#define HP_PUBLISH_MAX (1024 * 1024)
 static inline int hp_ws_subscribe(hp_ws *ws, const char *topic) { return hp__api->ws_subscribe(ws, topic); }
 static inline int hp_ws_unsubscribe(hp_ws *ws, const char *topic) { return hp__api->ws_unsubscribe(ws, topic); }
 static inline int hp_publish(hp_request *req, const char *topic, const void *data, size_t len, int type) { return hp__api->publish(req, topic, data, len, type); }

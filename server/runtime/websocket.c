@@ -71,7 +71,7 @@ int hp_ws_api_vprintf(hp_ws *ws, const char *fmt, va_list ap)
 int hp_ws_api_close(hp_ws *ws, int code, const char *reason)
 {
     size_t n = reason ? strlen(reason) : 0;
-    int code_ok = code == 1000 || code == 1001 || code == 1008 || code == 1011 ||
+    int code_ok = code == 1000 || code == 1001 || code == 1003 || code == 1008 || code == 1011 ||
                   (code >= 3000 && code <= 4999);
     if (ws->event == HP_RT_WS_CLOSE || !code_ok || n > REASON_MAX || !hp_utf8_valid(reason ? reason : "", n))
         return HP_ERROR;
@@ -111,7 +111,7 @@ int hp_ws_api_unsubscribe(hp_ws *ws, const char *topic)
 
 int hp_api_publish(hp_request *req, const char *topic, const void *data, size_t len, int type)
 {
-    if (!topic_ok(topic) || !payload_ok(data, len, type))
+    if (!topic_ok(topic) || len > HP_PUBLISH_MAX || !payload_ok(data, len, type))
         return HP_ERROR;
     return emit(req, HP_RT_OUT_PUBLISH, type, 0, topic, strlen(topic), data, len);
 }

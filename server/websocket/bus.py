@@ -3,6 +3,9 @@
 Every worker listens on its ``.bus`` socket; a worker that publishes writes
 the message once to each other worker, over one stream connection per peer,
 so messages from one publisher arrive in the order they were published.
+Each carries its publisher's pid and a sequence number, which let a
+connection that moved between workers get every publication once (see
+:meth:`server.websocket.hub.Hub.deliver`).
 Peers are the workers with a hub in the run directory's reports, re-read
 when that directory changes.
 """
@@ -19,11 +22,11 @@ from .. import report
 from .transfer import address
 
 log = logging.getLogger("hotplate")
-_HEAD = struct.Struct("<IHB")  # data length, topic length, message type
+_HEAD = struct.Struct("<IQIHB")  # publisher pid, sequence, data length, topic length, message type
 
 
-def frame(topic: bytes, kind: int, data: bytes) -> bytes:
-    return _HEAD.pack(len(data), len(topic), kind) + topic + data
+def frame(origin: int, seq: int, topic: bytes, kind: int, data: bytes) -> bytes:
+    return _HEAD.pack(origin, seq, len(data), len(topic), kind) + topic + data
 
 
 class Reader(asyncio.Protocol):
@@ -38,12 +41,12 @@ class Reader(asyncio.Protocol):
         buf += data
         pos = 0
         while len(buf) - pos >= _HEAD.size:
-            size, tsize, kind = _HEAD.unpack_from(buf, pos)
+            origin, seq, size, tsize, kind = _HEAD.unpack_from(buf, pos)
             end = pos + _HEAD.size + tsize + size
             if len(buf) < end:
                 break
             start = pos + _HEAD.size
-            self.deliver(bytes(buf[start:start + tsize]).decode(), kind, bytes(buf[start + tsize:end]))
+            self.deliver(origin, seq, bytes(buf[start:start + tsize]).decode(), kind, bytes(buf[start + tsize:end]))
             pos = end
         del buf[:pos]
 
@@ -79,7 +82,7 @@ class Bus:
         self.deliver = deliver
         self.links: dict[int, Link] = {}
         self.peers: list[int] = []
-        self.seen = None
+        self.stamp = None
         self.server = None
 
     async def start(self) -> None:
@@ -87,8 +90,8 @@ class Bus:
         sock.bind(address(self.run_dir, os.getpid(), "bus"))
         self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver), sock=sock)
 
-    def send(self, topic: str, kind: int, data: bytes) -> None:
-        message = frame(topic.encode(), kind, data)
+    def send(self, seq: int, topic: str, kind: int, data: bytes) -> None:
+        message = frame(os.getpid(), seq, topic.encode(), kind, data)
         for pid in self.current_peers():
             link = self.links.get(pid)
             if link is None or link.lost:
@@ -101,8 +104,8 @@ class Bus:
             stamp = self.reports.stat().st_mtime_ns
         except OSError:
             return []
-        if stamp != self.seen:
-            self.seen = stamp
+        if stamp != self.stamp:
+            self.stamp = stamp
             self.peers = [pid for pid, r in report.read_reports(self.reports).items()
                           if pid != os.getpid() and r.get("hub")]
             for pid in set(self.links) - set(self.peers):

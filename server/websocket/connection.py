@@ -179,6 +179,13 @@ class Connection(asyncio.Protocol):
             event = TextMessage(data.decode()) if kind == calls.TEXT else BytesMessage(data)
             self.write(self.ws.send(event))
 
+    def publication(self, origin: int, seq: int, kind: int, data: bytes) -> None:
+        """Send a publication unless this connection already had it (before a move)."""
+        seen = self.session.seen
+        if seq > seen.get(origin, 0):
+            seen[origin] = seq
+            self.send(kind, data)
+
     def ping(self) -> None:
         self.pinged = True
         if self.ws.state is ConnectionState.OPEN:

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 
 from wsproto import ConnectionType
@@ -29,6 +29,8 @@ from .connection import Connection
 
 log = logging.getLogger("hotplate")
 MOVE_WAIT = 2.0  # seconds to wait for every connection to reach a message boundary
+REPLAY_WINDOW = 5.0  # seconds of publications kept for connections arriving from other workers
+REPLAY_MAX = 10_000
 
 
 class Hub:
@@ -47,6 +49,8 @@ class Hub:
         self.inbox: socket.socket | None = None
         self.retiring = False
         self.moving = asyncio.Lock()
+        self.seq = 0
+        self.recent: deque[tuple[float, int, int, str, int, bytes]] = deque()
 
     def start(self) -> None:
         """Run the loop on its own thread; return once both sockets listen."""
@@ -125,6 +129,9 @@ class Hub:
         self.connections.add(conn)
         for topic in conn.session.topics:
             self.topics[topic].add(conn)
+        for _, origin, seq, topic, kind, data in self.recent:
+            if topic in conn.session.topics:
+                conn.publication(origin, seq, kind, data)
         if self.retiring:
             self.loop.create_task(self.retire())
 
@@ -151,12 +158,22 @@ class Hub:
                 del self.topics[topic]
 
     def publish(self, topic: str, kind: int, data: bytes) -> None:
-        self.deliver(topic, kind, data)
-        self.bus.send(topic, kind, data)
+        self.seq += 1
+        self.deliver(os.getpid(), self.seq, topic, kind, data)
+        self.bus.send(self.seq, topic, kind, data)
 
-    def deliver(self, topic: str, kind: int, data: bytes) -> None:
+    def deliver(self, origin: int, seq: int, topic: str, kind: int, data: bytes) -> None:
+        """Send a publication to this worker's subscribers, and keep it a
+        while: a connection moving here from a retiring worker may have
+        missed it there (it left first) and here (it arrived later). When
+        it arrives, :meth:`register` replays what it has not seen."""
+        now = self.loop.time()
+        recent = self.recent
+        recent.append((now, origin, seq, topic, kind, data))
+        while recent and (recent[0][0] < now - REPLAY_WINDOW or len(recent) > REPLAY_MAX):
+            recent.popleft()
         for conn in list(self.topics.get(topic, ())):
-            conn.send(kind, data)
+            conn.publication(origin, seq, kind, data)
 
     async def keepalive(self) -> None:
         """Ping quiet connections; drop those silent past the ping timeout."""

@@ -309,3 +309,46 @@ def test_connections_stay_up_when_a_deploy_rolls_back(hosted):
             assert talker.check()[-1] == "v1", "the rollback moved them back to the old code"
 
     run(go(), timeout=120)
+
+
+def test_publications_arrive_once_across_deploys(hosted):
+    server, work = hosted
+
+    async def go():
+        subscribers = [await websockets.connect(ws_url(server, "/ws/news")) for _ in range(6)]
+        for s in subscribers:
+            await s.recv()
+        publisher = await websockets.connect(ws_url(server, "/ws/news"))
+        await publisher.recv()
+        stop = asyncio.Event()
+        sent = 0
+
+        async def publish():
+            nonlocal sent
+            while not stop.is_set():
+                sent += 1
+                await publisher.send(f"pub p{sent}")
+                await asyncio.sleep(0.005)
+
+        received = {id(s): [] for s in subscribers}
+
+        async def listen(s):
+            while True:
+                message = await s.recv()
+                received[id(s)].append(message)
+                if message == "done":
+                    return
+
+        listeners = [asyncio.create_task(listen(s)) for s in subscribers]
+        task = asyncio.create_task(publish())
+        for version in ("v2", "v3"):
+            assert "deploy succeeded" in await asyncio.to_thread(deploy, work, version)
+        stop.set()
+        await task
+        await publisher.send("pub done")
+        await asyncio.gather(*listeners)
+        for got in received.values():
+            numbers = [int(m[1:]) for m in got if m != "done"]
+            assert sorted(numbers) == list(range(1, sent + 1)), "every publication arrived exactly once"
+
+    run(go(), timeout=120)

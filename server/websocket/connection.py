@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol, ConnectionState
@@ -51,7 +52,7 @@ class Connection(asyncio.Protocol):
     handlers of one :class:`~server.modules.Socket` route."""
 
     def __init__(self, hub, route: Socket, session: Session, pending: bytes = b"",
-                 actions: list | None = None):
+                 actions: list | None = None, paused_at: float | None = None):
         self.hub = hub
         self.route = route
         self.session = session
@@ -67,6 +68,7 @@ class Connection(asyncio.Protocol):
         self.moving = False
         self.moved = False
         self.ended = False
+        self.paused_at = paused_at  # wall-clock time the previous worker stopped reading
 
     # asyncio.Protocol
 
@@ -75,6 +77,9 @@ class Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=self.hub.config.ws_send_buffer)
         self.heard = self.hub.loop.time()
         self.hub.register(self)
+        if self.paused_at is not None:
+            self.hub.pauses.append(time.time() - self.paused_at)
+            self.paused_at = None
         self.apply(self.actions)
         self.actions = []
         if self.buffer:
@@ -108,7 +113,7 @@ class Connection(asyncio.Protocol):
             del buf[:end]
             self.process()
         if self.moving and not self.in_message:
-            self.transport.pause_reading()
+            self.pause()
 
     def pause_writing(self) -> None:
         """The client is not reading: drop it rather than buffer without bound."""
@@ -222,6 +227,11 @@ class Connection(asyncio.Protocol):
         """Stop reading at the next message boundary."""
         self.moving = True
         if not self.in_message and not self.ended:
+            self.pause()
+
+    def pause(self) -> None:
+        if self.paused_at is None:
+            self.paused_at = time.time()
             self.transport.pause_reading()
 
     @property
@@ -235,4 +245,4 @@ class Connection(asyncio.Protocol):
         fd = os.dup(self.transport.get_extra_info("socket").fileno())
         self.moved = True
         self.end(1001, "moved")
-        return fd, {**self.session.to_wire(), "pending": bytes(self.buffer).hex()}
+        return fd, {**self.session.to_wire(), "pending": bytes(self.buffer).hex(), "paused_at": self.paused_at}

@@ -50,6 +50,7 @@ class Hub:
         self.retiring = False
         self.moving = asyncio.Lock()
         self.seq = 0
+        self.pauses: list[float] = []  # handoff pauses of connections that arrived, not yet logged
         self.recent: deque[tuple[float, int, int, str, int, bytes]] = deque()
 
     def start(self) -> None:
@@ -89,10 +90,11 @@ class Hub:
 
     # On the loop
 
-    def adopt(self, sock: socket.socket, route, session: Session, actions: list, pending: bytes) -> None:
+    def adopt(self, sock: socket.socket, route, session: Session, actions: list, pending: bytes,
+              paused_at: float | None = None) -> None:
         sock.setblocking(False)
         self.loop.create_task(self.loop.connect_accepted_socket(
-            lambda: Connection(self, route, session, pending, actions), sock))
+            lambda: Connection(self, route, session, pending, actions, paused_at), sock))
 
     def arrive(self) -> None:
         """Connections moved here by a retiring worker."""
@@ -110,7 +112,18 @@ class Hub:
                        else f"module {route.module.name} is not loaded")
                 self.refuse(sock, session, why)
                 continue
-            self.adopt(sock, route, session, [], bytes.fromhex(meta["pending"]))
+            self.adopt(sock, route, session, [], bytes.fromhex(meta["pending"]), meta["paused_at"])
+        if moved and not self.pauses:
+            self.loop.call_later(0.5, self.log_pauses)
+
+    def log_pauses(self) -> None:
+        """One line per burst of arrivals: how long the moved connections
+        went unread (from the old worker's last read to this one's first)."""
+        pauses, self.pauses = sorted(self.pauses), []
+        if pauses:
+            log.info("ws: %d connections arrived; handoff pause p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+                     len(pauses), pauses[len(pauses) // 2] * 1000, pauses[int(len(pauses) * 0.99)] * 1000,
+                     pauses[-1] * 1000)
 
     def refuse(self, sock: socket.socket, session: Session, why: str) -> None:
         """Close a moved connection that this release cannot serve (1001)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import os
 import socket
@@ -28,7 +29,8 @@ from .calls import Session
 from .connection import Connection
 
 log = logging.getLogger("hotplate")
-MOVE_WAIT = 2.0  # seconds to wait for every connection to reach a message boundary
+MOVE_WAIT = 2.0  # seconds to wait for a connection to reach a message boundary
+MOVE_BATCH = 16  # connections per move: one datagram; the next batch waits for its ack
 REPLAY_WINDOW = 5.0  # seconds of publications kept for connections arriving from other workers
 REPLAY_MAX = 10_000
 
@@ -51,6 +53,9 @@ class Hub:
         self.moving = asyncio.Lock()
         self.seq = 0
         self.pauses: list[float] = []  # handoff pauses of connections that arrived, not yet logged
+        self.pauses_logged: asyncio.TimerHandle | None = None
+        self.acks: dict[int, asyncio.Future] = {}  # batches sent, by number, awaiting the taker's ack
+        self.batches = itertools.count(1)
         self.recent: deque[tuple[float, int, int, str, int, bytes]] = deque()
 
     def start(self) -> None:
@@ -90,20 +95,35 @@ class Hub:
 
     # On the loop
 
-    def adopt(self, sock: socket.socket, route, session: Session, actions: list, pending: bytes,
-              paused_at: float | None = None) -> None:
+    def adopt(self, sock: socket.socket, route, session: Session, actions: list, pending: bytes) -> None:
         sock.setblocking(False)
         self.loop.create_task(self.loop.connect_accepted_socket(
-            lambda: Connection(self, route, session, pending, actions, paused_at), sock))
+            lambda: Connection(self, route, session, pending, actions), sock))
 
     def arrive(self) -> None:
-        """Connections moved here by a retiring worker."""
-        try:
-            moved = transfer.receive(self.inbox)
-        except OSError as e:
-            log.error("ws: %s", e)
-            return
-        for fd, meta in moved:
+        """Batches of connections moved here by a retiring worker, and
+        acknowledgements of the batches this one sent."""
+        while True:
+            try:
+                received = transfer.receive(self.inbox)
+            except OSError as e:
+                log.error("ws: %s", e)
+                continue
+            if received is None:
+                return
+            message, fds = received
+            if "ack" in message:
+                waiter = self.acks.pop(message["ack"], None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                continue
+            self.loop.create_task(self.take(message, fds))
+
+    async def take(self, message: dict, fds: list[int]) -> None:
+        """Serve a batch of moved connections, then tell the sender, which
+        pauses its next batch only then."""
+        adopting = []
+        for fd, meta in zip(fds, message["connections"]):
             sock = socket.socket(fileno=fd)
             session = Session.from_wire(meta)
             route = self.sockets.get(session.route)
@@ -112,14 +132,22 @@ class Hub:
                        else f"module {route.module.name} is not loaded")
                 self.refuse(sock, session, why)
                 continue
-            self.adopt(sock, route, session, [], bytes.fromhex(meta["pending"]), meta["paused_at"])
-        if moved and not self.pauses:
-            self.loop.call_later(0.5, self.log_pauses)
+            sock.setblocking(False)
+            adopting.append(self.loop.connect_accepted_socket(
+                lambda r=route, s=session, m=meta: Connection(self, r, s, bytes.fromhex(m["pending"]), [],
+                                                              m["paused_at"]), sock))
+        await asyncio.gather(*adopting, return_exceptions=True)
+        try:
+            transfer.send(self.run_dir, message["sender"], {"ack": message["batch"]})
+        except OSError:
+            pass  # the sender is gone: nothing waits for this
+        if not self.pauses_logged:
+            self.pauses_logged = self.loop.call_later(0.5, self.log_pauses)
 
     def log_pauses(self) -> None:
         """One line per burst of arrivals: how long the moved connections
         went unread (from the old worker's last read to this one's first)."""
-        pauses, self.pauses = sorted(self.pauses), []
+        pauses, self.pauses, self.pauses_logged = sorted(self.pauses), [], None
         if pauses:
             log.info("ws: %d connections arrived; handoff pause p50 %.1f ms, p99 %.1f ms, max %.1f ms",
                      len(pauses), pauses[len(pauses) // 2] * 1000, pauses[int(len(pauses) * 0.99)] * 1000,
@@ -203,39 +231,54 @@ class Hub:
                     conn.ping()
 
     async def retire(self) -> None:
-        """Move every connection to a worker of the newest release, each at
-        a message boundary; close them with 1001 if there is none."""
+        """Move every connection to a worker of the newest release, a batch at
+        a time, each at a message boundary; close them with 1001 if there is
+        no worker to take them. Batches keep each connection's pause short:
+        it stops being read just before it leaves, not when the first does."""
         async with self.moving:
             self.retiring = True
-            deadline = self.loop.time() + MOVE_WAIT
-            while True:
-                for conn in self.connections:
-                    conn.start_move()
-                if all(c.ready_to_move for c in self.connections) or self.loop.time() > deadline:
-                    break
-                await asyncio.sleep(0.002)
-            ready = [c for c in self.connections if c.ready_to_move]
-            for conn in self.connections - set(ready):
-                conn.close(1001, "server restarting; reconnect")
             targets = transfer.targets(self.run_dir, os.path.basename(os.path.realpath(self.current)))
-            if targets:
-                self.move(ready, targets)
-            else:
-                for conn in ready:
-                    conn.close(1001, "server shutting down; reconnect")
+            sent = 0
+            while self.connections:
+                batch = list(self.connections)[:MOVE_BATCH]
+                for conn in batch:
+                    conn.start_move()
+                deadline = self.loop.time() + MOVE_WAIT
+                while not all(c.ready_to_move for c in batch) and self.loop.time() < deadline:
+                    await asyncio.sleep(0.001)
+                ready = [c for c in batch if c.ready_to_move]
+                for conn in set(batch) - set(ready):
+                    conn.close(1001, "server restarting; reconnect")
+                    conn.end(1001, "server restarting")
+                if not targets:
+                    for conn in ready:
+                        conn.close(1001, "server shutting down; reconnect")
+                        conn.end(1001, "server shutting down")
+                    continue
+                await self.move(ready, targets[sent % len(targets)])
+                sent += 1
 
-    def move(self, ready: list[Connection], targets: list[int]) -> None:
-        """Hand connections round-robin to ``targets``; all in one loop step,
-        so nothing is written to a connection between its check and its move."""
-        shares: dict[int, list[tuple[int, dict]]] = defaultdict(list)
-        for i, conn in enumerate(ready):
-            shares[targets[i % len(targets)]].append(conn.detach())
-        for pid, moving in shares.items():
-            try:
-                transfer.send(self.run_dir, pid, moving)
-            except OSError as e:
-                log.error("ws: could not move %d connections to worker %d: %s; they are dropped",
-                          len(moving), pid, e)
-            finally:
-                for fd, _ in moving:
-                    os.close(fd)
+    async def move(self, ready: list[Connection], pid: int) -> None:
+        """Hand connections to worker ``pid`` and wait (at most MOVE_WAIT) until
+        it serves them. Detaching happens in one loop step, so nothing is
+        written to a connection between its check and its move."""
+        moving = [conn.detach() for conn in ready]
+        batch = next(self.batches)
+        taken = self.acks[batch] = self.loop.create_future()
+        try:
+            transfer.send(self.run_dir, pid, {"sender": os.getpid(), "batch": batch,
+                                              "connections": [meta for _, meta in moving]},
+                          [fd for fd, _ in moving])
+        except OSError as e:
+            log.error("ws: could not move %d connections to worker %d: %s; they are dropped", len(moving), pid, e)
+            taken.set_result(None)
+        finally:
+            for fd, _ in moving:
+                os.close(fd)
+        try:
+            await asyncio.wait_for(taken, MOVE_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("ws: worker %d did not confirm %d moved connections within %.0f s", pid, len(moving),
+                        MOVE_WAIT)
+        finally:
+            self.acks.pop(batch, None)

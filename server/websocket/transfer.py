@@ -3,8 +3,9 @@
 Each worker with a hub owns two Linux abstract-namespace Unix sockets, named
 from the run directory and its pid (no files to clean up, no path-length
 limit): ``.move``, a datagram socket that receives connections (descriptors
-by SCM_RIGHTS, with their sessions as JSON), and ``.bus``, a stream socket
-for publications (server/websocket/bus.py).
+by SCM_RIGHTS, with their sessions as JSON) and acknowledgements of batches
+it sent, and ``.bus``, a stream socket for publications
+(server/websocket/bus.py).
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from pathlib import Path
 
 from .. import report
 
-MAX_FDS = 200        # below the kernel's SCM_MAX_FD (253) per message
-MAX_BATCH = 1 << 20  # bytes of JSON per message; the send buffer is raised to 4 MiB
+MAX_FDS = 200  # below the kernel's SCM_MAX_FD (253) per message
 SEND_TIMEOUT = 2.0
 
 
@@ -54,38 +54,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def send(run_dir: Path, pid: int, moving: list[tuple[int, dict]]) -> None:
-    """Send connections (descriptor, session) to worker ``pid``, in batches.
+def send(run_dir: Path, pid: int, message: dict, fds: list[int] = ()) -> None:
+    """Send one message (a batch of connections with their descriptors, or
+    an acknowledgement) to worker ``pid``.
 
-    :raises OSError: when the worker is gone or does not take them in time.
+    :raises OSError: when the worker is gone or does not take it in time.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.settimeout(SEND_TIMEOUT)
         sock.connect(address(run_dir, pid, "move"))  # send_fds takes no address
-        batch: list[tuple[int, dict]] = []
-        size = 0
-        for fd, meta in moving + [(-1, {})]:
-            if batch and (fd < 0 or len(batch) == MAX_FDS or size > MAX_BATCH):
-                payload = json.dumps([m for _, m in batch]).encode()
-                socket.send_fds(sock, [payload], [f for f, _ in batch])
-                batch, size = [], 0
-            if fd >= 0:
-                batch.append((fd, meta))
-                size += sum(len(str(v)) for v in meta.values())
+        socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
     finally:
         sock.close()
 
 
-def receive(sock: socket.socket) -> list[tuple[int, dict]]:
-    """Connections waiting on this worker's socket (empty when none)."""
+def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
+    """The next message on this worker's socket, or None."""
     try:
         payload, fds, flags, _ = socket.recv_fds(sock, 8 << 20, MAX_FDS)
     except BlockingIOError:
-        return []
+        return None
     if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
         for fd in fds:
             os.close(fd)
         raise OSError("a batch of moved connections arrived truncated; they were closed")
-    return list(zip(fds, json.loads(payload)))
+    return json.loads(payload), fds

@@ -10,11 +10,11 @@ from functools import wraps
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from server.report import FIELDS, read_reports
+from server.report import METRICS, read_reports
 
 from .errors import HotplateError
 from .githttp import http_backend
-from .status import diff, status
+from .status import diff, open_websockets, status
 from .webhooks import WebhookError, verify
 
 bp = Blueprint("api", __name__)
@@ -141,10 +141,13 @@ def metrics():
     c = ctl()
     lines = ["# TYPE hotplate_up gauge", "hotplate_up 1"]
     reports = read_reports(c.state.workers)
-    for field in FIELDS:
-        name = f"hotplate_http_{field}_total"
+    for field, metric in METRICS.items():
+        name = f"hotplate_{metric}_total"
         lines.append(f"# TYPE {name} counter")
         lines += [f'{name}{{pid="{pid}",release="{r["release"]}"}} {r["counters"][field]}' for pid, r in reports.items()]
+    lines.append("# TYPE hotplate_websocket_connections gauge")
+    lines += [f'hotplate_websocket_connections{{pid="{pid}",release="{r["release"]}"}} {open_websockets(r["counters"])}'
+              for pid, r in reports.items()]
     lines.append("# TYPE hotplate_deploys_total counter")
     lines += [f'hotplate_deploys_total{{outcome="{outcome}"}} {n}' for outcome, n in c.history.outcomes().items()]
     lines += ["# TYPE hotplate_pinned gauge", f"hotplate_pinned {1 if c.pinned() else 0}"]

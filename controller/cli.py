@@ -234,9 +234,9 @@ def _format_status(s: dict) -> str:
         out.append(f"error:    {s['last_error']}")
     out.append("\nmodule        source                     object        routes  workers ok")
     out += [f"{m['name']:<13} {m['source']:<26} {m['object']:<13} {m['routes']:<7} {m['workers_ok']}" for m in s["modules"]]
-    out.append("\nworker  release          requests  5xx  crashes  timeouts")
-    out += [f"{w['pid']:<7} {w['release'] or '-':<16} {w['requests']:<9} {w['errors_5xx']:<4} {w['crashes']:<8} {w['timeouts']}"
-            for w in s["workers"]]
+    out.append("\nworker  release          requests  5xx  crashes  timeouts  websockets")
+    out += [f"{w['pid']:<7} {w['release'] or '-':<16} {w['requests']:<9} {w['errors_5xx']:<4} {w['crashes']:<8} "
+            f"{w['timeouts']:<9} {w['websockets']}" for w in s["workers"]]
     return "\n".join(out)
 
 

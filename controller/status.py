@@ -43,12 +43,18 @@ def status(c) -> dict:
         "failure": {"deploy": failure["id"], "reason": failure["reason"], "detail": failure["detail"]} if failure else None,
         "progressing": {"deploy": c.active.id, "commit": c.active.commit} if c.active else None,
         "last_error": c.last_error,
-        "modules": [{"name": m["name"], "source": m["source"], "object": m["key"][:12], "routes": len(m["routes"]),
+        "modules": [{"name": m["name"], "source": m["source"], "object": m["key"][:12], "routes": len(m["routes"]) + len(m.get("websockets", [])),
                      "workers_ok": sum(1 for w in workers.values() if w["release"] == live and
                                        any(x["name"] == m["name"] and x["ok"] for x in w["modules"]))}
                     for m in info["modules"]],
-        "workers": [{"pid": pid, "release": w["release"], **w["counters"]} for pid, w in sorted(workers.items())],
+        "workers": [{"pid": pid, "release": w["release"], **w["counters"], "websockets": open_websockets(w["counters"])}
+                    for pid, w in sorted(workers.items())],
     }
+
+
+def open_websockets(counters: dict) -> int:
+    """A worker's open WebSocket connections, from its counters."""
+    return counters["ws_opened"] + counters["ws_moved_in"] - counters["ws_closed"] - counters["ws_moved_out"]
 
 
 def diff(c) -> dict:
@@ -75,8 +81,11 @@ def diff(c) -> dict:
     finally:
         shutil.rmtree(app, ignore_errors=True)
     routes_new = {(meth, r.path): f"{mod.name}.{r.handler}" for mod in manifest.modules for r in mod.routes for meth in r.methods}
+    routes_new |= {("WS", w.path): f"{mod.name}.{w.on_message}" for mod in manifest.modules for w in mod.websockets}
     routes_old = {(meth, r["path"]): f"{m['name']}.{r['handler']}" for m in live["modules"] for r in m["routes"]
                   for meth in r["methods"]}
+    routes_old |= {("WS", w["path"]): f"{m['name']}.{w['on_message']}" for m in live["modules"]
+                   for w in m.get("websockets", [])}
     return {
         "head": tip, "live": c.state.live_release(), "modules": modules,
         "routes_added": [f"{m} {p} -> {routes_new[(m, p)]}" for m, p in sorted(routes_new.keys() - routes_old.keys())],

@@ -266,9 +266,14 @@ def test_connections_survive_deploys_that_change_the_handler(hosted):
         await clients[0].send("close")
         with pytest.raises(ConnectionClosed):
             await clients[0].recv()
-        for c, conn_id in zip(clients[1:], ids[1:]):
+        for c in clients[1:]:
             await c.send("who")
             assert (await c.recv()).startswith("v4 ")
+        metrics = (await asyncio.to_thread(requests.get, server.api + "/metrics", timeout=5)).text
+        gauges = [int(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("hotplate_websocket_connections{")]
+        assert sum(gauges) == 7 and len(gauges) == 2, metrics
+        assert "hotplate_websocket_moved_in_total{" in metrics and "hotplate_http_requests_total{" in metrics
         return ids
 
     ids = run(go(), timeout=120)

@@ -19,6 +19,7 @@ from wsproto.connection import Connection as Protocol, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
 from ..modules import Socket
+from ..report import WS_MESSAGES
 from . import calls
 from .calls import Session
 
@@ -76,7 +77,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=self.hub.config.ws_send_buffer)
         self.heard = self.hub.loop.time()
-        self.hub.register(self)
+        self.hub.register(self, moved_in=self.paused_at is not None)
         if self.paused_at is not None:
             self.hub.pauses.append(time.time() - self.paused_at)
             self.paused_at = None
@@ -150,6 +151,8 @@ class Connection(asyncio.Protocol):
                     self.fail(event.code, event.reason or "protocol error")
 
     def dispatch(self, event: int, data: bytes = b"", arg: int = 0) -> None:
+        if event == calls.MESSAGE:
+            self.hub.dispatcher.counters.add(WS_MESSAGES)
         outcome = calls.call(self.route, self.session, event, data, arg)
         if outcome.ok:
             self.apply(outcome.actions)
@@ -215,7 +218,7 @@ class Connection(asyncio.Protocol):
         if self.ended:
             return
         self.ended = True
-        self.hub.unregister(self)
+        self.hub.unregister(self, moved_out=self.moved)
         if not self.moved:
             self.dispatch(calls.CLOSE, reason.encode(), code)
         if self.transport:

@@ -23,6 +23,7 @@ from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection
 
 from ..config import ServerConfig
+from ..report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
 from . import transfer
 from .bus import Bus
 from .calls import Session
@@ -166,7 +167,8 @@ class Hub:
         finally:
             sock.close()
 
-    def register(self, conn: Connection) -> None:
+    def register(self, conn: Connection, moved_in: bool) -> None:
+        self.dispatcher.counters.add(WS_MOVED_IN if moved_in else WS_OPENED)
         self.connections.add(conn)
         for topic in conn.session.topics:
             self.topics[topic].add(conn)
@@ -176,7 +178,8 @@ class Hub:
         if self.retiring:
             self.loop.create_task(self.retire())
 
-    def unregister(self, conn: Connection) -> None:
+    def unregister(self, conn: Connection, moved_out: bool) -> None:
+        self.dispatcher.counters.add(WS_MOVED_OUT if moved_out else WS_CLOSED)
         self.connections.discard(conn)
         for topic in conn.session.topics:
             subscribers = self.topics.get(topic)

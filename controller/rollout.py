@@ -20,7 +20,7 @@ from pathlib import Path
 from gunicorn.ctl.client import ControlClient
 
 from server.config import ServerConfig
-from server.report import read_reports
+from server.report import pid_alive, read_reports
 
 from .errors import HotplateError, RetryableError
 from .state import State
@@ -30,20 +30,6 @@ class RolloutError(HotplateError):
     """The new generation did not come up or failed its health gate."""
 
     reason = "RolloutFailed"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
 
 
 class ServerProcess:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import shutil
 
-from server.report import read_reports
+from server.report import pid_alive, read_reports
 
 from .build import Builder
 from .errors import HotplateError
 from .plan import load_manifest
-from .rollout import pid_alive
 
 
 def release_info(state, release_id: str | None) -> dict | None:

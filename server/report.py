@@ -94,6 +94,21 @@ def remove(directory: Path) -> None:
             pass
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process (a worker, the server) still runs: a zombie does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
 def read_reports(directory: Path) -> dict[int, dict]:
     """Every worker report in the directory, by pid."""
     reports = {}

@@ -18,11 +18,48 @@ def problems(tmp_path, manifest: str, sources=None) -> list[str]:
 
 def test_demo_manifest_is_valid():
     m = load_manifest(ROOT)
-    assert [mod.name for mod in m.modules] == ["hello", "api", "counter", "notes"]
+    assert [mod.name for mod in m.modules] == ["hello", "api", "counter", "notes", "chat"]
+    chat = m.module("chat").websockets[0]
+    assert (chat.path, chat.handlers, chat.max_message) == ("/chat/<room>", ("chat_open", "chat_message", "chat_close"), 4096)
     notes = m.module("notes")
     assert notes.libs == ("sqlite3",) and notes.health == "/notes/health"
     assert m.module("api").routes[1].timeout_ms == 2000
     assert m.module("hello").routes[0].timeout_ms == 30000
+
+
+def test_websocket_routes_are_checked(tmp_path):
+    found = problems(tmp_path, """\
+        modules:
+          a:
+            source: a.c
+            routes: [{path: /live, handler: h}]
+            websockets:
+              - {path: /live, on_open: o}
+              - {path: /ws, on_message: hp_m, subprotocols: [ok.v1, "bad one"], max_message: 2GiB, on_clos: c}
+        """)
+    assert found == [
+        "deploy.yaml:6: modules.a.websockets[0].on_message: required: the name of an exported C function "
+        "(see hotplate.h, WebSocket handlers)",
+        "deploy.yaml:7: modules.a.websockets[1].on_clos: unknown key; did you mean `on_close`?",
+        "deploy.yaml:7: modules.a.websockets[1].on_message: names starting with hp_ are reserved for the SDK; "
+        "rename the function",
+        "deploy.yaml:7: modules.a.websockets[1].subprotocols: 'bad one' is not a subprotocol token (letters, digits, . - _)",
+        "deploy.yaml:7: modules.a.websockets[1].max_message: '2GiB' is not a size; write bytes (65536) or '64KiB', "
+        "'1MiB' (at most 64MiB)",
+        "deploy.yaml:6: modules.a: duplicate route GET /live: deploy.yaml:4 (module a) already serves GET /live; "
+        "remove one or change its path",
+    ]
+
+
+def test_a_module_may_have_only_websockets(tmp_path):
+    app = write_app(tmp_path / "app", """\
+        modules:
+          a:
+            source: a.c
+            websockets: [{path: "/ws/<int:n>", on_message: m, max_message: 64KiB, timeout: 500ms}]
+        """, {"a.c": HELLO})
+    (sock,) = load_manifest(app).module("a").websockets
+    assert (sock.on_open, sock.on_close, sock.max_message, sock.timeout_ms) == (None, None, 65536, 500)
 
 
 def test_unknown_keys_are_named_with_a_suggestion(tmp_path):

@@ -29,9 +29,12 @@ static int emit(hp_request *r, int action, int type, int code,
                          (unsigned)len_a, (unsigned)len_b};
     if (len_a > 0xffffffffu || len_b > 0xffffffffu)
         return HP_ERROR;
-    if (hp_buf_add(&r->outbox, &rec, sizeof rec) || hp_buf_add(&r->outbox, a, len_a) ||
-        hp_buf_add(&r->outbox, b, len_b))
+    size_t mark = r->outbox.len;
+    if (hp_buf_add(&r->outbox, &rec, sizeof rec) || (len_a && hp_buf_add(&r->outbox, a, len_a)) ||
+        (len_b && hp_buf_add(&r->outbox, b, len_b))) {
+        r->outbox.len = mark; /* no half record */
         return HP_ERROR;
+    }
     return HP_OK;
 }
 

@@ -39,19 +39,9 @@ def targets(run_dir: Path, release: str) -> list[int]:
     ``release`` if any is, else on any release."""
     reports = report.read_reports(Path(run_dir) / "workers")
     able = [r for pid, r in reports.items()
-            if pid != os.getpid() and r.get("hub") and not r.get("retiring") and _alive(pid)]
+            if pid != os.getpid() and r.get("hub") and not r.get("retiring") and report.pid_alive(pid)]
     newest = [r["pid"] for r in able if r.get("release") == release]
     return sorted(newest or [r["pid"] for r in able])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def send(run_dir: Path, pid: int, message: dict, fds: list[int] = ()) -> None:

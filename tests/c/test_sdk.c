@@ -179,6 +179,81 @@ static void test_response(void)
     hp_request_free(r);
 }
 
+/* The outbox record at *pos (see server/runtime/websocket.c); advances *pos. */
+static int next_record(const hp_buf *out, size_t *pos, int *action, int *type, int *code,
+                       const char **a, size_t *len_a, const char **b, size_t *len_b)
+{
+    struct { unsigned char action, type; unsigned short code; unsigned len_a, len_b; } rec;
+    if (*pos + sizeof rec > out->len)
+        return 0;
+    memcpy(&rec, out->data + *pos, sizeof rec);
+    *action = rec.action, *type = rec.type, *code = rec.code;
+    *a = out->data + *pos + sizeof rec, *len_a = rec.len_a;
+    *b = *a + rec.len_a, *len_b = rec.len_b;
+    *pos += sizeof rec + rec.len_a + rec.len_b;
+    return 1;
+}
+
+static void test_websocket(void)
+{
+    hp_request *r = make_request("", 0);
+    unsigned char initial[3] = {7, 8, 9};
+    hp_ws ws = {.req = r, .subprotocol = "chat.v1", .state = initial, .state_len = 3, .event = HP_RT_WS_MESSAGE};
+    char big_topic[300];
+    memset(big_topic, 't', sizeof big_topic - 1);
+    big_topic[sizeof big_topic - 1] = 0;
+
+    CHECK(hp_ws_request(&ws) == r);
+    CHECK_STR(hp_ws_id(&ws), "req-1");
+    CHECK_STR(hp_ws_subprotocol(&ws), "chat.v1");
+    CHECK(hp_ws_send_text(&ws, "h\xc3\xa9") == HP_OK);
+    CHECK(hp_ws_send(&ws, "\xff\xfe", 2, HP_WS_TEXT) == HP_ERROR);      /* not UTF-8 */
+    CHECK(hp_ws_send(&ws, "\xed\xa0\x80", 3, HP_WS_TEXT) == HP_ERROR); /* a surrogate */
+    CHECK(hp_ws_send(&ws, "\xff\0", 2, HP_WS_BINARY) == HP_OK);
+    CHECK(hp_ws_send(&ws, "x", 1, 7) == HP_ERROR);
+    CHECK(hp_ws_printf(&ws, "n=%d", 5) == HP_OK);
+    CHECK(hp_ws_subscribe(&ws, "room") == HP_OK);
+    CHECK(hp_ws_subscribe(&ws, "") == HP_ERROR);
+    CHECK(hp_ws_subscribe(&ws, big_topic) == HP_ERROR);
+    CHECK(hp_ws_unsubscribe(&ws, "room") == HP_OK);
+    CHECK(hp_ws_publish(&ws, "room", "hi", 2, HP_WS_TEXT) == HP_OK);
+    CHECK(hp_publish(r, "room", "x", HP_PUBLISH_MAX + 1, HP_WS_BINARY) == HP_ERROR);
+    CHECK(hp_ws_close(&ws, 1005, "") == HP_ERROR);   /* reserved: never sent */
+    CHECK(hp_ws_close(&ws, 2000, "") == HP_ERROR);
+    CHECK(hp_ws_close(&ws, 4000, "bye") == HP_OK);
+
+    size_t pos = 0, len_a, len_b;
+    int action, type, code;
+    const char *a, *b;
+    CHECK(next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+    CHECK(action == HP_RT_OUT_SEND && type == HP_WS_TEXT && len_a == 3 && !memcmp(a, "h\xc3\xa9", 3));
+    CHECK(next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+    CHECK(action == HP_RT_OUT_SEND && type == HP_WS_BINARY && len_a == 2 && !memcmp(a, "\xff\0", 2));
+    CHECK(next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+    CHECK(action == HP_RT_OUT_SEND && len_a == 3 && !memcmp(a, "n=5", 3));
+    CHECK(next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+    CHECK(action == HP_RT_OUT_SUBSCRIBE && len_a == 4 && !memcmp(a, "room", 4));
+    CHECK(next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+    CHECK(action == HP_RT_OUT_UNSUBSCRIBE);
+    CHECK(next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+    CHECK(action == HP_RT_OUT_PUBLISH && type == HP_WS_TEXT && len_a == 4 && len_b == 2 && !memcmp(b, "hi", 2));
+    CHECK(next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+    CHECK(action == HP_RT_OUT_CLOSE && code == 4000 && len_a == 3 && !memcmp(a, "bye", 3));
+    CHECK(!next_record(&r->outbox, &pos, &action, &type, &code, &a, &len_a, &b, &len_b));
+
+    unsigned char *st = hp_ws_state(&ws, 2);
+    CHECK(st == initial && ws.state_used);               /* smaller: the same bytes */
+    st = hp_ws_state(&ws, 64);
+    CHECK(st && st[0] == 7 && st[2] == 9 && st[3] == 0 && st[63] == 0 && ws.state_len == 64);
+    CHECK(hp_ws_state(&ws, HP_WS_STATE_MAX + 1) == NULL);
+    CHECK(hp_ws_state(&ws, HP_WS_STATE_MAX) != NULL);
+
+    ws.event = HP_RT_WS_CLOSE;
+    CHECK(hp_ws_send_text(&ws, "late") == HP_ERROR);
+    CHECK(hp_ws_close(&ws, 1000, "") == HP_ERROR);
+    hp_request_free(r);
+}
+
 int main(void)
 {
     test_request();
@@ -186,6 +261,7 @@ int main(void)
     test_strings();
     test_json_writer();
     test_response();
+    test_websocket();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -150,9 +150,9 @@ class Hub:
         went unread (from the old worker's last read to this one's first)."""
         pauses, self.pauses, self.pauses_logged = sorted(self.pauses), [], None
         if pauses:
-            log.info("ws: %d connections arrived; handoff pause p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-                     len(pauses), pauses[len(pauses) // 2] * 1000, pauses[int(len(pauses) * 0.99)] * 1000,
-                     pauses[-1] * 1000)
+            log.info("ws: %d connections arrived; handoff pause p50 %.1f ms, p99 %.1f ms, max %.1f ms, "
+                     "%d over 50 ms", len(pauses), pauses[len(pauses) // 2] * 1000,
+                     pauses[int(len(pauses) * 0.99)] * 1000, pauses[-1] * 1000, sum(x > 0.05 for x in pauses))
 
     def refuse(self, sock: socket.socket, session: Session, why: str) -> None:
         """Close a moved connection that this release cannot serve (1001)."""

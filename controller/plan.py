@@ -29,6 +29,8 @@ MODULE_KEYS = {"source", "routes", "websockets", "cflags", "include", "libs", "p
 ROUTE_KEYS = {"path", "handler", "methods", "timeout"}
 SOCKET_KEYS = {"path", "on_open", "on_message", "on_close", "subprotocols", "timeout", "max_message"}
 DEFAULT_MAX_MESSAGE = 1024 * 1024
+#: A worker's WebSocket handlers share one event loop: a slow one holds up the others, so the default is short.
+SOCKET_TIMEOUT_MS = 5_000
 SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB)?$")
 SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
 
@@ -205,7 +207,7 @@ class _Validator:
             routes_data = routes_data if isinstance(routes_data, list) else []
             sockets_data = sockets_data if isinstance(sockets_data, list) else []
         routes = tuple(self.route(r, f"{where}.routes[{i}]", timeout) for i, r in enumerate(routes_data))
-        sockets = tuple(self.socket(w, f"{where}.websockets[{i}]", timeout) for i, w in enumerate(sockets_data))
+        sockets = tuple(self.socket(w, f"{where}.websockets[{i}]") for i, w in enumerate(sockets_data))
         health = spec.get("health")
         if health is not None and not any(r.path == health and "GET" in r.methods for r in routes):
             self.loc.error(f"{where}.health", f"{health!r} is not one of this module's GET routes; add it to `routes:`")
@@ -241,10 +243,10 @@ class _Validator:
                      self.timeout(spec.get("timeout"), f"{where}.timeout", default_timeout),
                      self.loc.lines.get(where, 0))
 
-    def socket(self, spec: Any, where: str, default_timeout: int) -> Socket:
+    def socket(self, spec: Any, where: str) -> Socket:
         if not isinstance(spec, dict):
             self.loc.error(where, "a WebSocket route is a mapping: {path: /ws, on_message: symbol}")
-            return Socket("", "", None, None, (), default_timeout, DEFAULT_MAX_MESSAGE, 0)
+            return Socket("", "", None, None, (), SOCKET_TIMEOUT_MS, DEFAULT_MAX_MESSAGE, 0)
         self.keys(spec, SOCKET_KEYS, where)
         path = spec.get("path")
         if not isinstance(path, str) or not self.pattern_ok(path, f"{where}.path"):
@@ -256,7 +258,7 @@ class _Validator:
             if not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", name):
                 self.loc.error(f"{where}.subprotocols", f"{name!r} is not a subprotocol token (letters, digits, . - _)")
         return Socket(path, handlers["on_message"] or "", handlers["on_open"], handlers["on_close"], protocols,
-                      self.timeout(spec.get("timeout"), f"{where}.timeout", default_timeout),
+                      self.timeout(spec.get("timeout"), f"{where}.timeout", SOCKET_TIMEOUT_MS),
                       self.size(spec.get("max_message"), f"{where}.max_message", DEFAULT_MAX_MESSAGE),
                       self.loc.lines.get(where, 0))
 

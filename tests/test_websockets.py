@@ -357,3 +357,29 @@ def test_publications_arrive_once_across_deploys(hosted):
             assert sorted(numbers) == list(range(1, sent + 1)), "every publication arrived exactly once"
 
     run(go(), timeout=120)
+
+
+def test_a_crash_closes_one_connection_and_moves_the_others(serve, wsapp):
+    server = serve(wsapp, workers=2)
+
+    async def go():
+        by_worker: dict[str, list] = {}
+        while not any(len(v) >= 3 for v in by_worker.values()):
+            ws = await websockets.connect(ws_url(server, "/ws/r1"))
+            by_worker.setdefault((await ws.recv()).split()[2].split("-")[0], []).append(ws)
+        crashing, *others = next(v for v in by_worker.values() if len(v) >= 3)
+        for ws in others:
+            await ws.send("before")
+            assert (await ws.recv()).endswith(" 1 before")
+        await crashing.send("crash")
+        with pytest.raises(ConnectionClosed) as closed:
+            await crashing.recv()
+        assert closed.value.rcvd.code == 1011
+        await asyncio.sleep(1)
+        for ws in others:
+            await ws.send("after")
+            assert await ws.recv() == "v1 2 after", "the connection moved with its state"
+
+    run(go())
+    assert "crashed with SIGSEGV" in server.output()
+    assert "connections arrived" in server.output()

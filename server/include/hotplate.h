@@ -543,10 +543,14 @@ static inline const char *hp_module_config(const hp_module *mod, const char *key
 ** code is the close code the client sent (1005 if none, 1006 if the
 ** connection dropped without a close frame). Sending from it does nothing.
 **
-** Handlers of one connection never run at the same time, but handlers of
-** different connections may run on different threads. A handler that
-** crashes or overruns the route's timeout closes its connection with 1011
-** and the worker is replaced, as for HTTP handlers.
+** Handlers of one connection never run at the same time. on_message and
+** on_close of all the connections of a worker run on that worker's one
+** event loop thread, so a slow handler delays the others: keep them short
+** (the route's timeout defaults to 5 s) and hand long work to a thread of
+** your own. on_open runs on a request thread. A handler that crashes or
+** overruns the timeout closes its connection with 1011 and the worker is
+** replaced, as for HTTP handlers; its other connections move to another
+** worker.
 **
 ** Surviving a deploy: a connection outlives the code that opened it. When a
 ** deploy replaces the module, the connection moves, between two messages, to

@@ -34,7 +34,9 @@ def release():
     return jsonify(
         release=modules.release_id, pid=os.getpid(),
         modules=[{"name": m.name, "source": m.source, "ok": m.ok, "error": m.error,
-                  "routes": [{"path": r.path, "methods": list(r.methods), "handler": r.handler} for r in m.routes]}
+                  "routes": [{"path": r.path, "methods": list(r.methods), "handler": r.handler} for r in m.routes],
+                  "websockets": [{"path": w.path, "handlers": w.symbols, "subprotocols": list(w.subprotocols)}
+                                 for w in m.sockets]}
                  for m in modules.modules])
 
 

@@ -22,6 +22,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection
 
+from .. import report
 from ..config import ServerConfig
 from ..report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
 from . import transfer
@@ -33,7 +34,9 @@ log = logging.getLogger("hotplate")
 MOVE_WAIT = 2.0  # seconds to wait for a connection to reach a message boundary
 MOVE_BATCH = 16  # connections per move: one datagram; the next batch waits for its ack
 REPLAY_WINDOW = 5.0  # seconds of publications kept for connections arriving from other workers
-REPLAY_MAX = 10_000
+REPLAY_MAX = 10_000  # ... and at most this many of them
+REPLAY_BYTES = 16 << 20  # ... and of this size in all
+SEEN_MAX = 32  # publishers remembered per connection before the dead ones are forgotten
 
 
 class Hub:
@@ -58,6 +61,7 @@ class Hub:
         self.acks: dict[int, asyncio.Future] = {}  # batches sent, by number, awaiting the taker's ack
         self.batches = itertools.count(1)
         self.recent: deque[tuple[float, int, int, str, int, bytes]] = deque()
+        self.recent_bytes = 0
 
     def start(self) -> None:
         """Run the loop on its own thread; return once both sockets listen."""
@@ -109,7 +113,7 @@ class Hub:
                 received = transfer.receive(self.inbox)
             except OSError as e:
                 log.error("ws: %s", e)
-                continue
+                return  # called again while more is waiting
             if received is None:
                 return
             message, fds = received
@@ -127,6 +131,8 @@ class Hub:
         for fd, meta in zip(fds, message["connections"]):
             sock = socket.socket(fileno=fd)
             session = Session.from_wire(meta)
+            if len(session.seen) > SEEN_MAX:  # publishers of deploys long gone: bound what moves
+                session.seen = {pid: seq for pid, seq in session.seen.items() if report.pid_alive(pid)}
             route = self.sockets.get(session.route)
             if route is None or not route.module.ok:
                 why = ("the route was removed by a deploy" if route is None
@@ -214,8 +220,10 @@ class Hub:
         now = self.loop.time()
         recent = self.recent
         recent.append((now, origin, seq, topic, kind, data))
-        while recent and (recent[0][0] < now - REPLAY_WINDOW or len(recent) > REPLAY_MAX):
-            recent.popleft()
+        self.recent_bytes += len(data)
+        while recent and (recent[0][0] < now - REPLAY_WINDOW or len(recent) > REPLAY_MAX
+                          or self.recent_bytes > REPLAY_BYTES):
+            self.recent_bytes -= len(recent.popleft()[5])
         for conn in list(self.topics.get(topic, ())):
             conn.publication(origin, seq, kind, data)
 

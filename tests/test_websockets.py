@@ -216,6 +216,12 @@ def hosted(up, tmp_path):
     return server, work
 
 
+async def open_clients(server, path: str, n: int) -> tuple[list, list[str]]:
+    """n connections to path, and the hello line each got."""
+    clients = [await websockets.connect(ws_url(server, path)) for _ in range(n)]
+    return clients, [await c.recv() for c in clients]
+
+
 class Talker:
     """A client that sends numbered messages every ``interval`` and checks
     every answer: once each, in order, tagged with the code version."""
@@ -246,8 +252,8 @@ def test_connections_survive_deploys_that_change_the_handler(hosted):
     server, work = hosted
 
     async def go():
-        clients = [await websockets.connect(ws_url(server, "/ws/room")) for _ in range(8)]
-        ids = [(await c.recv()).split()[2] for c in clients]
+        clients, hellos = await open_clients(server, "/ws/room", 8)
+        ids = [hello.split()[2] for hello in hellos]
         talkers = [Talker(c, 0.01) for c in clients]
         stop = asyncio.Event()
         tasks = [asyncio.create_task(t.talk(stop)) for t in talkers]
@@ -299,9 +305,7 @@ def test_connections_stay_up_when_a_deploy_rolls_back(hosted):
     server, work = hosted
 
     async def go():
-        clients = [await websockets.connect(ws_url(server, "/ws/room")) for _ in range(4)]
-        for c in clients:
-            await c.recv()
+        clients, _ = await open_clients(server, "/ws/room", 4)
         talkers = [Talker(c, 0.01) for c in clients]
         stop = asyncio.Event()
         tasks = [asyncio.create_task(t.talk(stop)) for t in talkers]
@@ -320,11 +324,8 @@ def test_publications_arrive_once_across_deploys(hosted):
     server, work = hosted
 
     async def go():
-        subscribers = [await websockets.connect(ws_url(server, "/ws/news")) for _ in range(6)]
-        for s in subscribers:
-            await s.recv()
-        publisher = await websockets.connect(ws_url(server, "/ws/news"))
-        await publisher.recv()
+        subscribers, _ = await open_clients(server, "/ws/news", 6)
+        (publisher,), _ = await open_clients(server, "/ws/news", 1)
         stop = asyncio.Event()
         sent = 0
 

@@ -12,6 +12,9 @@
 **         return HP_OK;
 **     }
 **
+** WebSocket routes map to handlers taking an hp_ws (see "WebSockets" near
+** the end); their connections survive deploys.
+**
 ** This header is the contract: anything not declared here is not API.
 ** Every declaration says since which ABI level it exists.
 **

@@ -91,19 +91,19 @@ class Connection(asyncio.Protocol):
         self.pinged = False
         buf = self.buffer
         buf += data
-        end, limit = 0, self.route.max_message
-        while not self.ended:
+        end, limit, too_big = 0, self.route.max_message, False
+        while True:
             header = frame_header(buf, end)
             if header is None:
                 break
             size, length = header
-            opcode = buf[end] & 0x0F
-            if opcode < 8:
-                if self.message_size + length > limit:
-                    return self.fail(1009, f"message larger than {limit} bytes")
+            data_frame = buf[end] & 0x0F < 8
+            if data_frame and self.message_size + length > limit:
+                too_big = True  # known from the header: the payload is never buffered
+                break
             if len(buf) - end < size + length:
                 break
-            if opcode < 8:
+            if data_frame:
                 self.message_size += length
                 self.in_message = not buf[end] & 0x80
                 if not self.in_message:
@@ -113,7 +113,9 @@ class Connection(asyncio.Protocol):
             self.ws.receive_data(bytes(buf[:end]))
             del buf[:end]
             self.process()
-        if self.moving and not self.in_message:
+        if too_big and not self.ended:
+            self.fail(1009, f"message larger than {limit} bytes")
+        elif self.moving and not self.in_message:
             self.pause()
 
     def pause_writing(self) -> None:

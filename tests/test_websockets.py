@@ -347,6 +347,10 @@ def test_publications_arrive_once_across_deploys(hosted):
 
         listeners = [asyncio.create_task(listen(s)) for s in subscribers]
         task = asyncio.create_task(publish())
+        await asyncio.sleep(0.5)
+        (late,), _ = await open_clients(server, "/ws/news", 1)  # subscribes while publications flow
+        received[id(late)] = []
+        listeners.append(asyncio.create_task(listen(late)))
         for version in ("v2", "v3"):
             assert "deploy succeeded" in await asyncio.to_thread(deploy, work, version)
         stop.set()
@@ -355,7 +359,11 @@ def test_publications_arrive_once_across_deploys(hosted):
         await asyncio.gather(*listeners)
         for got in received.values():
             numbers = [int(m[1:]) for m in got if m != "done"]
-            assert sorted(numbers) == list(range(1, sent + 1)), "every publication arrived exactly once"
+            if got is received[id(late)]:
+                assert 1 < min(numbers) and sorted(numbers) == list(range(min(numbers), sent + 1)), \
+                    "a late subscriber gets what was published after it subscribed, once each"
+            else:
+                assert sorted(numbers) == list(range(1, sent + 1)), "every publication arrived exactly once"
 
     run(go(), timeout=120)
 
@@ -364,6 +372,8 @@ def test_a_crash_closes_one_connection_and_moves_the_others(serve, wsapp):
     server = serve(wsapp, workers=2)
 
     async def go():
+        said = await asyncio.to_thread(requests.post, server.url + "/say/r1", data=b"before anyone", timeout=5)
+        assert said.status_code == 200
         by_worker: dict[str, list] = {}
         while not any(len(v) >= 3 for v in by_worker.values()):
             ws = await websockets.connect(ws_url(server, "/ws/r1"))
@@ -380,6 +390,10 @@ def test_a_crash_closes_one_connection_and_moves_the_others(serve, wsapp):
         for ws in others:
             await ws.send("after")
             assert await ws.recv() == "v1 2 after", "the connection moved with its state"
+        said = await asyncio.to_thread(requests.post, server.url + "/say/r1", data=b"news", timeout=5)
+        assert said.status_code == 200
+        for ws in others:
+            assert await ws.recv() == "news", "no publication from before it subscribed, none lost"
 
     run(go())
     assert "crashed with SIGSEGV" in server.output()

@@ -22,11 +22,11 @@ from .. import report
 from .transfer import address
 
 log = logging.getLogger("hotplate")
-_HEAD = struct.Struct("<IQIHB")  # publisher pid, sequence, data length, topic length, message type
+_HEAD = struct.Struct("<dIQIHB")  # publish time, publisher pid, sequence, data length, topic length, type
 
 
-def frame(origin: int, seq: int, topic: bytes, kind: int, data: bytes) -> bytes:
-    return _HEAD.pack(origin, seq, len(data), len(topic), kind) + topic + data
+def frame(at: float, origin: int, seq: int, topic: bytes, kind: int, data: bytes) -> bytes:
+    return _HEAD.pack(at, origin, seq, len(data), len(topic), kind) + topic + data
 
 
 class Reader(asyncio.Protocol):
@@ -41,12 +41,13 @@ class Reader(asyncio.Protocol):
         buf += data
         pos = 0
         while len(buf) - pos >= _HEAD.size:
-            origin, seq, size, tsize, kind = _HEAD.unpack_from(buf, pos)
+            at, origin, seq, size, tsize, kind = _HEAD.unpack_from(buf, pos)
             end = pos + _HEAD.size + tsize + size
             if len(buf) < end:
                 break
             start = pos + _HEAD.size
-            self.deliver(origin, seq, bytes(buf[start:start + tsize]).decode(), kind, bytes(buf[start + tsize:end]))
+            self.deliver(at, origin, seq, bytes(buf[start:start + tsize]).decode(), kind,
+                         bytes(buf[start + tsize:end]))
             pos = end
         del buf[:pos]
 
@@ -90,8 +91,8 @@ class Bus:
         sock.bind(address(self.run_dir, os.getpid(), "bus"))
         self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver), sock=sock)
 
-    def send(self, seq: int, topic: str, kind: int, data: bytes) -> None:
-        message = frame(os.getpid(), seq, topic.encode(), kind, data)
+    def send(self, at: float, seq: int, topic: str, kind: int, data: bytes) -> None:
+        message = frame(at, os.getpid(), seq, topic.encode(), kind, data)
         for pid in self.current_peers():
             link = self.links.get(pid)
             if link is None or link.lost:

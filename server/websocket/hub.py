@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import defaultdict, deque
 from pathlib import Path
 
@@ -178,8 +179,9 @@ class Hub:
         self.connections.add(conn)
         for topic in conn.session.topics:
             self.topics[topic].add(conn)
-        for _, origin, seq, topic, kind, data in self.recent:
-            if topic in conn.session.topics:
+        for at, origin, seq, topic, kind, data in self.recent:
+            since = conn.session.topics.get(topic)
+            if since is not None and at >= since:
                 conn.publication(origin, seq, kind, data)
         if self.retiring:
             self.loop.create_task(self.retire())
@@ -195,12 +197,12 @@ class Hub:
                     del self.topics[topic]
 
     def subscribe(self, conn: Connection, topic: str) -> None:
-        conn.session.topics.add(topic)
+        conn.session.topics.setdefault(topic, time.time())
         if conn in self.connections:
             self.topics[topic].add(conn)
 
     def unsubscribe(self, conn: Connection, topic: str) -> None:
-        conn.session.topics.discard(topic)
+        conn.session.topics.pop(topic, None)
         subscribers = self.topics.get(topic)
         if subscribers is not None:
             subscribers.discard(conn)
@@ -209,19 +211,20 @@ class Hub:
 
     def publish(self, topic: str, kind: int, data: bytes) -> None:
         self.seq += 1
-        self.deliver(os.getpid(), self.seq, topic, kind, data)
-        self.bus.send(self.seq, topic, kind, data)
+        at = time.time()
+        self.deliver(at, os.getpid(), self.seq, topic, kind, data)
+        self.bus.send(at, self.seq, topic, kind, data)
 
-    def deliver(self, origin: int, seq: int, topic: str, kind: int, data: bytes) -> None:
-        """Send a publication to this worker's subscribers, and keep it a
-        while: a connection moving here from a retiring worker may have
-        missed it there (it left first) and here (it arrived later). When
-        it arrives, :meth:`register` replays what it has not seen."""
-        now = self.loop.time()
+    def deliver(self, at: float, origin: int, seq: int, topic: str, kind: int, data: bytes) -> None:
+        """Send a publication (made at wall-clock time ``at``) to this
+        worker's subscribers, and keep it a while: a connection moving here
+        from a retiring worker may have missed it there (it left first) and
+        here (it arrived later). When it arrives, :meth:`register` replays
+        what it has not seen and was subscribed to when it was published."""
         recent = self.recent
-        recent.append((now, origin, seq, topic, kind, data))
+        recent.append((at, origin, seq, topic, kind, data))
         self.recent_bytes += len(data)
-        while recent and (recent[0][0] < now - REPLAY_WINDOW or len(recent) > REPLAY_MAX
+        while recent and (recent[0][0] < at - REPLAY_WINDOW or len(recent) > REPLAY_MAX
                           or self.recent_bytes > REPLAY_BYTES):
             self.recent_bytes -= len(recent.popleft()[5])
         for conn in list(self.topics.get(topic, ())):

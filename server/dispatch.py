@@ -52,6 +52,7 @@ class Dispatcher:
         self.retiring = False
         self.counters = Counters()
         self.sockets = None
+        self.socket_routes: list[Socket] = []
         self.hub = None  # the worker's WebSocket hub (server/websocket/hub.py), once started
 
     def attach(self, modules: ModuleSet) -> None:
@@ -87,7 +88,7 @@ class Dispatcher:
 
     def match_socket(self, path: str) -> tuple[Socket, dict] | None:
         """The WebSocket route for a GET of ``path``, or None."""
-        if self.sockets is None:
+        if not self.socket_routes:
             return None
         try:
             index, params = self.sockets.match(path, "GET")

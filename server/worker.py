@@ -62,17 +62,17 @@ class HotplateWorker(ThreadWorker):
     def handle_request(self, req, conn):
         dispatcher = self.wsgi
         path = util.unquote_to_wsgi_str(req.path)
-        if req.method == "GET":
-            socket_target = dispatcher.match_socket(path)
-            if socket_target is not None:
-                return self.handle_websocket(req, conn, dispatcher, socket_target, path)
         try:
             target = None if self.cfg.accesslog else dispatcher.match(req.method, path)
         except HTTPException:
             target = None
-        if target is None:
-            return super().handle_request(req, conn)
-        return self.handle_module_request(req, conn, dispatcher, target, path)
+        if target is not None:
+            return self.handle_module_request(req, conn, dispatcher, target, path)
+        if req.method == "GET":  # after module routes: their GETs never match a WebSocket path
+            socket_target = dispatcher.match_socket(path)
+            if socket_target is not None:
+                return self.handle_websocket(req, conn, dispatcher, socket_target, path)
+        return super().handle_request(req, conn)
 
     def keepalive(self, req) -> bool:
         """Keep-alive rules follow ThreadWorker.handle_request."""

@@ -398,3 +398,17 @@ def test_a_crash_closes_one_connection_and_moves_the_others(serve, wsapp):
     run(go())
     assert "crashed with SIGSEGV" in server.output()
     assert "connections arrived" in server.output()
+
+
+def test_a_message_half_sent_during_a_deploy_is_finished_by_the_old_code(hosted):
+    server, work = hosted
+    sock = raw_connect(server, "/ws/room")
+    sock.sendall(frame(1, b"first half, ", fin=False))
+    assert "deploy succeeded" in deploy(work, "v2")  # the old worker now waits for the message to end
+    sock.sendall(frame(0, b"second half") + frame(1, b"next"))  # one segment: the boundary is inside it
+    data = b""
+    while b"next" not in data:
+        data += sock.recv(4096)
+    assert b"v1 1 first half, second half" in data, "the old code got the whole message"
+    assert b"v2 2 next" in data, "the message after the boundary went to the new code, with the state"
+    sock.close()

@@ -5,7 +5,8 @@ emits partial frames and keeps decoder state that cannot leave the process,
 so bytes of an incomplete frame stay here, in :attr:`Connection.buffer`. At
 a message boundary, then, everything wsproto has seen is parsed, and the
 connection can move to another worker with just its socket, its session and
-that buffer.
+that buffer. A connection about to move stops at the first boundary: the
+frames after it stay in the buffer, for the new code.
 """
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ class Connection(asyncio.Protocol):
                 if not self.in_message:
                     self.message_size = 0
             end += size + length
+            if self.moving and data_frame and not self.in_message:
+                break  # the boundary to move at: what follows is for the new code
         if end and not self.ended:
             self.ws.receive_data(bytes(buf[:end]))
             del buf[:end]

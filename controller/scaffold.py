@@ -13,6 +13,8 @@ modules:
     source: modules/hello.c
     routes:
       - {{path: /, handler: hello}}
+    websockets:
+      - {{path: /echo, on_message: echo}}
 """
 
 MODULE = """\
@@ -25,6 +27,12 @@ HP_EXPORT int hello(hp_request *req, hp_response *res)
     const char *name = hp_req_query(req, "name");
     hp_res_printf(res, "Hello, %s!\\n", name ? name : "world");
     return HP_OK;
+}
+
+/* ws://.../echo: each message comes back as it was sent. */
+HP_EXPORT int echo(hp_ws *ws, const void *data, size_t len, int type)
+{
+    return hp_ws_send(ws, data, len, type);
 }
 """
 

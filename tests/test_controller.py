@@ -337,6 +337,8 @@ def test_init_then_dev_redeploys_on_save(tmp_path):
     import subprocess
     import sys
 
+    from websockets.sync.client import connect
+
     from .conftest import ROOT, env, free_port
 
     app = tmp_path / "newapp"
@@ -359,10 +361,15 @@ def test_init_then_dev_redeploys_on_save(tmp_path):
     try:
         deployed(1)
         assert requests.get(url, timeout=5).text == "Hello, world!\n"
-        source = app / "modules" / "hello.c"
-        source.write_text(source.read_text().replace("Hello, %s!", "Saved, %s!"))
-        deployed(2)
-        assert requests.get(url, timeout=5).text == "Saved, world!\n"
+        with connect(f"ws://127.0.0.1:{port}/echo", open_timeout=5) as echo:
+            echo.send("before")
+            assert echo.recv(timeout=5) == "before"
+            source = app / "modules" / "hello.c"
+            source.write_text(source.read_text().replace("Hello, %s!", "Saved, %s!"))
+            deployed(2)
+            assert requests.get(url, timeout=5).text == "Saved, world!\n"
+            echo.send(b"after")
+            assert echo.recv(timeout=5) == b"after", "the scaffold's WebSocket stayed open through the redeploy"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

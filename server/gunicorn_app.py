@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import resource
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -68,9 +69,19 @@ class HotplateServer(BaseApplication):
         master's objects out of the collector's reach, so that a new worker's
         GC does not touch (and copy) the pages it shares with the master.
         Only once: objects the master makes later, roll after roll, must stay
-        collectable."""
+        collectable. Also raise the open-file limit to its maximum for the
+        workers: each WebSocket connection holds a descriptor, and a common
+        soft limit of 1024 would cap a worker far below thousands."""
         gc.collect()
         gc.freeze()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft < target:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (OSError, ValueError):
+                server.log.warning("could not raise the open-file limit from %d; WebSocket connections per "
+                                   "worker are capped near it", soft)
 
     def post_worker_init(self, worker) -> None:
         """Load the current release's modules into this worker and report.

@@ -101,14 +101,26 @@ class HotplateServer(BaseApplication):
             setup_process()
             modules = ModuleSet.load(Path(os.path.realpath(self.current)))
             self.dispatcher.attach(modules)
-            self.dispatcher.hub = Hub(self.dispatcher, self.config, self.run_dir, self.current)
-            self.dispatcher.hub.start()
+            self.start_hub(logger)
             report.publish(self.reports, modules.release_id,
-                           [{"name": m.name, "ok": m.ok, "error": m.error} for m in modules.modules], hub=True)
+                           [{"name": m.name, "ok": m.ok, "error": m.error} for m in modules.modules],
+                           hub=self.dispatcher.hub is not None)
             logger.info("worker %d serves release %s", os.getpid(), modules.release_id)
         except Exception as e:
             logger.exception("worker %d could not load release %s; serving only /_hotplate/", os.getpid(), self.current)
             report.publish(self.reports, None, [], error=f"{type(e).__name__}: {e}")
+
+    def start_hub(self, logger: logging.Logger) -> None:
+        """Start the WebSocket hub; without one, HTTP still serves and
+        WebSocket routes answer 503."""
+        hub = Hub(self.dispatcher, self.config, self.run_dir, self.current)
+        try:
+            hub.start()
+        except OSError as e:
+            logger.error("worker %d: WebSockets and publications are off: cannot open the hub's sockets: %s",
+                         os.getpid(), e)
+            return
+        self.dispatcher.hub = hub
 
     def worker_exit(self, server, worker) -> None:
         report.remove(self.reports)

@@ -131,9 +131,11 @@ class HotplateWorker(ThreadWorker):
         except handshake.Refused as e:
             status, headers, body = dispatcher.error(e.status, route, conn_id, str(e))
             return self.respond(req, conn, status, headers + e.headers, body, False)
-        if not route.module.ok or dispatcher.hub is None:
-            status, headers, body = dispatcher.error(503, route, conn_id,
-                                                     f"module {route.module.name} is not loaded: {route.module.error}")
+        unavailable = (f"module {route.module.name} is not loaded: {route.module.error}" if not route.module.ok
+                       else "this worker's WebSocket hub did not start; see the server log" if dispatcher.hub is None
+                       else None)
+        if unavailable:
+            status, headers, body = dispatcher.error(503, route, conn_id, unavailable)
             return self.respond(req, conn, status, headers, body, False)
         blob = dispatcher.blob(req.method, path, req.query, self.client(conn), conn_id, route.path, params, flat)
         session = calls.Session(conn_id, route.path, blob, len(params), len(flat) // 2, subprotocol)

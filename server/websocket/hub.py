@@ -65,20 +65,26 @@ class Hub:
         self.recent_bytes = 0
 
     def start(self) -> None:
-        """Run the loop on its own thread; return once both sockets listen."""
-        ready = threading.Event()
-        thread = threading.Thread(target=self.run, args=(ready,), name="hotplate-ws", daemon=True)
-        thread.start()
-        ready.wait()
+        """Run the loop on its own thread; return once both sockets listen.
 
-    def run(self, ready: threading.Event) -> None:
+        :raises OSError: when they cannot (the thread has then ended).
+        """
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        threading.Thread(target=self.run, args=(ready,), name="hotplate-ws", daemon=True).start()
+        ready.result()
+
+    def run(self, ready: concurrent.futures.Future) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.set_exception_handler(self.report_error)
-        self.inbox = transfer.bind(self.run_dir)
-        self.loop.add_reader(self.inbox, self.arrive)
-        self.loop.run_until_complete(self.bus.start())
+        try:
+            self.inbox = transfer.bind(self.run_dir)
+            self.loop.add_reader(self.inbox, self.arrive)
+            self.loop.run_until_complete(self.bus.start())
+        except OSError as e:
+            ready.set_exception(e)
+            return
         self.loop.create_task(self.keepalive())
-        ready.set()
+        ready.set_result(None)
         self.loop.run_forever()
 
     @staticmethod

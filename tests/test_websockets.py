@@ -412,3 +412,20 @@ def test_a_message_half_sent_during_a_deploy_is_finished_by_the_old_code(hosted)
     assert b"v1 1 first half, second half" in data, "the old code got the whole message"
     assert b"v2 2 next" in data, "the message after the boundary went to the new code, with the state"
     sock.close()
+
+
+def test_websocket_route_of_a_module_that_failed_to_load_answers_503(serve, tmp_path):
+    app = write_app(tmp_path / "fragile", """\
+        modules:
+          fragile:
+            source: modules/initfail.c
+            routes: [{path: /fragile, handler: fragile}]
+            websockets: [{path: /live, on_message: fragile_message}]
+        """, copy=("initfail.c",))
+    (app / "modules" / "initfail.c").write_text((app / "modules" / "initfail.c").read_text() + (
+        "HP_EXPORT int fragile_message(hp_ws *ws, const void *d, size_t n, int t) { return HP_OK; }\n"))
+    server = serve(app, state_files=("fail-init",))  # hp_init fails in the workers only
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        run(websockets.connect(ws_url(server, "/live")))
+    assert refused.value.response.status_code == 503
+    assert b"module fragile is not loaded: hp_init returned -1" in refused.value.response.body

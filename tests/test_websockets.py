@@ -1,6 +1,7 @@
 """WebSocket routes end to end: real gunicorn, real git pushes, the `websockets` client."""
 import asyncio
 import os
+import signal
 import socket
 import struct
 import time
@@ -429,3 +430,22 @@ def test_websocket_route_of_a_module_that_failed_to_load_answers_503(serve, tmp_
         run(websockets.connect(ws_url(server, "/live")))
     assert refused.value.response.status_code == 503
     assert b"module fragile is not loaded: hp_init returned -1" in refused.value.response.body
+
+
+def test_connections_survive_a_plain_sighup(serve, wsapp):
+    server = serve(wsapp, workers=2)
+
+    async def go():
+        clients, _ = await open_clients(server, "/ws/r1", 6)
+        talkers = [Talker(c, 0.01) for c in clients]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(t.talk(stop)) for t in talkers]
+        server.proc.send_signal(signal.SIGHUP)  # gunicorn starts new workers as it stops the old ones
+        await asyncio.sleep(3)
+        stop.set()
+        await asyncio.gather(*tasks)
+        for talker in talkers:
+            talker.check()
+
+    run(go())
+    assert "connections arrived" in server.output()

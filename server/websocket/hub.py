@@ -34,6 +34,7 @@ from .connection import Connection
 log = logging.getLogger("hotplate")
 MOVE_WAIT = 2.0  # seconds to wait for a connection to reach a message boundary
 MOVE_BATCH = 16  # connections per move: one datagram; the next batch waits for its ack
+TARGET_WAIT = 3.0  # seconds a retiring worker waits for another one to move its connections to
 REPLAY_WINDOW = 5.0  # seconds of publications kept for connections arriving from other workers
 REPLAY_MAX = 10_000  # ... and at most this many of them
 REPLAY_BYTES = 16 << 20  # ... and of this size in all
@@ -257,7 +258,7 @@ class Hub:
         it stops being read just before it leaves, not when the first does."""
         async with self.moving:
             self.retiring = True
-            targets = transfer.targets(self.run_dir, os.path.basename(os.path.realpath(self.current)))
+            targets = await self.targets() if self.connections else []
             sent = 0
             while self.connections:
                 batch = list(self.connections)[:MOVE_BATCH]
@@ -277,6 +278,16 @@ class Hub:
                     continue
                 await self.move(ready, targets[sent % len(targets)])
                 sent += 1
+
+    async def targets(self) -> list[int]:
+        """Workers to move to. After a plain SIGHUP the new workers start as
+        the old ones stop, so wait a little (TARGET_WAIT) for one to report;
+        during a roll they are there already, and at shutdown none comes."""
+        release = os.path.basename(os.path.realpath(self.current))
+        deadline = self.loop.time() + TARGET_WAIT
+        while not (found := transfer.targets(self.run_dir, release)) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return found
 
     async def move(self, ready: list[Connection], pid: int) -> None:
         """Hand connections to worker ``pid`` and wait (at most MOVE_WAIT) until

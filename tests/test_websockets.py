@@ -160,6 +160,7 @@ def close_code(sock: socket.socket) -> int:
     (frame(2, b"x" * 40000, fin=False) + frame(0, b"x" * 40000), 1009),  # over it in fragments
     (frame(1, b"crash"), 1011),                            # the handler crashed
     (frame(1, b"fail"), 1011),                             # the handler returned HP_ERROR
+    (frame(1, b"spin"), 1011),                             # the handler ran past its 1 s timeout
 ])
 def test_bad_input_closes_with_the_right_code(serve, wsapp, bad, code):
     server = serve(wsapp)

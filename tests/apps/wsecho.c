@@ -44,6 +44,9 @@ HP_EXPORT int ws_message(hp_ws *ws, const void *data, size_t len, int type)
         *(volatile int *)0 = 1;
     if (strcmp(text, "fail") == 0)
         return HP_ERROR;
+    if (strcmp(text, "spin") == 0)
+        for (;;)
+            ;
     if (strcmp(text, "bigstate") == 0)
         return hp_ws_state(ws, HP_WS_STATE_MAX + 1) == NULL ? hp_ws_send_text(ws, "refused") : HP_ERROR;
     return hp_ws_printf(ws, "%s %u %s", VERSION, st->count, text);

@@ -21,6 +21,7 @@ event loop with each other.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import multiprocessing
 import random
@@ -131,7 +132,8 @@ def p99_ms(values: list[float]) -> float:
     return values[int(len(values) * 0.99)] * 1000 if values else float("nan")
 
 
-def deploys_under_load(tmp: Path) -> None:
+def deploys_under_load(tmp: Path, connections: int = CONNECTIONS, interval: float = 0.1,
+                       deploys: int = DEPLOYS) -> None:
     up = Up(tmp, "--bake", "0")
     try:
         work = tmp / "app"
@@ -152,22 +154,23 @@ def deploys_under_load(tmp: Path) -> None:
 
         push("v00")
         url = up.url.replace("http://", "ws://") + "/ws/bench"
-        quiet = run_clients(url, CONNECTIONS, 0.1, lambda: time.sleep(8))
+        quiet = run_clients(url, connections, interval, lambda: time.sleep(8))
         log = up.state / "run" / "server.log"
         mark = len(log.read_text())
         started = time.monotonic()
-        loaded = run_clients(url, CONNECTIONS, 0.1, lambda: [push(f"v{i:02d}") or time.sleep(0.5)
-                                                             for i in range(1, DEPLOYS + 1)])
+        loaded = run_clients(url, connections, interval, lambda: [push(f"v{i:02d}") or time.sleep(0.5)
+                                                                  for i in range(1, deploys + 1)])
         seconds = time.monotonic() - started
         pauses = re.findall(r"(\d+) connections arrived; handoff pause p50 ([\d.]+) ms, p99 ([\d.]+) ms, "
                             r"max ([\d.]+) ms, (\d+) over 50 ms", log.read_text()[mark:])
     finally:
         up.stop()
     moved = sum(int(p[0]) for p in pauses)
-    table(f"{CONNECTIONS} connections x 1 message / 100 ms, {DEPLOYS} deploys in {seconds:.0f} s (2 workers)",
+    table(f"{connections} connections x 1 message / {interval * 1000:.0f} ms, {deploys} deploys in {seconds:.0f} s "
+          "(2 workers)",
           ["run", "connected", "dropped", "sent", "lost", "bad order/state", "rtt p99 ms", "versions seen"],
           [[name, r["connected"], r["dropped"], r["sent"], r["lost"], r["bad"], f"{p99_ms(r['rtt']):.1f}",
-            len(r["versions"])] for name, r in (("no deploys (8 s)", quiet), (f"{DEPLOYS} deploys", loaded))])
+            len(r["versions"])] for name, r in (("no deploys (8 s)", quiet), (f"{deploys} deploys", loaded))])
     over = sum(int(p[4]) for p in pauses)
     print(f"  server-side handoff pause over {moved} moves in {len(pauses)} bursts: median burst p50 "
           f"{median(float(p[1]) for p in pauses):.1f} ms, worst burst p99 {max(float(p[2]) for p in pauses):.1f} ms, "
@@ -244,8 +247,16 @@ def throughput(tmp: Path) -> None:
 
 
 def main() -> None:
+    """All three by default; ``--scale N`` runs only the deploys with N
+    connections sending once a second (e.g. 4000: 2,000 per worker)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, help="connections for a deploys-only run, one message a second each")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        if args.scale:
+            deploys_under_load(tmp, args.scale, 1.0, 5)
+            return
         throughput(tmp)
         deploys_under_load(tmp)
 

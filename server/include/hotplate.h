@@ -543,8 +543,10 @@ static inline const char *hp_module_config(const hp_module *mod, const char *key
 ** the connection with 1011.
 **
 ** on_close (optional) runs once when the connection ends for any reason:
-** code is the close code the client sent (1005 if none, 1006 if the
-** connection dropped without a close frame). Sending from it does nothing.
+** code is the close code the client sent (1005 if none), the one the server
+** closed with after a protocol error (1002, 1007, 1009) or when it could not
+** keep the connection (1001), or 1006 if the connection dropped without a
+** close frame. It may publish and unsubscribe; sending returns HP_ERROR.
 **
 ** Handlers of one connection never run at the same time. on_message and
 ** on_close of all the connections of a worker run on that worker's one

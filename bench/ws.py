@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import re
 import subprocess
@@ -128,6 +129,12 @@ def run_clients(url: str, n: int, interval: float | None, during) -> dict:
     return merged
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def p99_ms(values: list[float]) -> float:
     return values[int(len(values) * 0.99)] * 1000 if values else float("nan")
 
@@ -213,14 +220,24 @@ def throughput(tmp: Path) -> None:
     py = subprocess.Popen([sys.executable, "-c", PY_ECHO, str(port)], env=ENV)
     rates: dict[str, list[float]] = {"hotplate": [], "websockets": []}
     p99: dict[str, list[float]] = {"hotplate": [], "websockets": []}
+    cpu: dict[str, list[float]] = {"hotplate": [], "websockets": []}
     try:
         time.sleep(1)
+        worker = next((tmp / "echo-state" / "run" / "workers").glob("*.json")).stem
+        pids = {"hotplate": int(worker), "websockets": py.pid}
         for _ in range(ROUNDS):  # alternating, so that noise hits both alike
             for name, target in (("hotplate", url), ("websockets", f"ws://127.0.0.1:{port}/")):
-                r = run_clients(target, 64, 0, lambda: time.sleep(5))
+                used = {}
+
+                def window():
+                    used["before"] = cpu_seconds(pids[name])
+                    time.sleep(5)
+                    used["after"] = cpu_seconds(pids[name])
+
+                r = run_clients(target, 64, 0, window)
                 rates[name].append(r["answered"] / 5)
                 p99[name].append(p99_ms(r["rtt"]))
-        worker = next((tmp / "echo-state" / "run" / "workers").glob("*.json")).stem
+                cpu[name].append((used["after"] - used["before"]) / max(r["answered"], 1) * 1e6)
         before = rss_kb(int(worker))
         idle = {}
 
@@ -234,13 +251,14 @@ def throughput(tmp: Path) -> None:
         py.terminate()
         py.wait()
     table(f"Echo throughput, 64 connections, one message in flight each, median of {ROUNDS} x 5 s, alternating",
-          ["server", "messages/s", "range", "rtt p99 ms"],
+          ["server", "messages/s", "range", "rtt p99 ms", "server CPU us/message"],
           [[label, f"{median(rates[name]):.0f}", f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
-            f"{median(p99[name]):.1f}"]
+            f"{median(p99[name]):.1f}", f"{median(cpu[name]):.1f}"]
            for name, label in (("hotplate", "hotplate, 1 worker, C echo handler"),
                                ("websockets", "websockets library, 1 process, Python echo"))])
-    print(f"  ratio hotplate / websockets: {median(rates['hotplate']) / median(rates['websockets']):.2f} "
-          f"(the {CLIENTS} client processes share the machine's cores with the server)")
+    print(f"  ratio hotplate / websockets: {median(rates['hotplate']) / median(rates['websockets']):.2f} in "
+          f"messages/s, {median(cpu['websockets']) / median(cpu['hotplate']):.2f} in CPU per message (the "
+          f"{CLIENTS} client processes share the 2 cores with the server, so messages/s is bound by them)")
     table("Memory per idle connection (one worker's RSS)", ["connections", "RSS before KiB", "RSS after KiB",
                                                               "per connection KiB"],
           [[IDLE_CONNECTIONS, before, idle["after"], f"{(idle['after'] - before) / IDLE_CONNECTIONS:.1f}"]])

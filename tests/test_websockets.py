@@ -1,5 +1,7 @@
 """WebSocket routes end to end: real gunicorn, real git pushes, the `websockets` client."""
 import asyncio
+import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -126,14 +128,22 @@ def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) ->
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def raw_connect(server, path: str = "/ws/r1") -> socket.socket:
+def raw_connect(server, path: str = "/ws/r1") -> tuple[socket.socket, int]:
+    """A WebSocket opened by hand, and the pid of the worker serving it."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                  "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+    hello = read_until(sock, b"hello v1")
+    return sock, int(hello.split(b"hello v1 ")[1].split(b"-")[0], 16)
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
     data = b""
-    while b"hello v1" not in data:
-        data += sock.recv(4096)
-    return sock
+    while marker not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed before {marker!r}: {data!r}"
+        data += chunk
+    return data
 
 
 def close_code(sock: socket.socket) -> int:
@@ -164,7 +174,7 @@ def close_code(sock: socket.socket) -> int:
 ])
 def test_bad_input_closes_with_the_right_code(serve, wsapp, bad, code):
     server = serve(wsapp)
-    sock = raw_connect(server)
+    sock, _ = raw_connect(server)
     sock.sendall(bad)
     assert close_code(sock) == code
     sock.close()
@@ -173,7 +183,7 @@ def test_bad_input_closes_with_the_right_code(serve, wsapp, bad, code):
 
 def test_ping_is_answered_and_silent_clients_are_dropped(serve, wsapp):
     server = serve(wsapp, extra_env={"HOTPLATE_WS_PING_INTERVAL": "1", "HOTPLATE_WS_PING_TIMEOUT": "1"})
-    sock = raw_connect(server)
+    sock, _ = raw_connect(server)
     sock.sendall(frame(9, b"are you there"))
     data = b""
     while b"are you there" not in data:
@@ -191,7 +201,7 @@ def test_ping_is_answered_and_silent_clients_are_dropped(serve, wsapp):
 
 def test_client_that_never_reads_is_dropped(serve, wsapp):
     server = serve(wsapp, extra_env={"HOTPLATE_WS_SEND_BUFFER": "65536"})
-    sock = raw_connect(server)
+    sock, _ = raw_connect(server)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     message = frame(2, b"y" * 60000)
     with pytest.raises(OSError):
@@ -404,13 +414,14 @@ def test_a_crash_closes_one_connection_and_moves_the_others(serve, wsapp):
 
 def test_a_message_half_sent_during_a_deploy_is_finished_by_the_old_code(hosted):
     server, work = hosted
-    sock = raw_connect(server, "/ws/room")
+    sock, worker = raw_connect(server, "/ws/room")
     sock.sendall(frame(1, b"first half, ", fin=False))
-    assert "deploy succeeded" in deploy(work, "v2")  # the old worker now waits for the message to end
+    report = server.state / "run" / "workers" / f"{worker}.json"
+    pushing = concurrent.futures.ThreadPoolExecutor(1).submit(deploy, work, "v2")
+    server.wait(lambda: not report.exists() or json.loads(report.read_text())["retiring"], what="the old worker to retire")
     sock.sendall(frame(0, b"second half") + frame(1, b"next"))  # one segment: the boundary is inside it
-    data = b""
-    while b"next" not in data:
-        data += sock.recv(4096)
+    data = read_until(sock, b"next")
+    assert "deploy succeeded" in pushing.result(60)
     assert b"v1 1 first half, second half" in data, "the old code got the whole message"
     assert b"v2 2 next" in data, "the message after the boundary went to the new code, with the state"
     sock.close()

@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
 from . import runtime
+from .runtime import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
 from .config import ServerConfig
 from .modules import ModuleSet, Route, Socket
 from .report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
@@ -30,8 +31,6 @@ from .websocket.calls import PUBLISH, parse_outbox
 
 log = logging.getLogger("hotplate")
 REASONS = {s.value: s.phrase for s in HTTPStatus}
-# Result codes of hp_rt_dispatch (server/runtime/host_api.h).
-RT_OK, RT_HANDLER_ERROR, RT_CRASHED, RT_TIMED_OUT = 0, 1, 2, 3
 
 #: (status, headers, body): a response, whatever carries it to the client.
 Reply = tuple[int, list[tuple[str, str]], bytes]
@@ -51,7 +50,7 @@ class Dispatcher:
         self.ids = itertools.count(1)
         self.retiring = False
         self.counters = Counters()
-        self.sockets = None
+        self.socket_adapter = None
         self.socket_routes: list[Socket] = []
         self.hub = None  # the worker's WebSocket hub (server/websocket/hub.py), once started
 
@@ -64,7 +63,7 @@ class Dispatcher:
         self.static = {(m, r.path): r for r in self.routes if "<" not in r.path
                        for m in r.methods + (("HEAD",) if "GET" in r.methods else ())}
         self.socket_routes = modules.sockets
-        self.sockets = Map([Rule(w.path, methods=("GET",), endpoint=i)
+        self.socket_adapter = Map([Rule(w.path, methods=("GET",), endpoint=i)
                             for i, w in enumerate(self.socket_routes)]).bind("")
         self.pid = f"{os.getpid():x}"
         self.ffi, self.lib = runtime.load()
@@ -91,7 +90,7 @@ class Dispatcher:
         if not self.socket_routes:
             return None
         try:
-            index, params = self.sockets.match(path, "GET")
+            index, params = self.socket_adapter.match(path, "GET")
         except HTTPException:
             return None
         return self.socket_routes[index], params

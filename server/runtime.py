@@ -22,6 +22,8 @@ CFLAGS = [
     "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now",
 ]
 LIBS = ["-ljansson"]
+#: Result codes of the runtime's calls (HP_RT_* in server/runtime/host_api.h).
+RT_OK, RT_HANDLER_ERROR, RT_CRASHED, RT_TIMED_OUT = 0, 1, 2, 3
 
 
 def default_cache_dir() -> Path:

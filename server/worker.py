@@ -20,7 +20,8 @@ from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import HTTPException
 
 from . import report
-from .dispatch import REASONS, RT_OK
+from .dispatch import REASONS
+from .runtime import RT_HANDLER_ERROR
 from .websocket import calls, handshake
 
 
@@ -142,7 +143,7 @@ class HotplateWorker(ThreadWorker):
         opened = calls.call(route, session, calls.OPEN)
         if not opened.ok:
             status, message = 403, f"refused by {route.symbols['open']}"
-            if opened.result != RT_OK:
+            if opened.result != RT_HANDLER_ERROR:
                 status, message = dispatcher.fault(opened.result, opened.signal, route.module.name, route.path,
                                                    route.symbols["open"], conn_id, route.timeout_ms)
             status, headers, body = dispatcher.error(status, route, conn_id, message)

@@ -540,7 +540,8 @@ static inline const char *hp_module_config(const hp_module *mod, const char *key
 ** server, and NUL-terminated) or HP_WS_BINARY. Fragmented messages arrive
 ** whole. Messages over the route's max_message get the connection closed
 ** with 1009 before the handler sees them. Return HP_OK, or HP_ERROR to close
-** the connection with 1011.
+** the connection with 1011 (what the call queued is then dropped; its
+** changes to the state are kept).
 **
 ** on_close (optional) runs once when the connection ends for any reason:
 ** code is the close code the client sent (1005 if none), the one the server

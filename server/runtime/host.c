@@ -303,26 +303,19 @@ static int call_ws(void *arg)
     }
 }
 
-/* Runs one call and fills out from its request: the same for HTTP and
- * WebSocket handlers. */
+/* Runs one call under the guard; a handler's HP_ERROR becomes
+ * HP_RT_HANDLER_ERROR. The outbox counts only when the call succeeded: a
+ * failed handler's effects are dropped, like its response. */
 static int run_call(guarded_fn fn, struct call_args *args, unsigned timeout_ms, hp_rt_result *out)
 {
-    hp_request *req = args->req;
     int rc = 0;
-    out->request = req;
+    out->request = args->req;
     out->result = guarded_call(fn, args, timeout_ms, &rc, &out->signal);
-    if (out->result == HP_RT_OK && rc != HP_OK && fn == call_handler)
+    if (out->result == HP_RT_OK && rc != HP_OK)
         out->result = HP_RT_HANDLER_ERROR;
-    if (out->result == HP_RT_OK && hp_response_finish(&req->res))
-        out->result = HP_RT_NO_MEMORY;
-    out->status = fn == call_handler ? req->res.status : rc;
-    out->headers = req->res.headers.data;
-    out->headers_len = req->res.headers.len;
-    out->body = req->res.body.data;
-    out->body_len = req->res.body.len;
     if (out->result == HP_RT_OK) {
-        out->outbox = req->outbox.data;
-        out->outbox_len = req->outbox.len;
+        out->outbox = args->req->outbox.data;
+        out->outbox_len = args->req->outbox.len;
     }
     return out->result;
 }
@@ -338,7 +331,14 @@ int hp_rt_dispatch(void *module, void *handler,
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
     struct call_args args = {.handler = handler, .req = req};
-    return run_call(call_handler, &args, timeout_ms, out);
+    if (run_call(call_handler, &args, timeout_ms, out) == HP_RT_OK && hp_response_finish(&req->res))
+        out->result = HP_RT_NO_MEMORY;
+    out->status = req->res.status;
+    out->headers = req->res.headers.data;
+    out->headers_len = req->res.headers.len;
+    out->body = req->res.body.data;
+    out->body_len = req->res.body.len;
+    return out->result;
 }
 
 int hp_rt_ws_event(void *module, void *handler, int event,
@@ -362,8 +362,9 @@ int hp_rt_ws_event(void *module, void *handler, int event,
                   .state_len = state_len, .event = event};
     struct call_args args = {.handler = handler, .req = req, .ws = ws,
                              .data = data, .data_len = data_len, .arg = arg};
-    if (run_call(call_ws, &args, timeout_ms, out) == HP_RT_OK) {
-        out->state = ws->state;
+    run_call(call_ws, &args, timeout_ms, out);
+    if (out->result == HP_RT_OK || out->result == HP_RT_HANDLER_ERROR) {
+        out->state = ws->state; /* what on_close will see, even after HP_ERROR */
         out->state_len = ws->state_len;
         out->state_used = ws->state_used;
     }

@@ -80,8 +80,8 @@ int hp_rt_dispatch(void *module, void *handler,
 /* Calls one WebSocket handler for one event of a connection. blob is the
  * upgrade request, as for hp_rt_dispatch (its request id is the connection
  * id). state is the connection's state; data and arg are the message and
- * its type (MESSAGE) or the reason and close code (CLOSE). The result's
- * status is the handler's return code: HP_OK or HP_ERROR. */
+ * its type (MESSAGE) or the reason and close code (CLOSE). A handler that
+ * returns HP_ERROR gives HP_RT_HANDLER_ERROR; its state is still returned. */
 int hp_rt_ws_event(void *module, void *handler, int event,
                    const char *blob, size_t blob_len,
                    size_t nparams, size_t nheaders, const char *subprotocol,

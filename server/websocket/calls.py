@@ -14,13 +14,13 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import runtime
+from ..runtime import RT_OK
 from ..modules import Socket
 
 OPEN, MESSAGE, CLOSE = 0, 1, 2  # HP_RT_WS_* (server/runtime/host_api.h)
 EVENTS = {OPEN: "open", MESSAGE: "message", CLOSE: "close"}
 SEND, CLOSE_CONNECTION, SUBSCRIBE, UNSUBSCRIBE, PUBLISH = 1, 2, 3, 4, 5  # HP_RT_OUT_*
 TEXT, BINARY = 1, 2  # HP_WS_TEXT, HP_WS_BINARY
-RT_OK = 0
 _RECORD = struct.Struct("=BBHII")
 _local = threading.local()
 
@@ -55,17 +55,17 @@ class Session:
 
 @dataclass
 class Outcome:
-    """What one handler call did. ``result`` is an HP_RT_* code; ``status``
-    the handler's own return (HP_OK 0 or HP_ERROR -1) when it ran."""
+    """What one handler call did: an HP_RT_* code (HP_RT_HANDLER_ERROR when
+    the handler returned HP_ERROR), the signal that stopped a crashed one,
+    and the actions of a successful one."""
 
     result: int = RT_OK
-    status: int = 0
     signal: int = 0
     actions: list[tuple[int, int, int, bytes, bytes]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.result == RT_OK and self.status == 0
+        return self.result == RT_OK
 
 
 def parse_outbox(data: bytes) -> list[tuple[int, int, int, bytes, bytes]]:
@@ -99,12 +99,11 @@ def call(socket: Socket, session: Session, event: int, data: bytes = b"", arg: i
                             session.nparams, session.nheaders, session.subprotocol.encode(),
                             session.state, len(session.state), data, len(data), arg, socket.timeout_ms, out)
     try:
-        outcome = Outcome(rc, out.status, out.signal)
-        if rc == RT_OK:
-            if out.outbox_len:
-                outcome.actions = parse_outbox(ffi.unpack(out.outbox, out.outbox_len))
-            if out.state_used:
-                session.state = ffi.unpack(ffi.cast("char *", out.state), out.state_len)
+        outcome = Outcome(rc, out.signal)
+        if out.outbox_len:
+            outcome.actions = parse_outbox(ffi.unpack(out.outbox, out.outbox_len))
+        if out.state_used:
+            session.state = ffi.unpack(ffi.cast("char *", out.state), out.state_len)
         return outcome
     finally:
         lib.hp_rt_release(out)

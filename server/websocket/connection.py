@@ -11,6 +11,7 @@ frames after it stay in the buffer, for the new code.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import time
@@ -163,7 +164,7 @@ class Connection(asyncio.Protocol):
             self.apply(outcome.actions)
             return
         handler = self.route.symbols[calls.EVENTS[event]]
-        self.hub.dispatcher.fault(outcome.result or 1, outcome.signal, self.route.module.name, self.route.path,
+        self.hub.dispatcher.fault(outcome.result, outcome.signal, self.route.module.name, self.route.path,
                                   handler, self.session.id, self.route.timeout_ms)
         if event != calls.CLOSE:
             self.close(1011, f"handler {handler} failed")
@@ -253,4 +254,5 @@ class Connection(asyncio.Protocol):
         fd = os.dup(self.transport.get_extra_info("socket").fileno())
         self.moved = True
         self.end(1001, "moved")
-        return fd, {**self.session.to_wire(), "pending": bytes(self.buffer).hex(), "paused_at": self.paused_at}
+        return fd, {**self.session.to_wire(), "pending": base64.b64encode(self.buffer).decode(),
+                    "paused_at": self.paused_at}

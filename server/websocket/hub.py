@@ -9,6 +9,7 @@ newest release.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import itertools
 import logging
@@ -108,10 +109,12 @@ class Hub:
 
     # On the loop
 
-    def adopt(self, sock: socket.socket, route, session: Session, actions: list, pending: bytes) -> None:
+    def adopt(self, sock: socket.socket, route, session: Session, actions: list, pending: bytes,
+              paused_at: float | None = None) -> asyncio.Task:
+        """Serve a socket: a new connection, or one moved here (``paused_at`` set)."""
         sock.setblocking(False)
-        self.loop.create_task(self.loop.connect_accepted_socket(
-            lambda: Connection(self, route, session, pending, actions), sock))
+        return self.loop.create_task(self.loop.connect_accepted_socket(
+            lambda: Connection(self, route, session, pending, actions, paused_at), sock))
 
     def arrive(self) -> None:
         """Batches of connections moved here by a retiring worker, and
@@ -147,10 +150,8 @@ class Hub:
                        else f"module {route.module.name} is not loaded")
                 self.refuse(sock, session, why)
                 continue
-            sock.setblocking(False)
-            adopting.append(self.loop.connect_accepted_socket(
-                lambda r=route, s=session, m=meta: Connection(self, r, s, bytes.fromhex(m["pending"]), [],
-                                                              m["paused_at"]), sock))
+            adopting.append(self.adopt(sock, route, session, [], base64.b64decode(meta["pending"]),
+                                       meta["paused_at"]))
         await asyncio.gather(*adopting, return_exceptions=True)
         try:
             transfer.send(self.run_dir, message["sender"], {"ack": message["batch"]})
@@ -186,10 +187,11 @@ class Hub:
         self.connections.add(conn)
         for topic in conn.session.topics:
             self.topics[topic].add(conn)
-        for at, origin, seq, topic, kind, data in self.recent:
-            since = conn.session.topics.get(topic)
-            if since is not None and at >= since:
-                conn.publication(origin, seq, kind, data)
+        if moved_in and conn.session.topics:  # a new connection has no topics yet: nothing to replay
+            for at, origin, seq, topic, kind, data in self.recent:
+                since = conn.session.topics.get(topic)
+                if since is not None and at >= since:
+                    conn.publication(origin, seq, kind, data)
         if self.retiring:
             self.loop.create_task(self.retire())
 

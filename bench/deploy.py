@@ -31,7 +31,7 @@ def timed_push(work: Path) -> float:
     for line in proc.stderr:
         if live is None and "hotplate: live:" in line:
             live = time.monotonic() - start
-        if "deploy failed" in line or "rolled back" in line:
+        if "deploy FAILED" in line or "deploy ROLLED BACK" in line:
             raise SystemExit(f"deploy failed during the benchmark: {line}")
     proc.wait()
     if live is None:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.pipeline import build_release
+from controller.deploy import build_release
 from controller.state import State
 
 from .common import ROOT, free_port, median, start, stop, table, wrk

@@ -10,7 +10,7 @@ from functools import wraps
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from server.report import METRICS, read_reports
+from server.report import METRICS, read_all
 
 from .errors import HotplateError
 from .githttp import http_backend
@@ -52,21 +52,31 @@ def hotplate_error(e: HotplateError):
 
 @bp.get("/api/status")
 def get_status():
-    return jsonify(status(ctl()))
+    """Public as a summary; failure details and errors (which can quote
+    source lines and paths) only with the token."""
+    s = status(ctl())
+    if not authorized():
+        s["last_error"] = None
+        if s["failure"]:
+            s["failure"]["detail"] = None
+    return jsonify(s)
 
 
 @bp.get("/api/deploys")
+@requires_token
 def list_deploys():
     return jsonify(ctl().history.list(int(request.args.get("limit", 20))))
 
 
 @bp.get("/api/deploys/<int:deploy_id>")
+@requires_token
 def get_deploy(deploy_id: int):
     row = ctl().history.get(deploy_id)
     return (jsonify(row), 200) if row else (jsonify(error=f"no deploy {deploy_id}"), 404)
 
 
 @bp.get("/api/diff")
+@requires_token
 def get_diff():
     return jsonify(diff(ctl()))
 
@@ -74,8 +84,17 @@ def get_diff():
 @bp.post("/api/sync")
 @requires_token
 def sync():
+    pinned = ctl().state.pinned()
+    if pinned:
+        return jsonify(accepted=False, pinned=pinned), 200
     ctl().wake("sync")
     return jsonify(accepted=True), 202
+
+
+@bp.post("/api/retry")
+@requires_token
+def retry():
+    return jsonify(commit=ctl().retry()), 202
 
 
 @bp.post("/api/follow")
@@ -96,15 +115,14 @@ def rollback():
 @bp.post("/api/resume")
 @requires_token
 def resume():
-    ctl().resume()
-    return jsonify(pinned=None)
+    return jsonify(resumed=ctl().resume())
 
 
 @bp.post("/api/revert")
 @requires_token
 def revert():
     body = request.get_json(silent=True, force=True) or {}
-    return jsonify(commit=ctl().revert(body.get("commit")))
+    return jsonify(commit=ctl().revert(body.get("commit"), bool(body.get("force"))))
 
 
 @bp.post("/webhook")
@@ -137,20 +155,26 @@ def git(path: str):
 
 @bp.get("/metrics")
 def metrics():
-    """Prometheus text format: deploy state and the app workers' counters."""
+    """Prometheus text format: app health, deploy state and the workers'
+    counters (per live worker, and ``pid="exited"`` for those gone)."""
     c = ctl()
-    lines = ["# TYPE hotplate_up gauge", "hotplate_up 1"]
-    reports = read_reports(c.state.workers)
+    s = status(c)
+    lines = ["# TYPE hotplate_up gauge", f"hotplate_up {0 if s['health']['state'] == 'Down' else 1}",
+             "# TYPE hotplate_health gauge"]
+    lines += [f'hotplate_health{{state="{h}"}} {int(s["health"]["state"] == h)}' for h in ("Healthy", "Degraded", "Down")]
+    lines += ["# TYPE hotplate_server_restarts_total counter", f"hotplate_server_restarts_total {s['server']['restarts']}"]
+    reports, exited = read_all(c.state.workers)
     for field, metric in METRICS.items():
         name = f"hotplate_{metric}_total"
         lines.append(f"# TYPE {name} counter")
         lines += [f'{name}{{pid="{pid}",release="{r["release"]}"}} {r["counters"][field]}' for pid, r in reports.items()]
+        lines.append(f'{name}{{pid="exited",release=""}} {exited[field]}')
     lines.append("# TYPE hotplate_websocket_connections gauge")
     lines += [f'hotplate_websocket_connections{{pid="{pid}",release="{r["release"]}"}} {open_websockets(r["counters"])}'
               for pid, r in reports.items()]
     lines.append("# TYPE hotplate_deploys_total counter")
     lines += [f'hotplate_deploys_total{{outcome="{outcome}"}} {n}' for outcome, n in c.history.outcomes().items()]
-    lines += ["# TYPE hotplate_pinned gauge", f"hotplate_pinned {1 if c.pinned() else 0}"]
+    lines += ["# TYPE hotplate_pinned gauge", f"hotplate_pinned {1 if s['pinned'] else 0}"]
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 
 

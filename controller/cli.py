@@ -19,9 +19,10 @@ from pathlib import Path
 
 from server.config import ServerConfig
 
+from .deploy import TREE, Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
-from .pipeline import build_release, format_module
-from .rollout import GateSettings, ServerProcess, roll
+from .record import History
+from .rollout import GateSettings, ServerProcess
 from .state import State, write_atomic
 
 
@@ -31,8 +32,7 @@ def _state(args, default: Path) -> State:
 
 # -- build and serve (no git) -------------------------------------------------
 
-def _build(args) -> tuple[State, object]:
-    state = _state(args, Path(args.app) / ".hotplate")
+def _build(args, state: State) -> Attempt:
     print(f"building {Path(args.app).resolve()} into {state.root}", flush=True)
     try:
         outcome = build_release(Path(args.app), state, on_module=lambda m: print("  " + format_module(m), flush=True))
@@ -45,7 +45,7 @@ def _build(args) -> tuple[State, object]:
     how = "reused" if outcome.release.reused else "created"
     print(f"release {outcome.release.id} {how} ({outcome.build.compiled} compiled, "
           f"{len(outcome.build.modules) - outcome.build.compiled} cached, {outcome.build.seconds * 1000:.0f} ms)")
-    return state, outcome
+    return outcome
 
 
 def _print_diagnostics(title: str, result) -> None:
@@ -55,15 +55,17 @@ def _print_diagnostics(title: str, result) -> None:
 
 
 def cmd_build(args) -> int:
-    _build(args)
+    _build(args, _state(args, Path(args.app) / ".hotplate"))
     return 0
 
 
 def cmd_serve(args) -> int:
     from server.gunicorn_app import HotplateServer
 
-    state, outcome = _build(args)
-    state.switch(outcome.release.id)
+    state = _state(args, Path(args.app) / ".hotplate")
+    state.lock("serve")
+    outcome = _build(args, state)
+    state.switch(outcome.release.id, None)
     config = _server_config(args)
     print(f"serving release {outcome.release.id} on http://{config.bind}/", flush=True)
     HotplateServer(state.current, config, state.run, state.root).run()
@@ -86,17 +88,17 @@ def cmd_up(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per API call
     state = _state(args, Path(".hotplate"))
+    state.lock("up")
+    history = _history(state)
     state.token()
     source = Source(state, args.branch, args.source)
     if args.import_path and source.import_from(args.import_path):
         print(f"imported {args.branch} from {args.import_path} into {state.repo}")
     settings = Settings(branch=args.branch, poll_interval=args.poll if args.source else 300.0,
                         keep_releases=args.keep, gate=GateSettings(bake_seconds=args.bake))
-    server = ServerProcess(state, _server_config(args))
-    server.start(state.run / "server.log")
-    controller = Controller(state, source, server, settings)
+    server = _start_server(state, args)
+    controller = Controller(state, source, server, settings, history)
     controller.recover()
-    _restore_last_good(controller)
     secret = args.webhook_secret or os.environ.get("HOTPLATE_WEBHOOK_SECRET")
     host, port = args.api.rsplit(":", 1)
     api = make_server(host, int(port), create_api(controller, secret), threaded=True)
@@ -105,6 +107,7 @@ def cmd_up(args) -> int:
     threading.Thread(target=api.serve_forever, daemon=True).start()
     _banner(state, server, url, args, secret)
     _stop_on_signals(controller)
+    threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
     try:
         controller.run()
     finally:
@@ -115,15 +118,22 @@ def cmd_up(args) -> int:
     return 0
 
 
-def _restore_last_good(controller) -> None:
-    """If a killed controller left ``current`` on a release that never passed
-    its gate, point it back at the last good one and roll onto it."""
-    good = next((rel for rel, _ in controller.history.live_releases(1)), None)
-    live = controller.state.live_release()
-    if good and live != good:
-        logging.getLogger("hotplate.controller").warning("current was %s (not verified); restoring %s", live, good)
-        controller.state.switch(good)
-        roll(controller.server, good)
+def _history(state: State) -> History:
+    """The deploy history; a damaged database is set aside and said so."""
+    history = History.open(state.db, expected=any(p for p in state.releases.iterdir() if not p.name.startswith(".")))
+    if history.damage:
+        logging.getLogger("hotplate.controller").error("%s", history.damage)
+    return history
+
+
+def _start_server(state: State, args) -> ServerProcess:
+    """Adopt the app server a stopped controller left running, or start one
+    on a socket this process holds (so restarts keep it); then supervise it."""
+    server = ServerProcess(state, _server_config(args))
+    if server.pid is None:
+        server.listen()
+    server.start()
+    return server
 
 
 def _stop_on_signals(controller) -> None:
@@ -153,11 +163,14 @@ def cmd_dev(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     app = Path(args.app).resolve()
-    state = _state(args, app / ".hotplate")
-    server = ServerProcess(state, _server_config(args))
-    server.start(state.run / "server.log")
-    controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0)))
+    state = _state(args, app / ".hotplate-dev")
+    state.lock("dev")
+    history = _history(state)
+    server = _start_server(state, args)
+    controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0)), history)
+    controller.recover()
     _stop_on_signals(controller)
+    threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
     print(f"hotplate dev: serving {app} on http://{server.config.bind}/ ; save a file to redeploy", flush=True)
     seen = None
     try:
@@ -165,9 +178,7 @@ def cmd_dev(args) -> int:
             now = _fingerprint(app, state.root)
             if now != seen:
                 seen = now
-                with controller.rollout_lock:
-                    d = controller.begin("dev", {"sha": None, "author": None, "message": "working tree"})
-                    controller.deploy_tree(d, app, {}, {"trigger": "dev"})
+                controller.execute(Attempt("dev", tree=app, meta={"message": "working tree"}), TREE)
             controller.stopping.wait(0.3)
     finally:
         server.stop()
@@ -222,8 +233,11 @@ def cmd_status(args) -> int:
 
 def _format_status(s: dict) -> str:
     short = lambda sha: sha[:12] if sha else "-"
+    health = s["health"]["state"] + (f" ({'; '.join(s['health']['why'])})" if s["health"]["why"] else "")
     out = [f"state:    {s['state']}" + ("   <<< PINNED by rollback: auto-sync is off until `hotplate resume`"
                                          if s["pinned"] else ""),
+           f"health:   {health}" + (f"; app server restarted {s['server']['restarts']} time(s)"
+                                    if s["server"]["restarts"] else ""),
            f"live:     {s['live']['release'] or '-'} (commit {short(s['live']['commit'])})",
            f"head:     {s['head']['branch']} @ {short(s['head']['commit'])}" + (f" ({s['head']['note']})" if s['head']['note'] else "")]
     if s["failure"]:
@@ -232,11 +246,14 @@ def _format_status(s: dict) -> str:
         out.append(f"deploying: {short(s['progressing']['commit'])} (deploy {s['progressing']['deploy']})")
     if s["last_error"]:
         out.append(f"error:    {s['last_error']}")
+    out += [f"NOTICE:   {n}" for n in s["notices"]]
     out.append("\nmodule        source                     object        routes  workers ok")
     out += [f"{m['name']:<13} {m['source']:<26} {m['object']:<13} {m['routes']:<7} {m['workers_ok']}" for m in s["modules"]]
     out.append("\nworker  release          requests  5xx  crashes  timeouts  websockets")
     out += [f"{w['pid']:<7} {w['release'] or '-':<16} {w['requests']:<9} {w['errors_5xx']:<4} {w['crashes']:<8} "
             f"{w['timeouts']:<9} {w['websockets']}" for w in s["workers"]]
+    e = s["exited_workers"]
+    out.append(f"{'exited':<7} {'-':<16} {e['requests']:<9} {e['errors_5xx']:<4} {e['crashes']:<8} {e['timeouts']:<9} -")
     return "\n".join(out)
 
 
@@ -263,8 +280,17 @@ def cmd_logs(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    _call(args, "POST", "/api/sync", {})
+    r = _call(args, "POST", "/api/sync", {})
+    if r.get("pinned"):
+        print(f"nothing happened: live is pinned to {r['pinned']} by a rollback; `hotplate resume` lifts the pin")
+        return 1
     print("sync requested: the controller compares the branch tip with live now (`hotplate status`)")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    r = _call(args, "POST", "/api/retry", {})
+    print(f"retrying {r['commit'][:12]}: it deploys now even though it failed before (`hotplate logs`)")
     return 0
 
 
@@ -281,20 +307,26 @@ def cmd_diff(args) -> int:
 
 
 def cmd_rollback(args) -> int:
+    busy = _call(args, "GET", "/api/status")["progressing"]
+    if busy and not args.json:
+        print(f"waiting for deploy {busy['deploy']} in progress to end first", flush=True)
     r = _call(args, "POST", "/api/rollback", {"to": args.to})
     _emit(args, r, lambda r: "\n".join(r["log"]))
     return 0 if r["outcome"] == "succeeded" else 1
 
 
 def cmd_resume(args) -> int:
-    _call(args, "POST", "/api/resume", {})
+    if not _call(args, "POST", "/api/resume", {})["resumed"]:
+        print("nothing happened: live was not pinned; auto-sync is on")
+        return 1
     print("resumed: auto-sync is on; the branch tip deploys if it is not live")
     return 0
 
 
 def cmd_revert(args) -> int:
-    r = _call(args, "POST", "/api/revert", {"commit": args.commit})
-    print(f"committed revert {r['commit'][:12]} on the hosted branch; it deploys now (`hotplate status`)")
+    r = _call(args, "POST", "/api/revert", {"commit": args.commit, "force": args.force})
+    print(f"committed revert {r['commit'][:12]} on the hosted branch; it deploys now (`hotplate status`).\n"
+          "Run `git pull` in your clone before your next push.")
     return 0
 
 
@@ -351,8 +383,10 @@ def parser() -> argparse.ArgumentParser:
     command("rollback", "re-point live to a retained release and pin it", cmd_rollback, json_out=True).add_argument(
         "--to", help="release id (default: the previous release)")
     command("resume", "lift a rollback's pin: auto-sync again", cmd_resume)
-    command("revert", "commit a revert on the hosted branch (git stays the truth)", cmd_revert).add_argument(
-        "--commit", help="commit to revert (default: the branch tip)")
+    revert = command("revert", "commit a revert on the hosted branch (git stays the truth)", cmd_revert)
+    revert.add_argument("--commit", help="commit to revert (default: the branch tip)")
+    revert.add_argument("--force", action="store_true", help="revert even when the commit is itself a revert")
+    command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", cmd_retry)
     init = command("init", "scaffold a new app repository", cmd_init)
     init.add_argument("dir")
     return p

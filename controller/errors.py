@@ -1,8 +1,10 @@
 """Errors that say what went wrong, where, and what to do.
 
 Each kind says what the controller does next, after Flux's error kinds:
-a :class:`StalledError` waits for a new commit (retrying cannot help), a
-:class:`RetryableError` is tried again later.
+a :class:`StalledError` waits for a new commit (the commit's own fault:
+retrying cannot help), a :class:`RetryableError` is tried again with backoff
+(the environment's fault: disk, network, the app server, time limits). Any
+other exception is a bug: the deploy ends ``failed`` with its traceback.
 """
 from __future__ import annotations
 
@@ -28,9 +30,15 @@ class StalledError(HotplateError):
 
 
 class RetryableError(HotplateError):
-    """A passing failure (fetch, busy server): try again later."""
+    """A passing failure (fetch, disk, the app server): try again later."""
 
     reason = "Retryable"
+
+
+class RolloutError(HotplateError):
+    """The new generation did not come up or failed its health gate: rolled back."""
+
+    reason = "RolloutFailed"
 
 
 class ManifestError(StalledError):

@@ -46,8 +46,9 @@ def follow(state: State, info: dict, sha: str) -> None:
             return
         for raw in resp:
             print("hotplate: " + raw.decode(errors="replace").rstrip("\n"), flush=True)
-    except OSError as e:
-        print(f"hotplate: cannot reach the controller at {info['url']} ({e}); it deploys this commit when it runs")
+    except (OSError, http.client.HTTPException) as e:
+        print(f"hotplate: lost the controller at {info['url']} ({type(e).__name__}: {e}); the commit deploys when "
+              "it runs again: see `hotplate status`")
     finally:
         conn.close()
 

@@ -292,8 +292,9 @@ class _Validator:
             return False
         try:
             Map([Rule(path, endpoint="check")])
-        except (ValueError, LookupError) as e:
-            self.loc.error(where, f"bad pattern {path!r}: {e}; write parameters as <name> or <int:name>")
+        except (ValueError, LookupError, SyntaxError) as e:  # werkzeug: SyntaxError for a repeated <name>
+            self.loc.error(where, f"bad pattern {path!r}: {e}; write parameters as <name> or <int:name>, "
+                                  "each name once")
             return False
         return True
 

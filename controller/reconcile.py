@@ -12,23 +12,18 @@ after it switches back and rolls the previous release in again.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
 import threading
 import time
-from contextlib import contextmanager
+import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .build import Builder, BuildResult
-from .errors import BuildError, HotplateError, RetryableError, StalledError
-from .pipeline import format_module
-from .plan import load_manifest
+from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
+from .errors import HotplateError, RetryableError, RolloutError, StalledError
 from .record import History
-from .release import Release, assemble
-from .rollout import GateSettings, RolloutError, ServerProcess, health_gate, roll
+from .rollout import GateSettings, ServerProcess, roll
 from .source import Source
 from .state import State
 
@@ -60,32 +55,42 @@ class Deploy:
 class Controller:
     """Owns the state directory: the only writer of ``current``, releases and history."""
 
-    def __init__(self, state: State, source: Source | None, server: ServerProcess, settings: Settings):
+    def __init__(self, state: State, source: Source | None, server: ServerProcess, settings: Settings,
+                 history: History):
         self.state = state
         self.source = source
         self.server = server
         self.settings = settings
-        self.history = History(state.db)
+        self.history = history
         self.cond = threading.Condition()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
-        self.rollout_lock = threading.Lock()
+        self.rollout_lock = threading.RLock()  # a rollback holds it across its own deploy
         self.active: Deploy | None = None
         self.trigger = "startup"
         self.observed: str | None = None
         self.last_error: str | None = None
+        self.backoff = Backoff()
+        self.forced: str | None = None  # a commit `hotplate retry` asked to deploy despite its failure
 
     # -- the loop ---------------------------------------------------------
 
     def recover(self) -> None:
-        """After a restart: drop half-made releases, close interrupted deploys.
-        ``current`` only ever points at a complete release, so live is intact."""
+        """After a restart: drop half-made releases and checkouts, close
+        interrupted deploys, and put ``current`` back on the last release
+        that passed its gate if a killed controller left it elsewhere."""
         for staging in self.state.releases.glob(".staging-*"):
             shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(self.state.sources, ignore_errors=True)
         n = self.history.interrupt_unfinished()
         if n:
-            log.warning("%d deploy(s) were interrupted by a controller stop; live stayed on %s",
-                        n, self.state.live_release())
+            log.warning("%d deploy(s) were interrupted by a controller stop", n)
+        good = self.history.last_good()
+        if good and self.state.live_release() != good["release"] and self.state.pinned() is None:
+            log.warning("current was %s (not verified); restoring %s", self.state.live_release(), good["release"])
+            self.state.switch(good["release"], good["commit_sha"])
+            if self.server.pid is not None:
+                roll(self.server, good["release"])
 
     def run(self) -> None:
         """Reconcile until stopped; sleeps between passes unless woken."""
@@ -100,7 +105,7 @@ class Controller:
             except Exception as e:  # the loop must survive anything
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.exception("reconcile failed")
-            self.wakeup.wait(self.interval())
+            self.wakeup.wait(min(self.interval(), self.backoff.wait(self.observed) or float("inf")))
             self.wakeup.clear()
 
     def interval(self) -> float:
@@ -116,101 +121,103 @@ class Controller:
         self.wakeup.set()
 
     def reconcile(self, trigger: str) -> None:
-        """One pass: deploy the branch tip if it is not live, not failed and not pinned."""
+        """One pass: deploy the branch tip unless it is live, pinned, failed
+        (stalled until a new commit) or backing off after an error."""
         if self.source is None:
             return
         self.source.fetch()
         tip = self.observed = self.source.tip()
         with self.cond:
             self.cond.notify_all()
-        if tip is None or self.pinned() or tip == self.live_commit() or self.history.failure(tip):
+        if self.settled(tip) or self.backoff.wait(tip) > 0:
             return
         self.deploy_commit(tip, trigger)
 
-    def pinned(self) -> str | None:
-        return self.history.setting("pinned")
-
-    def live_commit(self) -> str | None:
-        return self.history.setting("live_commit")
+    def settled(self, tip: str | None) -> bool:
+        """Whether there is nothing to do for ``tip`` until something changes."""
+        if tip is None or self.state.pinned() or tip == self.state.live_commit():
+            return True
+        return tip != self.forced and (self.history.failure(tip) is not None or self.backoff.gave_up(tip))
 
     # -- deploying --------------------------------------------------------
 
     def deploy_commit(self, sha: str, trigger: str) -> Deploy:
         """Check out a commit and deploy its tree."""
         info = self.source.commit_info(sha)
+        if self.forced == sha:
+            self.forced, trigger = None, "retry"
+        return self.execute(Attempt(trigger, commit=sha, meta=info), COMMIT)
+
+    def execute(self, a: Attempt, stages: tuple[str, ...]) -> Deploy:
+        """Run one deploy's stages and end it, whatever happens."""
         with self.rollout_lock:
-            d = self.begin(trigger, info)
-            stages: dict[str, float] = {}
-            app = None
+            a.previous, a.previous_commit = self.state.live_release(), self.state.live_commit()
+            d = self.begin(a)
+            pipeline = self.pipeline(d)
+            error = None
             try:
-                with self.stage(stages, "checkout"):
-                    app = self.source.checkout(sha)
-                self.emit(d, f"deploying {sha[:12]} ({info['message'][:60]}) by {info['author']}, trigger: {trigger}")
-                if self.deploy_tree(d, app, stages, {"commit": sha, "trigger": trigger}):
-                    self.history.set("live_commit", sha)
-            finally:
-                if app is not None:
-                    shutil.rmtree(app, ignore_errors=True)
+                pipeline.run(a, stages)
+            except Exception as e:
+                error = e
+            self.conclude(d, a, pipeline, error)
             return d
 
-    def deploy_tree(self, d: Deploy, app: Path, stages: dict, meta: dict) -> Release | None:
-        """Plan, build, release and put live one app tree; records the outcome."""
-        previous = self.state.live_release()
-        build: BuildResult | None = None
-        try:
-            with self.stage(stages, "plan"):
-                manifest = load_manifest(app)
-            self.emit(d, f"manifest ok: {len(manifest.modules)} modules, "
-                         f"{sum(len(m.routes) for m in manifest.modules)} routes")
-            with self.stage(stages, "build"):
-                build = Builder(app, self.state.cache).build(manifest, on_result=lambda m: self.emit_module(d, m))
-            self.emit(d, f"build: {build.compiled} compiled, {len(build.modules) - build.compiled} cached "
-                         f"in {build.seconds * 1000:.0f} ms")
-            with self.stage(stages, "release"):
-                release = assemble(app, manifest, build, self.state.releases, meta)
-            self.emit(d, f"release {release.id} {'reused' if release.reused else 'created'} (smoke check passed)")
-            self.go_live(d, release.id, previous, stages)
-        except StalledError as e:
-            results = e.results if isinstance(e, BuildError) else (build.modules if build else [])
-            self.fail(d, "failed", e, stages, results, previous)
-            return None
-        except RolloutError as e:
-            self.fail(d, "rolled_back", e, stages, build.modules if build else [], previous)
-            return None
-        self.finish(d, "succeeded", stages, build.modules, release=release.id)
-        self.prune()
-        return release
+    def pipeline(self, d: Deploy) -> Pipeline:
+        return Pipeline(self.state, lambda line: self.emit(d, line), lambda m: self.emit_module(d, m),
+                        self.source, self.server, self.settings.gate)
 
-    def go_live(self, d: Deploy, release: str, previous: str | None, stages: dict) -> None:
-        """Switch, roll, verify, gate; on a failed roll or gate, roll back and raise."""
+    def conclude(self, d: Deploy, a: Attempt, pipeline: Pipeline, error: Exception | None) -> None:
+        """The one place a deploy ends: put live back if it moved and the
+        deploy did not pass, record the outcome, write the final line."""
+        outcome, reason, detail = classify(error)
         try:
-            with self.stage(stages, "roll"):
-                self.state.switch(release)
-                gen = roll(self.server, release)
-            self.emit(d, f"live: {len(gen.pids)} workers serve {release} (roll took {gen.seconds * 1000:.0f} ms)")
-            with self.stage(stages, "gate"):
-                info = json.loads((self.state.release_path(release) / "release.json").read_text())
-                health_gate(self.server, gen, info, self.settings.gate, lambda line: self.emit(d, line))
-        except RolloutError as e:
-            self.emit(d, f"rollout failed: {e}")
-            self.restore(d, previous)
-            raise
+            if error is not None:
+                for line in detail.splitlines():
+                    self.emit(d, line)
+                if a.switched:
+                    pipeline.restore(a)
+        except Exception as e:
+            log.exception("deploy %d: restoring %s failed", d.id, a.previous)
+            self.emit(d, f"could not roll back to {a.previous}: {type(e).__name__}: {e}; "
+                         "the supervisor restarts the app server on it")
+        finally:
+            pipeline.cleanup(a)
+            self.backoff.record(a.commit, outcome)
+            self.emit(d, self.final_line(a, outcome, reason))
+            try:
+                self.history.finish(d.id, outcome, reason=reason, detail=detail if error else None,
+                                    release=a.target if outcome == "succeeded" else None, stages=a.stages,
+                                    modules=[_module_record(m) for m in (getattr(error, "results", None) or a.modules)],
+                                    log="\n".join(d.lines))
+            except Exception:
+                log.exception("deploy %d: could not record its outcome (%s)", d.id, outcome)
+            with self.cond:
+                d.done, d.outcome = True, outcome
+                self.active = None
+                self.cond.notify_all()
+        if outcome == "succeeded":
+            self.prune()
 
-    def restore(self, d: Deploy, previous: str | None) -> None:
-        """Put the previous release back in front of traffic."""
-        if previous is None:
-            self.state.current.unlink(missing_ok=True)
-            self.emit(d, "no previous release to roll back to")
-            return
-        self.state.switch(previous)
-        gen = roll(self.server, previous)
-        self.emit(d, f"rolled back: {len(gen.pids)} workers serve {previous} again")
+    def final_line(self, a: Attempt, outcome: str, reason: str | None) -> str:
+        """What the pusher reads last."""
+        if outcome == "succeeded":
+            to_live = sum(v for k, v in a.stages.items() if k != "gate")
+            return (f"deploy succeeded: release {a.target} went live {to_live * 1000:.0f} ms after the deploy "
+                    f"started and passed its health gate")
+        live = self.state.live_release() or "nothing"
+        if outcome == "errored":
+            retry = self.backoff.wait(a.commit)
+            then = (f"retrying in {retry:.0f}s" if retry > 0 and not self.backoff.gave_up(a.commit) else
+                    "gave up retrying; run `hotplate retry` once the cause is fixed")
+            return f"deploy FAILED ({reason}, not the commit's fault): {then}; live stays on {live}"
+        return f"deploy {outcome.replace('_', ' ').upper()} ({reason}); live stays on {live}"
 
     # -- progress and records ----------------------------------------------
 
-    def begin(self, trigger: str, info: dict | None) -> Deploy:
-        deploy_id = self.history.start(trigger, info, self.state.live_release())
-        d = Deploy(deploy_id, (info or {}).get("sha"), trigger)
+    def begin(self, a: Attempt) -> Deploy:
+        deploy_id = self.history.start(a.trigger, {**a.meta, "sha": a.commit} if a.commit else a.meta or None,
+                                       a.previous)
+        d = Deploy(deploy_id, a.commit, a.trigger)
         with self.cond:
             self.active = d
             self.cond.notify_all()
@@ -227,41 +234,15 @@ class Controller:
         for line in m.diagnostics.rstrip().splitlines() if m.diagnostics.strip() else []:
             self.emit(d, "    " + line)
 
-    @contextmanager
-    def stage(self, stages: dict, name: str):
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            stages[name] = round(time.monotonic() - start, 4)
-
-    def fail(self, d: Deploy, outcome: str, error: HotplateError, stages: dict, modules, previous: str | None) -> None:
-        for line in str(error).splitlines():
-            self.emit(d, line)
-        self.emit(d, f"deploy {outcome.replace('_', ' ')} ({error.reason}); live stays on {previous or 'nothing'}")
-        self.finish(d, outcome, stages, modules, reason=error.reason, detail=str(error))
-
-    def finish(self, d: Deploy, outcome: str, stages: dict, modules, reason: str | None = None,
-               detail: str | None = None, release: str | None = None) -> None:
-        if outcome == "succeeded":
-            to_live = sum(v for k, v in stages.items() if k != "gate")
-            self.emit(d, f"deploy succeeded: release {release} went live {to_live * 1000:.0f} ms after the deploy "
-                         f"started and passed its health gate")
-        self.history.finish(d.id, outcome, reason=reason, detail=detail, release=release, stages=stages,
-                            modules=[_module_record(m) for m in modules], log="\n".join(d.lines))
-        with self.cond:
-            d.done, d.outcome = True, outcome
-            self.active = None
-            self.cond.notify_all()
-
     def prune(self) -> None:
         """Keep the newest N releases, never the live or the previous one."""
-        keep = {self.state.live_release(), self.previous_release()}
+        keep = {self.state.live_release(), self.previous_release(), self.state.pinned()}
         releases = sorted((p for p in self.state.releases.iterdir() if not p.name.startswith(".")),
                           key=lambda p: p.stat().st_mtime, reverse=True)
         for path in releases[self.settings.keep_releases:]:
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
+        self.state.prune_commits()
 
     def commit_of(self, release: str) -> str | None:
         """The commit whose deploy last made ``release`` live."""
@@ -275,35 +256,52 @@ class Controller:
     # -- operator actions ---------------------------------------------------
 
     def rollback(self, to: str | None = None) -> Deploy:
-        """Re-point live to a retained release with no build, and pin it."""
-        target = to or self.previous_release()
-        if not target or not (self.state.release_path(target) / "release.json").exists():
-            raise StalledError(f"no retained release {target or '(previous)'} to roll back to; "
-                               "see `hotplate history` for release ids", "NoSuchRelease")
+        """Re-point live to a retained release with no build, and pin it.
+
+        Waits for a deploy in progress first, then goes exactly one release
+        back from what is live then, or to ``to``.
+        """
         with self.rollout_lock:
-            d = self.begin("rollback", None)
-            previous, stages = self.state.live_release(), {}
-            try:
-                self.go_live(d, target, previous, stages)
-            except RolloutError as e:
-                self.fail(d, "failed", e, stages, [], previous)
-                return d
-            self.history.set("pinned", target)
-            self.history.set("live_commit", self.commit_of(target))
-            self.emit(d, f"pinned to {target}: auto-sync is suspended until `hotplate resume`")
-            self.finish(d, "succeeded", stages, [], release=target)
+            target = to or self.previous_release()
+            if not target or not (self.state.release_path(target) / "release.json").exists():
+                raise StalledError(f"no retained release {target or '(previous)'} to roll back to; "
+                                   "see `hotplate history` for release ids", "NoSuchRelease")
+            a = Attempt("rollback", commit=self.commit_of(target), target=target)
+            d = self.execute(a, ROLLBACK)
+            if d.outcome == "succeeded":
+                self.state.pin(target)
+                self.emit(d, f"pinned to {target}: auto-sync is suspended until `hotplate resume`")
             return d
 
-    def resume(self) -> None:
-        self.history.set("pinned", None)
+    def resume(self) -> bool:
+        """Lift a rollback's pin; False if nothing was pinned."""
+        if self.state.pinned() is None:
+            return False
+        self.state.pin(None)
         self.wake("resume")
+        return True
 
-    def revert(self, sha: str | None = None) -> str:
+    def retry(self) -> str:
+        """Deploy the branch tip again even though it failed; returns why it is retried."""
+        tip = self.source.tip() if self.source else None
+        if tip is None:
+            raise StalledError("nothing to retry: the tracked branch does not exist", "BranchMissing")
+        if self.state.pinned():
+            raise StalledError(f"live is pinned to {self.state.pinned()} by a rollback; `hotplate resume` first",
+                               "Pinned")
+        if tip == self.state.live_commit():
+            raise StalledError(f"{tip[:12]} is live already; nothing to retry", "AlreadyLive")
+        self.forced = tip
+        self.backoff.forget(tip)
+        self.wake("retry")
+        return tip
+
+    def revert(self, sha: str | None = None, force: bool = False) -> str:
         """Commit a revert of ``sha`` (default: the branch tip) and deploy it."""
         target = sha or self.source.tip()
         if target is None:
             raise StalledError("nothing to revert: the branch does not exist", "BranchMissing")
-        new_tip = self.source.revert(target)
+        new_tip = self.source.revert(target, force)
         self.wake("revert")
         return new_tip
 
@@ -340,7 +338,7 @@ class Controller:
                 if d is not None and d.id not in seen and self.covers(sha, d.commit):
                     return d
                 settled = d is None and not self.wakeup.is_set() and self.observed is not None and (
-                    self.observed == self.live_commit() or self.history.failure(self.observed) or self.pinned())
+                    self.settled(self.observed) or self.backoff.wait(self.observed) > 0)
                 if settled and self.covers(sha, self.observed):
                     return None
                 self.cond.wait(0.2)
@@ -348,14 +346,18 @@ class Controller:
 
     def idle_reason(self, sha: str):
         failure = self.history.failure(sha)
-        if self.pinned():
-            yield f"not deployed: live is pinned to {self.pinned()} by a rollback; run `hotplate resume`"
+        live, live_commit = self.state.live_release(), self.state.live_commit()
+        if self.state.pinned():
+            yield f"not deployed: live is pinned to {self.state.pinned()} by a rollback; run `hotplate resume`"
         elif failure:
-            yield f"not deployed: this commit failed before (deploy {failure['id']}: {failure['reason']}); push a fix"
-        elif self.live_commit() == sha:
-            yield f"already live: release {self.state.live_release()}"
+            yield (f"not deployed: this commit failed before (deploy {failure['id']}: {failure['reason']}); "
+                   "push a fix, or `hotplate retry`")
+        elif live_commit == sha:
+            yield f"already live: release {live}"
+        elif self.backoff.wait(sha) > 0:
+            yield f"not deployed yet: retrying in {self.backoff.wait(sha):.0f}s after an error; live is {live}"
         else:
-            yield f"live is {self.live_commit() and self.live_commit()[:12]} (release {self.state.live_release()})"
+            yield f"live is {live_commit and live_commit[:12]} (release {live})"
 
     def stream(self, d: Deploy, deadline: float):
         i = 0
@@ -368,6 +370,54 @@ class Controller:
             yield from lines
             if done and i >= len(d.lines):
                 return
+
+
+def classify(error: Exception | None) -> tuple[str, str | None, str]:
+    """A deploy's outcome, reason and detail from how its stages ended."""
+    if error is None:
+        return "succeeded", None, ""
+    if isinstance(error, RolloutError):
+        return "rolled_back", error.reason, f"rollout failed: {error}"
+    if isinstance(error, RetryableError):
+        return "errored", error.reason, str(error)
+    if isinstance(error, HotplateError):
+        return "failed", error.reason, str(error)
+    trace = "".join(traceback.format_exception(error)).rstrip()
+    return "failed", "InternalError", f"internal error: {type(error).__name__}: {error}\n{trace}"
+
+
+class Backoff:
+    """Retries of commits whose deploy failed for a reason outside them:
+    1, 2, 4 ... 60 s apart, at most :attr:`LIMIT` in a row."""
+
+    LIMIT = 6
+
+    def __init__(self):
+        self.errors: dict[str, tuple[int, float]] = {}  # commit -> (errors in a row, monotonic time of the last)
+
+    def record(self, commit: str | None, outcome: str) -> None:
+        if commit is None:
+            return
+        if outcome == "errored":
+            n = self.errors.get(commit, (0, 0.0))[0] + 1
+            self.errors[commit] = (n, time.monotonic())
+        else:
+            self.errors.pop(commit, None)
+
+    def forget(self, commit: str) -> None:
+        self.errors.pop(commit, None)
+
+    def gave_up(self, commit: str | None) -> bool:
+        return commit in self.errors and self.errors[commit][0] >= self.LIMIT
+
+    def wait(self, commit: str | None) -> float:
+        """Seconds until ``commit`` may be tried again (0: now); inf once given up."""
+        if commit not in self.errors:
+            return 0.0
+        if self.gave_up(commit):
+            return float("inf")
+        n, last = self.errors[commit]
+        return max(0.0, last + min(2 ** (n - 1), 60) - time.monotonic())
 
 
 def _module_record(m) -> dict:

@@ -1,13 +1,15 @@
-"""Record: the deploy history and the controller's settings, in SQLite.
+"""Record: the deploy history, in SQLite.
 
 Every deploy attempt gets a row: commit, author, message, trigger, timings
 per stage, per-module build results with diagnostics, outcome and reason,
-and its full log. Settings hold what must survive a restart: which commit is
-live, and whether auto-sync is suspended (pinned by a rollback).
+and its full log. What is live and whether it is pinned are not kept here
+(``current`` and ``pinned`` in the state directory say it), so a damaged
+database loses history, never the live release or a pin.
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from contextlib import closing
@@ -26,10 +28,12 @@ CREATE TABLE IF NOT EXISTS deploys (
     log TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS deploys_commit ON deploys (commit_sha);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
 """
-#: Outcomes that mark a commit as failed: it is not retried until a new commit.
+#: Outcomes that mark a commit as failed: it is not retried until a new
+#: commit (or ``hotplate retry``). ``errored`` deploys are retried.
 FAILED = ("failed", "rolled_back")
+#: The first bytes of every SQLite 3 database file.
+MAGIC = b"SQLite format 3\0"
 COLUMNS = ("id", "commit_sha", "author", "message", "trigger", "started", "finished", "outcome",
            "reason", "detail", "release", "previous_release", "stages", "modules", "log")
 
@@ -39,12 +43,37 @@ class History:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.damage: str | None = None
         with closing(self.connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
 
+    @classmethod
+    def open(cls, path: Path, expected: bool) -> "History":
+        """Open the history, setting a damaged file aside for a new one.
+
+        :param expected: whether a database should exist (the state directory
+            has releases): a missing one is then reported as lost too.
+        The result's :attr:`damage` says what was found and lost, or is None.
+        """
+        path = Path(path)
+        damage = _check(path, expected)
+        if damage and path.exists():
+            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                if Path(f"{path}{suffix}").exists():
+                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            damage += f"; set aside as {aside.name}"
+        history = cls(path)
+        if damage:
+            history.damage = (f"{path.name} {damage}. Deploy history before now is lost; kept: the releases on "
+                              "disk, the live release (`current`) and any rollback pin")
+        return history
+
     def connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each checkpoint, never corrupt
+        return db
 
     def start(self, trigger: str, commit: dict | None = None, previous_release: str | None = None) -> int:
         commit = commit or {}
@@ -99,18 +128,33 @@ class History:
         with closing(self.connect()) as db:
             return dict(db.execute("SELECT outcome, COUNT(*) FROM deploys GROUP BY outcome ORDER BY outcome").fetchall())
 
-    def setting(self, key: str, default: str | None = None) -> str | None:
+    def last_good(self) -> dict | None:
+        """The last deploy that passed its gate: release and commit."""
         with closing(self.connect()) as db:
-            row = db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
-        return row[0] if row else default
+            row = db.execute(f"SELECT {','.join(COLUMNS)} FROM deploys WHERE outcome='succeeded' "
+                             "AND release IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        return _row(row) if row else None
 
-    def set(self, key: str, value: str | None) -> None:
-        with closing(self.connect()) as db, db:
-            if value is None:
-                db.execute("DELETE FROM settings WHERE key=?", (key,))
-            else:
-                db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                           "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+def _check(path: Path, expected: bool) -> str | None:
+    """What is wrong with the database file, or None if it looks sound."""
+    if not path.exists():
+        return "was missing" if expected else None
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(MAGIC))
+    except OSError as e:
+        return f"could not be read ({e})"
+    if not head:
+        return "was empty (0 bytes)"
+    if head != MAGIC:
+        return "is not an SQLite database"
+    try:
+        with closing(sqlite3.connect(path, timeout=10)) as db:
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        return f"is corrupt ({e})"
+    return None if result == "ok" else f"is corrupt ({result})"
 
 
 def _row(row: tuple) -> dict:

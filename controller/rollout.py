@@ -8,10 +8,13 @@ retired and the new ones still booting.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,24 +25,31 @@ from gunicorn.ctl.client import ControlClient
 from server.config import ServerConfig
 from server.report import pid_alive, read_reports
 
-from .errors import HotplateError, RetryableError
+from .errors import HotplateError, RetryableError, RolloutError
 from .state import State
 
-
-class RolloutError(HotplateError):
-    """The new generation did not come up or failed its health gate."""
-
-    reason = "RolloutFailed"
-
+log = logging.getLogger("hotplate.controller")
 
 class ServerProcess:
     """The gunicorn master serving ``state/current``: started here, or adopted
-    after a controller restart (the server keeps serving while the controller is down)."""
+    after a controller restart (the server keeps serving while the controller
+    is down), and restarted by :meth:`supervise` whenever it dies.
+
+    The controller binds the app's listening socket itself and hands it to
+    each master it starts, so a restarted master takes over
+    the same socket: connections that arrive while it boots wait in the
+    backlog instead of being refused (``--bind fd://N``).
+    """
 
     def __init__(self, state: State, config: ServerConfig):
         self.state = state
         self.config = config
         self.proc: subprocess.Popen | None = None
+        self.listener: socket.socket | None = None
+        self.log = state.run / "server.log"
+        self.down_reason: str | None = None
+        self.restarts = 0
+        self.up = threading.Event()
 
     @property
     def pid(self) -> int | None:
@@ -49,26 +59,81 @@ class ServerProcess:
             return None
         return pid if pid_alive(pid) else None
 
-    def start(self, log: Path, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30) -> None:
         """Start the server unless one is already running for this state directory."""
         if self.pid is not None:
+            self.up.set()
             return
         self.state.server_pid.unlink(missing_ok=True)
+        fds = (self.listener.fileno(),) if self.listener is not None else ()
         cmd = [sys.executable, "-m", "server", "--current", str(self.state.current), "--run-dir", str(self.state.run),
-               "--workdir", str(self.state.root), "--bind", self.config.bind,
+               "--workdir", str(self.state.root), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
                "--workers", str(self.config.workers), "--threads", str(self.config.threads)]
         root = Path(__file__).resolve().parent.parent
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=fds,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise HotplateError(f"the server exited at start (code {self.proc.returncode}); see {log}")
+                raise HotplateError(f"the server exited at start (code {self.proc.returncode}); see {self.log}")
             if self.pid is not None and len(self.workers()) >= self.config.workers:
+                self.down_reason = None
+                self.up.set()
                 return
             time.sleep(0.05)
-        raise HotplateError(f"the server did not start within {timeout}s; see {log}")
+        raise HotplateError(f"the server did not start within {timeout}s; see {self.log}")
+
+    def listen(self) -> None:
+        """Bind the app's address once, for every master this controller starts."""
+        host, _, port = self.config.bind.rpartition(":")
+        family, kind, proto, _, addr = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            sock.close()
+            raise HotplateError(f"cannot listen on {self.config.bind}: {e}; is another server using it? "
+                                "Pass another --bind") from None
+        sock.listen(self.config.backlog)
+        sock.set_inheritable(True)
+        self.listener = sock
+
+    def supervise(self, stopping: threading.Event, interval: float = 0.1) -> None:
+        """Restart the master whenever it dies, on the release ``current``
+        points to, with backoff while restarts keep failing."""
+        backoff = 0.5
+        while not stopping.wait(interval):
+            if self.pid is not None:
+                continue
+            self.up.clear()
+            self.down_reason = self.exit_reason()
+            log.error("the app server died (%s); restarting it on %s", self.down_reason, self.state.live_release())
+            try:
+                self.start()
+            except HotplateError as e:
+                self.down_reason = f"{self.down_reason}; restart failed: {e}"
+                log.error("%s; next try in %.1fs", self.down_reason, backoff)
+                stopping.wait(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            self.restarts += 1
+            backoff = 0.5
+            log.warning("the app server is back (restart %d)", self.restarts)
+
+    def exit_reason(self) -> str:
+        """Why the master is gone, as far as this process can tell."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None:
+            return "the gunicorn master is not running"
+        if code < 0:
+            return f"the gunicorn master was killed by {signal.Signals(-code).name}"
+        return f"the gunicorn master exited with code {code}"
+
+    def wait_up(self, timeout: float) -> bool:
+        return self.up.wait(timeout) and self.pid is not None
 
     def stop(self, timeout: float = 30) -> None:
         pid = self.pid
@@ -127,7 +192,7 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
     while True:
         reports = read_reports(server.state.workers)
         fresh = [pid for pid, r in reports.items()
-                 if pid not in before and r["release"] == release and pid_alive(pid)]
+                 if pid not in before and r["release"] == release]
         if len(fresh) >= want:
             break
         if time.monotonic() > deadline:
@@ -146,7 +211,7 @@ def _wait_serving(server: ServerProcess, release: str, want: int, deadline: floa
     arbiter has settled on the new worker count."""
     while True:
         reports = {pid: r for pid, r in read_reports(server.state.workers).items()
-                   if not r.get("retiring") and pid_alive(pid)}
+                   if not r.get("retiring")}
         stale = [pid for pid, r in reports.items() if r["release"] != release]
         if len(reports) == want and not stale:
             return sorted(reports), reports

@@ -88,16 +88,24 @@ class Source:
             return False
 
     def checkout(self, sha: str) -> Path:
-        """Extract the commit's tree into ``src/<sha>`` (made fresh each time)."""
-        dest = self.state.sources / sha
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        self.repo.archive(buf, sha, format="tar")
-        buf.seek(0)
-        with tarfile.open(fileobj=buf) as tar:
-            tar.extractall(dest, filter="data")
+        """Extract the commit's tree into a new directory under ``src/`` that
+        belongs to the caller alone (a deploy and a diff of one commit never
+        share one). The caller removes it.
+
+        :raises tarfile.FilterError: for a link that is absolute or leaves the tree.
+        """
+        self.state.sources.mkdir(parents=True, exist_ok=True)
+        dest = Path(tempfile.mkdtemp(prefix=f"{sha[:12]}-", dir=self.state.sources))
+        try:
+            buf = io.BytesIO()
+            self.repo.archive(buf, sha, format="tar")
+            if buf.getvalue().strip(b"\0"):  # an empty tree archives as zeros, which tarfile refuses
+                buf.seek(0)
+                with tarfile.open(fileobj=buf) as tar:
+                    tar.extractall(dest, filter="data")
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
         return dest
 
     def show(self, sha: str, path: str) -> str | None:
@@ -107,17 +115,34 @@ class Source:
         except git.GitCommandError:
             return None
 
-    def revert(self, sha: str) -> str:
-        """Commit a revert of ``sha`` on the tracked branch (hosted mode); return the new tip."""
+    def revert(self, sha: str, force: bool = False) -> str:
+        """Commit a revert of ``sha`` on the tracked branch (hosted mode); return the new tip.
+
+        A merge is reverted against its first parent. Reverting a revert puts
+        the reverted change back live, so it needs ``force``.
+        """
         if self.upstream:
-            raise RetryableError("revert works on the hosted repository; in mirror mode, revert upstream and push there",
-                                 "MirrorMode")
+            raise StalledError("revert works on the hosted repository; in mirror mode, revert upstream and push there",
+                               "MirrorMode")
+        try:
+            commit = self.repo.commit(sha)
+        except (ValueError, git.BadName, git.GitCommandError):
+            raise StalledError(f"unknown commit {sha!r}; see `hotplate history` or `git log`", "UnknownCommit") from None
+        if not self.is_ancestor(commit.hexsha, self.ref):
+            raise StalledError(f"{commit.hexsha[:12]} is not on {self.branch}; nothing to revert", "UnknownCommit")
+        if commit.message.startswith('Revert "') and not force:
+            raise StalledError(f"{commit.hexsha[:12]} is itself a revert ({commit.summary}); reverting it puts the "
+                               "reverted change live again. Pass --force if that is what you want", "RevertOfRevert")
         with tempfile.TemporaryDirectory() as tmp:
             work = git.Repo.clone_from(str(self.state.repo), tmp, branch=self.branch)
             with work.config_writer() as cfg:
                 cfg.set_value("user", "name", "hotplate")
                 cfg.set_value("user", "email", "hotplate@localhost")
-            work.git.revert("--no-edit", sha)
+            try:
+                work.git.revert("--no-edit", *(["-m", "1"] if len(commit.parents) > 1 else []), commit.hexsha)
+            except git.GitCommandError as e:
+                raise StalledError(f"git revert {commit.hexsha[:12]} failed: {e.stderr.strip()}; "
+                                   "revert it by hand and push", "RevertFailed") from None
             work.git.push("origin", f"HEAD:{self.ref}")
             return work.head.commit.hexsha
 

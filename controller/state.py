@@ -4,6 +4,7 @@ Like Piku's settings block: every path is derived here, nowhere else.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -11,14 +12,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import HotplateError
+
 
 @dataclass(frozen=True)
 class State:
     """Paths under the state root (``.hotplate/`` by default).
 
     ``repo.git`` the hosted (or mirrored) repository, ``cache/`` build cache,
-    ``releases/`` release directories, ``current`` the live release link,
-    ``run/`` pid files and worker reports, ``hotplate.db`` deploy history.
+    ``releases/`` release directories, ``commits/`` one link per deployed
+    commit to the release it built, ``current`` the live link (to a commit's
+    link, so one readlink says the live commit and its target the live
+    release), ``pinned`` a rollback's pin, ``run/`` pid files and worker
+    reports, ``hotplate.db`` deploy history.
     """
 
     root: Path
@@ -41,6 +47,18 @@ class State:
     @property
     def sources(self) -> Path:
         return self.root / "src"
+
+    @property
+    def commits(self) -> Path:
+        return self.root / "commits"
+
+    @property
+    def pin_file(self) -> Path:
+        return self.root / "pinned"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "lock"
 
     @property
     def current(self) -> Path:
@@ -71,7 +89,7 @@ class State:
         return self.run / "controller.json"
 
     def make(self) -> "State":
-        for path in (self.root, self.releases, self.workers):
+        for path in (self.root, self.releases, self.commits, self.workers):
             path.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -83,28 +101,85 @@ class State:
         return path.read_text().strip()
 
     def live_release(self) -> str | None:
-        """The id of the release ``current`` points to, if any."""
+        """The id of the release ``current`` leads to, if it exists."""
+        target = Path(os.path.realpath(self.current))
+        return target.name if target.parent == self.releases and target.is_dir() else None
+
+    def live_commit(self) -> str | None:
+        """The commit ``current`` names (``commits/<sha>``), if it names one."""
         try:
-            return Path(os.readlink(self.current)).name
+            link = Path(os.readlink(self.current))
         except OSError:
             return None
+        return link.name if link.parent.name == "commits" and WORKTREE not in link.name else None
 
     def release_path(self, release_id: str) -> Path:
         return self.releases / release_id
 
-    def switch(self, release_id: str) -> None:
-        """Point ``current`` at a release atomically (symlink, then rename over)."""
-        tmp = self.root / f".current-{os.getpid()}"
-        if tmp.is_symlink():
-            tmp.unlink()
-        os.symlink(os.path.join("releases", release_id), tmp)
-        os.replace(tmp, self.current)
+    def switch(self, release_id: str, commit: str | None) -> None:
+        """Point ``current`` at a release atomically, through the link of the
+        commit that built it (``commits/<sha>``; a working tree without git
+        has none): readers see the old pair or the new pair, never a mix."""
+        name = commit or f"{WORKTREE}-{release_id}"
+        _link(self.commits / name, os.path.join("..", "releases", release_id))
+        _link(self.current, os.path.join("commits", name))
+
+    def prune_commits(self) -> None:
+        """Drop commit links whose release was pruned."""
+        for link in self.commits.iterdir():
+            if not link.exists():
+                link.unlink(missing_ok=True)
+
+    def pinned(self) -> str | None:
+        """The release a rollback pinned live to, if any. A file, not a row:
+        it must survive a damaged database."""
+        try:
+            return self.pin_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def pin(self, release_id: str | None) -> None:
+        if release_id is None:
+            self.pin_file.unlink(missing_ok=True)
+        else:
+            write_atomic(self.pin_file, release_id + "\n")
+
+    def lock(self, role: str) -> int:
+        """Take the state directory for one ``up``, ``dev`` or ``serve``: an
+        OS lock, so a killed holder releases it. Returns the descriptor,
+        which holds the lock until the process exits.
+
+        :raises HotplateError: when another process holds it.
+        """
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise HotplateError(f"{self.root} is in use: already running ({holder}); stop it first, "
+                                "or pass another --state") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"hotplate {role}, pid {os.getpid()}".encode())
+        return fd
 
     def read_json(self, path: Path, default=None):
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return default
+
+
+#: The name part of a link for a tree deployed without a commit (dev, serve).
+WORKTREE = "worktree"
+
+
+def _link(path: Path, target: str) -> None:
+    """Make ``path`` a symlink to ``target``, replacing any old one atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:

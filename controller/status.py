@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from server.report import pid_alive, read_reports
+from server.report import read_all
 
 from .build import Builder
 from .errors import HotplateError
@@ -18,23 +18,14 @@ def release_info(state, release_id: str | None) -> dict | None:
 
 
 def status(c) -> dict:
-    """Live release, tracked head, sync state, modules and workers."""
-    live, live_commit, tip, pinned = c.state.live_release(), c.live_commit(), c.observed, c.pinned()
+    """Live release, tracked head, sync state, health, modules and workers."""
+    live, live_commit, tip, pinned = c.state.live_release(), c.state.live_commit(), c.observed, c.state.pinned()
     failure = c.history.failure(tip) if tip else None
-    if pinned:
-        sync = "Pinned"
-    elif c.active is not None:
-        sync = "Progressing"
-    elif failure:
-        sync = "Failed"
-    elif tip is not None and tip == live_commit:
-        sync = "Synced"
-    else:
-        sync = "OutOfSync"
+    workers, exited = read_all(c.state.workers)
     info = release_info(c.state, live) or {"modules": []}
-    workers = {pid: r for pid, r in read_reports(c.state.workers).items() if pid_alive(pid)}
     return {
-        "state": sync,
+        "state": sync_state(c, tip, live_commit, pinned, failure),
+        "health": health(c, live, workers),
         "pinned": pinned,
         "live": {"release": live, "commit": live_commit},
         "head": {"branch": c.settings.branch, "commit": tip,
@@ -42,13 +33,49 @@ def status(c) -> dict:
         "failure": {"deploy": failure["id"], "reason": failure["reason"], "detail": failure["detail"]} if failure else None,
         "progressing": {"deploy": c.active.id, "commit": c.active.commit} if c.active else None,
         "last_error": c.last_error,
+        "notices": [c.history.damage] if c.history.damage else [],
+        "server": {"pid": c.server.pid, "restarts": c.server.restarts},
         "modules": [{"name": m["name"], "source": m["source"], "object": m["key"][:12], "routes": len(m["routes"]) + len(m.get("websockets", [])),
                      "workers_ok": sum(1 for w in workers.values() if w["release"] == live and
                                        any(x["name"] == m["name"] and x["ok"] for x in w["modules"]))}
                     for m in info["modules"]],
         "workers": [{"pid": pid, "release": w["release"], **w["counters"], "websockets": open_websockets(w["counters"])}
                     for pid, w in sorted(workers.items())],
+        "exited_workers": exited,
     }
+
+
+def sync_state(c, tip: str | None, live_commit: str | None, pinned: str | None, failure: dict | None) -> str:
+    """Whether live matches the branch tip (Flux's Ready), and if not, why."""
+    if pinned:
+        return "Pinned"
+    if c.active is not None:
+        return "Progressing"
+    if tip is not None and tip == live_commit:
+        return "Synced"
+    if failure or c.backoff.gave_up(tip):
+        return "Failed"
+    if c.backoff.wait(tip) > 0:
+        return "Retrying"
+    return "OutOfSync"
+
+
+def health(c, live: str | None, workers: dict[int, dict]) -> dict:
+    """Whether the app serves (Healthy, Degraded, Down) and why, apart from sync."""
+    if c.server.pid is None:
+        return {"state": "Down", "why": [c.server.down_reason or "the app server is not running"]}
+    serving = [w for w in workers.values() if not w.get("retiring")]
+    if not serving:
+        return {"state": "Down", "why": ["no worker accepts connections"]}
+    why = []
+    if live is None:
+        why.append("no release is live")
+    want = c.server.config.workers
+    if len(serving) < want:
+        why.append(f"{len(serving)} of {want} workers accept connections")
+    why += sorted({f"module {m['name']} failed to load: {m['error']}" for w in serving if w["release"] == live
+                   for m in w["modules"] if not m["ok"]})
+    return {"state": "Degraded" if why else "Healthy", "why": why}
 
 
 def open_websockets(counters: dict) -> int:

@@ -53,6 +53,7 @@ class HotplateServer(BaseApplication):
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
             "when_ready": self.when_ready, "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
+            "child_exit": self.child_exit,
             "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
             "control_socket": str(self.run_dir / "gunicorn.ctl"),
         }
@@ -63,15 +64,17 @@ class HotplateServer(BaseApplication):
     def load(self):
         return self.dispatcher
 
-    @staticmethod
-    def when_ready(server) -> None:
+    def when_ready(self, server) -> None:
         """Once the app is preloaded and before the first fork, move the
         master's objects out of the collector's reach, so that a new worker's
         GC does not touch (and copy) the pages it shares with the master.
         Only once: objects the master makes later, roll after roll, must stay
         collectable. Also raise the open-file limit to its maximum for the
         workers: each WebSocket connection holds a descriptor, and a common
-        soft limit of 1024 would cap a worker far below thousands."""
+        soft limit of 1024 would cap a worker far below thousands. Fold the
+        counters of workers a dead master left behind."""
+        self.reports.mkdir(parents=True, exist_ok=True)
+        report.fold_dead(self.reports)
         gc.collect()
         gc.freeze()
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -122,7 +125,10 @@ class HotplateServer(BaseApplication):
             return
         self.dispatcher.hub = hub
 
+    def child_exit(self, server, worker) -> None:
+        """In the master, once a worker is gone (however it died): keep its counters."""
+        report.fold_dead(self.reports)
+
     def worker_exit(self, server, worker) -> None:
-        report.remove(self.reports)
         if self.dispatcher.modules is not None:
             self.dispatcher.modules.close()

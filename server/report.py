@@ -1,9 +1,16 @@
 """What each worker tells the controller, through files in the run directory.
 
 ``<pid>.json``: the release this worker serves and each module's state,
-written at boot, and marked retiring once it stops accepting connections. ``<pid>.stats``: request counters in a small shared
-memory file, updated on every request and read by the controller's health
-gate and metrics without asking the worker anything.
+written at boot, and marked retiring once it stops accepting connections.
+``<pid>.stats``: request counters in a small shared memory file, updated on
+every request and read by the controller's health gate and metrics without
+asking the worker anything.
+
+A report is only believed while its process lives: a worker killed with
+SIGKILL (the OOM killer) leaves its files behind. The gunicorn master folds
+the counters of every dead worker into ``exited.totals`` and removes its
+files (:func:`fold_dead`), so crash, timeout and 5xx counts outlive the
+workers that had them.
 """
 from __future__ import annotations
 
@@ -86,12 +93,41 @@ def retire(directory: Path) -> None:
     os.replace(tmp, path)
 
 
-def remove(directory: Path) -> None:
-    for suffix in (".json", ".stats"):
-        try:
-            (directory / f"{os.getpid()}{suffix}").unlink()
-        except OSError:
-            pass
+TOTALS = "exited.totals"
+#: How many folded pids the totals remember (readers skip their reports).
+_FOLDED_PIDS = 4096
+
+
+def read_totals(directory: Path) -> dict:
+    """Counters of every worker that has exited, and which pids they cover."""
+    try:
+        data = json.loads((directory / TOTALS).read_text())
+        return {"counters": {f: int(data["counters"].get(f, 0)) for f in FIELDS}, "pids": list(data["pids"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {"counters": dict.fromkeys(FIELDS, 0), "pids": []}
+
+
+def fold_dead(directory: Path) -> None:
+    """Add the counters of dead workers to the totals and remove their files.
+    The master alone calls this (one writer); totals are written before the
+    files go, and readers skip reports of pids the totals already cover."""
+    dead = {pid for pid in {int(p.name.split(".")[0]) for p in directory.glob("[0-9]*.*")} if not pid_alive(pid)}
+    if not dead:
+        return
+    totals = read_totals(directory)
+    for pid in sorted(dead):
+        if pid in totals["pids"]:
+            continue
+        for field, n in read_counters(directory / f"{pid}.stats").items():
+            totals["counters"][field] += n
+        totals["pids"].append(pid)
+    totals["pids"] = totals["pids"][-_FOLDED_PIDS:]
+    tmp = directory / f".{TOTALS}.tmp"
+    tmp.write_text(json.dumps(totals))
+    os.replace(tmp, directory / TOTALS)
+    for pid in dead:
+        for suffix in (".json", ".stats"):
+            (directory / f"{pid}{suffix}").unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -110,13 +146,24 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_reports(directory: Path) -> dict[int, dict]:
-    """Every worker report in the directory, by pid."""
+    """The report of every live worker, by pid (dead workers' files are ignored)."""
     reports = {}
     for path in directory.glob("*.json"):
         try:
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if not pid_alive(info["pid"]):
+            continue
         info["counters"] = read_counters(directory / f"{info['pid']}.stats")
         reports[info["pid"]] = info
     return reports
+
+
+def read_all(directory: Path) -> tuple[dict[int, dict], dict[str, int]]:
+    """Live workers' reports and the exited workers' counter totals, each
+    worker counted once even while the master folds it."""
+    reports = read_reports(directory)
+    totals = read_totals(directory)
+    folded = set(totals["pids"])
+    return {pid: r for pid, r in reports.items() if pid not in folded}, totals["counters"]

@@ -140,10 +140,13 @@ class Up:
                               capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
 
     def status(self) -> dict:
-        return requests.get(self.api + "/api/status", timeout=5).json()
+        return requests.get(self.api + "/api/status", headers=self.auth(), timeout=5).json()
 
     def deploys(self) -> list[dict]:
-        return requests.get(self.api + "/api/deploys?limit=100", timeout=5).json()
+        return requests.get(self.api + "/api/deploys?limit=100", headers=self.auth(), timeout=5).json()
+
+    def auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.token()}"}
 
     def token(self) -> str:
         return (self.state / "token").read_text().strip()

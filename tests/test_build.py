@@ -6,7 +6,7 @@ import pytest
 
 from controller.build import Builder
 from controller.errors import BuildError, SmokeCheckError
-from controller.pipeline import build_release
+from controller.deploy import build_release
 from controller.state import State
 from controller.plan import load_manifest
 

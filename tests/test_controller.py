@@ -68,7 +68,7 @@ def test_push_deploys_and_streams_progress(up, tmp_path):
     latest = server.deploys()[0]
     assert latest["trigger"] == "push" and latest["outcome"] == "succeeded" and latest["commit_sha"] == sha
     assert latest["author"] == "Dev <dev@example.com>" and latest["message"] == "v2"
-    assert set(latest["stages"]) == {"checkout", "plan", "build", "release", "roll", "gate"}
+    assert list(latest["stages"]) == ["server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate"]
     assert latest["modules"][0]["cached"] is False
 
 
@@ -76,7 +76,7 @@ def test_bad_commits_fail_clearly_and_live_keeps_serving(up, tmp_path):
     server, work = first_deploy(up, tmp_path)
     work.commit("broken C", {"hello.c": hello("v2").replace("return hp_res_printf", "return hp_res_printf(")})
     out = work.push()
-    assert "hello.c:5:" in out and "error:" in out and "deploy failed (BuildFailed); live stays on" in out
+    assert "hello.c:5:" in out and "error:" in out and "deploy FAILED (BuildFailed); live stays on" in out
     assert text(server) == "v1"
     assert server.status()["state"] == "Failed"
 
@@ -84,11 +84,11 @@ def test_bad_commits_fail_clearly_and_live_keeps_serving(up, tmp_path):
                                     "hello.c": hello("v3")})
     out = work.push()
     assert "deploy.yaml:6: modules.hello.routes[0].handlr: unknown key; did you mean `handler`?" in out
-    assert "deploy failed (ManifestInvalid)" in out and text(server) == "v1"
+    assert "deploy FAILED (ManifestInvalid)" in out and text(server) == "v1"
 
     work.commit("missing symbol", {"deploy.yaml": MANIFEST.replace("handler: boom", "handler: nope")})
     out = work.push()
-    assert "handler(s) nope not exported by hello.c" in out and "deploy failed (SmokeCheckFailed)" in out
+    assert "handler(s) nope not exported by hello.c" in out and "deploy FAILED (SmokeCheckFailed)" in out
     assert text(server) == "v1"
 
     # A failed commit never blocks a newer one.
@@ -104,7 +104,7 @@ def test_failed_health_gate_rolls_back_automatically_and_is_not_retried(up, tmp_
     sha = work.commit("unhealthy", {"hello.c": hello("v2", health=503)})
     out = work.push()
     assert "rollout failed: health route /health of module hello answered 503" in out
-    assert "rolled back: 2 workers serve" in out and "deploy rolled back (RolloutFailed)" in out
+    assert "rolled back: 2 workers serve" in out and "deploy ROLLED BACK (RolloutFailed)" in out
     assert text(server) == "v1"
     assert server.cli("sync").returncode == 0
     time.sleep(1.5)
@@ -133,7 +133,7 @@ def test_5xx_jump_during_bake_rolls_back(up, tmp_path):
     finally:
         stop.set()
         thread.join()
-    assert "rollout failed: 5xx jump:" in out and "deploy rolled back" in out, out
+    assert "rollout failed: 5xx jump:" in out and "deploy ROLLED BACK" in out, out
     assert text(server) == "v1"
 
 

@@ -322,7 +322,7 @@ def test_connections_stay_up_when_a_deploy_rolls_back(hosted):
         stop = asyncio.Event()
         tasks = [asyncio.create_task(t.talk(stop)) for t in talkers]
         out = await asyncio.to_thread(deploy, work, "v2", health=503)
-        assert "deploy rolled back" in out, out
+        assert "deploy ROLLED BACK" in out, out
         await asyncio.sleep(0.3)
         stop.set()
         await asyncio.gather(*tasks)

@@ -1,0 +1,184 @@
+"""One deploy as an ordered list of stages, after Flux's reconcilers.
+
+Each stage takes the :class:`Attempt`, fills in its part, or raises a typed
+error (:mod:`controller.errors`) that says what happens next. The lists at
+the bottom are the only ways anything gets built or put live: ``up`` deploys
+commits, ``dev`` a working tree, ``rollback`` a retained release, and
+``build``/``serve`` run the stages that need no server. Ending a deploy
+(recording it, putting ``current`` back) is the controller's one
+:meth:`~controller.reconcile.Controller.conclude`.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .build import Builder, BuildResult, ModuleBuild
+from .errors import RetryableError, StalledError
+from .plan import Manifest, load_manifest
+from .release import Release, assemble
+from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
+from .source import Source
+from .state import State
+
+#: Seconds a deploy waits for a dead app server to be restarted before it
+#: gives up and is retried later.
+SERVER_WAIT_S = 20
+
+
+@dataclass
+class Attempt:
+    """What one deploy knows; each stage fills in its part.
+
+    :param commit: the commit to check out, or None for a working tree.
+    :param tree: the app directory: given (``dev``, ``build``) or checked out.
+    :param target: the release to put live: given (rollback) or built.
+    """
+
+    trigger: str
+    commit: str | None = None
+    tree: Path | None = None
+    target: str | None = None
+    meta: dict = field(default_factory=dict)
+    previous: str | None = None
+    previous_commit: str | None = None
+    manifest: Manifest | None = None
+    build: BuildResult | None = None
+    release: Release | None = None
+    generation: Generation | None = None
+    checked_out: bool = False
+    switched: bool = False
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def modules(self) -> tuple[ModuleBuild, ...]:
+        return self.build.modules if self.build else ()
+
+
+class Pipeline:
+    """Runs stages for one deploy.
+
+    :param emit: called with each progress line (streamed to ``git push``).
+    :param on_module: called with each module's build result as it finishes.
+    """
+
+    def __init__(self, state: State, emit: Callable[[str], None], on_module=None, source: Source | None = None,
+                 server: ServerProcess | None = None, gate: GateSettings = GateSettings()):
+        self.state = state
+        self.emit = emit
+        self.on_module = on_module
+        self.source = source
+        self.server = server
+        self.gate_settings = gate
+
+    def run(self, a: Attempt, stages: tuple[str, ...]) -> None:
+        for name in stages:
+            start = time.monotonic()
+            try:
+                getattr(self, name)(a)
+            finally:
+                a.stages[name] = round(time.monotonic() - start, 4)
+
+    def server_up(self, a: Attempt) -> None:
+        """The app server must be running to roll onto anything: wait (visibly)
+        while its supervisor restarts it."""
+        if self.server.pid is not None:
+            return
+        self.emit(f"the app server is down ({self.server.down_reason or 'not running'}); "
+                  f"waiting up to {SERVER_WAIT_S}s for it to restart")
+        if not self.server.wait_up(SERVER_WAIT_S):
+            raise RetryableError(f"the app server did not come back within {SERVER_WAIT_S}s: "
+                                 f"{self.server.down_reason or 'unknown cause'}; see {self.server.log}", "ServerDown")
+        self.emit("the app server is back")
+
+    def checkout(self, a: Attempt) -> None:
+        """Extract the commit into a directory of this deploy's own."""
+        try:
+            a.tree = self.source.checkout(a.commit)
+        except tarfile.FilterError as e:
+            raise StalledError(f"{e.tarinfo.name}: {e}; commit files and relative links that stay inside the app",
+                               "UnsafeTree") from None
+        except OSError as e:
+            reason = "DiskFull" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "CheckoutFailed"
+            raise RetryableError(f"checking out {a.commit[:12]} into {self.state.sources} failed: {e}", reason) from None
+        a.checked_out = True
+        self.emit(f"deploying {a.commit[:12]} ({a.meta.get('message', '')[:60]}) by {a.meta.get('author')}, "
+                  f"trigger: {a.trigger}")
+
+    def plan(self, a: Attempt) -> None:
+        a.manifest = load_manifest(a.tree)
+        self.emit(f"manifest ok: {len(a.manifest.modules)} modules, "
+                  f"{sum(len(m.routes) for m in a.manifest.modules)} routes")
+
+    def build(self, a: Attempt) -> None:
+        a.build = Builder(a.tree, self.state.cache).build(a.manifest, on_result=self.on_module)
+        self.emit(f"build: {a.build.compiled} compiled, {len(a.build.modules) - a.build.compiled} cached "
+                  f"in {a.build.seconds * 1000:.0f} ms")
+
+    def release(self, a: Attempt) -> None:
+        meta = {"commit": a.commit, "trigger": a.trigger} if a.commit else {"trigger": a.trigger}
+        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta)
+        a.target = a.release.id
+        self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
+
+    def switch(self, a: Attempt) -> None:
+        """Point ``current`` at the target: new workers load it from here on."""
+        self.state.switch(a.target, a.commit)
+        a.switched = True
+
+    def roll(self, a: Attempt) -> None:
+        a.generation = roll(self.server, a.target)
+        self.emit(f"live: {len(a.generation.pids)} workers serve {a.target} "
+                  f"(roll took {a.generation.seconds * 1000:.0f} ms)")
+
+    def gate(self, a: Attempt) -> None:
+        info = json.loads((self.state.release_path(a.target) / "release.json").read_text())
+        health_gate(self.server, a.generation, info, self.gate_settings, self.emit)
+
+    def restore(self, a: Attempt) -> None:
+        """Put the release that was live before back in front of traffic."""
+        if a.previous is None:
+            self.state.current.unlink(missing_ok=True)
+            self.emit("no previous release to roll back to")
+            return
+        self.state.switch(a.previous, a.previous_commit)
+        if self.server.pid is None:
+            self.emit(f"current points at {a.previous} again; the app server restarts on it")
+            return
+        gen = roll(self.server, a.previous)
+        self.emit(f"rolled back: {len(gen.pids)} workers serve {a.previous} again")
+
+    def cleanup(self, a: Attempt) -> None:
+        if a.checked_out and a.tree is not None:
+            shutil.rmtree(a.tree, ignore_errors=True)
+
+
+def build_release(app: Path, state: State, on_module=None, emit: Callable[[str], None] = lambda line: None) -> Attempt:
+    """Run the :data:`BUILD` stages on an app directory; raises at the first failing one."""
+    a = Attempt("build", tree=Path(app))
+    Pipeline(state, emit, on_module).run(a, BUILD)
+    return a
+
+
+def format_module(result: ModuleBuild) -> str:
+    """One progress line for a built module."""
+    how = "cached" if result.cached else f"compiled in {result.seconds * 1000:.0f} ms"
+    if not result.ok:
+        how = "FAILED"
+    return f"{result.name} ({result.source}): {how}"
+
+
+#: Deploy the branch tip (``hotplate up``).
+COMMIT = ("server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate")
+#: Deploy a working tree with no git (``hotplate dev``).
+TREE = ("server_up", "plan", "build", "release", "switch", "roll", "gate")
+#: Put a retained release back live (``hotplate rollback``).
+ROLLBACK = ("server_up", "switch", "roll", "gate")
+#: Build a release and stop (``hotplate build``, ``hotplate serve``).
+BUILD = ("plan", "build", "release")

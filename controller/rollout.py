@@ -111,6 +111,7 @@ class ServerProcess:
             self.up.clear()
             self.down_reason = self.exit_reason()
             log.error("the app server died (%s); restarting it on %s", self.down_reason, self.state.live_release())
+            self.restarts += 1
             try:
                 self.start()
             except HotplateError as e:
@@ -119,7 +120,6 @@ class ServerProcess:
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, 10)
                 continue
-            self.restarts += 1
             backoff = 0.5
             log.warning("the app server is back (restart %d)", self.restarts)
 
@@ -133,7 +133,13 @@ class ServerProcess:
         return f"the gunicorn master exited with code {code}"
 
     def wait_up(self, timeout: float) -> bool:
-        return self.up.wait(timeout) and self.pid is not None
+        """Wait until a master runs with its workers up (after a restart)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid is not None and self.up.is_set():
+                return True
+            time.sleep(0.05)
+        return False
 
     def stop(self, timeout: float = 30) -> None:
         pid = self.pid

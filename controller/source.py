@@ -27,6 +27,10 @@ exec {python} -m controller.hook {state}
 """
 
 
+#: git's id of the tree with no entries.
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
 class Source:
     """The tracked repository.
 
@@ -97,9 +101,9 @@ class Source:
         self.state.sources.mkdir(parents=True, exist_ok=True)
         dest = Path(tempfile.mkdtemp(prefix=f"{sha[:12]}-", dir=self.state.sources))
         try:
-            buf = io.BytesIO()
-            self.repo.archive(buf, sha, format="tar")
-            if buf.getvalue().strip(b"\0"):  # an empty tree archives as zeros, which tarfile refuses
+            if self.repo.commit(sha).tree.hexsha != EMPTY_TREE:  # tarfile refuses an empty archive
+                buf = io.BytesIO()
+                self.repo.archive(buf, sha, format="tar")
                 buf.seek(0)
                 with tarfile.open(fileobj=buf) as tar:
                     tar.extractall(dest, filter="data")

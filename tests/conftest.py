@@ -70,18 +70,21 @@ class Server:
                                      env={**env(), **(extra_env or {})}, cwd=ROOT)
         self.wait_ready(workers)
 
-    def wait_ready(self, workers: int, timeout: float = 30) -> None:
+    def wait_ready(self, workers: int, timeout: float = 60) -> None:
+        """Wait for every worker to report, however slowly the box boots them;
+        stop the server before failing, so no test leaks one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log.read_text()}")
             try:
-                requests.get(self.url + "/_hotplate/health", timeout=1)
+                requests.get(self.url + "/_hotplate/health", timeout=5)
                 if self.log.read_text().count("serves release") + self.log.read_text().count("could not load") >= workers:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.log.read_text()}")
 
     def output(self) -> str:
@@ -121,18 +124,19 @@ class Up:
                      "--threads", "4", *extra]
         self.start()
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli", *self.args], stdout=self.log.open("a"),
                                      stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hotplate up exited:\n{self.log.read_text()}")
             try:
-                if requests.get(self.api + "/api/status", timeout=1).ok:
+                if requests.get(self.api + "/api/status", timeout=5).ok:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
+        self.stop()
         raise RuntimeError(f"hotplate up not ready:\n{self.log.read_text()}")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,260 @@
+"""Faults of every kind end a deploy with a recorded outcome and a final line,
+the app keeps serving (or comes back by itself), and status tells the truth.
+
+Real processes throughout: real git pushes, real kill -9, a real tmpfs for a
+full disk, two real ``hotplate up`` on one state directory.
+"""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from .conftest import ROOT, env, free_port
+from .test_controller import MANIFEST, first_deploy, hello, text
+
+#: Seconds within which a push must come back with its final line.
+PUSH_LIMIT = 30
+
+
+def timed_push(work) -> tuple[str, float]:
+    start = time.monotonic()
+    out = work.push()
+    return out, time.monotonic() - start
+
+
+def last_deploy(server) -> dict:
+    return server.deploys()[0]
+
+
+def test_bad_trees_fail_with_a_reason_and_live_keeps_serving(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    cases = {
+        "ManifestInvalid": lambda: work.write({"deploy.yaml": MANIFEST.replace("{path: /, handler: hello}",
+                                                                               "{path: /a/<int:n>/<int:n>, handler: hello}")}),
+        "UnsafeTree": lambda: os.symlink("/etc/passwd", work.path / "passwd"),
+    }
+    for reason, change in cases.items():
+        work.git("reset", "-q", "--hard", "HEAD")
+        change()
+        work.commit(reason)
+        out, took = timed_push(work)
+        assert f"deploy FAILED ({reason})" in out and took < PUSH_LIMIT, out
+        assert text(server) == "v1"
+        row = last_deploy(server)
+        assert row["outcome"] == "failed" and row["reason"] == reason, row
+    assert "each name once" in row_detail(server, "ManifestInvalid")
+
+    work.git("rm", "-q", "passwd")
+    os.symlink("../../../../etc", work.path / "escape")
+    work.commit("escaping link")
+    out, took = timed_push(work)
+    assert "escape" in out and "deploy FAILED (UnsafeTree)" in out and took < PUSH_LIMIT, out
+
+    work.git("rm", "-rq", ".")
+    work.commit("empty tree")
+    out, took = timed_push(work)
+    assert "deploy FAILED (ManifestInvalid)" in out and "deploy.yaml" in out and took < PUSH_LIMIT, out
+    assert text(server) == "v1" and server.status()["state"] == "Failed"
+    assert server.status()["health"]["state"] == "Healthy"
+
+    work.commit("fixed", {"deploy.yaml": MANIFEST, "hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v2" and server.status()["state"] == "Synced"
+    assert list((server.state / "src").iterdir()) == [], "every checkout is removed"
+
+
+def row_detail(server, reason: str) -> str:
+    return next(d["detail"] for d in server.deploys() if d["reason"] == reason)
+
+
+def test_full_disk_is_retried_with_backoff_until_it_passes(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    src = server.state / "src"
+    src.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(src)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        work.commit("big", {"hello.c": hello("v2"), "data.txt": "x" * 1024 * 1024})
+        out, took = timed_push(work)
+        assert "deploy FAILED (DiskFull, not the commit's fault): retrying in 1s" in out and took < PUSH_LIMIT, out
+        assert text(server) == "v1"
+        row = last_deploy(server)
+        assert row["outcome"] == "errored" and "No space left on device" in row["detail"]
+        assert server.status()["state"] in ("Retrying", "Progressing")
+    finally:
+        subprocess.run(["umount", str(src)], check=True)
+    server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="the retry after the disk cleared")
+    outcomes = [d["outcome"] for d in server.deploys() if d["message"] == "big"]
+    assert outcomes[0] == "succeeded" and set(outcomes[1:]) == {"errored"}, outcomes
+
+
+def test_killed_app_server_is_restarted_and_status_tells(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    master = int((server.state / "run" / "server.pid").read_text())
+    os.kill(master, signal.SIGKILL)
+    killed = time.monotonic()
+    down = server.wait(lambda: (s := server.status())["health"]["state"] == "Down" and s, timeout=5,
+                       what="status saying Down")
+    assert "killed by SIGKILL" in down["health"]["why"][0], down["health"]
+    server.wait(lambda: server.status()["health"]["state"] == "Healthy", timeout=15, what="the server back")
+    back = time.monotonic() - killed
+    assert text(server) == "v1" and back < 15
+    assert "hotplate_up 0" in down_metrics(server)
+    server.wait(lambda: server.status()["health"]["state"] == "Healthy", timeout=15, what="the server back again")
+    s = server.status()
+    assert s["server"]["restarts"] == 2 and s["server"]["pid"] != master and s["state"] == "Synced"
+    metrics = requests.get(server.api + "/metrics", timeout=5).text
+    assert "hotplate_up 1" in metrics and "hotplate_server_restarts_total 2" in metrics
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v2"
+
+
+def down_metrics(server) -> str:
+    """/metrics while the master is down (the window lasts as long as its restart)."""
+    os.kill(int((server.state / "run" / "server.pid").read_text()), signal.SIGKILL)
+    return server.wait(lambda: 'hotplate_health{state="Down"} 1' in (m := requests.get(
+        server.api + "/metrics", timeout=5).text) and m, timeout=5, what="metrics saying Down")
+
+
+def test_deploy_waits_visibly_for_a_dead_server(up, tmp_path):
+    """A push that lands while the master is down ends, and says what it waited for."""
+    server, work = first_deploy(up, tmp_path)
+    work.commit("v2", {"hello.c": hello("v2")})
+    os.kill(int((server.state / "run" / "server.pid").read_text()), signal.SIGKILL)
+    out, took = timed_push(work)
+    assert "deploy succeeded" in out and took < PUSH_LIMIT, out
+    assert "the app server is down (the gunicorn master was killed by SIGKILL)" in out and "the app server is back" in out
+    assert text(server) == "v2"
+
+
+def test_a_second_controller_on_one_state_exits_at_once(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    info = (server.state / "run" / "controller.json").read_text()
+    for command in (["up", "--api", f"127.0.0.1:{free_port()}"], ["dev", str(tmp_path)]):
+        start = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "controller.cli", *command, "--state", str(server.state),
+                                 "--bind", f"127.0.0.1:{free_port()}"],
+                                capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
+        assert second.returncode == 1 and time.monotonic() - start < 10
+        assert f"already running (hotplate up, pid {server.proc.pid})" in second.stderr, second.stderr
+    assert (server.state / "run" / "controller.json").read_text() == info
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push() and text(server) == "v2"
+
+
+CRASH = "*(volatile int *)0 = 1; return HP_OK;"
+
+
+def test_dead_workers_do_not_lie_and_their_counts_survive(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    work.commit("crashy", {"hello.c": hello("v2", boom=CRASH)})
+    assert "deploy succeeded" in work.push()
+    for _ in range(3):
+        assert server.get("/boom").status_code == 500
+        server.wait(lambda: len([w for w in server.status()["workers"]]) == 2, what="the crashed worker replaced")
+    server.wait(lambda: server.status()["exited_workers"]["crashes"] == 3, what="crash counts kept")
+    victim = server.status()["workers"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)  # as the OOM killer would
+    server.wait(lambda: victim not in {w["pid"] for w in server.status()["workers"]}
+                and len(server.status()["workers"]) == 2, what="the killed worker replaced")
+    assert not (server.state / "run" / "workers" / f"{victim}.json").exists()
+    s = server.status()
+    assert s["exited_workers"]["crashes"] == 3 and s["health"]["state"] == "Healthy"
+    metrics = requests.get(server.api + "/metrics", timeout=5).text
+    assert 'hotplate_http_crashes_total{pid="exited",release=""} 3' in metrics
+    # A commit that changes no module reuses the live release: no crash loop is seen.
+    work.commit("docs only", {"README": "docs\n"})
+    out = work.push()
+    assert "deploy succeeded" in out and "reused" in out, out
+    rolled = server.cli("rollback")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+
+
+def test_damaged_database_is_set_aside_and_the_pin_kept(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert server.cli("rollback").returncode == 0
+    pinned = server.status()["pinned"]
+    for damage, said in ((b"", "was empty (0 bytes)"), (b"garbage" * 100, "is not an SQLite database")):
+        server.kill()
+        db = server.state / "hotplate.db"
+        for suffix in ("-wal", "-shm"):
+            (server.state / f"hotplate.db{suffix}").unlink(missing_ok=True)
+        db.write_bytes(damage)
+        server.start()
+        s = server.status()
+        assert said in s["notices"][0] and "history before now is lost" in s["notices"][0], s["notices"]
+        assert s["pinned"] == pinned and s["state"] == "Pinned" and text(server) == "v1"
+        assert "Traceback" not in server.log.read_text()
+        assert "NOTICE:" in server.cli("status").stdout
+    assert len(list(server.state.glob("hotplate.db.damaged-*"))) >= 1
+
+
+def test_unauthenticated_reads_change_nothing_and_show_no_logs(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    work.commit("broken", {"hello.c": hello("v2").replace("return hp_res_printf", "return hp_res_printf(")})
+    work.push()
+    for path in ("/api/diff", "/api/deploys", "/api/deploys/1"):
+        assert requests.get(server.api + path, timeout=5).status_code == 401, path
+    public = requests.get(server.api + "/api/status", timeout=5).json()
+    assert public["state"] == "Failed" and public["failure"]["detail"] is None
+    assert "hello.c" not in requests.get(server.api + "/api/status", timeout=5).text.replace('"hello.c"', "")
+    assert server.status()["failure"]["detail"], "the token shows the detail"
+
+
+def test_operator_commands_say_what_they_do(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    v1 = server.status()["live"]["release"]
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    resumed = server.cli("resume")
+    assert resumed.returncode == 1 and "nothing happened: live was not pinned" in resumed.stdout
+    assert server.cli("rollback").returncode == 0 and server.status()["live"]["release"] == v1
+    synced = server.cli("sync")
+    assert synced.returncode == 1 and "nothing happened: live is pinned" in synced.stdout
+    assert server.cli("resume").returncode == 0
+    server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="v2 after resume")
+    reverted = server.cli("revert")
+    assert reverted.returncode == 0 and "git pull" in reverted.stdout, reverted.stderr
+    server.wait(lambda: text(server) == "v1" and server.status()["state"] == "Synced", what="the revert live")
+    again = server.cli("revert")
+    assert again.returncode == 1 and "is itself a revert" in again.stderr and "--force" in again.stderr
+    unknown = server.cli("revert", "--commit", "0123456789abcdef")
+    assert unknown.returncode == 1 and "unknown commit" in unknown.stderr
+    assert server.cli("revert", "--force").returncode == 0
+    server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="the revert of the revert")
+
+
+def test_rollback_during_a_deploy_waits_then_goes_one_back(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    v2 = server.status()["live"]["release"]
+    work.commit("v3 slow", {"hello.c": hello("v3") + "HP_EXPORT int hp_init(hp_module *m) { sleep(2); return HP_OK; }\n"})
+    pusher = threading.Thread(target=work.push)
+    pusher.start()
+    server.wait(lambda: server.status()["progressing"], what="the slow deploy")
+    rolled = server.cli("rollback")
+    pusher.join()
+    assert rolled.returncode == 0 and "waiting for deploy" in rolled.stdout, rolled.stdout + rolled.stderr
+    assert server.status()["live"]["release"] == v2 and text(server) == "v2"
+
+
+def test_retry_redeploys_a_commit_that_failed_for_an_outside_reason(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    outside = hello("v2").replace("hp_res_status(res, 200);",
+                                  'hp_res_status(res, access("downstream-ok", F_OK) ? 503 : 200);')
+    work.commit("needs downstream", {"hello.c": outside})
+    assert "deploy ROLLED BACK" in work.push()
+    (server.state / "downstream-ok").touch()  # the outage is over (workers run in the state directory)
+    retried = server.cli("retry")
+    assert retried.returncode == 0, retried.stderr
+    server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="the retry live")
+    assert last_deploy(server)["trigger"] == "retry"

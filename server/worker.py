@@ -12,8 +12,12 @@ access-logged servers) goes the ordinary WSGI way through
 """
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import threading
 import time
+from dataclasses import dataclass
 
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
@@ -23,6 +27,23 @@ from . import report
 from .dispatch import REASONS
 from .runtime import RT_HANDLER_ERROR
 from .websocket import calls, handshake
+
+log = logging.getLogger("hotplate")
+#: Seconds past a handler's deadline after which the runtime has stopped
+#: trying to jump out of it (GRACE_TICKS x TICK_NS in server/runtime/host.c),
+#: plus a margin: the call is stuck outside module code for good.
+STUCK_AFTER_S = 1.5
+
+
+@dataclass
+class Call:
+    """A module request in flight, as the watchdog sees it."""
+
+    deadline: float
+    req: object
+    conn: object
+    route: object
+    request_id: str
 
 
 class HotplateWorker(ThreadWorker):
@@ -50,15 +71,55 @@ class HotplateWorker(ThreadWorker):
     def run(self) -> None:
         """After gunicorn's own drain, move the WebSockets opened meanwhile,
         and exit only once every connection has left."""
+        self.inflight: dict[int, Call] = {}
+        self.abandoned: set[int] = set()
+        threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
         super().run()
         hub = self.wsgi.hub
-        if hub is None:
-            return
-        moved = hub.retire_threadsafe()
-        deadline = time.monotonic() + self.cfg.graceful_timeout
-        while not moved.done() and time.monotonic() < deadline:
-            self.notify()
-            time.sleep(0.01)
+        if hub is not None:
+            moved = hub.retire_threadsafe()
+            deadline = time.monotonic() + self.cfg.graceful_timeout
+            while not moved.done() and time.monotonic() < deadline:
+                self.notify()
+                time.sleep(0.01)
+        if self.abandoned:
+            # A stuck handler thread never ends: exiting normally would wait for it.
+            logging.shutdown()
+            os._exit(0)
+
+    def watchdog(self) -> None:
+        """Answer for handlers stuck past their deadline where the runtime
+        cannot reach them (a lock, a restarted system call): 504 to the
+        client, and this worker replaced once its other requests are done."""
+        while True:
+            time.sleep(0.1)
+            now = time.monotonic()
+            for token, call in list(self.inflight.items()):
+                if now > call.deadline and token not in self.abandoned:
+                    self.abandon(token, call)
+
+    def abandon(self, token: int, call: Call) -> None:
+        self.abandoned.add(token)
+        dispatcher = self.wsgi
+        route = call.route
+        log.error("[module=%s route=%s req=%s] handler %s is stuck past its %d ms limit outside the module's "
+                  "code (a lock or a system call); answering 504 and replacing this worker",
+                  route.module.name, route.path, call.request_id, route.handler, route.timeout_ms)
+        status, headers, body = dispatcher.error(504, route, call.request_id,
+                                                 f"handler {route.handler} did not answer within {route.timeout_ms} ms")
+        for field in (report.REQUESTS, report.ERRORS_5XX, report.TIMEOUTS):
+            dispatcher.counters.add(field)
+        try:
+            self.respond(call.req, call.conn, status, headers, body, False)
+            call.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.method_queue.defer(self.forget_stuck)
+        dispatcher.retire()
+
+    def forget_stuck(self) -> None:
+        """On the main thread: the stuck connection no longer holds up the drain."""
+        self.nr_conns -= 1
 
     def handle_request(self, req, conn):
         dispatcher = self.wsgi
@@ -113,9 +174,18 @@ class HotplateWorker(ThreadWorker):
             elif name == "TRANSFER-ENCODING":
                 chunked = "chunked" in value.lower()
         body = dispatcher.read_body(length, chunked, req.body)
-        status, reply_headers, payload = dispatcher.handle(
-            target[0], target[1], req.method, path, req.query, self.client(conn),
-            dispatcher.request_id(request_id), headers, body)
+        route, request_id = target[0], dispatcher.request_id(request_id)
+        token = id(conn)
+        self.inflight[token] = Call(time.monotonic() + route.timeout_ms / 1000 + STUCK_AFTER_S, req, conn, route,
+                                    request_id)
+        try:
+            status, reply_headers, payload = dispatcher.handle(
+                route, target[1], req.method, path, req.query, self.client(conn), request_id, headers, body)
+        finally:
+            del self.inflight[token]
+        if token in self.abandoned:
+            self.abandoned.discard(token)
+            return False  # answered by the watchdog already
         return self.respond(req, conn, status, reply_headers, payload, keep)
 
     def handle_websocket(self, req, conn, dispatcher, target, path) -> bool:

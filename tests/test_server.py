@@ -28,6 +28,8 @@ FAULTS_APP = """\
           - {path: /fpe, handler: fpe}
           - {path: /overflow, handler: overflow}
           - {path: /loop, handler: loop, timeout: 500ms}
+          - {path: /churn, handler: churn, timeout: 100ms}
+          - {path: /stuck, handler: stuck, timeout: 200ms}
           - {path: /slow, handler: slow}
           - {path: /fail, handler: fail}
       fragile:
@@ -165,6 +167,37 @@ def test_looping_handler_gets_504_and_worker_is_recycled(faults):
     r = requests.get(faults.url + "/loop", timeout=10)
     assert r.status_code == 504 and "did not answer within 500 ms" in r.json()["error"]
     assert time.monotonic() - start < 5
+    wait_for_new_worker(faults, pid)
+
+
+def test_deadline_inside_malloc_never_freezes_the_worker(faults):
+    """A handler that lives in malloc/free: the deadline waits until the
+    thread is back in module code, so no allocator lock is left held and
+    every request is answered (before, 4 of 11 hung for 60 s)."""
+    def get(path):
+        return requests.get(faults.url + path, timeout=10).status_code
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        churns = [pool.submit(get, "/churn") for _ in range(11)]
+        oks = [pool.submit(get, "/ok") for _ in range(20)]
+        assert [f.result() for f in churns] == [504] * 11
+        assert [f.result() for f in oks] == [200] * 20
+    assert time.monotonic() - start < 20
+    assert "handler churn ran past its 100 ms limit" in faults.output()
+
+
+def test_handler_stuck_outside_its_code_is_answered_by_the_watchdog(faults):
+    pid = worker_pid(faults)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        start = time.monotonic()
+        stuck = pool.submit(requests.get, faults.url + "/stuck", headers={"X-Request-Id": "stuck-1"}, timeout=10)
+        time.sleep(0.05)
+        assert worker_pid(faults) == pid, "the worker's other threads keep answering"
+        r = stuck.result()
+    assert r.status_code == 504 and r.json()["request_id"] == "stuck-1"
+    assert time.monotonic() - start < 4
+    assert "handler stuck is stuck past its 200 ms limit outside the module's code" in faults.output()
     wait_for_new_worker(faults, pid)
 
 

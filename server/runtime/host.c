@@ -1,10 +1,22 @@
 /* The host side: loading modules, calling them under a crash guard and a
  * deadline, and logging. Everything that runs module code goes through
  * guarded_call(), so a fault or a runaway loop in a module costs one
- * request, not the worker. */
+ * request, not the worker.
+ *
+ * A deadline jumps out of a handler only while the thread runs the module's
+ * own code. Jumping out of libc (malloc holding its arena lock), the
+ * dynamic loader or a hotplate call would leave a lock held that every
+ * other thread of the worker then waits for. Outside module code the jump
+ * is deferred: the timer ticks every TICK_NS until the thread is back in
+ * module code, for at most GRACE_TICKS ticks. A thread still out of reach
+ * then (blocked in a lock or a restarted system call) is answered for by
+ * the worker's watchdog (server/worker.py), which replaces the worker. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <link.h>
 #include <setjmp.h>
+#include <stdint.h>
+#include <ucontext.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,29 +29,80 @@
 
 #define TIMEOUT_SIGNAL (SIGRTMIN + 1)
 #define ALT_STACK_SIZE (64 * 1024)
+#define TICK_NS 1000000L /* 1 ms between checks once a deadline passed */
+#define GRACE_TICKS 1000 /* about a second of checks, then the watchdog */
 
 static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
 static hp_rt_log_fn log_sink;
 
-/* Per thread: where to jump when module code faults or overruns. */
+/* Per thread: where to jump when module code faults or overruns, and
+ * whose code may be jumped out of (NULL: any, while dlopen runs). */
 static __thread sigjmp_buf *guard_jump;
 static __thread volatile sig_atomic_t guard_active;
-static __thread volatile sig_atomic_t timeout_pending;
+static __thread const hp_module *guard_code;
+static __thread volatile sig_atomic_t deferrals;
 static __thread int thread_ready;
 static __thread timer_t thread_timer;
 
+static void arm_ns(long ns)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = ns / 1000000000L;
+    its.it_value.tv_nsec = ns % 1000000000L;
+    timer_settime(thread_timer, 0, &its, NULL);
+}
+
+static void arm(unsigned timeout_ms)
+{
+    arm_ns((long)timeout_ms * 1000000L);
+}
+
+static uintptr_t interrupted_pc(void *ctx)
+{
+    const ucontext_t *uc = ctx;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#else
+    (void)uc;
+    return 0; /* unknown: never jump, the watchdog answers */
+#endif
+}
+
+static int in_module_code(const hp_module *m, uintptr_t pc)
+{
+    for (int i = 0; i < m->ncode; i++)
+        if (pc >= m->code[i].start && pc < m->code[i].end)
+            return 1;
+    return 0;
+}
+
+/* The deadline passed: jump out if the thread is in the module's own code,
+ * else check again in a tick. */
+static void on_deadline(void *ctx)
+{
+    if (!guard_jump)
+        return; /* a tick that outlived its call */
+    if (guard_active && (!guard_code || in_module_code(guard_code, interrupted_pc(ctx)))) {
+        guard_active = 0;
+        siglongjmp(*guard_jump, TIMEOUT_SIGNAL);
+    }
+    if (++deferrals <= GRACE_TICKS)
+        arm_ns(TICK_NS);
+}
+
 static void on_signal(int sig, siginfo_t *info, void *ctx)
 {
-    (void)info, (void)ctx;
+    (void)info;
+    if (sig == TIMEOUT_SIGNAL) {
+        on_deadline(ctx);
+        return;
+    }
     if (guard_active && guard_jump) {
         guard_active = 0;
         siglongjmp(*guard_jump, sig);
-    }
-    if (sig == TIMEOUT_SIGNAL) {
-        /* The deadline passed while the module was calling back into the
-         * host (logging); the guard fires once the callback returns. */
-        timeout_pending = 1;
-        return;
     }
     /* A fault outside module code: restore the default action and return,
      * so the faulting instruction runs again and the process dies as it
@@ -86,26 +149,20 @@ static int thread_setup(void)
     return 0;
 }
 
-static void arm(unsigned timeout_ms)
-{
-    struct itimerspec its;
-    memset(&its, 0, sizeof its);
-    its.it_value.tv_sec = timeout_ms / 1000;
-    its.it_value.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
-    timer_settime(thread_timer, 0, &its, NULL);
-}
-
 typedef int (*guarded_fn)(void *arg);
 
-/* Runs fn(arg) with faults and the deadline turned into a return code:
- * HP_RT_OK with *rc set, HP_RT_CRASHED with *sig set, or HP_RT_TIMED_OUT. */
-static int guarded_call(guarded_fn fn, void *arg, unsigned timeout_ms, int *rc, int *sig)
+/* Runs fn(arg), code of module m (NULL while loading it), with faults and
+ * the deadline turned into a return code: HP_RT_OK with *rc set,
+ * HP_RT_CRASHED with *sig set, or HP_RT_TIMED_OUT (also when the call
+ * returned by itself after its deadline passed). */
+static int guarded_call(const hp_module *m, guarded_fn fn, void *arg, unsigned timeout_ms, int *rc, int *sig)
 {
     sigjmp_buf jump;
     int got;
     if (thread_setup())
         return HP_RT_NO_MEMORY;
-    timeout_pending = 0;
+    deferrals = 0;
+    guard_code = m;
     if ((got = sigsetjmp(jump, 1)) != 0) {
         arm(0);
         guard_jump = NULL;
@@ -120,9 +177,9 @@ static int guarded_call(guarded_fn fn, void *arg, unsigned timeout_ms, int *rc, 
     guard_active = 1;
     *rc = fn(arg);
     guard_active = 0;
-    arm(0);
     guard_jump = NULL;
-    return HP_RT_OK;
+    arm(0);
+    return deferrals ? HP_RT_TIMED_OUT : HP_RT_OK;
 }
 
 /* Calls the log sink with the guard lifted: the sink is Python code, which
@@ -139,8 +196,6 @@ void hp_log_emit(int level, const hp_module *mod, const hp_request *req, const c
     if (log_sink)
         log_sink(level, mod ? mod->name : "", req ? req->route : "", req ? req->id : "", msg);
     guard_active = was_active;
-    if (was_active && timeout_pending)
-        raise(TIMEOUT_SIGNAL);
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -188,13 +243,47 @@ static hp_module *module_new(const char *path, const char *name,
     return m;
 }
 
+struct code_search {
+    uintptr_t base;
+    const char *name;
+    hp_module *m;
+};
+
+static int find_code(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct code_search *s = data;
+    (void)size;
+    if (info->dlpi_addr != s->base || strcmp(info->dlpi_name, s->name))
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum && s->m->ncode < HP_MAX_CODE_RANGES; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            s->m->code[s->m->ncode].start = info->dlpi_addr + ph->p_vaddr;
+            s->m->code[s->m->ncode].end = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+            s->m->ncode++;
+        }
+    }
+    return 1;
+}
+
+/* Records where the module's own code lies: the only place a deadline
+ * may jump out of. */
+static void locate_code(hp_module *m)
+{
+    struct link_map *lm;
+    if (dlinfo(m->dl, RTLD_DI_LINKMAP, &lm) == 0) {
+        struct code_search s = {.base = lm->l_addr, .name = lm->l_name, .m = m};
+        dl_iterate_phdr(find_code, &s);
+    }
+}
+
 void *hp_rt_module_load(const char *path, const char *name,
                         const char *config, size_t config_len, size_t nconfig,
                         char *err, size_t errlen)
 {
     struct open_args open_args = {.path = path};
     int rc = 0, sig = 0;
-    int outcome = guarded_call(do_dlopen, &open_args, 10000, &rc, &sig);
+    int outcome = guarded_call(NULL, do_dlopen, &open_args, 10000, &rc, &sig);
     if (outcome == HP_RT_CRASHED) {
         set_err(err, errlen, "crashed with %s while loading (in a constructor)", strsignal(sig));
         return NULL;
@@ -220,6 +309,7 @@ void *hp_rt_module_load(const char *path, const char *name,
         return NULL;
     }
     m->dl = open_args.dl;
+    locate_code(m);
     m->init = (int (*)(hp_module *))dlsym(m->dl, "hp_init");
     m->fini = (void (*)(hp_module *))dlsym(m->dl, "hp_fini");
     bind(&hp_api_table);
@@ -248,7 +338,7 @@ static int call_fini(void *arg)
 static int run_hook(guarded_fn fn, const char *hook, void *module, unsigned timeout_ms, char *err, size_t errlen)
 {
     int rc = 0, sig = 0;
-    int outcome = guarded_call(fn, module, timeout_ms, &rc, &sig);
+    int outcome = guarded_call(module, fn, module, timeout_ms, &rc, &sig);
     if (outcome == HP_RT_CRASHED)
         set_err(err, errlen, "%s crashed with %s", hook, strsignal(sig));
     else if (outcome == HP_RT_TIMED_OUT)
@@ -310,7 +400,7 @@ static int run_call(guarded_fn fn, struct call_args *args, unsigned timeout_ms, 
 {
     int rc = 0;
     out->request = args->req;
-    out->result = guarded_call(fn, args, timeout_ms, &rc, &out->signal);
+    out->result = guarded_call(args->req->module, fn, args, timeout_ms, &rc, &out->signal);
     if (out->result == HP_RT_OK && rc != HP_OK)
         out->result = HP_RT_HANDLER_ERROR;
     if (out->result == HP_RT_OK) {

@@ -63,9 +63,13 @@ typedef struct {
     const char *name, *value;
 } hp_pair;
 
+#define HP_MAX_CODE_RANGES 4
+
 struct hp_module {
     char *name, *path;
     void *dl;
+    struct { uintptr_t start, end; } code[HP_MAX_CODE_RANGES]; /* its executable segments */
+    int ncode;
     hp_pair *config;
     size_t nconfig;
     int (*init)(hp_module *);

@@ -1,5 +1,6 @@
 /* Test module: handlers that misbehave in every way a module can. */
 #include <hotplate.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -36,6 +37,26 @@ HP_EXPORT int loop(hp_request *req, hp_response *res)
 {
     for (;;)
         ;
+    return HP_OK;
+}
+
+/* Spends nearly all its time inside malloc and free, where a deadline must
+ * not jump out (the allocator's lock would stay held). */
+HP_EXPORT int churn(hp_request *req, hp_response *res)
+{
+    for (;;) {
+        void *volatile p = malloc(2048 + (size_t)(rand() & 65535));
+        free(p);
+    }
+    return HP_OK;
+}
+
+/* Blocks for good outside its own code: the deadline can never jump out. */
+HP_EXPORT int stuck(hp_request *req, hp_response *res)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&lock);
     return HP_OK;
 }
 

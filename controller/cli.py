@@ -73,7 +73,9 @@ def cmd_serve(args) -> int:
 
 
 def _server_config(args) -> ServerConfig:
-    return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads)
+    return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
+                                 max_requests=args.max_requests,
+                                 max_rss=args.max_rss_mib * 1024 ** 2 if args.max_rss_mib is not None else None)
 
 
 # -- up and dev ----------------------------------------------------------------
@@ -359,6 +361,10 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--bind", help="app address (default 127.0.0.1:8000)")
         sp.add_argument("--workers", type=int, help="worker processes (default 2)")
         sp.add_argument("--threads", type=int, help="threads per worker (default 8)")
+        sp.add_argument("--max-requests", type=int, help="replace a worker after this many requests, plus up to "
+                        "10%% jitter (default 100000; 0: never; deploy.yaml `limits:` overrides)")
+        sp.add_argument("--max-rss-mib", type=int, help="replace a worker once its memory passes this many MiB "
+                        "(default 1024; 0: never; deploy.yaml `limits:` overrides)")
 
     command("build", "validate deploy.yaml and build a release", cmd_build, app=True)
     server_flags(command("serve", "build an app directory and serve it (no git)", cmd_serve, app=True))

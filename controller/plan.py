@@ -23,7 +23,10 @@ MANIFEST = "deploy.yaml"
 DEFAULT_TIMEOUT_MS = 30_000
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-TOP_KEYS = {"app", "timeout", "modules"}
+TOP_KEYS = {"app", "timeout", "modules", "limits"}
+#: Per-worker bounds: a worker is replaced after this many requests (with
+#: up to 10% jitter) or once its memory passes this size.
+LIMIT_KEYS = {"max_requests", "max_rss"}
 MODULE_KEYS = {"source", "routes", "websockets", "cflags", "include", "libs", "pkg-config", "config", "timeout",
                "health"}
 ROUTE_KEYS = {"path", "handler", "methods", "timeout"}
@@ -31,8 +34,8 @@ SOCKET_KEYS = {"path", "on_open", "on_message", "on_close", "subprotocols", "tim
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 #: A worker's WebSocket handlers share one event loop: a slow one holds up the others, so the default is short.
 SOCKET_TIMEOUT_MS = 5_000
-SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB)?$")
-SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
+SIZE_RE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB)?$")
+SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024, "GiB": 1024 ** 3}
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -91,14 +94,28 @@ class Module:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-worker bounds set by the manifest; None leaves the server's default."""
+
+    max_requests: int | None = None
+    max_rss: int | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A validated ``deploy.yaml``."""
 
     app: str
     modules: tuple[Module, ...]
+    limits: Limits = Limits()
 
     def module(self, name: str) -> Module:
         return next(m for m in self.modules if m.name == name)
+
+
+def _size(n: int) -> str:
+    unit = next(u for u in ("GiB", "MiB", "KiB", "B") if n % SIZE_UNITS[u] == 0)
+    return f"{n // SIZE_UNITS[unit]}{unit}"
 
 
 class _Located:
@@ -190,7 +207,23 @@ class _Validator:
             for name, spec in modules_data.items()
         )
         self.check_conflicts(modules)
-        return Manifest(str(data.get("app", "app")), modules)
+        return Manifest(str(data.get("app", "app")), modules, self.limits(data.get("limits"), "limits"))
+
+    def limits(self, spec: Any, where: str) -> Limits:
+        if spec is None:
+            return Limits()
+        if not isinstance(spec, dict):
+            self.loc.error(where, "a mapping: {max_requests: 10000, max_rss: 512MiB}")
+            return Limits()
+        self.keys(spec, LIMIT_KEYS, where)
+        requests = spec.get("max_requests")
+        if requests is not None and (isinstance(requests, bool) or not isinstance(requests, int) or requests < 0):
+            self.loc.error(f"{where}.max_requests", f"{requests!r}: a whole number of requests (0: never replace)")
+            requests = None
+        rss = spec.get("max_rss")
+        if rss is not None:
+            rss = self.size(rss, f"{where}.max_rss", 0, low=16 * 1024 ** 2, high=1024 ** 4)
+        return Limits(requests, rss)
 
     def module(self, name: str, spec: Any, where: str, default_timeout: int) -> Module:
         if not NAME_RE.match(name):
@@ -273,13 +306,14 @@ class _Validator:
             self.loc.error(where, "names starting with hp_ are reserved for the SDK; rename the function")
         return value
 
-    def size(self, value: Any, where: str, default: int) -> int:
+    def size(self, value: Any, where: str, default: int, low: int = 1, high: int = 64 * 1024 ** 2) -> int:
         if value is None:
             return default
         match = SIZE_RE.match(str(value).strip())
         n = int(match.group(1)) * SIZE_UNITS[match.group(2)] if match and not isinstance(value, bool) else 0
-        if not 0 < n <= 64 * 1024 * 1024:
-            self.loc.error(where, f"{value!r} is not a size; write bytes (65536) or '64KiB', '1MiB' (at most 64MiB)")
+        if not low <= n <= high:
+            self.loc.error(where, f"{value!r} is not a size; write bytes (65536) or '64KiB', '1MiB' "
+                                  f"(from {_size(low)} to {_size(high)})")
             return default
         return n
 

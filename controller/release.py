@@ -55,6 +55,9 @@ def describe(manifest: Manifest, build: BuildResult) -> dict:
                             "max_message": w.max_message, "line": w.line} for w in mod.websockets],
         })
     body = {"app": manifest.app, "modules": modules}
+    limits = {k: v for k, v in asdict(manifest.limits).items() if v is not None}
+    if limits:  # only when set, so that releases of apps without limits keep their ids
+        body["limits"] = limits
     release_id = "r" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
     return {"id": release_id, **body}
 

@@ -68,7 +68,8 @@ class ServerProcess:
         fds = (self.listener.fileno(),) if self.listener is not None else ()
         cmd = [sys.executable, "-m", "server", "--current", str(self.state.current), "--run-dir", str(self.state.run),
                "--workdir", str(self.state.root), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
-               "--workers", str(self.config.workers), "--threads", str(self.config.threads)]
+               "--workers", str(self.config.workers), "--threads", str(self.config.threads),
+               "--max-requests", str(self.config.max_requests), "--max-rss", str(self.config.max_rss)]
         root = Path(__file__).resolve().parent.parent
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
         with self.log.open("a") as out:

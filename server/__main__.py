@@ -20,8 +20,11 @@ def main() -> None:
     p.add_argument("--bind")
     p.add_argument("--workers", type=int)
     p.add_argument("--threads", type=int)
+    p.add_argument("--max-requests", type=int)
+    p.add_argument("--max-rss", type=int)
     args = p.parse_args()
-    config = ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads)
+    config = ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
+                                   max_requests=args.max_requests, max_rss=args.max_rss)
     HotplateServer(args.current, config, args.run_dir, args.workdir).run()
 
 

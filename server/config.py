@@ -21,6 +21,11 @@ class ServerConfig:
         it is dropped.
     :param ws_ping_interval: seconds of silence before a WebSocket is pinged;
         one silent ``ws_ping_timeout`` seconds more is dropped.
+    :param max_requests: a worker is replaced after this many requests, plus
+        up to 10% jitter so that workers do not all go at once (0: never);
+        the manifest's ``limits:`` overrides it.
+    :param max_rss: a worker is replaced once its resident memory passes
+        this many bytes (0: never); the manifest's ``limits:`` overrides it.
     """
 
     bind: str = "127.0.0.1:8000"
@@ -38,6 +43,8 @@ class ServerConfig:
     ws_send_buffer: int = 1024 * 1024
     ws_ping_interval: int = 20
     ws_ping_timeout: int = 20
+    max_requests: int = 100_000
+    max_rss: int = 1024 ** 3
 
     @classmethod
     def from_env(cls, prefix: str = "HOTPLATE_", **overrides) -> "ServerConfig":

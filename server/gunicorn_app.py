@@ -12,7 +12,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import random
 import resource
+import sys
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -103,6 +105,7 @@ class HotplateServer(BaseApplication):
                 return
             setup_process()
             modules = ModuleSet.load(Path(os.path.realpath(self.current)))
+            self.bound(worker, modules.limits)
             self.dispatcher.attach(modules)
             self.start_hub(logger)
             report.publish(self.reports, modules.release_id,
@@ -112,6 +115,12 @@ class HotplateServer(BaseApplication):
         except Exception as e:
             logger.exception("worker %d could not load release %s; serving only /_hotplate/", os.getpid(), self.current)
             report.publish(self.reports, None, [], error=f"{type(e).__name__}: {e}")
+
+    def bound(self, worker, limits: dict) -> None:
+        """Apply the per-worker limits: the manifest's, else the server's."""
+        requests = limits.get("max_requests", self.config.max_requests)
+        worker.max_requests = requests + random.randint(0, requests // 10) if requests else sys.maxsize
+        worker.max_rss = limits.get("max_rss", self.config.max_rss)
 
     def start_hub(self, logger: logging.Logger) -> None:
         """Start the WebSocket hub; without one, HTTP still serves and

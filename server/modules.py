@@ -92,6 +92,8 @@ class ModuleSet:
     release_id: str
     release_dir: Path
     modules: list[ModuleState]
+    #: the manifest's per-worker bounds (max_requests, max_rss), where set
+    limits: dict = field(default_factory=dict)
 
     @property
     def routes(self) -> list[Route]:
@@ -107,7 +109,7 @@ class ModuleSet:
         release_dir = Path(release_dir).resolve()
         info = json.loads((release_dir / "release.json").read_text())
         modules = [_load_module(release_dir, spec, run_init) for spec in info["modules"]]
-        return cls(info["id"], release_dir, modules)
+        return cls(info["id"], release_dir, modules, info.get("limits", {}))
 
     def close(self) -> None:
         """Run every loaded module's hp_fini (worker exit)."""

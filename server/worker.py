@@ -35,6 +35,15 @@ log = logging.getLogger("hotplate")
 STUCK_AFTER_S = 1.5
 
 
+def resident_bytes() -> int:
+    """This process's resident memory (RSS)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
 @dataclass
 class Call:
     """A module request in flight, as the watchdog sees it."""
@@ -50,6 +59,9 @@ class HotplateWorker(ThreadWorker):
     """A gthread worker with a direct path for module routes and WebSockets."""
 
     _date = (0, "")
+    #: resident memory in bytes past which this worker is replaced (0: never);
+    #: set per release in server/gunicorn_app.py
+    max_rss = 0
 
     def http_date(self) -> str:
         """The Date header, formatted once per second."""
@@ -90,13 +102,18 @@ class HotplateWorker(ThreadWorker):
     def watchdog(self) -> None:
         """Answer for handlers stuck past their deadline where the runtime
         cannot reach them (a lock, a restarted system call): 504 to the
-        client, and this worker replaced once its other requests are done."""
+        client, and this worker replaced once its other requests are done.
+        Replace the worker too once its memory passes its ceiling."""
         while True:
             time.sleep(0.1)
             now = time.monotonic()
             for token, call in list(self.inflight.items()):
                 if now > call.deadline and token not in self.abandoned:
                     self.abandon(token, call)
+            if self.max_rss and self.alive and not self.wsgi.retiring and (rss := resident_bytes()) > self.max_rss:
+                log.warning("worker %d uses %d MiB, over its %d MiB ceiling (limits.max_rss); replacing it once "
+                            "its requests are done", os.getpid(), rss >> 20, self.max_rss >> 20)
+                self.wsgi.retire()
 
     def abandon(self, token: int, call: Call) -> None:
         self.abandoned.add(token)

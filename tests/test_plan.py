@@ -45,7 +45,7 @@ def test_websocket_routes_are_checked(tmp_path):
         "rename the function",
         "deploy.yaml:7: modules.a.websockets[1].subprotocols: 'bad one' is not a subprotocol token (letters, digits, . - _)",
         "deploy.yaml:7: modules.a.websockets[1].max_message: '2GiB' is not a size; write bytes (65536) or '64KiB', "
-        "'1MiB' (at most 64MiB)",
+        "'1MiB' (from 1B to 64MiB)",
         "deploy.yaml:6: modules.a: duplicate route GET /live: deploy.yaml:4 (module a) already serves GET /live; "
         "remove one or change its path",
     ]

@@ -1,5 +1,6 @@
 """The server end to end: real gcc, real gunicorn on loopback, real HTTP."""
 import concurrent.futures
+import itertools
 import time
 
 import pytest
@@ -199,6 +200,31 @@ def test_handler_stuck_outside_its_code_is_answered_by_the_watchdog(faults):
     assert time.monotonic() - start < 4
     assert "handler stuck is stuck past its 200 ms limit outside the module's code" in faults.output()
     wait_for_new_worker(faults, pid)
+
+
+def test_workers_are_bounded_by_requests_and_memory(serve, tmp_path):
+    """limits: from the manifest: a leaking worker is replaced once it passes
+    max_rss, any worker after max_requests (plus up to 10%); no request fails."""
+    app = write_app(tmp_path / "bounded", """\
+        limits: {max_requests: 150, max_rss: 80MiB}
+        modules:
+          faults:
+            source: modules/faults.c
+            routes:
+              - {path: /ok, handler: ok}
+              - {path: /leak, handler: leak}
+        """, copy=("faults.c",))
+    server = serve(app, workers=1, threads=2)
+    pids = set()
+    for _ in range(200):
+        r = requests.get(server.url + "/leak", timeout=10)
+        assert r.status_code == 200
+        pids.add(int(r.text.split()[-1]))
+    assert len(pids) >= 4, "a worker that leaks 1 MiB a request is replaced before 200 requests"
+    assert "over its 80 MiB ceiling (limits.max_rss)" in server.output()
+    served = [int(requests.get(server.url + "/ok", timeout=10).text.split()[-1]) for _ in range(400)]
+    runs = [len(list(group)) for _, group in itertools.groupby(served)]
+    assert len(runs) >= 3 and max(runs[1:-1]) <= 165, runs
 
 
 def test_handler_error_gets_500_and_is_logged(faults):

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 HP_MODULE;
@@ -57,6 +58,20 @@ HP_EXPORT int stuck(hp_request *req, hp_response *res)
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&lock);
     pthread_mutex_lock(&lock);
+    return HP_OK;
+}
+
+/* Leaks 1 MiB a request, touched so that it counts in the worker's RSS
+ * (and kept in a global, so that the compiler cannot drop it). */
+char *volatile leaked;
+
+HP_EXPORT int leak(hp_request *req, hp_response *res)
+{
+    char *p = malloc(1 << 20);
+    if (p)
+        memset(p, 1, 1 << 20);
+    leaked = p;
+    hp_res_printf(res, "leaked in %d\n", (int)getpid());
     return HP_OK;
 }
 

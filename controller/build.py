@@ -175,6 +175,7 @@ class Builder:
         pre = self.pre_key(module, args)
         key = self.cached_key(pre)
         if key and (self.cache / "objects" / f"{key}.so").exists():
+            os.utime(self.cache / "objects" / f"{key}.so")  # recently used: pruned last
             log = self.cache / "objects" / f"{key}.log"
             diagnostics = log.read_text() if log.exists() else ""
             return ModuleBuild(module.name, module.source, key, True, True,
@@ -212,6 +213,28 @@ class Builder:
             except ValueError:
                 names.append(str(path))
         return sorted(set(names))
+
+
+def prune_cache(cache_dir: Path, keep: set[str], max_bytes: int) -> int:
+    """Drop the least recently used objects until the cache holds at most
+    ``max_bytes``, never one whose key is in ``keep`` (the retained releases
+    load them). Returns how many were dropped."""
+    objects = sorted((p for p in (Path(cache_dir) / "objects").glob("*.so")), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in objects)
+    dropped = set()
+    for path in objects:
+        if total <= max_bytes:
+            break
+        if path.stem in keep:
+            continue
+        total -= path.stat().st_size
+        path.unlink(missing_ok=True)
+        path.with_suffix(".log").unlink(missing_ok=True)
+        dropped.add(path.stem)
+    for record in (Path(cache_dir) / "deps").glob("*/*.json"):
+        if record.stem in dropped:
+            record.unlink(missing_ok=True)
+    return len(dropped)
 
 
 @functools.lru_cache(maxsize=4)

@@ -97,7 +97,8 @@ def cmd_up(args) -> int:
     if args.import_path and source.import_from(args.import_path):
         print(f"imported {args.branch} from {args.import_path} into {state.repo}")
     settings = Settings(branch=args.branch, poll_interval=args.poll if args.source else 300.0,
-                        keep_releases=args.keep, gate=GateSettings(bake_seconds=args.bake))
+                        keep_releases=args.keep, cache_bytes=args.cache_mib * 1024 ** 2,
+                        gate=GateSettings(bake_seconds=args.bake))
     server = _start_server(state, args)
     controller = Controller(state, source, server, settings, history)
     controller.recover()
@@ -375,7 +376,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--api", default="127.0.0.1:8001", help="controller API address (default 127.0.0.1:8001)")
     up.add_argument("--poll", type=float, default=30.0, help="seconds between fetches of a mirrored source")
     up.add_argument("--bake", type=float, default=2.0, help="health gate bake window in seconds")
-    up.add_argument("--keep", type=int, default=10, help="releases to keep on disk")
+    up.add_argument("--keep", type=int, default=10, help="releases to keep on disk (default 10)")
+    up.add_argument("--cache-mib", type=int, default=1024,
+                    help="build cache size in MiB; least recently used objects go first, never those of kept "
+                         "releases (default 1024)")
     up.add_argument("--webhook-secret", help="enables POST /webhook (or $HOTPLATE_WEBHOOK_SECRET)")
     up.add_argument("--import", dest="import_path", help="seed the hosted branch from a local repository if empty")
     up.add_argument("--keep-server", action="store_true", help="leave the app server running when the controller stops")

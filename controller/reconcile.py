@@ -20,6 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from .build import prune_cache
 from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
 from .errors import HotplateError, RetryableError, RolloutError, StalledError
 from .record import History
@@ -37,6 +38,7 @@ class Settings:
     branch: str = "main"
     poll_interval: float = 30.0
     keep_releases: int = 10
+    cache_bytes: int = 1024 ** 3
     gate: GateSettings = GateSettings()
 
 
@@ -235,7 +237,9 @@ class Controller:
             self.emit(d, "    " + line)
 
     def prune(self) -> None:
-        """Keep the newest N releases, never the live or the previous one."""
+        """Keep the newest N releases, never the live or the previous one,
+        and the build cache within its size, never dropping an object that a
+        kept release loads."""
         keep = {self.state.live_release(), self.previous_release(), self.state.pinned()}
         releases = sorted((p for p in self.state.releases.iterdir() if not p.name.startswith(".")),
                           key=lambda p: p.stat().st_mtime, reverse=True)
@@ -243,6 +247,9 @@ class Controller:
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
         self.state.prune_commits()
+        kept_objects = {m["key"] for path in self.state.releases.iterdir() if not path.name.startswith(".")
+                        for m in (self.state.read_json(path / "release.json") or {"modules": []})["modules"]}
+        prune_cache(self.state.cache, kept_objects, self.settings.cache_bytes)
 
     def commit_of(self, release: str) -> str | None:
         """The commit whose deploy last made ``release`` live."""

@@ -316,13 +316,21 @@ def test_diff_shows_modules_and_routes(up, tmp_path):
 
 
 def test_retention_keeps_the_newest_releases_and_live(up, tmp_path):
-    server, work = first_deploy(up, tmp_path, "--keep", "2")
+    server, work = first_deploy(up, tmp_path, "--keep", "2", "--cache-mib", "0")
     for version in ("v2", "v3", "v4"):
         work.commit(version, {"hello.c": hello(version)})
         assert "deploy succeeded" in work.push()
     kept = {p.name for p in (server.state / "releases").iterdir()}
     live = server.status()["live"]["release"]
     assert live in kept and len(kept) == 2, kept
+    # A cache with no room keeps exactly the objects the kept releases load.
+    needed = {m["key"] for r in kept for m in json.loads((server.state / "releases" / r / "release.json").read_text())["modules"]}
+    cached = {p.stem for p in (server.state / "cache" / "objects").glob("*.so")}
+    assert cached == needed and len(needed) == 2, (cached, needed)
+    assert {p.name for p in (server.state / "commits").iterdir() if p.exists()} <= {d["commit_sha"] for d in server.deploys()}
+    work.git("revert", "--no-edit", "HEAD")
+    out = work.push()
+    assert "deploy succeeded" in out and "hello (hello.c): cached" in out, "a revert to a kept release compiles nothing"
 
 
 def test_demo_command_imports_this_repository(up):

@@ -113,10 +113,13 @@ class Up:
         sys.exit("hotplate up did not start")
 
     def status(self) -> dict:
-        return requests.get(self.api + "/api/status", timeout=5).json()
+        return requests.get(self.api + "/api/status", headers=self.auth(), timeout=5).json()
 
     def deploys(self, limit: int = 1000) -> list[dict]:
-        return requests.get(f"{self.api}/api/deploys?limit={limit}", timeout=5).json()
+        return requests.get(f"{self.api}/api/deploys?limit={limit}", headers=self.auth(), timeout=5).json()
+
+    def auth(self) -> dict:
+        return {"Authorization": f"Bearer {(self.state / 'token').read_text().strip()}"}
 
     def server_pid(self) -> int:
         return int((self.state / "run" / "server.pid").read_text())

@@ -80,6 +80,15 @@ class HotplateWorker(ThreadWorker):
             if self.wsgi.hub is not None:
                 self.wsgi.hub.retire_threadsafe()
 
+    def is_parent_alive(self) -> bool:
+        """A worker whose master died stops for good, like a retired one: it
+        reports retiring at once, so that a roll onto the restarted master's
+        workers does not wait for it to drain."""
+        if super().is_parent_alive():
+            return True
+        self.alive = False
+        return False
+
     def run(self) -> None:
         """After gunicorn's own drain, move the WebSockets opened meanwhile,
         and exit only once every connection has left."""

@@ -11,7 +11,6 @@ commits, ``dev`` a working tree, ``rollback`` a retained release, and
 from __future__ import annotations
 
 import errno
-import json
 import shutil
 import tarfile
 import time
@@ -139,8 +138,7 @@ class Pipeline:
                   f"(roll took {a.generation.seconds * 1000:.0f} ms)")
 
     def gate(self, a: Attempt) -> None:
-        info = json.loads((self.state.release_path(a.target) / "release.json").read_text())
-        health_gate(self.server, a.generation, info, self.gate_settings, self.emit)
+        health_gate(self.server, a.generation, self.state.release(a.target), self.gate_settings, self.emit)
 
     def restore(self, a: Attempt) -> None:
         """Put the release that was live before back in front of traffic."""

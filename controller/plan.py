@@ -16,6 +16,7 @@ import yaml
 from werkzeug.routing import Map, Rule
 
 from server.config import RESERVED_PREFIX
+from server.contract import Limits, Route, Socket
 
 from .errors import ManifestError
 
@@ -45,38 +46,6 @@ PARAM_RE = re.compile(r"<(?:([a-zA-Z_]+)(?:\([^)]*\))?:)?[^>]*>")
 
 
 @dataclass(frozen=True)
-class Route:
-    """One method set + path pattern mapped to one exported C handler."""
-
-    path: str
-    methods: tuple[str, ...]
-    handler: str
-    timeout_ms: int
-    line: int
-
-
-@dataclass(frozen=True)
-class Socket:
-    """A WebSocket path mapped to a connection's handlers (on_message required)."""
-
-    path: str
-    on_message: str
-    on_open: str | None
-    on_close: str | None
-    subprotocols: tuple[str, ...]
-    timeout_ms: int
-    max_message: int
-    line: int
-
-    #: The handshake is a GET: a WebSocket path conflicts with a GET route of the same shape.
-    methods = ("GET",)
-
-    @property
-    def handlers(self) -> tuple[str, ...]:
-        return tuple(h for h in (self.on_open, self.on_message, self.on_close) if h)
-
-
-@dataclass(frozen=True)
 class Module:
     """One C source file, how to compile it, and the routes it serves."""
 
@@ -91,14 +60,6 @@ class Module:
     health: str | None = None
     line: int = 0
     websockets: tuple[Socket, ...] = ()
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-worker bounds set by the manifest; None leaves the server's default."""
-
-    max_requests: int | None = None
-    max_rss: int | None = None
 
 
 @dataclass(frozen=True)

@@ -247,8 +247,8 @@ class Controller:
             if path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
         self.state.prune_commits()
-        kept_objects = {m["key"] for path in self.state.releases.iterdir() if not path.name.startswith(".")
-                        for m in (self.state.read_json(path / "release.json") or {"modules": []})["modules"]}
+        kept = (self.state.release(path.name) for path in self.state.releases.iterdir())
+        kept_objects = {m.key for spec in kept if spec for m in spec.modules}
         prune_cache(self.state.cache, kept_objects, self.settings.cache_bytes)
 
     def commit_of(self, release: str) -> str | None:
@@ -270,7 +270,7 @@ class Controller:
         """
         with self.rollout_lock:
             target = to or self.previous_release()
-            if not target or not (self.state.release_path(target) / "release.json").exists():
+            if self.state.release(target) is None:
                 raise StalledError(f"no retained release {target or '(previous)'} to roll back to; "
                                    "see `hotplate history` for release ids", "NoSuchRelease")
             a = Attempt("rollback", commit=self.commit_of(target), target=target)

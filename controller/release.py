@@ -17,10 +17,11 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from server import smoke
+from server.contract import ModuleSpec, ReleaseSpec
 
 from .build import BuildResult
 from .errors import SmokeCheckError
@@ -38,28 +39,16 @@ class Release:
     reused: bool
 
 
-def describe(manifest: Manifest, build: BuildResult) -> dict:
-    """The server's view of a release: modules, objects and routes."""
-    objects = {b.name: b for b in build.modules}
-    modules = []
-    for mod in manifest.modules:
-        key = objects[mod.name].key
-        modules.append({
-            "name": mod.name, "source": mod.source, "key": key,
-            "object": f"modules/{mod.name}-{key[:16]}.so",
-            "config": [list(kv) for kv in mod.config], "health": mod.health,
-            "routes": [{"path": r.path, "methods": list(r.methods), "handler": r.handler,
-                        "timeout_ms": r.timeout_ms, "line": r.line} for r in mod.routes],
-            "websockets": [{"path": w.path, "on_open": w.on_open, "on_message": w.on_message, "on_close": w.on_close,
-                            "subprotocols": list(w.subprotocols), "timeout_ms": w.timeout_ms,
-                            "max_message": w.max_message, "line": w.line} for w in mod.websockets],
-        })
-    body = {"app": manifest.app, "modules": modules}
-    limits = {k: v for k, v in asdict(manifest.limits).items() if v is not None}
-    if limits:  # only when set, so that releases of apps without limits keep their ids
-        body["limits"] = limits
+def describe(manifest: Manifest, build: BuildResult) -> ReleaseSpec:
+    """The server's view of a release: modules, objects and routes. Its id
+    is a digest of that content, so the same tree built again is the same release."""
+    keys = {b.name: b.key for b in build.modules}
+    modules = tuple(ModuleSpec(m.name, m.source, keys[m.name], f"modules/{m.name}-{keys[m.name][:16]}.so", m.config,
+                               m.health, m.routes, m.websockets) for m in manifest.modules)
+    spec = ReleaseSpec("", manifest.app, modules, manifest.limits)
+    body = {k: v for k, v in spec.to_json().items() if k not in ("id", "format")}
     release_id = "r" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
-    return {"id": release_id, **body}
+    return replace(spec, id=release_id)
 
 
 def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_dir: Path,
@@ -69,14 +58,14 @@ def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_di
     :param meta: extra facts for ``build.json`` (commit, trigger...).
     :raises SmokeCheckError: when a module fails to load or init.
     """
-    info = describe(manifest, build)
+    spec = describe(manifest, build)
     releases_dir.mkdir(parents=True, exist_ok=True)
-    final = releases_dir / info["id"]
+    final = releases_dir / spec.id
     if (final / "release.json").exists():
-        return Release(info["id"], final, True)
+        return Release(spec.id, final, True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=releases_dir))
     try:
-        _fill(staging, Path(app_root), info, build, meta or {})
+        _fill(staging, Path(app_root), spec, build, meta or {})
         smoke_check(staging)
         os.rename(staging, final)
     except FileExistsError:
@@ -85,21 +74,21 @@ def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_di
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Release(info["id"], final, False)
+    return Release(spec.id, final, False)
 
 
-def _fill(staging: Path, app_root: Path, info: dict, build: BuildResult, meta: dict) -> None:
+def _fill(staging: Path, app_root: Path, spec: ReleaseSpec, build: BuildResult, meta: dict) -> None:
     (staging / "modules").mkdir()
     objects = {b.name: b for b in build.modules}
-    for mod in info["modules"]:
-        _link_or_copy(objects[mod["name"]].object_path, staging / mod["object"])
+    for mod in spec.modules:
+        _link_or_copy(objects[mod.name].object_path, staging / mod.object)
     shutil.copy2(app_root / MANIFEST, staging / MANIFEST)
     record = {
-        **meta, "release": info["id"], "built_at": time.time(), "seconds": build.seconds,
+        **meta, "release": spec.id, "built_at": time.time(), "seconds": build.seconds,
         "modules": [{k: v for k, v in asdict(b).items() if k != "object_path"} for b in build.modules],
     }
     (staging / "build.json").write_text(json.dumps(record, indent=2))
-    (staging / "release.json").write_text(json.dumps(info, indent=2))
+    (staging / "release.json").write_text(json.dumps(spec.to_json(), indent=2))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

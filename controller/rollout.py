@@ -23,6 +23,7 @@ from pathlib import Path
 from gunicorn.ctl.client import ControlClient
 
 from server.config import ServerConfig
+from server.contract import ReleaseSpec
 from server.report import pid_alive, read_reports
 
 from .errors import HotplateError, RetryableError, RolloutError
@@ -235,7 +236,7 @@ class GateSettings:
     max_restarts: int = 1
 
 
-def health_gate(server: ServerProcess, gen: Generation, release_info: dict, settings: GateSettings, emit) -> None:
+def health_gate(server: ServerProcess, gen: Generation, release: ReleaseSpec, settings: GateSettings, emit) -> None:
     """Check the new generation: modules loaded, health routes 2xx, and during
     the bake window no crash loop and no jump in 5xx. Raises RolloutError."""
     for pid in gen.pids:
@@ -243,12 +244,12 @@ def health_gate(server: ServerProcess, gen: Generation, release_info: dict, sett
             if not mod["ok"]:
                 raise RolloutError(f"module {mod['name']} failed to load in worker {pid}: {mod['error']}")
     base = f"http://{server.config.bind}"
-    for mod in release_info["modules"]:
-        if mod.get("health"):
-            status = _get_status(base + mod["health"])
+    for mod in release.modules:
+        if mod.health:
+            status = _get_status(base + mod.health)
             if not 200 <= status < 300:
-                raise RolloutError(f"health route {mod['health']} of module {mod['name']} answered {status}")
-            emit(f"health {mod['health']}: {status}")
+                raise RolloutError(f"health route {mod.health} of module {mod.name} answered {status}")
+            emit(f"health {mod.health}: {status}")
     if settings.bake_seconds <= 0:
         return
     emit(f"baking for {settings.bake_seconds:g}s: watching for crash loops and 5xx")

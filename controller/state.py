@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.contract import ReleaseSpec
+
 from .errors import HotplateError
 
 
@@ -115,6 +117,13 @@ class State:
 
     def release_path(self, release_id: str) -> Path:
         return self.releases / release_id
+
+    def release(self, release_id: str | None) -> ReleaseSpec | None:
+        """A retained release's spec, or None if it is not (whole) on disk."""
+        try:
+            return ReleaseSpec.load(self.release_path(release_id)) if release_id else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def switch(self, release_id: str, commit: str | None) -> None:
         """Point ``current`` at a release atomically, through the link of the

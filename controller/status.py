@@ -3,6 +3,7 @@ controller's state: derived, never stored, so it cannot go stale."""
 from __future__ import annotations
 
 import shutil
+import tarfile
 
 from server.report import read_all
 
@@ -11,18 +12,13 @@ from .errors import HotplateError
 from .plan import load_manifest
 
 
-def release_info(state, release_id: str | None) -> dict | None:
-    if not release_id:
-        return None
-    return state.read_json(state.release_path(release_id) / "release.json")
-
-
 def status(c) -> dict:
     """Live release, tracked head, sync state, health, modules and workers."""
     live, live_commit, tip, pinned = c.state.live_release(), c.state.live_commit(), c.observed, c.state.pinned()
     failure = c.history.failure(tip) if tip else None
     workers, exited = read_all(c.state.workers)
-    info = release_info(c.state, live) or {"modules": []}
+    spec = c.state.release(live)
+    modules = spec.modules if spec else ()
     return {
         "state": sync_state(c, tip, live_commit, pinned, failure),
         "health": health(c, live, workers),
@@ -35,10 +31,10 @@ def status(c) -> dict:
         "last_error": c.last_error,
         "notices": [c.history.damage] if c.history.damage else [],
         "server": {"pid": c.server.pid, "restarts": c.server.restarts},
-        "modules": [{"name": m["name"], "source": m["source"], "object": m["key"][:12], "routes": len(m["routes"]) + len(m.get("websockets", [])),
+        "modules": [{"name": m.name, "source": m.source, "object": m.key[:12], "routes": len(m.routes) + len(m.websockets),
                      "workers_ok": sum(1 for w in workers.values() if w["release"] == live and
-                                       any(x["name"] == m["name"] and x["ok"] for x in w["modules"]))}
-                    for m in info["modules"]],
+                                       any(x["name"] == m.name and x["ok"] for x in w["modules"]))}
+                    for m in modules],
         "workers": [{"pid": pid, "release": w["release"], **w["counters"], "websockets": open_websockets(w["counters"])}
                     for pid, w in sorted(workers.items())],
         "exited_workers": exited,
@@ -89,12 +85,16 @@ def diff(c) -> dict:
     tip = c.source.tip() if c.source else None
     if tip is None:
         return {"head": None, "error": "the tracked branch does not exist"}
-    live = release_info(c.state, c.state.live_release()) or {"modules": []}
-    app = c.source.checkout(tip)
+    live = c.state.release(c.state.live_release())
+    live_modules = live.modules if live else ()
+    try:
+        app = c.source.checkout(tip)
+    except (OSError, tarfile.FilterError) as e:
+        return {"head": tip, "error": f"cannot check out {tip[:12]}: {e}"}
     try:
         manifest = load_manifest(app)
         builder = Builder(app, c.state.cache)
-        live_keys = {m["name"]: m["key"] for m in live["modules"]}
+        live_keys = {m.name: m.key for m in live_modules}
         modules = []
         for mod in manifest.modules:
             key = builder.cached_key(builder.pre_key(mod, builder.command(mod)))
@@ -106,14 +106,15 @@ def diff(c) -> dict:
         return {"head": tip, "error": str(e)}
     finally:
         shutil.rmtree(app, ignore_errors=True)
-    routes_new = {(meth, r.path): f"{mod.name}.{r.handler}" for mod in manifest.modules for r in mod.routes for meth in r.methods}
-    routes_new |= {("WS", w.path): f"{mod.name}.{w.on_message}" for mod in manifest.modules for w in mod.websockets}
-    routes_old = {(meth, r["path"]): f"{m['name']}.{r['handler']}" for m in live["modules"] for r in m["routes"]
-                  for meth in r["methods"]}
-    routes_old |= {("WS", w["path"]): f"{m['name']}.{w['on_message']}" for m in live["modules"]
-                   for w in m.get("websockets", [])}
+    routes_new, routes_old = _routes(manifest.modules), _routes(live_modules)
     return {
         "head": tip, "live": c.state.live_release(), "modules": modules,
         "routes_added": [f"{m} {p} -> {routes_new[(m, p)]}" for m, p in sorted(routes_new.keys() - routes_old.keys())],
         "routes_removed": [f"{m} {p}" for m, p in sorted(routes_old.keys() - routes_new.keys())],
     }
+
+
+def _routes(modules) -> dict[tuple[str, str], str]:
+    """(method or WS, path) -> module.handler, for a manifest's or a release's modules."""
+    routes = {(meth, r.path): f"{mod.name}.{r.handler}" for mod in modules for r in mod.routes for meth in r.methods}
+    return routes | {("WS", w.path): f"{mod.name}.{w.on_message}" for mod in modules for w in mod.websockets}

@@ -34,8 +34,9 @@ def release():
     return jsonify(
         release=modules.release_id, pid=os.getpid(),
         modules=[{"name": m.name, "source": m.source, "ok": m.ok, "error": m.error,
-                  "routes": [{"path": r.path, "methods": list(r.methods), "handler": r.handler} for r in m.routes],
-                  "websockets": [{"path": w.path, "handlers": w.symbols, "subprotocols": list(w.subprotocols)}
+                  "routes": [{"path": r.spec.path, "methods": list(r.spec.methods), "handler": r.spec.handler}
+                             for r in m.routes],
+                  "websockets": [{"path": w.spec.path, "handlers": w.spec.symbols, "subprotocols": list(w.spec.subprotocols)}
                                  for w in m.sockets]}
                  for m in modules.modules])
 

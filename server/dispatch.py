@@ -57,13 +57,13 @@ class Dispatcher:
     def attach(self, modules: ModuleSet) -> None:
         """Serve this module set (called once, in the worker, after loading)."""
         self.routes = modules.routes
-        rules = [Rule(r.path, methods=r.methods, endpoint=i) for i, r in enumerate(self.routes)]
+        rules = [Rule(r.spec.path, methods=r.spec.methods, endpoint=i) for i, r in enumerate(self.routes)]
         self.adapter = Map(rules).bind("")
         # Paths without parameters skip the router: one dict lookup.
-        self.static = {(m, r.path): r for r in self.routes if "<" not in r.path
-                       for m in r.methods + (("HEAD",) if "GET" in r.methods else ())}
+        self.static = {(m, r.spec.path): r for r in self.routes if "<" not in r.spec.path
+                       for m in r.spec.methods + (("HEAD",) if "GET" in r.spec.methods else ())}
         self.socket_routes = modules.sockets
-        self.socket_adapter = Map([Rule(w.path, methods=("GET",), endpoint=i)
+        self.socket_adapter = Map([Rule(w.spec.path, methods=("GET",), endpoint=i)
                             for i, w in enumerate(self.socket_routes)]).bind("")
         self.pid = f"{os.getpid():x}"
         self.ffi, self.lib = runtime.load()
@@ -120,7 +120,7 @@ class Dispatcher:
             return self.error(body, route, request_id, "request body too large" if body == 413 else "bad Content-Length")
         if "\0" in path:
             return self.error(400, route, request_id, "NUL in path")
-        blob = self.blob(method, path, query, client, request_id, route.path, params, headers)
+        blob = self.blob(method, path, query, client, request_id, route.spec.path, params, headers)
         return self.invoke(route, blob, len(params), len(headers) // 2, body, request_id, method == "HEAD")
 
     @staticmethod
@@ -141,7 +141,7 @@ class Dispatcher:
         except AttributeError:
             out = self.local.result = ffi.new("hp_rt_result *")
         rc = lib.hp_rt_dispatch(route.module.handle, route.address, blob, len(blob), nparams, nheaders,
-                                body, len(body), route.timeout_ms, out)
+                                body, len(body), route.spec.timeout_ms, out)
         try:
             if rc != RT_OK:
                 return self.failed(rc, out.signal, route, request_id)
@@ -175,8 +175,8 @@ class Dispatcher:
         return b""
 
     def failed(self, rc: int, signo: int, route: Route, request_id: str) -> Reply:
-        status, message = self.fault(rc, signo, route.module.name, route.path, route.handler, request_id,
-                                     route.timeout_ms)
+        status, message = self.fault(rc, signo, route.module.name, route.spec.path, route.spec.handler, request_id,
+                                     route.spec.timeout_ms)
         return self.error(status, route, request_id, message)
 
     def fault(self, rc: int, signo: int, module: str, path: str, handler: str, request_id: str,
@@ -210,7 +210,7 @@ class Dispatcher:
 
     @staticmethod
     def error(status: int, route: Route | Socket, request_id: str, message: str) -> Reply:
-        body = json.dumps({"error": message, "module": route.module.name, "route": route.path,
+        body = json.dumps({"error": message, "module": route.module.name, "route": route.spec.path,
                            "request_id": request_id}).encode()
         return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                         ("X-Request-Id", request_id)], body

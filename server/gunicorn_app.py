@@ -22,6 +22,7 @@ from gunicorn.app.base import BaseApplication
 from . import report
 from .app import create_app
 from .config import ServerConfig
+from .contract import Limits
 from .modules import ModuleSet, setup_process
 from .websocket.hub import Hub
 
@@ -105,7 +106,7 @@ class HotplateServer(BaseApplication):
                 return
             setup_process()
             modules = ModuleSet.load(Path(os.path.realpath(self.current)))
-            self.bound(worker, modules.limits)
+            self.bound(worker, modules.spec.limits)
             self.dispatcher.attach(modules)
             self.start_hub(logger)
             report.publish(self.reports, modules.release_id,
@@ -116,11 +117,11 @@ class HotplateServer(BaseApplication):
             logger.exception("worker %d could not load release %s; serving only /_hotplate/", os.getpid(), self.current)
             report.publish(self.reports, None, [], error=f"{type(e).__name__}: {e}")
 
-    def bound(self, worker, limits: dict) -> None:
+    def bound(self, worker, limits: Limits) -> None:
         """Apply the per-worker limits: the manifest's, else the server's."""
-        requests = limits.get("max_requests", self.config.max_requests)
+        requests = self.config.max_requests if limits.max_requests is None else limits.max_requests
         worker.max_requests = requests + random.randint(0, requests // 10) if requests else sys.maxsize
-        worker.max_rss = limits.get("max_rss", self.config.max_rss)
+        worker.max_rss = self.config.max_rss if limits.max_rss is None else limits.max_rss
 
     def start_hub(self, logger: logging.Logger) -> None:
         """Start the WebSocket hub; without one, HTTP still serves and

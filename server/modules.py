@@ -6,13 +6,12 @@ server when a worker fails to boot, so a module that cannot load becomes a
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runtime
+from . import contract, runtime
 
 log = logging.getLogger("hotplate")
 LEVELS = {10: logging.DEBUG, 20: logging.INFO, 30: logging.WARNING, 40: logging.ERROR}
@@ -43,26 +42,19 @@ def setup_process() -> None:
 
 @dataclass
 class Route:
-    """A manifest route bound to its loaded handler (or to its module's error)."""
+    """A release's route bound to its loaded handler (or to its module's error)."""
 
-    path: str
-    methods: tuple[str, ...]
-    handler: str
-    timeout_ms: int
+    spec: contract.Route
     module: "ModuleState"
     address: Any = None
 
 
 @dataclass
 class Socket:
-    """A manifest WebSocket route bound to its loaded handlers."""
+    """A release's WebSocket route bound to its loaded handlers."""
 
-    path: str
-    subprotocols: tuple[str, ...]
-    timeout_ms: int
-    max_message: int
+    spec: contract.Socket
     module: "ModuleState"
-    symbols: dict[str, str | None]
     #: handler addresses by event name: "open", "message", "close" (None: not exported/optional)
     handlers: dict[str, Any] = field(default_factory=dict)
 
@@ -89,11 +81,13 @@ class ModuleState:
 class ModuleSet:
     """Every module of one release, as loaded in this process."""
 
-    release_id: str
+    spec: contract.ReleaseSpec
     release_dir: Path
     modules: list[ModuleState]
-    #: the manifest's per-worker bounds (max_requests, max_rss), where set
-    limits: dict = field(default_factory=dict)
+
+    @property
+    def release_id(self) -> str:
+        return self.spec.id
 
     @property
     def routes(self) -> list[Route]:
@@ -107,9 +101,8 @@ class ModuleSet:
     def load(cls, release_dir: Path, run_init: bool = True) -> "ModuleSet":
         """Load, bind and (optionally) init every module of the release."""
         release_dir = Path(release_dir).resolve()
-        info = json.loads((release_dir / "release.json").read_text())
-        modules = [_load_module(release_dir, spec, run_init) for spec in info["modules"]]
-        return cls(info["id"], release_dir, modules, info.get("limits", {}))
+        spec = contract.ReleaseSpec.load(release_dir)
+        return cls(spec, release_dir, [_load_module(release_dir, m, run_init) for m in spec.modules])
 
     def close(self) -> None:
         """Run every loaded module's hp_fini (worker exit)."""
@@ -121,12 +114,10 @@ class ModuleSet:
                     log.error("[module=%s] %s", mod.name, ffi.string(err).decode(errors="replace"))
 
 
-def _load_module(release_dir: Path, spec: dict, run_init: bool) -> ModuleState:
-    mod = ModuleState(spec["name"], spec["source"], spec["object"], health=spec.get("health"))
-    mod.routes = [Route(r["path"], tuple(r["methods"]), r["handler"], r["timeout_ms"], mod) for r in spec["routes"]]
-    mod.sockets = [Socket(w["path"], tuple(w["subprotocols"]), w["timeout_ms"], w["max_message"], mod,
-                          {"open": w["on_open"], "message": w["on_message"], "close": w["on_close"]})
-                   for w in spec.get("websockets", [])]
+def _load_module(release_dir: Path, spec: contract.ModuleSpec, run_init: bool) -> ModuleState:
+    mod = ModuleState(spec.name, spec.source, spec.object, health=spec.health)
+    mod.routes = [Route(r, mod) for r in spec.routes]
+    mod.sockets = [Socket(w, mod) for w in spec.websockets]
     try:
         mod.error = _bind(release_dir, spec, mod, run_init)
     except Exception as e:  # a worker must boot whatever a module does
@@ -136,23 +127,23 @@ def _load_module(release_dir: Path, spec: dict, run_init: bool) -> ModuleState:
     return mod
 
 
-def _bind(release_dir: Path, spec: dict, mod: ModuleState, run_init: bool) -> str | None:
+def _bind(release_dir: Path, spec: contract.ModuleSpec, mod: ModuleState, run_init: bool) -> str | None:
     """Load the object and resolve handlers; return an error text or None."""
     ffi, lib = runtime.load()
     err = ffi.new("char[]", 1024)
-    config = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in spec.get("config", []))
-    handle = lib.hp_rt_module_load(str(release_dir / spec["object"]).encode(), mod.name.encode(),
-                                   config, len(config), len(spec.get("config", [])), err, 1024)
+    config = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in spec.config)
+    handle = lib.hp_rt_module_load(str(release_dir / spec.object).encode(), mod.name.encode(),
+                                   config, len(config), len(spec.config), err, 1024)
     if handle == ffi.NULL:
         return ffi.string(err).decode(errors="replace")
     mod.handle = handle
     missing = []
     for route in mod.routes:
-        route.address = lib.hp_rt_module_sym(handle, route.handler.encode())
+        route.address = lib.hp_rt_module_sym(handle, route.spec.handler.encode())
         if route.address == ffi.NULL:
-            missing.append(route.handler)
+            missing.append(route.spec.handler)
     for sock in mod.sockets:
-        for event, symbol in sock.symbols.items():
+        for event, symbol in sock.spec.symbols.items():
             sock.handlers[event] = symbol and lib.hp_rt_module_sym(handle, symbol.encode())
             if symbol and sock.handlers[event] == ffi.NULL:
                 missing.append(symbol)

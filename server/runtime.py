@@ -22,8 +22,18 @@ CFLAGS = [
     "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now",
 ]
 LIBS = ["-ljansson"]
-#: Result codes of the runtime's calls (HP_RT_* in server/runtime/host_api.h).
-RT_OK, RT_HANDLER_ERROR, RT_CRASHED, RT_TIMED_OUT = 0, 1, 2, 3
+#: The runtime's declarations, parsed once: its constants are read from
+#: the C header, so they are defined in one place.
+_FFI = cffi.FFI()
+_FFI.cdef(HOST_API.read_text())
+_C = _FFI.dlopen(None)  # any library of this FFI carries the header's constants
+#: Result codes of the runtime's calls.
+RT_OK, RT_HANDLER_ERROR, RT_CRASHED, RT_TIMED_OUT = _C.HP_RT_OK, _C.HP_RT_HANDLER_ERROR, _C.HP_RT_CRASHED, \
+    _C.HP_RT_TIMED_OUT
+#: WebSocket events, and the actions of a WebSocket call's outbox.
+WS_OPEN, WS_MESSAGE, WS_CLOSE = _C.HP_RT_WS_OPEN, _C.HP_RT_WS_MESSAGE, _C.HP_RT_WS_CLOSE
+OUT_SEND, OUT_CLOSE, OUT_SUBSCRIBE, OUT_UNSUBSCRIBE, OUT_PUBLISH = _C.HP_RT_OUT_SEND, _C.HP_RT_OUT_CLOSE, \
+    _C.HP_RT_OUT_SUBSCRIBE, _C.HP_RT_OUT_UNSUBSCRIBE, _C.HP_RT_OUT_PUBLISH
 
 
 def default_cache_dir() -> Path:
@@ -78,7 +88,4 @@ def build_runtime(cache_dir: Path | None = None) -> Path:
 @functools.lru_cache(maxsize=1)
 def load() -> tuple[cffi.FFI, object]:
     """The runtime as ``(ffi, lib)``; built first if needed."""
-    ffi = cffi.FFI()
-    ffi.cdef(HOST_API.read_text())
-    lib = ffi.dlopen(str(build_runtime()))
-    return ffi, lib
+    return _FFI, _FFI.dlopen(str(build_runtime()))

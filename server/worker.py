@@ -130,9 +130,9 @@ class HotplateWorker(ThreadWorker):
         route = call.route
         log.error("[module=%s route=%s req=%s] handler %s is stuck past its %d ms limit outside the module's "
                   "code (a lock or a system call); answering 504 and replacing this worker",
-                  route.module.name, route.path, call.request_id, route.handler, route.timeout_ms)
+                  route.module.name, route.spec.path, call.request_id, route.spec.handler, route.spec.timeout_ms)
         status, headers, body = dispatcher.error(504, route, call.request_id,
-                                                 f"handler {route.handler} did not answer within {route.timeout_ms} ms")
+                                                 f"handler {route.spec.handler} did not answer within {route.spec.timeout_ms} ms")
         for field in (report.REQUESTS, report.ERRORS_5XX, report.TIMEOUTS):
             dispatcher.counters.add(field)
         try:
@@ -202,7 +202,7 @@ class HotplateWorker(ThreadWorker):
         body = dispatcher.read_body(length, chunked, req.body)
         route, request_id = target[0], dispatcher.request_id(request_id)
         token = id(conn)
-        self.inflight[token] = Call(time.monotonic() + route.timeout_ms / 1000 + STUCK_AFTER_S, req, conn, route,
+        self.inflight[token] = Call(time.monotonic() + route.spec.timeout_ms / 1000 + STUCK_AFTER_S, req, conn, route,
                                     request_id)
         try:
             status, reply_headers, payload = dispatcher.handle(
@@ -224,7 +224,7 @@ class HotplateWorker(ThreadWorker):
             by_name[name] = f"{by_name[name]}, {value}" if name in by_name else value
         conn_id = dispatcher.request_id(None)
         try:
-            reply_headers, subprotocol = handshake.accept(req.method, req.version, by_name, route.subprotocols)
+            reply_headers, subprotocol = handshake.accept(req.method, req.version, by_name, route.spec.subprotocols)
         except handshake.Refused as e:
             status, headers, body = dispatcher.error(e.status, route, conn_id, str(e))
             return self.respond(req, conn, status, headers + e.headers, body, False)
@@ -234,14 +234,14 @@ class HotplateWorker(ThreadWorker):
         if unavailable:
             status, headers, body = dispatcher.error(503, route, conn_id, unavailable)
             return self.respond(req, conn, status, headers, body, False)
-        blob = dispatcher.blob(req.method, path, req.query, self.client(conn), conn_id, route.path, params, flat)
-        session = calls.Session(conn_id, route.path, blob, len(params), len(flat) // 2, subprotocol)
+        blob = dispatcher.blob(req.method, path, req.query, self.client(conn), conn_id, route.spec.path, params, flat)
+        session = calls.Session(conn_id, route.spec.path, blob, len(params), len(flat) // 2, subprotocol)
         opened = calls.call(route, session, calls.OPEN)
         if not opened.ok:
-            status, message = 403, f"refused by {route.symbols['open']}"
+            status, message = 403, f"refused by {route.spec.symbols['open']}"
             if opened.result != RT_HANDLER_ERROR:
-                status, message = dispatcher.fault(opened.result, opened.signal, route.module.name, route.path,
-                                                   route.symbols["open"], conn_id, route.timeout_ms)
+                status, message = dispatcher.fault(opened.result, opened.signal, route.module.name, route.spec.path,
+                                                   route.spec.symbols["open"], conn_id, route.spec.timeout_ms)
             status, headers, body = dispatcher.error(status, route, conn_id, message)
             return self.respond(req, conn, status, headers, body, False)
         head = "HTTP/1.1 101 Switching Protocols\r\n" + "".join(f"{k}: {v}\r\n" for k, v in reply_headers) + "\r\n"

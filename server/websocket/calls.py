@@ -17,10 +17,11 @@ from .. import runtime
 from ..runtime import RT_OK
 from ..modules import Socket
 
-OPEN, MESSAGE, CLOSE = 0, 1, 2  # HP_RT_WS_* (server/runtime/host_api.h)
+OPEN, MESSAGE, CLOSE = runtime.WS_OPEN, runtime.WS_MESSAGE, runtime.WS_CLOSE
+SEND, CLOSE_CONNECTION, SUBSCRIBE, UNSUBSCRIBE, PUBLISH = (runtime.OUT_SEND, runtime.OUT_CLOSE, runtime.OUT_SUBSCRIBE,
+                                                           runtime.OUT_UNSUBSCRIBE, runtime.OUT_PUBLISH)
 EVENTS = {OPEN: "open", MESSAGE: "message", CLOSE: "close"}
-SEND, CLOSE_CONNECTION, SUBSCRIBE, UNSUBSCRIBE, PUBLISH = 1, 2, 3, 4, 5  # HP_RT_OUT_*
-TEXT, BINARY = 1, 2  # HP_WS_TEXT, HP_WS_BINARY
+TEXT, BINARY = 1, 2  # HP_WS_TEXT, HP_WS_BINARY: ABI 2 of hotplate.h, fixed for good
 _RECORD = struct.Struct("=BBHII")
 _local = threading.local()
 
@@ -97,7 +98,7 @@ def call(socket: Socket, session: Session, event: int, data: bytes = b"", arg: i
         out = _local.result = ffi.new("hp_rt_result *")
     rc = lib.hp_rt_ws_event(socket.module.handle, handler, event, session.blob, len(session.blob),
                             session.nparams, session.nheaders, session.subprotocol.encode(),
-                            session.state, len(session.state), data, len(data), arg, socket.timeout_ms, out)
+                            session.state, len(session.state), data, len(data), arg, socket.spec.timeout_ms, out)
     try:
         outcome = Outcome(rc, out.signal)
         if out.outbox_len:

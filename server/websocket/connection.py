@@ -93,7 +93,7 @@ class Connection(asyncio.Protocol):
         self.pinged = False
         buf = self.buffer
         buf += data
-        end, limit, too_big = 0, self.route.max_message, False
+        end, limit, too_big = 0, self.route.spec.max_message, False
         while True:
             header = frame_header(buf, end)
             if header is None:
@@ -125,7 +125,7 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The client is not reading: drop it rather than buffer without bound."""
         log.warning("[module=%s route=%s req=%s] client not reading; %d bytes unsent; dropping the connection",
-                    self.route.module.name, self.route.path, self.session.id, self.transport.get_write_buffer_size())
+                    self.route.module.name, self.route.spec.path, self.session.id, self.transport.get_write_buffer_size())
         self.transport.abort()
 
     def connection_lost(self, exc) -> None:
@@ -163,9 +163,9 @@ class Connection(asyncio.Protocol):
         if outcome.ok:
             self.apply(outcome.actions)
             return
-        handler = self.route.symbols[calls.EVENTS[event]]
-        self.hub.dispatcher.fault(outcome.result, outcome.signal, self.route.module.name, self.route.path,
-                                  handler, self.session.id, self.route.timeout_ms)
+        handler = self.route.spec.symbols[calls.EVENTS[event]]
+        self.hub.dispatcher.fault(outcome.result, outcome.signal, self.route.module.name, self.route.spec.path,
+                                  handler, self.session.id, self.route.spec.timeout_ms)
         if event != calls.CLOSE:
             self.close(1011, f"handler {handler} failed")
 
@@ -214,7 +214,7 @@ class Connection(asyncio.Protocol):
 
     def fail(self, code: int, reason: str) -> None:
         """Close after a protocol violation: no further input is read."""
-        log.info("[module=%s route=%s req=%s] closing with %d: %s", self.route.module.name, self.route.path,
+        log.info("[module=%s route=%s req=%s] closing with %d: %s", self.route.module.name, self.route.spec.path,
                  self.session.id, code, reason)
         self.close(code, reason)
         self.end(code, reason)

@@ -50,7 +50,7 @@ class Hub:
         self.config = config
         self.run_dir = Path(run_dir)
         self.current = Path(current)
-        self.sockets = {s.path: s for s in dispatcher.modules.sockets}
+        self.sockets = {s.spec.path: s for s in dispatcher.modules.sockets}
         self.connections: set[Connection] = set()
         self.topics: dict[str, set[Connection]] = defaultdict(set)
         self.loop = asyncio.new_event_loop()

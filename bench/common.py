@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = dict(os.environ)
 
 
 def free_port() -> int:
@@ -100,7 +100,7 @@ class Up:
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "up", "--state", str(self.state), "--bind", f"127.0.0.1:{self.port}",
+            [sys.executable, "-m", "hotplate.controller.cli", "up", "--state", str(self.state), "--bind", f"127.0.0.1:{self.port}",
              "--api", f"127.0.0.1:{self.api_port}", "--workers", str(workers), *extra],
             stdout=(tmp / "up.log").open("w"), stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
         deadline = time.monotonic() + 30

@@ -192,7 +192,7 @@ def kill_worker(up: Up) -> tuple[float, str]:
 
 def second_up(up: Up) -> tuple[float, str]:
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "controller.cli", "up", "--state", str(up.state), "--bind",
+    out = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "up", "--state", str(up.state), "--bind",
                           f"127.0.0.1:{free_port()}", "--api", f"127.0.0.1:{free_port()}"],
                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
     return time.monotonic() - start, f"exit {out.returncode}: {out.stderr.strip()[:70]}"

@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.deploy import build_release
-from controller.state import State
+from hotplate.controller.deploy import build_release
+from hotplate.controller.state import State
 
 from .common import ROOT, free_port, median, start, stop, table, wrk
 
@@ -25,7 +25,7 @@ GUNICORN = ["-k", "gthread", "-w", "2", "--threads", "8", "--no-control-socket"]
 
 def bench_requests(tmp: Path) -> None:
     c_port, flask_port = free_port(), free_port()
-    hotplate = start([sys.executable, "-m", "controller.cli", "serve", str(ROOT), "--state", str(tmp / "state"),
+    hotplate = start([sys.executable, "-m", "hotplate.controller.cli", "serve", str(ROOT), "--state", str(tmp / "state"),
                       "--bind", f"127.0.0.1:{c_port}", "--workers", "2", "--threads", "8"],
                      f"http://127.0.0.1:{c_port}/hello", tmp / "hotplate.log")
     flask = start([sys.executable, "-m", "gunicorn", *GUNICORN, "-b", f"127.0.0.1:{flask_port}", "bench.flask_app:app"],

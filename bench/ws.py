@@ -191,7 +191,7 @@ def echo_server_hotplate(tmp: Path) -> tuple[subprocess.Popen, str]:
     (app / "modules" / "wsecho.c").write_bytes(APP.read_bytes())
     write_version(app, "v1")
     port = free_port()
-    proc = start([sys.executable, "-m", "controller.cli", "serve", str(app), "--state", str(tmp / "echo-state"),
+    proc = start([sys.executable, "-m", "hotplate.controller.cli", "serve", str(app), "--state", str(tmp / "echo-state"),
                   "--bind", f"127.0.0.1:{port}", "--workers", "1"], f"http://127.0.0.1:{port}/health",
                  tmp / "echo.log")
     return proc, f"ws://127.0.0.1:{port}/ws/bench"

@@ -10,7 +10,7 @@ from functools import wraps
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from server.report import METRICS, read_all
+from hotplate.server.report import METRICS, read_all
 
 from .errors import HotplateError
 from .githttp import http_backend
@@ -179,7 +179,7 @@ def metrics():
 
 
 def create_api(controller, webhook_secret: str | None) -> Flask:
-    app = Flask("hotplate.controller")
+    app = Flask(__name__)
     app.config["WEBHOOK_SECRET"] = webhook_secret
     app.extensions["controller"] = controller
     app.register_blueprint(bp)

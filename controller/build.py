@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.paths import INCLUDE_DIR
-from server.runtime import compiler_version, sdk_digest
+from hotplate.server.paths import INCLUDE_DIR
+from hotplate.server.runtime import compiler_version, sdk_digest
 
 from .errors import BuildError
 from .plan import Manifest, Module

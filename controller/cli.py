@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from server.config import ServerConfig
+from hotplate.server.config import ServerConfig
 
 from .deploy import TREE, Attempt, build_release, format_module
 from .errors import BuildError, HotplateError

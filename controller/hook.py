@@ -1,4 +1,4 @@
-"""The hosted repository's post-receive hook: ``python -m controller.hook STATE``.
+"""The hosted repository's post-receive hook: ``python -m hotplate.controller.hook STATE``.
 
 git runs it after a push updated refs; whatever it prints reaches the pusher
 as ``remote:`` lines. It asks the running controller to deploy and streams

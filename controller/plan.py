@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from werkzeug.routing import Map, Rule
 
-from server.config import RESERVED_PREFIX
-from server.contract import Limits, Route, Socket
+from hotplate.server.config import RESERVED_PREFIX
+from hotplate.server.contract import Limits, Route, Socket
 
 from .errors import ManifestError
 

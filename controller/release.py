@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from server import smoke
-from server.contract import ModuleSpec, ReleaseSpec
+from hotplate.server import smoke
+from hotplate.server.contract import ModuleSpec, ReleaseSpec
 
 from .build import BuildResult
 from .errors import SmokeCheckError
@@ -29,7 +29,7 @@ from .plan import MANIFEST, Manifest
 
 SMOKE_TIMEOUT_S = 60
 _FORKS = multiprocessing.get_context("forkserver")
-_FORKS.set_forkserver_preload(["server.smoke"])
+_FORKS.set_forkserver_preload(["hotplate.server.smoke"])
 
 
 @dataclass(frozen=True)

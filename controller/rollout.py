@@ -18,13 +18,12 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gunicorn.ctl.client import ControlClient
 
-from server.config import ServerConfig
-from server.contract import ReleaseSpec
-from server.report import pid_alive, read_reports
+from hotplate.server.config import ServerConfig
+from hotplate.server.contract import ReleaseSpec
+from hotplate.server.report import pid_alive, read_reports
 
 from .errors import HotplateError, RetryableError, RolloutError
 from .state import State
@@ -67,14 +66,12 @@ class ServerProcess:
             return
         self.state.server_pid.unlink(missing_ok=True)
         fds = (self.listener.fileno(),) if self.listener is not None else ()
-        cmd = [sys.executable, "-m", "server", "--current", str(self.state.current), "--run-dir", str(self.state.run),
+        cmd = [sys.executable, "-m", "hotplate.server", "--current", str(self.state.current), "--run-dir", str(self.state.run),
                "--workdir", str(self.state.root), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
                "--workers", str(self.config.workers), "--threads", str(self.config.threads),
                "--max-requests", str(self.config.max_requests), "--max-rss", str(self.config.max_rss)]
-        root = Path(__file__).resolve().parent.parent
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
         with self.log.open("a") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=fds,
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, pass_fds=fds,
                                          start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from .state import State
 
 HOOK = """#!/bin/sh
 # Installed by hotplate: streams the deploy of a push back to the pusher.
-exec {python} -m controller.hook {state}
+exec {python} -m hotplate.controller.hook {state}
 """
 
 

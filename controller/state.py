@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.contract import ReleaseSpec
+from hotplate.server.contract import ReleaseSpec
 
 from .errors import HotplateError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tarfile
 
-from server.report import read_all
+from hotplate.server.report import read_all
 
 from .build import Builder
 from .errors import HotplateError

@@ -1,4 +1,4 @@
-"""``python -m server``: serve the release a ``current`` link points to.
+"""``python -m hotplate.server``: serve the release a ``current`` link points to.
 
 The controller starts the server this way (``hotplate up``, ``hotplate serve``)
 so that the gunicorn master is its own process with its own pid file.
@@ -13,7 +13,7 @@ from .gunicorn_app import HotplateServer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m server")
+    p = argparse.ArgumentParser(prog="python -m hotplate.server")
     p.add_argument("--current", required=True, type=Path, help="the release link to serve")
     p.add_argument("--run-dir", required=True, type=Path, help="pid file, control socket, worker reports")
     p.add_argument("--workdir", required=True, type=Path, help="workers' working directory")

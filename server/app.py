@@ -43,7 +43,7 @@ def release():
 
 def create_app(config: ServerConfig | None = None) -> Dispatcher:
     """The WSGI callable gunicorn serves: the module dispatcher in front of Flask."""
-    app = Flask("hotplate")
+    app = Flask(__name__)
     app.register_blueprint(bp)
 
     @app.errorhandler(404)

@@ -50,7 +50,7 @@ class HotplateServer(BaseApplication):
         c = self.config
         settings = {
             "bind": c.bind, "workers": c.workers, "threads": c.threads,
-            "worker_class": "server.worker.HotplateWorker",
+            "worker_class": "hotplate.server.worker.HotplateWorker",
             "preload_app": True, "graceful_timeout": c.graceful_timeout, "timeout": c.timeout,
             "keepalive": c.keepalive, "backlog": c.backlog,
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,

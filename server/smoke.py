@@ -3,7 +3,7 @@
 :func:`check` loads every module, checks its ABI and handler symbols, runs
 hp_init and hp_fini, and lists ``{"module", "source", "error"}`` for each
 failure. It runs in a child of the controller's fork server
-(controller/release.py), or as ``python -m server.smoke RELEASE_DIR``, which
+(controller/release.py), or as ``python -m hotplate.server.smoke RELEASE_DIR``, which
 prints that list as JSON. A module that kills the process fails the release,
 not a server.
 """

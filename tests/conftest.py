@@ -39,7 +39,7 @@ def write_app(root: Path, manifest: str, sources: dict[str, str] | None = None, 
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    return dict(os.environ)
 
 
 def terminate(proc: subprocess.Popen, timeout: float) -> None:
@@ -64,7 +64,7 @@ class Server:
         state.mkdir(parents=True, exist_ok=True)
         for name in state_files:
             (state / name).touch()
-        cmd = [sys.executable, "-m", "controller.cli", "serve", str(app), "--state", str(state),
+        cmd = [sys.executable, "-m", "hotplate.controller.cli", "serve", str(app), "--state", str(state),
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads)]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
                                      env={**env(), **(extra_env or {})}, cwd=ROOT)
@@ -125,7 +125,7 @@ class Up:
         self.start()
 
     def start(self, timeout: float = 60) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli", *self.args], stdout=self.log.open("a"),
+        self.proc = subprocess.Popen([sys.executable, "-m", "hotplate.controller.cli", *self.args], stdout=self.log.open("a"),
                                      stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -140,7 +140,7 @@ class Up:
         raise RuntimeError(f"hotplate up not ready:\n{self.log.read_text()}")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "controller.cli", *args, "--state", str(self.state)],
+        return subprocess.run([sys.executable, "-m", "hotplate.controller.cli", *args, "--state", str(self.state)],
                               capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
 
     def status(self) -> dict:

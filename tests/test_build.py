@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from controller.build import Builder
-from controller.errors import BuildError, SmokeCheckError
-from controller.deploy import build_release
-from controller.state import State
-from controller.plan import load_manifest
+from hotplate.controller.build import Builder
+from hotplate.controller.errors import BuildError, SmokeCheckError
+from hotplate.controller.deploy import build_release
+from hotplate.controller.state import State
+from hotplate.controller.plan import load_manifest
 
 from .conftest import write_app
 

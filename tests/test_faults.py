@@ -158,7 +158,7 @@ def test_a_second_controller_on_one_state_exits_at_once(up, tmp_path):
     info = (server.state / "run" / "controller.json").read_text()
     for command in (["up", "--api", f"127.0.0.1:{free_port()}"], ["dev", str(tmp_path)]):
         start = time.monotonic()
-        second = subprocess.run([sys.executable, "-m", "controller.cli", *command, "--state", str(server.state),
+        second = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", *command, "--state", str(server.state),
                                  "--bind", f"127.0.0.1:{free_port()}"],
                                 capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
         assert second.returncode == 1 and time.monotonic() - start < 10

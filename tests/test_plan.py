@@ -1,8 +1,8 @@
 """Manifest validation: every problem found before anything builds, with file:line and key."""
 import pytest
 
-from controller.errors import ManifestError
-from controller.plan import load_manifest
+from hotplate.controller.errors import ManifestError
+from hotplate.controller.plan import load_manifest
 
 from .conftest import ROOT, write_app
 

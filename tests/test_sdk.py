@@ -1,7 +1,7 @@
 """The C SDK's own unit tests, compiled with the runtime under ASan/UBSan and run."""
 import subprocess
 
-from server.paths import INCLUDE_DIR, RUNTIME_DIR
+from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
 
 from .conftest import ROOT
 

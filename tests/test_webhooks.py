@@ -2,7 +2,7 @@
 import pytest
 from werkzeug.datastructures import Headers
 
-from controller.webhooks import WebhookError, sign, verify
+from hotplate.controller.webhooks import WebhookError, sign, verify
 
 
 def test_github_documented_example():

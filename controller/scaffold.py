@@ -45,7 +45,7 @@ def scaffold(path: Path) -> Path:
     (path / "modules").mkdir(parents=True, exist_ok=True)
     (path / "deploy.yaml").write_text(MANIFEST.format(name=path.name))
     (path / "modules" / "hello.c").write_text(MODULE)
-    (path / ".gitignore").write_text(".hotplate/\n")
+    (path / ".gitignore").write_text(".hotplate/\n.hotplate-dev/\n")
     repo = git.Repo.init(path, initial_branch="main")
     repo.index.add(["deploy.yaml", "modules/hello.c", ".gitignore"])
     repo.index.commit("hotplate init")

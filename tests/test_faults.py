@@ -278,3 +278,22 @@ def test_retry_redeploys_a_commit_that_failed_for_an_outside_reason(up, tmp_path
     assert retried.returncode == 0, retried.stderr
     server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="the retry live")
     assert last_deploy(server)["trigger"] == "retry"
+
+
+def test_an_unplanned_exception_ends_the_deploy_with_its_traceback(up, tmp_path):
+    """Damage nobody planned for (a retained release emptied of its
+    release.json by hand): the deploy that needs it ends `failed` with the
+    exception and traceback in its log, the push gets its final line, and
+    live keeps serving."""
+    server, work = first_deploy(up, tmp_path)
+    v1 = server.status()["live"]["release"]
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    (server.state / "releases" / v1 / "release.json").unlink()
+    work.git("revert", "--no-edit", "HEAD")
+    out, took = timed_push(work)
+    assert "deploy FAILED (InternalError); live stays on" in out and took < PUSH_LIMIT, out
+    row = last_deploy(server)
+    assert row["outcome"] == "failed" and row["reason"] == "InternalError"
+    assert "Traceback (most recent call last)" in row["log"] and "OSError" in row["detail"]
+    assert text(server) == "v2" and server.status()["health"]["state"] == "Healthy"

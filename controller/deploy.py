@@ -16,15 +16,17 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .build import Builder, BuildResult, ModuleBuild
 from .errors import RetryableError, StalledError
 from .plan import Manifest, load_manifest
 from .release import Release, assemble
 from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
-from .source import Source
 from .state import State
+
+if TYPE_CHECKING:  # GitPython is slow to import; smoke-check children import this module
+    from .source import Source
 
 #: Seconds a deploy waits for a dead app server to be restarted before it
 #: gives up and is retried later.

@@ -29,7 +29,8 @@ from .plan import MANIFEST, Manifest
 
 SMOKE_TIMEOUT_S = 60
 _FORKS = multiprocessing.get_context("forkserver")
-_FORKS.set_forkserver_preload(["hotplate.server.smoke"])
+# The children re-import the main module (multiprocessing does): preload the CLI too, so that costs nothing.
+_FORKS.set_forkserver_preload(["hotplate.server.smoke", "hotplate.controller.cli"])
 
 
 @dataclass(frozen=True)

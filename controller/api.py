@@ -167,10 +167,10 @@ def metrics():
     for field, metric in METRICS.items():
         name = f"hotplate_{metric}_total"
         lines.append(f"# TYPE {name} counter")
-        lines += [f'{name}{{pid="{pid}",release="{r["release"]}"}} {r["counters"][field]}' for pid, r in reports.items()]
+        lines += [f'{name}{{pid="{pid}",release="{r.release}"}} {r.counters[field]}' for pid, r in reports.items()]
         lines.append(f'{name}{{pid="exited",release=""}} {exited[field]}')
     lines.append("# TYPE hotplate_websocket_connections gauge")
-    lines += [f'hotplate_websocket_connections{{pid="{pid}",release="{r["release"]}"}} {open_websockets(r["counters"])}'
+    lines += [f'hotplate_websocket_connections{{pid="{pid}",release="{r.release}"}} {open_websockets(r.counters)}'
               for pid, r in reports.items()]
     lines.append("# TYPE hotplate_deploys_total counter")
     lines += [f'hotplate_deploys_total{{outcome="{outcome}"}} {n}' for outcome, n in c.history.outcomes().items()]

@@ -197,7 +197,7 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
     while True:
         reports = read_reports(server.state.workers)
         fresh = [pid for pid, r in reports.items()
-                 if pid not in before and r["release"] == release]
+                 if pid not in before and r.release == release]
         if len(fresh) >= want:
             break
         if time.monotonic() > deadline:
@@ -216,8 +216,8 @@ def _wait_serving(server: ServerProcess, release: str, want: int, deadline: floa
     arbiter has settled on the new worker count."""
     while True:
         reports = {pid: r for pid, r in read_reports(server.state.workers).items()
-                   if not r.get("retiring")}
-        stale = [pid for pid, r in reports.items() if r["release"] != release]
+                   if not r.retiring}
+        stale = [pid for pid, r in reports.items() if r.release != release]
         if len(reports) == want and not stale:
             return sorted(reports), reports
         if time.monotonic() > deadline:
@@ -237,9 +237,9 @@ def health_gate(server: ServerProcess, gen: Generation, release: ReleaseSpec, se
     """Check the new generation: modules loaded, health routes 2xx, and during
     the bake window no crash loop and no jump in 5xx. Raises RolloutError."""
     for pid in gen.pids:
-        for mod in gen.reports[pid]["modules"]:
-            if not mod["ok"]:
-                raise RolloutError(f"module {mod['name']} failed to load in worker {pid}: {mod['error']}")
+        for mod in gen.reports[pid].modules:
+            if not mod.ok:
+                raise RolloutError(f"module {mod.name} failed to load in worker {pid}: {mod.error}")
     base = f"http://{server.config.bind}"
     for mod in release.modules:
         if mod.health:
@@ -255,10 +255,10 @@ def health_gate(server: ServerProcess, gen: Generation, release: ReleaseSpec, se
     while time.monotonic() < end:
         time.sleep(0.1)
         reports = {pid: r for pid, r in read_reports(server.state.workers).items()
-                   if r["release"] == gen.release and not r.get("retiring")}
+                   if r.release == gen.release and not r.retiring}
         seen |= set(reports)
-        requests = sum(r["counters"]["requests"] for r in reports.values())
-        errors = sum(r["counters"]["errors_5xx"] for r in reports.values())
+        requests = sum(r.counters["requests"] for r in reports.values())
+        errors = sum(r.counters["errors_5xx"] for r in reports.values())
         if len(seen) - len(gen.pids) > settings.max_restarts:
             raise RolloutError(f"crash loop: {len(seen) - len(gen.pids)} workers replaced during the bake window")
         if errors >= settings.min_5xx and errors > settings.max_5xx_ratio * requests:

@@ -32,10 +32,10 @@ def status(c) -> dict:
         "notices": [c.history.damage] if c.history.damage else [],
         "server": {"pid": c.server.pid, "restarts": c.server.restarts},
         "modules": [{"name": m.name, "source": m.source, "object": m.key[:12], "routes": len(m.routes) + len(m.websockets),
-                     "workers_ok": sum(1 for w in workers.values() if w["release"] == live and
-                                       any(x["name"] == m.name and x["ok"] for x in w["modules"]))}
+                     "workers_ok": sum(1 for w in workers.values() if w.release == live and
+                                       any(x.name == m.name and x.ok for x in w.modules))}
                     for m in modules],
-        "workers": [{"pid": pid, "release": w["release"], **w["counters"], "websockets": open_websockets(w["counters"])}
+        "workers": [{"pid": pid, "release": w.release, **w.counters, "websockets": open_websockets(w.counters)}
                     for pid, w in sorted(workers.items())],
         "exited_workers": exited,
     }
@@ -60,7 +60,7 @@ def health(c, live: str | None, workers: dict[int, dict]) -> dict:
     """Whether the app serves (Healthy, Degraded, Down) and why, apart from sync."""
     if c.server.pid is None:
         return {"state": "Down", "why": [c.server.down_reason or c.server.exit_reason()]}
-    serving = [w for w in workers.values() if not w.get("retiring")]
+    serving = [w for w in workers.values() if not w.retiring]
     if not serving:
         return {"state": "Down", "why": ["no worker accepts connections"]}
     why = []
@@ -69,8 +69,8 @@ def health(c, live: str | None, workers: dict[int, dict]) -> dict:
     want = c.server.config.workers
     if len(serving) < want:
         why.append(f"{len(serving)} of {want} workers accept connections")
-    why += sorted({f"module {m['name']} failed to load: {m['error']}" for w in serving if w["release"] == live
-                   for m in w["modules"] if not m["ok"]})
+    why += sorted({f"module {m.name} failed to load: {m.error}" for w in serving if w.release == live
+                   for m in w.modules if not m.ok})
     return {"state": "Degraded" if why else "Healthy", "why": why}
 
 

@@ -110,7 +110,7 @@ class HotplateServer(BaseApplication):
             self.dispatcher.attach(modules)
             self.start_hub(logger)
             report.publish(self.reports, modules.release_id,
-                           [{"name": m.name, "ok": m.ok, "error": m.error} for m in modules.modules],
+                           [report.ModuleReport(m.name, m.ok, m.error) for m in modules.modules],
                            hub=self.dispatcher.hub is not None)
             logger.info("worker %d serves release %s", os.getpid(), modules.release_id)
         except Exception as e:

@@ -19,6 +19,7 @@ import mmap
 import os
 import struct
 import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 #: Counter fields and their Prometheus names (hotplate_<name>_total).
@@ -64,33 +65,71 @@ def read_counters(path: Path) -> dict[str, int]:
     return dict(zip(FIELDS, struct.unpack_from(f"<{len(FIELDS)}Q", data)))
 
 
-def publish(directory: Path, release: str | None, modules: list[dict], error: str | None = None,
-            hub: bool = False) -> None:
-    """Write this worker's boot report (atomically: the controller polls it).
+#: The version of the ``<pid>.json`` layout; a reader skips reports of another.
+FORMAT = 1
 
-    :param hub: whether the worker takes WebSocket connections and publications
-        from other workers (server/websocket/).
+
+@dataclass(frozen=True)
+class ModuleReport:
+    """One module as a worker loaded it."""
+
+    name: str
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one worker says of itself.
+
+    :param hub: whether it takes WebSocket connections and publications from
+        other workers (server/websocket/).
+    :param retiring: whether it has stopped accepting connections for good.
+    :param counters: its request counters (read from ``<pid>.stats``, not stored).
     """
+
+    pid: int
+    release: str | None
+    modules: tuple[ModuleReport, ...]
+    error: str | None
+    booted_at: float
+    retiring: bool = False
+    hub: bool = False
+    counters: dict = field(default_factory=dict, compare=False)
+
+    def write(self, directory: Path) -> None:
+        """Write atomically: the controller polls these files."""
+        data = {"format": FORMAT, **asdict(self)}
+        del data["counters"]
+        tmp = directory / f".{self.pid}.json.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, directory / f"{self.pid}.json")
+
+    @classmethod
+    def read(cls, path: Path) -> "Report | None":
+        """A report file, or None if it is unreadable or of another format."""
+        try:
+            data = json.loads(path.read_text())
+            if data.pop("format", None) != FORMAT:
+                return None
+            data["modules"] = tuple(ModuleReport(**m) for m in data["modules"])
+            return cls(**data)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def publish(directory: Path, release: str | None, modules: list[ModuleReport], error: str | None = None,
+            hub: bool = False) -> None:
+    """Write this worker's boot report."""
     directory.mkdir(parents=True, exist_ok=True)
-    pid = os.getpid()
-    info = {"pid": pid, "release": release, "modules": modules, "error": error, "booted_at": time.time(),
-            "retiring": False, "hub": hub}
-    tmp = directory / f".{pid}.json.tmp"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, directory / f"{pid}.json")
+    Report(os.getpid(), release, tuple(modules), error, time.time(), hub=hub).write(directory)
 
 
 def retire(directory: Path) -> None:
     """Mark this worker as no longer accepting connections (it drains, then exits)."""
-    path = directory / f"{os.getpid()}.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    info["retiring"] = True
-    tmp = directory / f".{os.getpid()}.json.tmp"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, path)
+    report = Report.read(directory / f"{os.getpid()}.json")
+    if report is not None:
+        replace(report, retiring=True).write(directory)
 
 
 TOTALS = "exited.totals"
@@ -118,8 +157,8 @@ def fold_dead(directory: Path) -> None:
     for pid in sorted(dead):
         if pid in totals["pids"]:
             continue
-        for field, n in read_counters(directory / f"{pid}.stats").items():
-            totals["counters"][field] += n
+        for name, n in read_counters(directory / f"{pid}.stats").items():
+            totals["counters"][name] += n
         totals["pids"].append(pid)
     totals["pids"] = totals["pids"][-_FOLDED_PIDS:]
     tmp = directory / f".{TOTALS}.tmp"
@@ -149,14 +188,9 @@ def read_reports(directory: Path) -> dict[int, dict]:
     """The report of every live worker, by pid (dead workers' files are ignored)."""
     reports = {}
     for path in directory.glob("*.json"):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not pid_alive(info["pid"]):
-            continue
-        info["counters"] = read_counters(directory / f"{info['pid']}.stats")
-        reports[info["pid"]] = info
+        report = Report.read(path)
+        if report is not None and pid_alive(report.pid):
+            reports[report.pid] = replace(report, counters=read_counters(directory / f"{report.pid}.stats"))
     return reports
 
 

@@ -108,7 +108,7 @@ class Bus:
         if stamp != self.stamp:
             self.stamp = stamp
             self.peers = [pid for pid, r in report.read_reports(self.reports).items()
-                          if pid != os.getpid() and r.get("hub")]
+                          if pid != os.getpid() and r.hub]
             for pid in set(self.links) - set(self.peers):
                 link = self.links.pop(pid)
                 if link.transport:

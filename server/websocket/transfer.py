@@ -39,9 +39,9 @@ def targets(run_dir: Path, release: str) -> list[int]:
     ``release`` if any is, else on any release."""
     reports = report.read_reports(Path(run_dir) / "workers")
     able = [r for pid, r in reports.items()
-            if pid != os.getpid() and r.get("hub") and not r.get("retiring")]
-    newest = [r["pid"] for r in able if r.get("release") == release]
-    return sorted(newest or [r["pid"] for r in able])
+            if pid != os.getpid() and r.hub and not r.retiring]
+    newest = [r.pid for r in able if r.release == release]
+    return sorted(newest or [r.pid for r in able])
 
 
 def send(run_dir: Path, pid: int, message: dict, fds: list[int] = ()) -> None:

@@ -6,6 +6,8 @@ Never the app's port: the app serves user code, this serves the operator.
 from __future__ import annotations
 
 import hmac
+import logging
+import sqlite3
 from functools import wraps
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -18,6 +20,7 @@ from .status import diff, open_websockets, status
 from .webhooks import WebhookError, verify
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger("hotplate.controller")
 
 
 def ctl():
@@ -100,9 +103,20 @@ def retry():
 @bp.post("/api/follow")
 @requires_token
 def follow():
-    """Stream, as text lines, the deploy of a pushed commit (the push hook)."""
-    sha = request.args["commit"]
-    return Response((line + "\n" for line in ctl().follow(sha)), mimetype="text/plain")
+    """Stream, as text lines, the deploy of a pushed commit (the push hook).
+    The pusher always gets a last line, even if following fails."""
+    controller, sha = ctl(), request.args["commit"]
+
+    def lines():
+        try:
+            for line in controller.follow(sha):
+                yield line + "\n"
+        except Exception as e:
+            log.exception("following %s failed", sha)
+            yield (f"the controller could not follow this push ({type(e).__name__}: {e}); "
+                   "see `hotplate status` and `hotplate history`\n")
+
+    return Response(lines(), mimetype="text/plain")
 
 
 @bp.post("/api/rollback")
@@ -173,7 +187,10 @@ def metrics():
     lines += [f'hotplate_websocket_connections{{pid="{pid}",release="{r.release}"}} {open_websockets(r.counters)}'
               for pid, r in reports.items()]
     lines.append("# TYPE hotplate_deploys_total counter")
-    lines += [f'hotplate_deploys_total{{outcome="{outcome}"}} {n}' for outcome, n in c.history.outcomes().items()]
+    try:
+        lines += [f'hotplate_deploys_total{{outcome="{outcome}"}} {n}' for outcome, n in c.history.outcomes().items()]
+    except sqlite3.Error:
+        pass  # status says why; the app's own figures above still count
     lines += ["# TYPE hotplate_pinned gauge", f"hotplate_pinned {1 if s['pinned'] else 0}"]
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 

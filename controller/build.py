@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import tempfile
 import time
@@ -30,6 +31,8 @@ from .plan import Manifest, Module
 from .state import write_atomic
 
 CC = os.environ.get("CC", "cc")
+#: Seconds one module's compile may take: hostile or broken C must not hold a deploy.
+COMPILE_TIMEOUT_S = float(os.environ.get("HOTPLATE_COMPILE_TIMEOUT", 120))
 #: Strict warnings and hardening on every module; -z defs turns a missing
 #: library into a build error instead of a load error in a worker.
 BASE_FLAGS = (
@@ -76,7 +79,7 @@ def _pkg_config(packages: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, 
         return (), ()
     flags = []
     for mode in ("--cflags", "--libs"):
-        out = subprocess.run(["pkg-config", mode, *packages], capture_output=True, text=True)
+        out = subprocess.run(["pkg-config", mode, *packages], capture_output=True, text=True, timeout=30)
         if out.returncode != 0:
             raise BuildError(
                 f"pkg-config could not find {' '.join(packages)}: {out.stderr.strip()}; "
@@ -186,7 +189,11 @@ class Builder:
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             out, depfile = Path(tmp) / "out.so", Path(tmp) / "out.d"
             cmd = [CC, f"-I{INCLUDE_DIR}", "-MD", "-MF", str(depfile), "-o", str(out), *args]
-            proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True)
+            proc = _run_bounded(cmd, self.root, COMPILE_TIMEOUT_S)
+            if proc is None:
+                return ModuleBuild(module.name, module.source, "", False, False, time.monotonic() - start,
+                                   f"{module.source}: the compiler did not finish within {COMPILE_TIMEOUT_S:g}s "
+                                   "(an include that never ends, or a runaway macro?); the build was stopped\n", None)
             diagnostics = _with_hints(proc.stderr)
             if proc.returncode != 0:
                 return ModuleBuild(module.name, module.source, "", False, False,
@@ -235,6 +242,20 @@ def prune_cache(cache_dir: Path, keep: set[str], max_bytes: int) -> int:
         if record.stem in dropped:
             record.unlink(missing_ok=True)
     return len(dropped)
+
+
+def _run_bounded(cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess | None:
+    """Run a compiler, or None if it ran past ``timeout``: then its whole
+    process group is killed (gcc's own children, cc1 and ld, included)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @functools.lru_cache(maxsize=4)

@@ -5,16 +5,17 @@ poll, ``hotplate sync``) only wake the loop; each pass reads the branch tip
 again, so a burst of pushes coalesces into the deploy in progress plus one
 deploy of the newest commit. One rollout at a time.
 
-A deploy runs the stages in order: checkout -> plan -> build -> release
-(smoke check) -> switch ``current`` -> roll workers -> health gate -> record.
-Anything failing before the switch leaves live untouched; anything failing
-after it switches back and rolls the previous release in again.
+A deploy runs the stage list of :mod:`controller.deploy`; whatever happens,
+:meth:`Controller.conclude` ends it: anything failing before the switch
+leaves live untouched, anything failing after it switches back and rolls the
+previous release in again, and the outcome is recorded with a final line.
 """
 from __future__ import annotations
 
 import logging
 import random
 import shutil
+import sqlite3
 import threading
 import time
 import traceback
@@ -74,6 +75,9 @@ class Controller:
         self.last_error: str | None = None
         self.backoff = Backoff()
         self.forced: str | None = None  # a commit `hotplate retry` asked to deploy despite its failure
+        # Passes are numbered as they start; `ended` is the number of the last
+        # one that ended, so that a follower knows when one begun after its push is over.
+        self.started = self.ended = 0
 
     # -- the loop ---------------------------------------------------------
 
@@ -98,6 +102,9 @@ class Controller:
         """Reconcile until stopped; sleeps between passes unless woken."""
         while not self.stopping.is_set():
             trigger, self.trigger = self.trigger, "poll"
+            with self.cond:
+                self.started += 1
+                this_pass = self.started
             try:
                 self.reconcile(trigger)
                 self.last_error = None
@@ -107,6 +114,9 @@ class Controller:
             except Exception as e:  # the loop must survive anything
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.exception("reconcile failed")
+            with self.cond:
+                self.ended = this_pass
+                self.cond.notify_all()
             self.wakeup.wait(min(self.interval(), self.backoff.wait(self.observed) or float("inf")))
             self.wakeup.clear()
 
@@ -319,9 +329,10 @@ class Controller:
         push that supersedes it) live; used by the push hook."""
         deadline = time.monotonic() + timeout
         seen: set[int] = set()
+        first_pass = self.started
         self.wake("push")
         while True:
-            d = self.wait_for_deploy(sha, seen, deadline)
+            d = self.wait_for_deploy(sha, seen, deadline, first_pass)
             if d is None:
                 yield from self.idle_reason(sha)
                 return
@@ -329,6 +340,10 @@ class Controller:
             if d.commit != sha:
                 yield f"a newer push ({d.commit[:12]}) supersedes this one; following its deploy"
             yield from self.stream(d, deadline)
+            if not d.done:
+                yield (f"still deploying after {timeout:.0f}s; the push returns now: follow it with "
+                       f"`hotplate logs {d.id}` and `hotplate status`")
+                return
             if d.commit == sha or d.commit == self.observed:
                 return
 
@@ -336,27 +351,35 @@ class Controller:
         """Whether deploying ``other`` deploys ``sha`` too (same or newer commit)."""
         return other is not None and (other == sha or self.source.is_ancestor(sha, other))
 
-    def wait_for_deploy(self, sha: str, seen: set[int], deadline: float) -> Deploy | None:
+    def wait_for_deploy(self, sha: str, seen: set[int], deadline: float, first_pass: int) -> Deploy | None:
         """The next deploy covering ``sha``, or None once the loop has settled
-        without deploying it (already live, failed before, or pinned)."""
+        without deploying it (already live, failed before, pinned), or once a
+        whole pass begun after the push ended in an error outside any deploy."""
         with self.cond:
             while time.monotonic() < deadline:
                 d = self.active
                 if d is not None and d.id not in seen and self.covers(sha, d.commit):
                     return d
-                settled = d is None and not self.wakeup.is_set() and self.observed is not None and (
-                    self.settled(self.observed) or self.backoff.wait(self.observed) > 0)
+                if d is None and self.last_error and self.ended > first_pass:
+                    return None
+                try:
+                    settled = d is None and not self.wakeup.is_set() and self.observed is not None and (
+                        self.settled(self.observed) or self.backoff.wait(self.observed) > 0)
+                except sqlite3.Error:
+                    settled = False  # the history is unreadable: the loop's pass says so (last_error)
                 if settled and self.covers(sha, self.observed):
                     return None
                 self.cond.wait(0.2)
         return None
 
     def idle_reason(self, sha: str):
-        failure = self.history.failure(sha)
         live, live_commit = self.state.live_release(), self.state.live_commit()
-        if self.state.pinned():
+        if self.last_error and live_commit != sha:
+            yield (f"not deployed: the controller failed before deploying it ({self.last_error}); live stays on "
+                   f"{live}; it tries again on the next push, poll or `hotplate sync`")
+        elif self.state.pinned():
             yield f"not deployed: live is pinned to {self.state.pinned()} by a rollback; run `hotplate resume`"
-        elif failure:
+        elif failure := self.history.failure(sha):
             yield (f"not deployed: this commit failed before (deploy {failure['id']}: {failure['reason']}); "
                    "push a fix, or `hotplate retry`")
         elif live_commit == sha:

@@ -123,8 +123,12 @@ class ServerProcess:
             log.warning("the app server is back (restart %d)", self.restarts)
 
     def exit_reason(self) -> str:
-        """Why the master is gone, as far as this process can tell."""
-        code = self.proc.poll() if self.proc is not None else None
+        """Why the master is gone, as far as this process can tell. (Not
+        poll(): it answers None while another thread is reaping the child.)"""
+        try:
+            code = self.proc.wait(timeout=0.5) if self.proc is not None else None
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:
             return "the gunicorn master is not running"
         if code < 0:

@@ -3,6 +3,7 @@ controller's state: derived, never stored, so it cannot go stale."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tarfile
 
 from hotplate.server.report import read_all
@@ -15,7 +16,12 @@ from .plan import load_manifest
 def status(c) -> dict:
     """Live release, tracked head, sync state, health, modules and workers."""
     live, live_commit, tip, pinned = c.state.live_release(), c.state.live_commit(), c.observed, c.state.pinned()
-    failure = c.history.failure(tip) if tip else None
+    notices = [c.history.damage] if c.history.damage else []
+    try:
+        failure = c.history.failure(tip) if tip else None
+    except sqlite3.Error as e:
+        failure = None
+        notices.append(f"the deploy history cannot be read ({e}): failed commits are not shown")
     workers, exited = read_all(c.state.workers)
     spec = c.state.release(live)
     modules = spec.modules if spec else ()
@@ -29,7 +35,7 @@ def status(c) -> dict:
         "failure": {"deploy": failure["id"], "reason": failure["reason"], "detail": failure["detail"]} if failure else None,
         "progressing": {"deploy": c.active.id, "commit": c.active.commit} if c.active else None,
         "last_error": c.last_error,
-        "notices": [c.history.damage] if c.history.damage else [],
+        "notices": notices,
         "server": {"pid": c.server.pid, "restarts": c.server.restarts},
         "modules": [{"name": m.name, "source": m.source, "object": m.key[:12], "routes": len(m.routes) + len(m.websockets),
                      "workers_ok": sum(1 for w in workers.values() if w.release == live and

@@ -204,3 +204,19 @@ def test_release_is_content_addressed_with_unique_object_names(tmp_path):
     # Objects are never rewritten in place: a new content gets a new file (and inode).
     ino = lambda r, n: os.stat(r.path / objects(r)[n]).st_ino
     assert ino(first, "one") != ino(second, "one")
+
+
+def test_a_compile_that_never_ends_is_stopped(tmp_path, monkeypatch):
+    """gcc reading an endless include: the build fails with a reason, and
+    no compiler process is left behind."""
+    import subprocess
+
+    from hotplate.controller import build
+    monkeypatch.setattr(build, "COMPILE_TIMEOUT_S", 2)
+    app = write_app(tmp_path / "app", "modules:\n  z: {source: z.c, routes: [{path: /, handler: h}]}\n",
+                    {"z.c": '#include "/dev/zero"\n'})
+    with pytest.raises(BuildError) as e:
+        build_release(app, State(tmp_path / "state"))
+    assert "the compiler did not finish within 2s" in e.value.results[0].diagnostics
+    left = subprocess.run(["pgrep", "-f", f"cc1.*{tmp_path.name}"], capture_output=True, text=True).stdout
+    assert left == "", "the compiler's children are killed too"

@@ -297,3 +297,19 @@ def test_an_unplanned_exception_ends_the_deploy_with_its_traceback(up, tmp_path)
     assert row["outcome"] == "failed" and row["reason"] == "InternalError"
     assert "Traceback (most recent call last)" in row["log"] and "OSError" in row["detail"]
     assert text(server) == "v2" and server.status()["health"]["state"] == "Healthy"
+
+
+def test_a_push_the_controller_cannot_record_still_gets_an_answer(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    db = server.state / "hotplate.db"
+    db.rename(tmp_path / "saved.db")
+    db.mkdir()  # history cannot be opened: not a deploy's fault, nothing is recorded
+    work.commit("v2", {"hello.c": hello("v2")})
+    out, took = timed_push(work)
+    assert "not deployed: the controller failed before deploying it" in out and took < PUSH_LIMIT, out
+    assert "unable to open database file" in out and text(server) == "v1"
+    assert "unable to open database file" in server.status()["last_error"]
+    db.rmdir()
+    (tmp_path / "saved.db").rename(db)
+    work.commit("v3", {"hello.c": hello("v3")})
+    assert "deploy succeeded" in work.push() and text(server) == "v3"

@@ -79,6 +79,35 @@ def _size(n: int) -> str:
     return f"{n // SIZE_UNITS[unit]}{unit}"
 
 
+ALLOWED_CFLAGS = ("-O*, -D*, -U*, -W* (not -Wl, -Wa, -Wp), -f* (not plugins, profiles, dumps), -std=, -g*, -m*, "
+                  "-pedantic*, -ansi, -pthread, -include/-imacros of a file inside the app")
+#: Flags a module may pass, as patterns; everything else is refused.
+_CFLAG_OK = re.compile(r"^-(O[0-3sgz]?|Ofast|[DU][A-Za-z_][A-Za-z0-9_]*(=.*)?|W(?![lap],)[A-Za-z0-9_=+,.-]+|"
+                       r"f[a-z0-9][a-z0-9_=+,.-]*|std=[a-z0-9+]+|g[a-z0-9]*|m[a-z0-9][a-z0-9_=+,.-]*|"
+                       r"pedantic(-errors)?|ansi|pthread)$")
+#: -f options that load code or read or write files of their choosing.
+_CFLAG_FILES = ("-fplugin", "-fprofile", "-fauto-profile", "-fdump", "-fsave-optimization-record",
+                "-fcallgraph-info", "-fopt-info", "-fstack-usage", "-fcoverage", "-fdebug-prefix",
+                "-ffile-prefix", "-fmacro-prefix")
+
+
+def refused_cflag(flag: str) -> str | None:
+    """Why a compiler flag is refused, or None if a module may use it."""
+    if flag.startswith("@"):
+        return "it reads more flags from a file"
+    if flag.startswith(("-Wl,", "-Wa,", "-Wp,", "-Xlinker", "-Xassembler", "-Xpreprocessor")):
+        return "it passes options to the linker, assembler or preprocessor; name libraries under `libs:`"
+    if flag.startswith(("-I", "-isystem", "-iquote", "-idirafter", "-iprefix", "-iwithprefix", "--sysroot", "-L")):
+        return "it names a directory; list include directories inside the app under `include:`"
+    if flag.startswith(_CFLAG_FILES):
+        return "it loads a plugin or reads or writes files of its own"
+    if flag.startswith(("-wrapper", "-B", "-specs", "--specs", "-o", "-x", "-save-temps", "-print", "-dump")):
+        return "it changes which programs or files the compiler uses"
+    if not _CFLAG_OK.match(flag):
+        return "not one of the flags modules may set"
+    return None
+
+
 class _Located:
     """YAML data paired with the line of every key, for error messages."""
 
@@ -209,7 +238,7 @@ class _Validator:
             name=name,
             source=self.source(spec.get("source"), f"{where}.source"),
             routes=routes,
-            cflags=self.strings(spec, "cflags", where),
+            cflags=self.cflags(spec, where),
             include=tuple(self.directory(d, f"{where}.include") for d in self.strings(spec, "include", where)),
             libs=self.names(spec, "libs", where, "write `sqlite3`, not `-lsqlite3`"),
             pkg_config=self.names(spec, "pkg-config", where, "write the pkg-config package name, e.g. `zlib`"),
@@ -348,6 +377,26 @@ class _Validator:
             self.loc.error(f"{where}.{key}", "must be a list of strings")
             return ()
         return tuple(value)
+
+    def cflags(self, spec: dict, where: str) -> tuple[str, ...]:
+        """Compiler flags, from an allowlist: a push may change how its C
+        compiles, never make the compiler run or read anything else."""
+        flags = self.strings(spec, "cflags", where)
+        pending = None  # -include/-imacros whose file is the next item
+        for flag in flags:
+            if pending:
+                self.inside_root(flag, f"{where}.cflags", f"file for {pending}")
+                pending = None
+            elif flag in ("-include", "-imacros"):
+                pending = flag
+            elif flag.startswith(("-include", "-imacros")):
+                option = "-include" if flag.startswith("-include") else "-imacros"
+                self.inside_root(flag[len(option):].lstrip("="), f"{where}.cflags", f"file for {option}")
+            elif why := refused_cflag(flag):
+                self.loc.error(f"{where}.cflags", f"{flag!r} is not allowed: {why}; allowed: {ALLOWED_CFLAGS}")
+        if pending:
+            self.loc.error(f"{where}.cflags", f"{pending} needs a file after it (inside the app)")
+        return flags
 
     def names(self, spec: dict, key: str, where: str, hint: str) -> tuple[str, ...]:
         names = self.strings(spec, key, where)

@@ -179,3 +179,39 @@ def test_missing_keys_point_at_their_parent(tmp_path):
 def test_missing_manifest(tmp_path):
     with pytest.raises(ManifestError, match="deploy.yaml: not found"):
         load_manifest(tmp_path)
+
+
+def test_cflags_are_an_allowlist(tmp_path):
+    """A push may tune how its C compiles, never run or read anything else."""
+    (tmp_path / "a.c").write_text("")
+    (tmp_path / "cfg.h").write_text("")
+    ok = ["-O3", "-DNDEBUG", "-DLEVEL=2", "-UX", "-Wall", "-Wno-unused", "-Werror=format", "-fno-strict-aliasing",
+          "-std=c11", "-g", "-march=native", "-pedantic", "-pthread", "-include", "cfg.h", "-imacros=cfg.h"]
+    manifest = load_manifest(tmp_path, MANIFEST_WITH_CFLAGS.format(flags=ok))
+    assert manifest.modules[0].cflags == tuple(ok)
+    refused = {"-wrapper": "changes which programs", "-B/tmp/evil": "changes which programs",
+               "-specs=/tmp/x": "changes which programs", "-fplugin=/tmp/p.so": "loads a plugin",
+               "@/etc/flags": "reads more flags from a file", "-o/tmp/out": "changes which programs",
+               "-Wl,-rpath,/tmp": "passes options to the linker", "-Xlinker": "passes options to the linker",
+               "-I/etc": "names a directory", "-fprofile-use=/etc/shadow": "reads or writes files",
+               "--help": "not one of the flags"}
+    for flag, why in refused.items():
+        with pytest.raises(ManifestError) as e:
+            load_manifest(tmp_path, MANIFEST_WITH_CFLAGS.format(flags=[flag]))
+        problem = e.value.problems[0]
+        assert problem.startswith(f"deploy.yaml:5: modules.a.cflags: {flag!r} is not allowed: ") and why in problem, \
+            e.value.problems
+    for flags in (["-include/etc/shadow"], ["-include", "../outside.h"], ["-imacros", "/etc/passwd"], ["-include"]):
+        with pytest.raises(ManifestError) as e:
+            load_manifest(tmp_path, MANIFEST_WITH_CFLAGS.format(flags=flags))
+        assert "modules.a.cflags" in e.value.problems[0] and ("outside the app" in e.value.problems[0] or
+                                                              "needs a file" in e.value.problems[0]), e.value.problems
+
+
+MANIFEST_WITH_CFLAGS = """\
+modules:
+  a:
+    source: a.c
+    routes: [{{path: /, handler: h}}]
+    cflags: {flags}
+"""

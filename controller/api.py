@@ -17,7 +17,7 @@ from hotplate.server.report import METRICS, read_all
 from .errors import HotplateError
 from .githttp import http_backend
 from .status import diff, open_websockets, status
-from .webhooks import WebhookError, verify
+from .webhooks import Deliveries, WebhookError, verify
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("hotplate.controller")
@@ -153,6 +153,8 @@ def webhook():
         return jsonify(error=str(e)), e.status
     if event.kind == "ping":
         return jsonify(pong=True, provider=event.provider)
+    if current_app.extensions["deliveries"].replayed(event.delivery):
+        return jsonify(ignored=f"delivery {event.delivery} was seen before (a replay)"), 200
     if event.kind != "push" or event.branch != ctl().settings.branch:
         return jsonify(ignored=f"{event.kind} to {event.branch}: tracking pushes to {ctl().settings.branch}"), 202
     ctl().wake("webhook")
@@ -199,6 +201,7 @@ def create_api(controller, webhook_secret: str | None) -> Flask:
     app = Flask(__name__)
     app.config["WEBHOOK_SECRET"] = webhook_secret
     app.extensions["controller"] = controller
+    app.extensions["deliveries"] = Deliveries()
     app.register_blueprint(bp)
     app.json.sort_keys = False
     return app

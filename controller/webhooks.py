@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 MAX_BODY = 1024 * 1024
@@ -32,14 +34,43 @@ class WebhookError(Exception):
         self.status = status
 
 
+class Deliveries:
+    """Delivery ids seen lately, so that a replayed webhook is ignored."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.seen: OrderedDict[str, None] = OrderedDict()
+
+    def replayed(self, delivery: str | None) -> bool:
+        """Whether ``delivery`` was seen before; remembers it if not."""
+        if not delivery:
+            return False
+        if delivery in self.seen:
+            return True
+        self.seen[delivery] = None
+        if len(self.seen) > self.size:
+            self.seen.popitem(last=False)
+        return False
+
+
 def sign(secret: str, body: bytes) -> str:
     """``sha256=<hex>``: the HMAC-SHA256 signature GitHub (and the generic form) send."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _hmac_ok(secret: str, body: bytes, given: str) -> bool:
+#: The documented signature formats: GitHub and generic `sha256=<hex>`, Gitea bare hex.
+_SIGNED = re.compile(r"^sha256=[0-9a-f]{64}$")
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _hmac_ok(secret: str, body: bytes, given: str, form: re.Pattern) -> bool:
+    """Constant-time check of a signature in its provider's one format
+    (anything else, non-ASCII included, is refused before comparing)."""
+    if not form.match(given):
+        raise WebhookError(401, "malformed signature: expected " +
+                           ("sha256=<64 hex digits>" if form is _SIGNED else "64 hex digits"))
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given.removeprefix("sha256="))
+    return hmac.compare_digest(expected.encode(), given.removeprefix("sha256=").encode())
 
 
 def verify(headers, body: bytes, secret: str) -> Event:
@@ -51,18 +82,21 @@ def verify(headers, body: bytes, secret: str) -> Event:
     if len(body) > MAX_BODY:
         raise WebhookError(413, f"body over {MAX_BODY} bytes")
     if "X-Hub-Signature-256" in headers:
-        provider, ok, kind = "github", _hmac_ok(secret, body, headers["X-Hub-Signature-256"]), headers.get("X-GitHub-Event", "")
+        provider, ok, kind = "github", _hmac_ok(secret, body, headers["X-Hub-Signature-256"], _SIGNED), \
+            headers.get("X-GitHub-Event", "")
         delivery = headers.get("X-GitHub-Delivery")
     elif "X-Gitea-Signature" in headers:
-        provider, ok, kind = "gitea", _hmac_ok(secret, body, headers["X-Gitea-Signature"]), headers.get("X-Gitea-Event", "")
+        provider, ok, kind = "gitea", _hmac_ok(secret, body, headers["X-Gitea-Signature"], _HEX), \
+            headers.get("X-Gitea-Event", "")
         delivery = headers.get("X-Gitea-Delivery")
     elif "X-Gitlab-Token" in headers:
         provider = "gitlab"
-        ok = hmac.compare_digest(secret.encode(), headers["X-Gitlab-Token"].encode())
+        ok = hmac.compare_digest(secret.encode(), headers["X-Gitlab-Token"].encode("utf-8", "replace"))
         kind = {"Push Hook": "push"}.get(headers.get("X-Gitlab-Event", ""), headers.get("X-Gitlab-Event", ""))
         delivery = headers.get("X-Gitlab-Event-UUID")
     elif "X-Hotplate-Signature" in headers:
-        provider, ok, kind = "generic", _hmac_ok(secret, body, headers["X-Hotplate-Signature"]), headers.get("X-Hotplate-Event", "push")
+        provider, ok, kind = "generic", _hmac_ok(secret, body, headers["X-Hotplate-Signature"], _SIGNED), \
+            headers.get("X-Hotplate-Event", "push")
         delivery = headers.get("X-Hotplate-Delivery")
     else:
         raise WebhookError(401, "unsigned: send X-Hub-Signature-256, X-Gitea-Signature, X-Gitlab-Token or X-Hotplate-Signature")

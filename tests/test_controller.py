@@ -275,6 +275,12 @@ def test_webhooks_verify_signatures(up, tmp_path):
         assert r.status_code == 202 and r.json()["accepted"], r.text
     server.wait(lambda: server.status()["live"]["commit"] == sha, what="webhook deploy")
     assert any(d["trigger"] == "webhook" for d in server.deploys())
+    signed = {"X-Hub-Signature-256": sign("s3cret", body), "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1"}
+    assert requests.post(hook, data=body, headers=signed, timeout=5).json()["accepted"]
+    replay = requests.post(hook, data=body, headers=signed, timeout=5)
+    assert replay.status_code == 200 and "seen before (a replay)" in replay.json()["ignored"]
+    odd = requests.post(hook, data=body, headers={"X-Hub-Signature-256": "sha256=" + "\xe9" * 64}, timeout=5)
+    assert odd.status_code == 401 and "malformed signature" in odd.json()["error"]
 
 
 def test_push_over_http_needs_the_token(up, tmp_path):

@@ -34,3 +34,26 @@ def test_oversize_body_is_refused_before_anything_else():
     with pytest.raises(WebhookError) as e:
         verify(Headers({}), b"x" * (1024 * 1024 + 1), "k")
     assert e.value.status == 413
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Hub-Signature-256": "sha256=" + "é" * 64},
+    {"X-Hub-Signature-256": "sha1=" + "0" * 40},
+    {"X-Hub-Signature-256": sign("k", b"{}").upper()},
+    {"X-Gitea-Signature": "sha256=" + "0" * 64},
+    {"X-Hotplate-Signature": "ÿ"},
+    {"X-Gitlab-Token": "ké"},
+])
+def test_malformed_or_non_ascii_signatures_are_401_never_500(headers):
+    with pytest.raises(WebhookError) as e:
+        verify(Headers(headers), b"{}", "k")
+    assert e.value.status == 401
+
+
+def test_a_replayed_delivery_is_ignored():
+    from hotplate.controller.webhooks import Deliveries
+
+    seen = Deliveries(size=2)
+    assert [seen.replayed(d) for d in ("a", "b", "a", None, None)] == [False, False, True, False, False]
+    seen.replayed("c")  # the oldest id ("a") is forgotten past the size
+    assert seen.replayed("a") is False

@@ -144,7 +144,7 @@ def webhook():
     """GitHub, GitLab, Gitea or generic HMAC push: 202 at once, deploy in the background."""
     secret = current_app.config.get("WEBHOOK_SECRET")
     if not secret:
-        return jsonify(error="webhooks are off: start hotplate up with --webhook-secret"), 404
+        return jsonify(error="webhooks are off: start hotplate up with --webhook-secret-file"), 404
     if (request.content_length or 0) > 1024 * 1024:
         return jsonify(error="body too large"), 413
     try:

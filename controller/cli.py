@@ -89,6 +89,7 @@ def cmd_up(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per API call
+    secret = _webhook_secret(args.webhook_secret_file)
     state = _state(args, Path(".hotplate"))
     state.lock("up")
     history = _history(state)
@@ -100,25 +101,42 @@ def cmd_up(args) -> int:
                         keep_releases=args.keep, cache_bytes=args.cache_mib * 1024 ** 2,
                         gate=GateSettings(bake_seconds=args.bake))
     server = _start_server(state, args)
-    controller = Controller(state, source, server, settings, history)
-    controller.recover()
-    secret = args.webhook_secret or os.environ.get("HOTPLATE_WEBHOOK_SECRET")
-    host, port = args.api.rsplit(":", 1)
-    api = make_server(host, int(port), create_api(controller, secret), threaded=True)
-    url = f"http://{host}:{api.server_port}"
-    write_atomic(state.controller_info, json.dumps({"url": url, "branch": args.branch, "pid": os.getpid()}))
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    _banner(state, server, url, args, secret)
-    _stop_on_signals(controller)
-    threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
-    try:
+    api = None
+    try:  # from here on, a failing start stops the server it started too
+        controller = Controller(state, source, server, settings, history)
+        controller.recover()
+        host, port = args.api.rsplit(":", 1)
+        api = make_server(host, int(port), create_api(controller, secret), threaded=True)
+        url = f"http://{host}:{api.server_port}"
+        write_atomic(state.controller_info, json.dumps({"url": url, "branch": args.branch, "pid": os.getpid()}))
+        threading.Thread(target=api.serve_forever, daemon=True).start()
+        _banner(state, server, url, args, secret)
+        _stop_on_signals(controller)
+        threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
         controller.run()
     finally:
-        api.shutdown()
+        if api is not None:
+            api.shutdown()
         state.controller_info.unlink(missing_ok=True)
         if not args.keep_server:
             server.stop()
     return 0
+
+
+def _webhook_secret(path: str | None) -> str | None:
+    """The webhook secret, from a file only its owner can read, or the environment."""
+    if path is None:
+        return os.environ.get("HOTPLATE_WEBHOOK_SECRET") or None
+    try:
+        mode = os.stat(path).st_mode
+        secret = Path(path).read_text().strip()
+    except OSError as e:
+        raise HotplateError(f"cannot read the webhook secret file: {e}") from None
+    if mode & 0o077:
+        raise HotplateError(f"{path} can be read by others (mode {mode & 0o777:o}); run `chmod 600 {path}`")
+    if not secret:
+        raise HotplateError(f"{path} is empty; put the webhook secret in it")
+    return secret
 
 
 def _history(state: State) -> History:
@@ -156,7 +174,7 @@ def _banner(state: State, server: ServerProcess, api_url: str, args, secret: str
                   f"  git remote add hotplate {state.repo}        # file path or ssh://host{state.repo}",
                   f"  git remote add hotplate http://hotplate:$(cat {state.root}/token)@{host_port}/git/repo.git",
                   f"  git push hotplate {args.branch}"]
-    lines.append(f"webhooks: POST {api_url}/webhook" + ("" if secret else " (off: pass --webhook-secret)"))
+    lines.append(f"webhooks: POST {api_url}/webhook" + ("" if secret else " (off: pass --webhook-secret-file)"))
     print("\n".join(lines), flush=True)
 
 
@@ -380,7 +398,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--cache-mib", type=int, default=1024,
                     help="build cache size in MiB; least recently used objects go first, never those of kept "
                          "releases (default 1024)")
-    up.add_argument("--webhook-secret", help="enables POST /webhook (or $HOTPLATE_WEBHOOK_SECRET)")
+    up.add_argument("--webhook-secret-file", help="a file (mode 0600) holding the secret that enables POST /webhook; "
+                    "or set $HOTPLATE_WEBHOOK_SECRET (never on the command line, where `ps` shows it)")
     up.add_argument("--import", dest="import_path", help="seed the hosted branch from a local repository if empty")
     up.add_argument("--keep-server", action="store_true", help="leave the app server running when the controller stops")
     server_flags(up)

@@ -47,6 +47,7 @@ class History:
         with closing(self.connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+        self.path.chmod(0o600)
 
     @classmethod
     def open(cls, path: Path, expected: bool) -> "History":

@@ -93,6 +93,7 @@ class State:
     def make(self) -> "State":
         for path in (self.root, self.releases, self.commits, self.workers):
             path.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # the token, the history and the repository are the controller's alone
         return self
 
     def token(self) -> str:

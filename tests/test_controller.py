@@ -1,5 +1,7 @@
 """The GitOps controller end to end: real git pushes and hooks, real gunicorn, real HTTP."""
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -247,7 +249,15 @@ def test_controller_killed_mid_deploy_recovers(up, tmp_path):
 def test_webhooks_verify_signatures(up, tmp_path):
     from controller.webhooks import sign
 
-    server, work = first_deploy(up, tmp_path, "--webhook-secret", "s3cret")
+    secret = tmp_path / "webhook-secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    refused = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "up", "--state", str(tmp_path / "s"),
+                              "--webhook-secret-file", str(secret)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "chmod 600" in refused.stderr, "a secret others can read is refused"
+    secret.chmod(0o600)
+    server, work = first_deploy(up, tmp_path, "--webhook-secret-file", str(secret))
+    assert "s3cret" not in open(f"/proc/{server.proc.pid}/cmdline").read(), "never on the command line"
     hook = server.api + "/webhook"
     body = json.dumps({"ref": "refs/heads/main", "after": "x"}).encode()
     assert requests.post(hook, data=body, timeout=5).status_code == 401

@@ -313,3 +313,10 @@ def test_a_push_the_controller_cannot_record_still_gets_an_answer(up, tmp_path):
     (tmp_path / "saved.db").rename(db)
     work.commit("v3", {"hello.c": hello("v3")})
     assert "deploy succeeded" in work.push() and text(server) == "v3"
+
+
+def test_the_state_directory_is_the_controllers_alone(up, tmp_path):
+    server, _ = first_deploy(up, tmp_path)
+    assert (server.state.stat().st_mode & 0o777) == 0o700
+    assert ((server.state / "token").stat().st_mode & 0o777) == 0o600
+    assert ((server.state / "hotplate.db").stat().st_mode & 0o777) == 0o600

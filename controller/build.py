@@ -26,6 +26,7 @@ from pathlib import Path
 from hotplate.server.paths import INCLUDE_DIR
 from hotplate.server.runtime import compiler_version, sdk_digest
 
+from . import sandbox
 from .errors import BuildError
 from .plan import Manifest, Module
 from .state import write_atomic
@@ -189,6 +190,9 @@ class Builder:
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             out, depfile = Path(tmp) / "out.so", Path(tmp) / "out.d"
             cmd = [CC, f"-I{INCLUDE_DIR}", "-MD", "-MF", str(depfile), "-o", str(out), *args]
+            state = self.cache.resolve().parent  # hidden when it lies inside the app (dev, build, serve)
+            cmd = sandbox.wrap(cmd, self.root, [self.root, INCLUDE_DIR],
+                               [state] if self.root in state.parents else [], [Path(tmp).resolve()])
             proc = _run_bounded(cmd, self.root, COMPILE_TIMEOUT_S)
             if proc is None:
                 return ModuleBuild(module.name, module.source, "", False, False, time.monotonic() - start,

@@ -220,3 +220,24 @@ def test_a_compile_that_never_ends_is_stopped(tmp_path, monkeypatch):
     assert "the compiler did not finish within 2s" in e.value.results[0].diagnostics
     left = subprocess.run(["pgrep", "-f", f"cc1.*{tmp_path.name}"], capture_output=True, text=True).stdout
     assert left == "", "the compiler's children are killed too"
+
+
+def test_without_a_sandbox_builds_are_refused_unless_allowed(tmp_path, monkeypatch):
+    from hotplate.controller import sandbox
+    from hotplate.controller.errors import RetryableError
+
+    monkeypatch.setattr(sandbox, "unavailable", lambda: "bubblewrap is not installed (apt-get install bubblewrap)")
+    app = write_app(tmp_path / "app", "modules:\n  h: {source: h.c, routes: [{path: /, handler: h}]}\n",
+                    {"h.c": HELLO_SOURCE})
+    with pytest.raises(RetryableError) as e:
+        build_release(app, State(tmp_path / "state"))
+    assert e.value.reason == "NoSandbox" and "HOTPLATE_UNSANDBOXED_BUILDS=1" in str(e.value)
+    monkeypatch.setenv("HOTPLATE_UNSANDBOXED_BUILDS", "1")
+    assert build_release(app, State(tmp_path / "state")).build.modules[0].ok
+
+
+HELLO_SOURCE = """\
+#include <hotplate.h>
+HP_MODULE;
+HP_EXPORT int h(hp_request *req, hp_response *res) { return hp_res_printf(res, "hi"); }
+"""

@@ -22,3 +22,18 @@ def test_compiler_flags_cannot_run_or_read_anything_else(up, tmp_path):
         assert "root:" not in out
     assert not marker.exists(), "no program ran on the controller's host"
     assert text(server) == "v1"
+
+
+def test_the_compiler_sees_the_app_and_nothing_of_the_host(up, tmp_path):
+    """An include of a host file or of the controller's token fails as a
+    missing file inside the build sandbox: no line of it reaches any output."""
+    server, work = first_deploy(up, tmp_path)
+    token = server.token()
+    for include in ("/etc/passwd", "../../token", "../../hotplate.db"):
+        work.commit(f"include {include}", {"hello.c": f'#include "{include}"\n' + hello("v2")})
+        out = work.push()
+        assert "deploy FAILED (BuildFailed)" in out and "No such file or directory" in out, out
+        assert "root:" not in out and token not in out
+        row = server.deploys()[0]
+        assert "root:" not in row["log"] and token not in row["log"]
+    assert text(server) == "v1"

@@ -91,11 +91,11 @@ class Pipeline:
         while its supervisor restarts it."""
         if self.server.pid is not None:
             return
-        self.emit(f"the app server is down ({self.server.down_reason or self.server.exit_reason()}); "
+        self.emit(f"the app server is down ({self.server.why_down()}); "
                   f"waiting up to {SERVER_WAIT_S}s for it to restart")
         if not self.server.wait_up(SERVER_WAIT_S):
             raise RetryableError(f"the app server did not come back within {SERVER_WAIT_S}s: "
-                                 f"{self.server.down_reason or self.server.exit_reason()}; see {self.server.log}",
+                                 f"{self.server.why_down()}; see {self.server.log}",
                                  "ServerDown")
         self.emit("the app server is back")
 

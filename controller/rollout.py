@@ -135,6 +135,10 @@ class ServerProcess:
             return f"the gunicorn master was killed by {signal.Signals(-code).name}"
         return f"the gunicorn master exited with code {code}"
 
+    def why_down(self) -> str:
+        """Why the server is not running: what the supervisor saw, or the exit status."""
+        return self.down_reason or self.exit_reason()
+
     def wait_up(self, timeout: float) -> bool:
         """Wait until a master runs with its workers up (after a restart)."""
         deadline = time.monotonic() + timeout

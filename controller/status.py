@@ -65,7 +65,7 @@ def sync_state(c, tip: str | None, live_commit: str | None, pinned: str | None, 
 def health(c, live: str | None, workers: dict[int, dict]) -> dict:
     """Whether the app serves (Healthy, Degraded, Down) and why, apart from sync."""
     if c.server.pid is None:
-        return {"state": "Down", "why": [c.server.down_reason or c.server.exit_reason()]}
+        return {"state": "Down", "why": [c.server.why_down()]}
     serving = [w for w in workers.values() if not w.retiring]
     if not serving:
         return {"state": "Down", "why": ["no worker accepts connections"]}

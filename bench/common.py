@@ -1,7 +1,6 @@
 """Helpers shared by the benchmarks: servers on loopback ports, wrk, tables."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -14,7 +13,6 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = dict(os.environ)
 
 
 def free_port() -> int:
@@ -25,7 +23,7 @@ def free_port() -> int:
 
 def start(cmd: list[str], url: str, log: Path, timeout: float = 60) -> subprocess.Popen:
     """Start a server and wait until ``url`` answers."""
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -102,7 +100,7 @@ class Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hotplate.controller.cli", "up", "--state", str(self.state), "--bind", f"127.0.0.1:{self.port}",
              "--api", f"127.0.0.1:{self.api_port}", "--workers", str(workers), *extra],
-            stdout=(tmp / "up.log").open("w"), stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+            stdout=(tmp / "up.log").open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

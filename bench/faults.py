@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from .common import ENV, ROOT, Up, free_port, git, make_app, table, write_module
+from .common import ROOT, Up, free_port, git, make_app, table, write_module
 
 LOAD = 4
 FAULT_LIMIT_S = 30
@@ -194,7 +194,7 @@ def second_up(up: Up) -> tuple[float, str]:
     start = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "up", "--state", str(up.state), "--bind",
                           f"127.0.0.1:{free_port()}", "--api", f"127.0.0.1:{free_port()}"],
-                         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
     return time.monotonic() - start, f"exit {out.returncode}: {out.stderr.strip()[:70]}"
 
 

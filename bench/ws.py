@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import ENV, ROOT, Up, free_port, git, median, rss_kb, start, stop, table
+from .common import ROOT, Up, free_port, git, median, rss_kb, start, stop, table
 
 APP = ROOT / "tests" / "apps" / "wsecho.c"
 MANIFEST = """\
@@ -217,7 +217,7 @@ asyncio.run(main())
 def throughput(tmp: Path) -> None:
     proc, url = echo_server_hotplate(tmp)
     port = free_port()
-    py = subprocess.Popen([sys.executable, "-c", PY_ECHO, str(port)], env=ENV)
+    py = subprocess.Popen([sys.executable, "-c", PY_ECHO, str(port)])
     rates: dict[str, list[float]] = {"hotplate": [], "websockets": []}
     p99: dict[str, list[float]] = {"hotplate": [], "websockets": []}
     cpu: dict[str, list[float]] = {"hotplate": [], "websockets": []}

@@ -10,6 +10,7 @@ checkouts of the same tree share the cache.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -199,6 +200,9 @@ class Builder:
                                    f"{module.source}: the compiler did not finish within {COMPILE_TIMEOUT_S:g}s "
                                    "(an include that never ends, or a runaway macro?); the build was stopped\n", None)
             diagnostics = _with_hints(proc.stderr)
+            if proc.returncode != 0 and "No space left on device" in proc.stderr:
+                said = next(line for line in proc.stderr.splitlines() if "No space left on device" in line)
+                raise OSError(errno.ENOSPC, f"the compiler could not write {module.source}'s object: {said}")
             if proc.returncode != 0:
                 return ModuleBuild(module.name, module.source, "", False, False,
                                    time.monotonic() - start, diagnostics, None)

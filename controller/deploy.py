@@ -10,7 +10,6 @@ commits, ``dev`` a working tree, ``rollback`` a retained release, and
 """
 from __future__ import annotations
 
-import errno
 import shutil
 import tarfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .build import Builder, BuildResult, ModuleBuild
-from .errors import RetryableError, StalledError
+from .errors import DISK_FULL, RetryableError, StalledError
 from .plan import Manifest, load_manifest
 from .release import Release, assemble
 from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
@@ -107,8 +106,10 @@ class Pipeline:
             raise StalledError(f"{e.tarinfo.name}: {e}; commit files and relative links that stay inside the app",
                                "UnsafeTree") from None
         except OSError as e:
-            reason = "DiskFull" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "CheckoutFailed"
-            raise RetryableError(f"checking out {a.commit[:12]} into {self.state.sources} failed: {e}", reason) from None
+            if e.errno in DISK_FULL:
+                raise  # a full disk is retried, whichever stage meets it (reconcile.classify)
+            raise RetryableError(f"checking out {a.commit[:12]} into {self.state.sources} failed: {e}",
+                                 "CheckoutFailed") from None
         a.checked_out = True
         self.emit(f"deploying {a.commit[:12]} ({a.meta.get('message', '')[:60]}) by {a.meta.get('author')}, "
                   f"trigger: {a.trigger}")

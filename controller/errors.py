@@ -8,6 +8,11 @@ other exception is a bug: the deploy ends ``failed`` with its traceback.
 """
 from __future__ import annotations
 
+import errno
+
+#: errno values that mean the disk is full: the environment's fault, retried.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 class HotplateError(Exception):
     """Base of all errors hotplate reports to a user.

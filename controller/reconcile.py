@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .build import prune_cache
 from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
-from .errors import HotplateError, RetryableError, RolloutError, StalledError
+from .errors import DISK_FULL, HotplateError, RetryableError, RolloutError, StalledError
 from .record import History
 from .rollout import GateSettings, ServerProcess, roll
 from .source import Source
@@ -91,12 +91,12 @@ class Controller:
         n = self.history.interrupt_unfinished()
         if n:
             log.warning("%d deploy(s) were interrupted by a controller stop", n)
-        good = self.history.last_good()
-        if good and self.state.live_release() != good["release"] and self.state.pinned() is None:
-            log.warning("current was %s (not verified); restoring %s", self.state.live_release(), good["release"])
-            self.state.switch(good["release"], good["commit_sha"])
+        good, commit = next(iter(self.history.live_releases(1)), (None, None))
+        if good and self.state.live_release() != good and self.state.pinned() is None:
+            log.warning("current was %s (not verified); restoring %s", self.state.live_release(), good)
+            self.state.switch(good, commit)
             if self.server.pid is not None:
-                roll(self.server, good["release"])
+                roll(self.server, good)
 
     def run(self) -> None:
         """Reconcile until stopped; sleeps between passes unless woken."""
@@ -141,15 +141,17 @@ class Controller:
         tip = self.observed = self.source.tip()
         with self.cond:
             self.cond.notify_all()
-        if self.settled(tip) or self.backoff.wait(tip) > 0:
-            return
-        self.deploy_commit(tip, trigger)
+        if not self.settled(tip):
+            self.deploy_commit(tip, trigger)
 
     def settled(self, tip: str | None) -> bool:
-        """Whether there is nothing to do for ``tip`` until something changes."""
+        """Whether there is nothing to do for ``tip`` now: it is live, pinned,
+        failed (until a new commit), or backing off after an error."""
         if tip is None or self.state.pinned() or tip == self.state.live_commit():
             return True
-        return tip != self.forced and (self.history.failure(tip) is not None or self.backoff.gave_up(tip))
+        if tip == self.forced:
+            return False
+        return self.history.failure(tip) is not None or self.backoff.wait(tip) > 0
 
     # -- deploying --------------------------------------------------------
 
@@ -363,8 +365,8 @@ class Controller:
                 if d is None and self.last_error and self.ended > first_pass:
                     return None
                 try:
-                    settled = d is None and not self.wakeup.is_set() and self.observed is not None and (
-                        self.settled(self.observed) or self.backoff.wait(self.observed) > 0)
+                    settled = d is None and not self.wakeup.is_set() and self.observed is not None and \
+                        self.settled(self.observed)
                 except sqlite3.Error:
                     settled = False  # the history is unreadable: the loop's pass says so (last_error)
                 if settled and self.covers(sha, self.observed):
@@ -410,6 +412,8 @@ def classify(error: Exception | None) -> tuple[str, str | None, str]:
         return "rolled_back", error.reason, f"rollout failed: {error}"
     if isinstance(error, RetryableError):
         return "errored", error.reason, str(error)
+    if isinstance(error, OSError) and error.errno in DISK_FULL:  # in any stage
+        return "errored", "DiskFull", f"the disk is full: {error}; free space under the state directory"
     if isinstance(error, HotplateError):
         return "failed", error.reason, str(error)
     trace = "".join(traceback.format_exception(error)).rstrip()

@@ -129,13 +129,6 @@ class History:
         with closing(self.connect()) as db:
             return dict(db.execute("SELECT outcome, COUNT(*) FROM deploys GROUP BY outcome ORDER BY outcome").fetchall())
 
-    def last_good(self) -> dict | None:
-        """The last deploy that passed its gate: release and commit."""
-        with closing(self.connect()) as db:
-            row = db.execute(f"SELECT {','.join(COLUMNS)} FROM deploys WHERE outcome='succeeded' "
-                             "AND release IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
-        return _row(row) if row else None
-
 
 def _check(path: Path, expected: bool) -> str | None:
     """What is wrong with the database file, or None if it looks sound."""

@@ -44,7 +44,7 @@ def resident_bytes() -> int:
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """A module request in flight, as the watchdog sees it."""
 

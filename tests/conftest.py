@@ -38,10 +38,6 @@ def write_app(root: Path, manifest: str, sources: dict[str, str] | None = None, 
     return root
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ)
-
-
 def terminate(proc: subprocess.Popen, timeout: float) -> None:
     """SIGTERM, then SIGKILL if the process is not gone within ``timeout`` seconds."""
     if proc.poll() is None:
@@ -67,7 +63,7 @@ class Server:
         cmd = [sys.executable, "-m", "hotplate.controller.cli", "serve", str(app), "--state", str(state),
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads)]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-                                     env={**env(), **(extra_env or {})}, cwd=ROOT)
+                                     env={**os.environ, **(extra_env or {})}, cwd=ROOT)
         self.wait_ready(workers)
 
     def wait_ready(self, workers: int, timeout: float = 60) -> None:
@@ -126,7 +122,7 @@ class Up:
 
     def start(self, timeout: float = 60) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "hotplate.controller.cli", *self.args], stdout=self.log.open("a"),
-                                     stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+                                     stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -141,7 +137,7 @@ class Up:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "hotplate.controller.cli", *args, "--state", str(self.state)],
-                              capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
 
     def status(self) -> dict:
         return requests.get(self.api + "/api/status", headers=self.auth(), timeout=5).json()

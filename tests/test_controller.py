@@ -363,16 +363,16 @@ def test_init_then_dev_redeploys_on_save(tmp_path):
 
     from websockets.sync.client import connect
 
-    from .conftest import ROOT, env, free_port
+    from .conftest import ROOT, free_port
 
     app = tmp_path / "newapp"
     made = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "init", str(app)], capture_output=True, text=True,
-                          env=env(), cwd=ROOT)
+                          cwd=ROOT)
     assert made.returncode == 0 and (app / "deploy.yaml").exists() and (app / ".git").exists()
     port = free_port()
     log = (tmp_path / "dev.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "hotplate.controller.cli", "dev", str(app), "--bind", f"127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
 
     def deployed(n: int) -> None:

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from .conftest import ROOT, env, free_port
+from .conftest import ROOT, free_port
 from .test_controller import MANIFEST, first_deploy, hello, text
 
 #: Seconds within which a push must come back with its final line.
@@ -72,14 +72,18 @@ def row_detail(server, reason: str) -> str:
     return next(d["detail"] for d in server.deploys() if d["reason"] == reason)
 
 
-def test_full_disk_is_retried_with_backoff_until_it_passes(up, tmp_path):
+@pytest.mark.parametrize("where,files", [
+    ("src", {"data.txt": "x" * 1024 * 1024}),  # the checkout
+    ("cache", {}),  # the compiler's output
+])
+def test_full_disk_is_retried_with_backoff_until_it_passes(up, tmp_path, where, files):
     server, work = first_deploy(up, tmp_path)
-    src = server.state / "src"
-    src.mkdir(exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(src)], capture_output=True).returncode:
+    full = server.state / where
+    full.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(full)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        work.commit("big", {"hello.c": hello("v2"), "data.txt": "x" * 1024 * 1024})
+        work.commit("big", {"hello.c": hello("v2"), **files})
         out, took = timed_push(work)
         assert "deploy FAILED (DiskFull, not the commit's fault): retrying in 1s" in out and took < PUSH_LIMIT, out
         assert text(server) == "v1"
@@ -87,7 +91,7 @@ def test_full_disk_is_retried_with_backoff_until_it_passes(up, tmp_path):
         assert row["outcome"] == "errored" and "No space left on device" in row["detail"]
         assert server.status()["state"] in ("Retrying", "Progressing")
     finally:
-        subprocess.run(["umount", str(src)], check=True)
+        subprocess.run(["umount", str(full)], check=True)
     server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="the retry after the disk cleared")
     outcomes = [d["outcome"] for d in server.deploys() if d["message"] == "big"]
     assert outcomes[0] == "succeeded" and set(outcomes[1:]) == {"errored"}, outcomes
@@ -160,7 +164,7 @@ def test_a_second_controller_on_one_state_exits_at_once(up, tmp_path):
         start = time.monotonic()
         second = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", *command, "--state", str(server.state),
                                  "--bind", f"127.0.0.1:{free_port()}"],
-                                capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
+                                capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert second.returncode == 1 and time.monotonic() - start < 10
         assert f"already running (hotplate up, pid {server.proc.pid})" in second.stderr, second.stderr
     assert (server.state / "run" / "controller.json").read_text() == info

@@ -116,6 +116,13 @@ struct json_t; /* jansson's JSON value: include <jansson.h> to use it */
 ** 500; one that runs past its route's timeout gets a 504. Either way the
 ** worker process is replaced once its other requests are done, because the
 ** handler may have left locks or memory in a bad state.
+**
+** The timeout stops a handler only while it runs the module's own code. If
+** it is inside libc (malloc holding its lock), another library or an hp_*
+** call, the check repeats every millisecond until it is back in module code,
+** for up to a second; a handler that never comes back (blocked on a lock)
+** is answered 504 by the worker's watchdog, and the worker is replaced
+** without waiting for it.
 */
 typedef int (*hp_handler)(hp_request *req, hp_response *res);
 

@@ -60,7 +60,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from server.gunicorn_app import HotplateServer
+    from hotplate.server.gunicorn_app import HotplateServer
 
     state = _state(args, Path(args.app) / ".hotplate")
     state.lock("serve")

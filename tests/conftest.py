@@ -56,6 +56,7 @@ class Server:
                  state_files: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.state = state
         self.log = state.parent / f"server-{self.port}.log"
         state.mkdir(parents=True, exist_ok=True)
         for name in state_files:

@@ -1,6 +1,16 @@
-"""The trust boundary, tried as an attacker with push access would (issue 9;
-this covers the compiler flags so far)."""
+"""The trust boundary, tried as an attacker with push access, or with a
+process on the same host, would (issue 9)."""
+import json
+import socket
+import time
+
+import requests
+
+from hotplate.server.websocket import bus, transfer
+
 from .test_controller import MANIFEST, first_deploy, hello, text
+from .test_websockets import manifest, raw_connect, read_until
+from .conftest import write_app
 
 
 def test_compiler_flags_cannot_run_or_read_anything_else(up, tmp_path):
@@ -37,3 +47,43 @@ def test_the_compiler_sees_the_app_and_nothing_of_the_host(up, tmp_path):
         row = server.deploys()[0]
         assert "root:" not in row["log"] and token not in row["log"]
     assert text(server) == "v1"
+
+
+def test_a_local_process_cannot_reach_the_workers_sockets(serve, tmp_path):
+    """The connection-move and publish sockets live in the abstract namespace,
+    which any local process can reach: what it sends is dropped."""
+    server = serve(write_app(tmp_path / "app", manifest(), copy=("wsecho.c",)))
+    sock, worker = raw_connect(server, "/ws/r1")
+    run_dir = server.state / "run"
+
+    forged = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    forged.connect(transfer.address(run_dir, worker, "bus"))
+    try:
+        forged.sendall(bus.frame(time.time(), 1, 1, b"r1", 1, b"forged"))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before it was sent
+    mine, theirs = socket.socketpair()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as move:
+        move.connect(transfer.address(run_dir, worker, "move"))
+        socket.send_fds(move, [json.dumps({"sender": 1, "batch": 1, "connections": [{}]}).encode()],
+                        [theirs.fileno()])
+    theirs.close()
+    assert hung_up(mine), "the worker closed the descriptor it was sent instead of serving it"
+    assert hung_up(forged), "the worker hung up on the forged publisher"
+
+    said = requests.post(server.url + "/say/r1", data=b"news", timeout=5)
+    assert said.status_code == 200
+    data = read_until(sock, b"news")
+    assert b"forged" not in data
+    log = server.output()
+    assert "bus: refused a connection from pid" in log
+    assert "which is not a worker of this server; it was dropped" in log
+
+
+def hung_up(sock: socket.socket) -> bool:
+    """Whether the other end closed (or reset) the connection within 10 s."""
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True

@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 
 from .. import report
-from .transfer import address
+from .transfer import address, is_sibling, peer_of
 
 log = logging.getLogger("hotplate")
 _HEAD = struct.Struct("<dIQIHB")  # publish time, publisher pid, sequence, data length, topic length, type
@@ -35,6 +35,14 @@ class Reader(asyncio.Protocol):
     def __init__(self, deliver):
         self.deliver = deliver
         self.buf = bytearray()
+
+    def connection_made(self, transport) -> None:
+        """Hang up on anything but a worker of this server (see transfer.py)."""
+        pid, uid = peer_of(transport.get_extra_info("socket"))
+        if not is_sibling(pid, uid):
+            log.warning("bus: refused a connection from pid %d (uid %d), which is not a worker of this server",
+                        pid, uid)
+            transport.abort()  # before the transport starts reading: nothing it sent is read
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf

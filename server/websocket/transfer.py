@@ -6,6 +6,11 @@ limit): ``.move``, a datagram socket that receives connections (descriptors
 by SCM_RIGHTS, with their sessions as JSON) and acknowledgements of batches
 it sent, and ``.bus``, a stream socket for publications
 (server/websocket/bus.py).
+
+Any local process can reach an abstract socket, so both take only what a
+sibling sends: a process of this worker's uid whose parent is this worker's
+gunicorn master, as the kernel reports it (SCM_CREDENTIALS on ``.move``,
+SO_PEERCRED on ``.bus``), never as the message says.
 """
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ import hashlib
 import json
 import os
 import socket
+import struct
 from pathlib import Path
 
 from .. import report
 
 MAX_FDS = 200  # below the kernel's SCM_MAX_FD (253) per message
 SEND_TIMEOUT = 2.0
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def address(run_dir: Path, pid: int, kind: str) -> str:
@@ -29,9 +36,28 @@ def address(run_dir: Path, pid: int, kind: str) -> str:
 def bind(run_dir: Path) -> socket.socket:
     """The socket on which this worker receives connections."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # every datagram says who sent it
     sock.bind(address(run_dir, os.getpid(), "move"))
     sock.setblocking(False)
     return sock
+
+
+def is_sibling(pid: int, uid: int) -> bool:
+    """Whether ``pid`` is another worker of this worker's master, running as
+    this worker's user."""
+    if uid != os.getuid() or pid == os.getpid():
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat[stat.rindex(")") + 2:].split()[1]) == os.getppid()
+
+
+def peer_of(sock: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process at the other end of a connected socket."""
+    pid, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return pid, uid
 
 
 def targets(run_dir: Path, release: str) -> list[int]:
@@ -63,11 +89,21 @@ def send(run_dir: Path, pid: int, message: dict, fds: list[int] = ()) -> None:
 def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
     """The next message on this worker's socket, or None."""
     try:
-        payload, fds, flags, _ = socket.recv_fds(sock, 8 << 20, MAX_FDS)
+        payload, ancillary, flags, _ = sock.recvmsg(
+            8 << 20, socket.CMSG_SPACE(MAX_FDS * 4) + socket.CMSG_SPACE(_UCRED.size))
     except BlockingIOError:
         return None
-    if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+    fds: list[int] = []
+    sender = (0, -1)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += memoryview(data).cast("i", (len(data) // 4,)).tolist()
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            sender = _UCRED.unpack(data)[:2]
+    why = ("arrived truncated" if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)
+           else None if is_sibling(*sender) else f"came from pid {sender[0]}, which is not a worker of this server")
+    if why:
         for fd in fds:
             os.close(fd)
-        raise OSError("a batch of moved connections arrived truncated; they were closed")
+        raise OSError(f"a message on the connection-move socket {why}; it was dropped")
     return json.loads(payload), fds

@@ -7,12 +7,24 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def scratch():
+    """A temporary directory for a benchmark's apps and state, removed after.
+    Run as root, hotplate's workers run as their own account, which must
+    pass through it (0711: pass, not list)."""
+    with tempfile.TemporaryDirectory() as name:
+        Path(name).chmod(0o711)
+        yield Path(name)
 
 
 def free_port() -> int:

@@ -11,13 +11,12 @@ every old worker has stopped accepting connections. Targets: change < 1 s
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-from .common import Up, git, make_app, median, table, write_module
+from .common import Up, git, make_app, median, scratch, table, write_module
 
 RUNS = 10
 STAGES = ("checkout", "plan", "build", "release", "roll")
@@ -40,8 +39,7 @@ def timed_push(work: Path) -> float:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    with scratch() as tmp:
         up = Up(tmp, "--bake", "0")
         try:
             work = make_app(tmp / "app")

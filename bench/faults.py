@@ -23,14 +23,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import requests
 
-from .common import ROOT, Up, free_port, git, make_app, table, write_module
+from .common import ROOT, Up, free_port, git, make_app, scratch, table, write_module
 
 LOAD = 4
 FAULT_LIMIT_S = 30
@@ -103,8 +102,7 @@ def push(work: Path, message: str, change) -> tuple[float, str]:
 def main() -> None:
     if os.geteuid() != 0:
         print("note: not root: the full-disk fault is skipped")
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    with scratch() as tmp:
         up = Up(tmp, "--bake", "1")
         work = make_app(tmp / "app")
         shutil.copy(FAULTS_C, work / "modules" / "faults.c")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from hotplate.controller.deploy import build_release
 from hotplate.controller.state import State
 
-from .common import ROOT, free_port, median, start, stop, table, wrk
+from .common import ROOT, free_port, median, scratch, start, stop, table, wrk
 
 ROUNDS = 3
 SECONDS = 5
@@ -65,9 +64,9 @@ def bench_build(tmp: Path) -> None:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_build(Path(tmp))
-        bench_requests(Path(tmp))
+    with scratch() as tmp:
+        bench_build(tmp)
+        bench_requests(tmp)
 
 
 if __name__ == "__main__":

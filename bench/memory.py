@@ -8,18 +8,16 @@ through the API, so the run measures the controller and server, not gcc.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-from .common import Up, git, make_app, rss_kb, table, write_module
+from .common import Up, git, make_app, rss_kb, scratch, table, write_module
 
 
 def main(deploys: int = 500) -> None:
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    with scratch() as tmp:
         up = Up(tmp, "--bake", "0")
         try:
             work = make_app(tmp / "app")

@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from .common import Up, git, make_app, table, wrk, write_module
+from .common import Up, git, make_app, scratch, table, write_module, wrk
 
 SECONDS = 20
 EVENTS = 20
@@ -37,8 +35,7 @@ def spaced(action) -> threading.Thread:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    with scratch() as tmp:
         up = Up(tmp, "--bake", "0")
         work = make_app(tmp / "app")
         git(work, "remote", "add", "origin", str(up.state / "repo.git"))

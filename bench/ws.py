@@ -29,11 +29,10 @@ import random
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from .common import ROOT, Up, free_port, git, median, rss_kb, start, stop, table
+from .common import ROOT, Up, free_port, git, median, rss_kb, scratch, start, stop, table
 
 APP = ROOT / "tests" / "apps" / "wsecho.c"
 MANIFEST = """\
@@ -270,8 +269,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=int, help="connections for a deploys-only run, one message a second each")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    with scratch() as tmp:
         if args.scale:
             deploys_under_load(tmp, args.scale, 1.0, 5)
             return

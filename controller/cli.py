@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hotplate.server.config import ServerConfig
 
+from .account import worker_user
 from .deploy import TREE, Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
 from .record import History
@@ -27,7 +28,10 @@ from .state import State, write_atomic
 
 
 def _state(args, default: Path) -> State:
-    return State(Path(args.state or os.environ.get("HOTPLATE_STATE") or default)).make()
+    """The state directory; for commands that run module code (those with
+    ``--user``), with the workers' account (controller/account.py)."""
+    user = worker_user(args.user) if hasattr(args, "user") else None
+    return State(Path(args.state or os.environ.get("HOTPLATE_STATE") or default), user).make()
 
 
 # -- build and serve (no git) -------------------------------------------------
@@ -66,15 +70,15 @@ def cmd_serve(args) -> int:
     state.lock("serve")
     outcome = _build(args, state)
     state.switch(outcome.release.id, None)
-    config = _server_config(args)
+    config = _server_config(args, state)
     print(f"serving release {outcome.release.id} on http://{config.bind}/", flush=True)
-    HotplateServer(state.current, config, state.run, state.root).run()
+    HotplateServer(state.current, config, state.run, state.data).run()
     return 0
 
 
-def _server_config(args) -> ServerConfig:
+def _server_config(args, state: State) -> ServerConfig:
     return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
-                                 max_requests=args.max_requests,
+                                 max_requests=args.max_requests, user=state.worker_user,
                                  max_rss=args.max_rss_mib * 1024 ** 2 if args.max_rss_mib is not None else None)
 
 
@@ -124,9 +128,10 @@ def cmd_up(args) -> int:
 
 
 def _webhook_secret(path: str | None) -> str | None:
-    """The webhook secret, from a file only its owner can read, or the environment."""
+    """The webhook secret, from a file only its owner can read, or the
+    environment, whence it is removed: no child (server, compiler, git) inherits it."""
     if path is None:
-        return os.environ.get("HOTPLATE_WEBHOOK_SECRET") or None
+        return os.environ.pop("HOTPLATE_WEBHOOK_SECRET", None) or None
     try:
         mode = os.stat(path).st_mode
         secret = Path(path).read_text().strip()
@@ -150,7 +155,7 @@ def _history(state: State) -> History:
 def _start_server(state: State, args) -> ServerProcess:
     """Adopt the app server a stopped controller left running, or start one
     on a socket this process holds (so restarts keep it); then supervise it."""
-    server = ServerProcess(state, _server_config(args))
+    server = ServerProcess(state, _server_config(args, state))
     if server.pid is None:
         server.listen()
     server.start()
@@ -384,8 +389,14 @@ def parser() -> argparse.ArgumentParser:
                         "10%% jitter (default 100000; 0: never; deploy.yaml `limits:` overrides)")
         sp.add_argument("--max-rss-mib", type=int, help="replace a worker once its memory passes this many MiB "
                         "(default 1024; 0: never; deploy.yaml `limits:` overrides)")
+        user_flag(sp)
 
-    command("build", "validate deploy.yaml and build a release", cmd_build, app=True)
+    def user_flag(sp):
+        sp.add_argument("--user", help="account that runs module code, made if missing (started as root only; "
+                        "default: hotplate as root, else your own)")
+        return sp
+
+    user_flag(command("build", "validate deploy.yaml and build a release", cmd_build, app=True))
     server_flags(command("serve", "build an app directory and serve it (no git)", cmd_serve, app=True))
     server_flags(command("dev", "serve a working tree and redeploy on every save", cmd_dev, app=True))
     up = command("up", "run the controller and the server for a repository", cmd_up)

@@ -126,7 +126,7 @@ class Pipeline:
 
     def release(self, a: Attempt) -> None:
         meta = {"commit": a.commit, "trigger": a.trigger} if a.commit else {"trigger": a.trigger}
-        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta)
+        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, self.state.worker_user)
         a.target = a.release.id
         self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
 

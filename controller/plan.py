@@ -26,10 +26,11 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 TOP_KEYS = {"app", "timeout", "modules", "limits"}
 #: Per-worker bounds: a worker is replaced after this many requests (with
-#: up to 10% jitter) or once its memory passes this size.
-LIMIT_KEYS = {"max_requests", "max_rss"}
+#: up to 10% jitter) or once its memory passes this size; the process's
+#: address space, open files and processes (threads count) are capped.
+LIMIT_KEYS = {"max_requests", "max_rss", "address_space", "open_files", "processes"}
 MODULE_KEYS = {"source", "routes", "websockets", "cflags", "include", "libs", "pkg-config", "config", "timeout",
-               "health"}
+               "health", "unconfined"}
 ROUTE_KEYS = {"path", "handler", "methods", "timeout"}
 SOCKET_KEYS = {"path", "on_open", "on_message", "on_close", "subprotocols", "timeout", "max_message"}
 DEFAULT_MAX_MESSAGE = 1024 * 1024
@@ -60,6 +61,7 @@ class Module:
     health: str | None = None
     line: int = 0
     websockets: tuple[Socket, ...] = ()
+    unconfined: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,14 +208,19 @@ class _Validator:
             self.loc.error(where, "a mapping: {max_requests: 10000, max_rss: 512MiB}")
             return Limits()
         self.keys(spec, LIMIT_KEYS, where)
-        requests = spec.get("max_requests")
-        if requests is not None and (isinstance(requests, bool) or not isinstance(requests, int) or requests < 0):
-            self.loc.error(f"{where}.max_requests", f"{requests!r}: a whole number of requests (0: never replace)")
-            requests = None
-        rss = spec.get("max_rss")
-        if rss is not None:
-            rss = self.size(rss, f"{where}.max_rss", 0, low=16 * 1024 ** 2, high=1024 ** 4)
-        return Limits(requests, rss)
+        sizes = {key: None if spec.get(key) is None else
+                 self.size(spec[key], f"{where}.{key}", 0, low=low, high=1024 ** 4)
+                 for key, low in (("max_rss", 16 * 1024 ** 2), ("address_space", 256 * 1024 ** 2))}
+        return Limits(self.count(spec, "max_requests", where, 0, "requests (0: never replace)"), sizes["max_rss"],
+                      sizes["address_space"], self.count(spec, "open_files", where, 64, "descriptors"),
+                      self.count(spec, "processes", where, 64, "processes and threads"))
+
+    def count(self, spec: dict, key: str, where: str, low: int, what: str) -> int | None:
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            self.loc.error(f"{where}.{key}", f"{value!r}: a whole number of {what}, at least {low}")
+            return None
+        return value
 
     def module(self, name: str, spec: Any, where: str, default_timeout: int) -> Module:
         if not NAME_RE.match(name):
@@ -246,7 +253,15 @@ class _Validator:
             health=health,
             line=self.loc.lines.get(where, 0),
             websockets=sockets,
+            unconfined=self.reason(spec.get("unconfined"), f"{where}.unconfined"),
         )
+
+    def reason(self, value: Any, where: str) -> str | None:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            self.loc.error(where, "say why the module needs the calls the system-call filter forbids "
+                                  "(execve, ptrace, mount...), e.g. `unconfined: runs /usr/bin/convert`")
+            return None
+        return value
 
     def route(self, spec: Any, where: str, default_timeout: int) -> Route:
         if not isinstance(spec, dict):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import pwd
 import shutil
 import signal
 import tempfile
@@ -45,7 +46,7 @@ def describe(manifest: Manifest, build: BuildResult) -> ReleaseSpec:
     is a digest of that content, so the same tree built again is the same release."""
     keys = {b.name: b.key for b in build.modules}
     modules = tuple(ModuleSpec(m.name, m.source, keys[m.name], f"modules/{m.name}-{keys[m.name][:16]}.so", m.config,
-                               m.health, m.routes, m.websockets) for m in manifest.modules)
+                               m.health, m.routes, m.websockets, m.unconfined) for m in manifest.modules)
     spec = ReleaseSpec("", manifest.app, modules, manifest.limits)
     body = {k: v for k, v in spec.to_json().items() if k not in ("id", "format")}
     release_id = "r" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
@@ -53,10 +54,11 @@ def describe(manifest: Manifest, build: BuildResult) -> ReleaseSpec:
 
 
 def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_dir: Path,
-             meta: dict | None = None) -> Release:
+             meta: dict | None = None, worker_user: str | None = None) -> Release:
     """Create (or reuse) the release for this build and return it.
 
     :param meta: extra facts for ``build.json`` (commit, trigger...).
+    :param worker_user: the account the smoke check runs module code as.
     :raises SmokeCheckError: when a module fails to load or init.
     """
     spec = describe(manifest, build)
@@ -67,7 +69,7 @@ def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_di
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=releases_dir))
     try:
         _fill(staging, Path(app_root), spec, build, meta or {})
-        smoke_check(staging)
+        smoke_check(staging, worker_user)
         os.rename(staging, final)
     except FileExistsError:
         # Another build of the same content won the race: same bytes, use it.
@@ -90,6 +92,8 @@ def _fill(staging: Path, app_root: Path, spec: ReleaseSpec, build: BuildResult, 
     }
     (staging / "build.json").write_text(json.dumps(record, indent=2))
     (staging / "release.json").write_text(json.dumps(spec.to_json(), indent=2))
+    for path in (staging, staging / "modules", *staging.rglob("*")):  # readable by the workers' account
+        path.chmod(0o755 if path.is_dir() or path.suffix == ".so" else 0o644)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -100,13 +104,20 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def smoke_check(release_dir: Path) -> None:
+def smoke_check(release_dir: Path, worker_user: str | None = None) -> None:
     """Load the release in a throwaway process; raise with every failure found.
 
     The process is forked from a fork server that has the loader imported
-    already, so a check costs a fork, not a Python start."""
+    already, so a check costs a fork, not a Python start. It runs module code
+    as the workers do: as ``worker_user`` if given, confined the same way, in
+    an empty directory of its own (what hp_init writes there is thrown away)."""
+    scratch = Path(tempfile.mkdtemp(prefix=".smoke-", dir=Path(release_dir).parent))
+    if worker_user:
+        account = pwd.getpwnam(worker_user)
+        os.chown(scratch, account.pw_uid, account.pw_gid)
     receiver, sender = _FORKS.Pipe(duplex=False)
-    proc = _FORKS.Process(target=smoke.check_into, args=(str(release_dir), sender), daemon=True)
+    proc = _FORKS.Process(target=smoke.check_into, args=(str(release_dir), str(scratch), worker_user, sender),
+                          daemon=True)
     proc.start()
     sender.close()
     try:
@@ -121,6 +132,7 @@ def smoke_check(release_dir: Path) -> None:
         raise SmokeCheckError(f"smoke check process died ({cause}) while loading modules") from None
     finally:
         receiver.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     proc.join()
     if failures:
         lines = [f"  module {f['module']} ({f['source']}): {f['error']}" for f in failures]

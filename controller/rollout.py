@@ -67,9 +67,11 @@ class ServerProcess:
         self.state.server_pid.unlink(missing_ok=True)
         fds = (self.listener.fileno(),) if self.listener is not None else ()
         cmd = [sys.executable, "-m", "hotplate.server", "--current", str(self.state.current), "--run-dir", str(self.state.run),
-               "--workdir", str(self.state.root), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
+               "--workdir", str(self.state.data), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
                "--workers", str(self.config.workers), "--threads", str(self.config.threads),
                "--max-requests", str(self.config.max_requests), "--max-rss", str(self.config.max_rss)]
+        if self.config.user:
+            cmd += ["--user", self.config.user]
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, pass_fds=fds,
                                          start_new_session=True)

@@ -51,6 +51,7 @@ class Source:
         """Create the bare repository (and hook, or mirror remote) if missing."""
         path = self.state.repo
         repo = git.Repo(path) if (path / "HEAD").exists() else git.Repo.init(path, bare=True, initial_branch=self.branch)
+        path.chmod(0o700)  # the source may hold more than the workers should read (controller/state.py)
         with repo.config_writer() as cfg:
             cfg.set_value("receive", "denyNonFastForwards", "false")
             cfg.set_value("http", "receivepack", "true")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from hotplate.server.contract import ReleaseSpec
 
+from .account import check_reachable
 from .errors import HotplateError
 
 
@@ -26,10 +28,15 @@ class State:
     commit to the release it built, ``current`` the live link (to a commit's
     link, so one readlink says the live commit and its target the live
     release), ``pinned`` a rollback's pin, ``run/`` pid files and worker
-    reports, ``hotplate.db`` deploy history.
+    reports, ``data/`` the workers' working directory (module files such as
+    SQLite databases), ``hotplate.db`` deploy history.
+
+    :param worker_user: the account the workers run as (controller/account.py),
+        which owns ``data/`` and ``run/workers/``; None: the controller's own.
     """
 
     root: Path
+    worker_user: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())
@@ -75,6 +82,10 @@ class State:
         return self.run / "workers"
 
     @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
     def db(self) -> Path:
         return self.root / "hotplate.db"
 
@@ -91,10 +102,25 @@ class State:
         return self.run / "controller.json"
 
     def make(self) -> "State":
-        for path in (self.root, self.releases, self.commits, self.workers):
+        """Create the layout. The token, the history, the repository and the
+        build cache are the controller's alone; a separate workers' account
+        may only pass through the root (0711) to the releases, and write its
+        reports and its data."""
+        for path in (self.root, self.releases, self.commits, self.workers, self.data):
             path.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o700)  # the token, the history and the repository are the controller's alone
+        self.cache.mkdir(mode=0o700, exist_ok=True)
+        self.cache.chmod(0o700)
+        self.root.chmod(0o711)
+        if self.worker_user:
+            check_reachable(self.worker_user, self.root,
+                            "or put the state directory elsewhere (e.g. /var/lib/hotplate)")
+            account = pwd.getpwnam(self.worker_user)
+            for path in (self.workers, self.data):
+                os.chown(path, account.pw_uid, account.pw_gid)
+            self.data.chmod(0o700)
         return self
+
+
 
     def token(self) -> str:
         """The API token for state-changing calls; made on first use, mode 0600."""

@@ -22,9 +22,10 @@ def main() -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--max-requests", type=int)
     p.add_argument("--max-rss", type=int)
+    p.add_argument("--user", help="account the workers run as (the master must be root)")
     args = p.parse_args()
     config = ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
-                                   max_requests=args.max_requests, max_rss=args.max_rss)
+                                   max_requests=args.max_requests, max_rss=args.max_rss, user=args.user)
     HotplateServer(args.current, config, args.run_dir, args.workdir).run()
 
 

@@ -26,6 +26,8 @@ class ServerConfig:
         the manifest's ``limits:`` overrides it.
     :param max_rss: a worker is replaced once its resident memory passes
         this many bytes (0: never); the manifest's ``limits:`` overrides it.
+    :param user: the account workers run as (the master, which never loads
+        module code, stays as started); None: the master's own.
     """
 
     bind: str = "127.0.0.1:8000"
@@ -45,6 +47,7 @@ class ServerConfig:
     ws_ping_timeout: int = 20
     max_requests: int = 100_000
     max_rss: int = 1024 ** 3
+    user: str | None = None
 
     @classmethod
     def from_env(cls, prefix: str = "HOTPLATE_", **overrides) -> "ServerConfig":

@@ -55,10 +55,14 @@ class Socket:
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-worker bounds; None leaves the server's default."""
+    """Per-worker bounds; None leaves the server's default (server/confine.py
+    for the last three, which are resource limits of the process)."""
 
     max_requests: int | None = None
     max_rss: int | None = None
+    address_space: int | None = None
+    open_files: int | None = None
+    processes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class ModuleSpec:
     health: str | None
     routes: tuple[Route, ...]
     websockets: tuple[Socket, ...]
+    #: why this module needs the calls the system-call filter forbids; set,
+    #: the release's workers run without the filter
+    unconfined: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,13 @@ class ReleaseSpec:
 
     def to_json(self) -> dict:
         data = {"format": FORMAT, **asdict(self)}
-        if self.limits == Limits():  # omitted when unset: releases of apps without limits keep their ids
+        # Unset fields are omitted, so that releases of apps without them keep their ids.
+        data["limits"] = {k: v for k, v in data["limits"].items() if v is not None}
+        if not data["limits"]:
             del data["limits"]
+        for m in data["modules"]:
+            if m["unconfined"] is None:
+                del m["unconfined"]
         return data
 
     @classmethod
@@ -101,6 +113,7 @@ class ReleaseSpec:
             tuple(Route(r["path"], tuple(r["methods"]), r["handler"], r["timeout_ms"], r["line"]) for r in m["routes"]),
             tuple(Socket(w["path"], w["on_message"], w["on_open"], w["on_close"], tuple(w["subprotocols"]),
                          w["timeout_ms"], w["max_message"], w["line"]) for w in m.get("websockets", [])),
+            m.get("unconfined"),
         ) for m in data["modules"])
         return cls(data["id"], data["app"], modules, Limits(**data.get("limits", {})))
 

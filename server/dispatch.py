@@ -189,6 +189,9 @@ class Dispatcher:
             return 500, f"handler {handler} failed"
         if rc == RT_CRASHED:
             name = signal.Signals(signo).name if signo else "a signal"
+            if signo == signal.SIGSYS:
+                name += (f": it called {self.ffi.string(self.lib.hp_rt_trapped_call()).decode()}, which modules may "
+                         "not (deploy.yaml `unconfined:` lifts the filter)")
             log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, handler, name)
             self.counters.add(CRASHES)
             self.retire()

@@ -12,17 +12,18 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import pwd
 import random
-import resource
 import sys
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
-from . import report
+from . import report, runtime
 from .app import create_app
 from .config import ServerConfig
-from .contract import Limits
+from .confine import confine
+from .contract import Limits, ReleaseSpec
 from .modules import ModuleSet, setup_process
 from .websocket.hub import Hub
 
@@ -44,6 +45,7 @@ class HotplateServer(BaseApplication):
         self.reports = self.run_dir / "workers"
         self.workdir = Path(workdir)
         self.dispatcher = create_app(config)
+        runtime.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
         super().__init__()
 
     def load_config(self) -> None:
@@ -60,6 +62,8 @@ class HotplateServer(BaseApplication):
             "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
             "control_socket": str(self.run_dir / "gunicorn.ctl"),
         }
+        if c.user:  # gunicorn switches each worker after fork; initgroups drops root's groups
+            settings.update(user=c.user, group=pwd.getpwnam(c.user).pw_gid, initgroups=True)
         for key, value in settings.items():
             if value is not None:
                 self.cfg.set(key, value)
@@ -72,22 +76,12 @@ class HotplateServer(BaseApplication):
         master's objects out of the collector's reach, so that a new worker's
         GC does not touch (and copy) the pages it shares with the master.
         Only once: objects the master makes later, roll after roll, must stay
-        collectable. Also raise the open-file limit to its maximum for the
-        workers: each WebSocket connection holds a descriptor, and a common
-        soft limit of 1024 would cap a worker far below thousands. Fold the
-        counters of workers a dead master left behind."""
+        collectable. Fold the counters of workers a dead master left behind.
+        (Workers set their own resource limits: server/confine.py.)"""
         self.reports.mkdir(parents=True, exist_ok=True)
         report.fold_dead(self.reports)
         gc.collect()
         gc.freeze()
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
-        if soft < target:
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            except (OSError, ValueError):
-                server.log.warning("could not raise the open-file limit from %d; WebSocket connections per "
-                                   "worker are capped near it", soft)
 
     def post_worker_init(self, worker) -> None:
         """Load the current release's modules into this worker and report.
@@ -105,7 +99,9 @@ class HotplateServer(BaseApplication):
                 report.publish(self.reports, None, [])
                 return
             setup_process()
-            modules = ModuleSet.load(Path(os.path.realpath(self.current)))
+            release = Path(os.path.realpath(self.current))
+            confine(ReleaseSpec.load(release), dedicated=bool(self.config.user))
+            modules = ModuleSet.load(release)
             self.bound(worker, modules.spec.limits)
             self.dispatcher.attach(modules)
             self.start_hub(logger)

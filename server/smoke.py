@@ -10,21 +10,32 @@ not a server.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
+from .confine import become, confine
+from .contract import ReleaseSpec
 from .modules import ModuleSet, setup_process
 
 
-def check(release_dir: str) -> list[dict]:
-    setup_process()
+def check(release_dir: str, workdir: str | None = None, user: str | None = None) -> list[dict]:
+    """Load, init and fini every module in ``workdir``, as ``user`` (from
+    root) if given, confined like a worker; return the failures."""
+    setup_process()  # loads the runtime, which the workers' account may not be able to read
+    if workdir:
+        os.chdir(workdir)
+    if user:
+        become(user)
+    confine(ReleaseSpec.load(Path(release_dir)), dedicated=bool(user))
     modules = ModuleSet.load(release_dir)
     modules.close()
     return [{"module": m.name, "source": m.source, "error": m.error} for m in modules.modules if not m.ok]
 
 
-def check_into(release_dir: str, conn) -> None:
+def check_into(release_dir: str, workdir: str, user: str | None, conn) -> None:
     """Run :func:`check` and send the result through a pipe (fork-server child)."""
-    conn.send(check(release_dir))
+    conn.send(check(release_dir, workdir, user))
     conn.close()
 
 

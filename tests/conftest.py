@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -16,6 +17,17 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
+
+
+@pytest.fixture(autouse=True)
+def reachable_tmp(tmp_path):
+    """Run as root, hotplate runs module code as its own account, which must
+    pass through the directories above a state directory; pytest makes them
+    0700. (Only passing through: nothing of them can be listed.)"""
+    for path in (tmp_path, *tmp_path.parents):
+        if path == Path(tempfile.gettempdir()):
+            break
+        path.chmod(path.stat().st_mode | 0o111)
 
 
 def free_port() -> int:
@@ -53,14 +65,15 @@ class Server:
     """``hotplate serve`` on a loopback port, stopped at the end of the test."""
 
     def __init__(self, app: Path, state: Path, workers: int = 1, threads: int = 4, extra_env: dict | None = None,
-                 state_files: tuple[str, ...] = ()):
+                 data_files: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = state
         self.log = state.parent / f"server-{self.port}.log"
         state.mkdir(parents=True, exist_ok=True)
-        for name in state_files:
-            (state / name).touch()
+        for name in data_files:  # in the workers' working directory
+            (state / "data").mkdir(exist_ok=True)
+            (state / "data" / name).touch()
         cmd = [sys.executable, "-m", "hotplate.controller.cli", "serve", str(app), "--state", str(state),
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads)]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
@@ -108,8 +121,9 @@ def serve(tmp_path):
 class Up:
     """``hotplate up`` (hosted repository) on loopback ports, stopped at the end of the test."""
 
-    def __init__(self, tmp: Path, *extra: str, bake: float = 0.3, workers: int = 2):
+    def __init__(self, tmp: Path, *extra: str, bake: float = 0.3, workers: int = 2, env: dict | None = None):
         self.tmp = tmp
+        self.env = {**os.environ, **(env or {})}
         tmp.mkdir(parents=True, exist_ok=True)
         self.state = tmp / "state"
         self.port, self.api_port = free_port(), free_port()
@@ -123,7 +137,7 @@ class Up:
 
     def start(self, timeout: float = 60) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "hotplate.controller.cli", *self.args], stdout=self.log.open("a"),
-                                     stderr=subprocess.STDOUT, cwd=ROOT)
+                                     stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

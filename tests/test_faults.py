@@ -277,7 +277,7 @@ def test_retry_redeploys_a_commit_that_failed_for_an_outside_reason(up, tmp_path
                                   'hp_res_status(res, access("downstream-ok", F_OK) ? 503 : 200);')
     work.commit("needs downstream", {"hello.c": outside})
     assert "deploy ROLLED BACK" in work.push()
-    (server.state / "downstream-ok").touch()  # the outage is over (workers run in the state directory)
+    (server.state / "data" / "downstream-ok").touch()  # the outage is over (workers run in STATE/data)
     retried = server.cli("retry")
     assert retried.returncode == 0, retried.stderr
     server.wait(lambda: text(server) == "v2" and server.status()["state"] == "Synced", what="the retry live")
@@ -321,6 +321,8 @@ def test_a_push_the_controller_cannot_record_still_gets_an_answer(up, tmp_path):
 
 def test_the_state_directory_is_the_controllers_alone(up, tmp_path):
     server, _ = first_deploy(up, tmp_path)
-    assert (server.state.stat().st_mode & 0o777) == 0o700
+    assert (server.state.stat().st_mode & 0o777) == 0o711, "others may pass through to the releases, not list"
+    for private in ("repo.git", "cache"):
+        assert ((server.state / private).stat().st_mode & 0o777) == 0o700, private
     assert ((server.state / "token").stat().st_mode & 0o777) == 0o600
     assert ((server.state / "hotplate.db").stat().st_mode & 0o777) == 0o600

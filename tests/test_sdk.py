@@ -2,6 +2,7 @@
 import subprocess
 
 from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
+from hotplate.server.runtime import LIBS
 
 from .conftest import ROOT
 
@@ -11,7 +12,7 @@ def test_sdk_unit_tests_pass_under_sanitizers(tmp_path):
     sources = sorted(str(p) for p in RUNTIME_DIR.glob("*.c"))
     subprocess.run(["cc", "-std=gnu11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                     "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE_DIR}", f"-I{RUNTIME_DIR}", "-o", str(exe),
-                    str(ROOT / "tests/c/test_sdk.c"), *sources, "-ljansson"], check=True)
+                    str(ROOT / "tests/c/test_sdk.c"), *sources, *LIBS], check=True)
     result = subprocess.run([str(exe)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert " 0 failed" in result.stdout

@@ -127,7 +127,7 @@ def test_routing_errors_and_limits(echo):
 @pytest.fixture
 def faults(serve, tmp_path):
     app = write_app(tmp_path / "faults", FAULTS_APP, copy=("faults.c", "initfail.c"))
-    return serve(app, workers=1, threads=4, state_files=("fail-init",))
+    return serve(app, workers=1, threads=4, data_files=("fail-init",))
 
 
 def worker_pid(server) -> int:

@@ -437,7 +437,7 @@ def test_websocket_route_of_a_module_that_failed_to_load_answers_503(serve, tmp_
         """, copy=("initfail.c",))
     (app / "modules" / "initfail.c").write_text((app / "modules" / "initfail.c").read_text() + (
         "HP_EXPORT int fragile_message(hp_ws *ws, const void *d, size_t n, int t) { return HP_OK; }\n"))
-    server = serve(app, state_files=("fail-init",))  # hp_init fails in the workers only
+    server = serve(app, data_files=("fail-init",))  # hp_init fails in the workers only
     with pytest.raises(websockets.InvalidStatus) as refused:
         run(websockets.connect(ws_url(server, "/live")))
     assert refused.value.response.status_code == 503

@@ -32,7 +32,7 @@
 #define TICK_NS 1000000L /* 1 ms between checks once a deadline passed */
 #define GRACE_TICKS 1000 /* about a second of checks, then the watchdog */
 
-static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS}; /* SIGSYS: confine.c */
 static hp_rt_log_fn log_sink;
 
 /* Per thread: where to jump when module code faults or overruns, and
@@ -95,11 +95,12 @@ static void on_deadline(void *ctx)
 
 static void on_signal(int sig, siginfo_t *info, void *ctx)
 {
-    (void)info;
     if (sig == TIMEOUT_SIGNAL) {
         on_deadline(ctx);
         return;
     }
+    if (sig == SIGSYS)
+        hp_rt_note_trap(info);
     if (guard_active && guard_jump) {
         guard_active = 0;
         siglongjmp(*guard_jump, sig);

@@ -50,6 +50,15 @@ enum {
  * Call once per worker process, never in the gunicorn master. */
 int hp_rt_setup(hp_rt_log_fn log);
 
+/* Installs the system-call filter (confine.c) in this process and all its
+ * threads: execve, ptrace, mount and other calls a handler has no use for
+ * raise SIGSYS, which the crash guard turns into a crash of the call.
+ * Returns 0, or -1 with a message in err. Irreversible. */
+int hp_rt_confine(char *err, size_t errlen);
+
+/* The name of the forbidden call this thread made last (after a SIGSYS crash). */
+const char *hp_rt_trapped_call(void);
+
 /* Loads the module at path and binds the API table. Returns NULL with a
  * message in err on failure (dlopen error, missing HP_MODULE, ABI mismatch,
  * crash in a constructor). config is name\0value\0 pairs. */

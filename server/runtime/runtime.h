@@ -3,6 +3,7 @@
 #ifndef HP_RUNTIME_H
 #define HP_RUNTIME_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "hotplate.h"
@@ -20,6 +21,9 @@ typedef struct {
     hp_arena_block *head;
     hp_arena_block *embedded; /* owned by the caller of hp_arena_init */
 } hp_arena;
+
+/* confine.c: remembers which forbidden call a thread made (signal-safe). */
+void hp_rt_note_trap(const siginfo_t *info);
 
 void hp_arena_init(hp_arena *a, void *first, size_t first_size);
 void *hp_arena_alloc(hp_arena *a, size_t size);

@@ -1,0 +1,66 @@
+"""Confine a process that runs module code: its account, resource limits and
+system-call filter (issue 9).
+
+Applied once, after fork and before any module is loaded, in gunicorn
+workers (server/gunicorn_app.py) and in the controller's smoke check
+(server/smoke.py): the same bounds wherever pushed C runs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import resource
+
+from . import runtime
+from .contract import ReleaseSpec
+
+log = logging.getLogger("hotplate")
+
+#: Limits applied when the manifest's ``limits:`` does not set them.
+#: Processes are bounded only under a dedicated account: the kernel counts
+#: them per user, and a shared account's other processes would count too.
+DEFAULT_OPEN_FILES = 65536
+DEFAULT_PROCESSES = 4096
+_RLIMITS = (("address_space", resource.RLIMIT_AS), ("open_files", resource.RLIMIT_NOFILE),
+            ("processes", resource.RLIMIT_NPROC))
+
+
+def become(user: str) -> None:
+    """Switch this process (root) to ``user`` for good: its uid, its group
+    and no supplementary groups (root's would still open group-readable files)."""
+    account = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(account.pw_gid)
+    os.setuid(account.pw_uid)
+
+
+def limits_for(spec: ReleaseSpec, dedicated: bool) -> dict[int, int]:
+    """Each resource's limit: the manifest's, else the default."""
+    chosen = {"open_files": DEFAULT_OPEN_FILES, "processes": DEFAULT_PROCESSES if dedicated else None}
+    chosen.update({name: value for name in ("address_space", "open_files", "processes")
+                   if (value := getattr(spec.limits, name)) is not None})
+    return {res: chosen[name] for name, res in _RLIMITS if chosen.get(name) is not None}
+
+
+def confine(spec: ReleaseSpec, dedicated: bool) -> None:
+    """Set the resource limits (soft and hard: a module cannot raise them) and
+    install the system-call filter, unless a module of the release opted out
+    with a reason (``unconfined:``), which is logged.
+
+    :param dedicated: whether the process runs under an account of its own.
+    :raises OSError: when the filter cannot be installed.
+    """
+    for res, value in limits_for(spec, dedicated).items():
+        _, hard = resource.getrlimit(res)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(res, (value, value))
+    unconfined = [m for m in spec.modules if m.unconfined]
+    if unconfined:
+        for m in unconfined:
+            log.warning("[module=%s] runs without the system-call filter: %s", m.name, m.unconfined)
+        return
+    ffi, lib = runtime.load()
+    err = ffi.new("char[]", 256)
+    if lib.hp_rt_confine(err, 256) != 0:
+        raise OSError(ffi.string(err).decode(errors="replace"))

@@ -25,6 +25,8 @@ from .errors import BuildError, HotplateError
 from .record import History
 from .rollout import GateSettings, ServerProcess
 from .state import State, write_atomic
+from .verify import Policy
+from .verify import save as save_policy
 
 
 def _state(args, default: Path) -> State:
@@ -101,9 +103,11 @@ def cmd_up(args) -> int:
     source = Source(state, args.branch, args.source)
     if args.import_path and source.import_from(args.import_path):
         print(f"imported {args.branch} from {args.import_path} into {state.repo}")
+    policy = Policy.parse(args.verify) if args.verify else None
+    save_policy(policy, state.verify_file)
     settings = Settings(branch=args.branch, poll_interval=args.poll if args.source else 300.0,
                         keep_releases=args.keep, cache_bytes=args.cache_mib * 1024 ** 2,
-                        gate=GateSettings(bake_seconds=args.bake))
+                        gate=GateSettings(bake_seconds=args.bake), verify=policy)
     server = _start_server(state, args)
     api = None
     try:  # from here on, a failing start stops the server it started too
@@ -411,6 +415,10 @@ def parser() -> argparse.ArgumentParser:
                          "releases (default 1024)")
     up.add_argument("--webhook-secret-file", help="a file (mode 0600) holding the secret that enables POST /webhook; "
                     "or set $HOTPLATE_WEBHOOK_SECRET (never on the command line, where `ps` shows it)")
+    up.add_argument("--verify", metavar="ssh:FILE|gpg:DIR",
+                    help="deploy only commits signed by a trusted key: an SSH allowed-signers file, or a GnuPG "
+                         "home holding the trusted public keys (kept outside the repository); pushes of unsigned "
+                         "commits are refused")
     up.add_argument("--import", dest="import_path", help="seed the hosted branch from a local repository if empty")
     up.add_argument("--keep-server", action="store_true", help="leave the app server running when the controller stops")
     server_flags(up)

@@ -23,6 +23,7 @@ from .plan import Manifest, load_manifest
 from .release import Release, assemble
 from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
 from .state import State
+from .verify import Policy
 
 if TYPE_CHECKING:  # GitPython is slow to import; smoke-check children import this module
     from .source import Source
@@ -69,13 +70,15 @@ class Pipeline:
     """
 
     def __init__(self, state: State, emit: Callable[[str], None], on_module=None, source: Source | None = None,
-                 server: ServerProcess | None = None, gate: GateSettings = GateSettings()):
+                 server: ServerProcess | None = None, gate: GateSettings = GateSettings(),
+                 policy: Policy | None = None):
         self.state = state
         self.emit = emit
         self.on_module = on_module
         self.source = source
         self.server = server
         self.gate_settings = gate
+        self.policy = policy
 
     def run(self, a: Attempt, stages: tuple[str, ...]) -> None:
         for name in stages:
@@ -97,6 +100,11 @@ class Pipeline:
                                  f"{self.server.why_down()}; see {self.server.log}",
                                  "ServerDown")
         self.emit("the app server is back")
+
+    def verify(self, a: Attempt) -> None:
+        """With ``--verify``, the commit must carry a trusted signature."""
+        if self.policy is not None:
+            self.emit(f"signature: {self.policy.check(self.state.repo, a.commit)}")
 
     def checkout(self, a: Attempt) -> None:
         """Extract the commit into a directory of this deploy's own."""
@@ -177,7 +185,7 @@ def format_module(result: ModuleBuild) -> str:
 
 
 #: Deploy the branch tip (``hotplate up``).
-COMMIT = ("server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate")
+COMMIT = ("verify", "server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate")
 #: Deploy a working tree with no git (``hotplate dev``).
 TREE = ("server_up", "plan", "build", "release", "switch", "roll", "gate")
 #: Put a retained release back live (``hotplate rollback``).

@@ -1,7 +1,9 @@
-"""The hosted repository's post-receive hook: ``python -m hotplate.controller.hook STATE``.
+"""The hosted repository's hooks: ``python -m hotplate.controller.hook HOOK STATE``.
 
-git runs it after a push updated refs; whatever it prints reaches the pusher
-as ``remote:`` lines. It asks the running controller to deploy and streams
+``pre-receive`` runs before a push updates anything: with a signed-commit
+policy (``hotplate up --verify``) it refuses a tip without a trusted
+signature, so nothing of it builds. ``post-receive`` runs after a push
+updated refs; whatever it prints reaches the pusher as ``remote:`` lines. It asks the running controller to deploy and streams
 the deploy's progress (validate, build per module with compiler output,
 roll, verify, result). Pushes are accepted before the build: a commit that
 fails to build stays on the branch, is reported failed, and live keeps
@@ -15,12 +17,15 @@ import urllib.parse
 from pathlib import Path
 
 from .state import State
+from .verify import Policy, UnverifiedCommit
 
 
-def main(state_root: str) -> int:
+def main(hook: str, state_root: str) -> int:
     state = State(Path(state_root))
     info = state.read_json(state.controller_info, {})
     branch_ref = f"refs/heads/{info.get('branch', 'main')}"
+    if hook == "pre-receive":
+        return pre_receive(state, branch_ref)
     for line in sys.stdin:
         old, new, ref = line.split()
         if ref != branch_ref:
@@ -29,6 +34,23 @@ def main(state_root: str) -> int:
             print(f"hotplate: {ref} deleted; live keeps serving release {state.live_release()}")
         else:
             follow(state, info, new)
+    return 0
+
+
+def pre_receive(state: State, branch_ref: str) -> int:
+    """Refuse the whole push (exit 1) if the tracked branch's new tip is not
+    signed as the policy requires. git runs this with the pushed objects
+    in quarantine, which ``git verify-commit`` sees through the environment."""
+    policy = Policy.load(state.verify_file)
+    for line in sys.stdin:
+        _, new, ref = line.split()
+        if policy is None or ref != branch_ref or set(new) == {"0"}:
+            continue
+        try:
+            policy.check(state.repo, new)
+        except UnverifiedCommit as e:
+            print(f"hotplate: REFUSED: {e}")
+            return 1
     return 0
 
 
@@ -54,4 +76,4 @@ def follow(state: State, info: dict, sha: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -28,6 +28,7 @@ from .record import History
 from .rollout import GateSettings, ServerProcess, roll
 from .source import Source
 from .state import State
+from .verify import Policy
 
 log = logging.getLogger("hotplate.controller")
 
@@ -41,6 +42,7 @@ class Settings:
     keep_releases: int = 10
     cache_bytes: int = 1024 ** 3
     gate: GateSettings = GateSettings()
+    verify: Policy | None = None
 
 
 @dataclass
@@ -178,7 +180,7 @@ class Controller:
 
     def pipeline(self, d: Deploy) -> Pipeline:
         return Pipeline(self.state, lambda line: self.emit(d, line), lambda m: self.emit_module(d, m),
-                        self.source, self.server, self.settings.gate)
+                        self.source, self.server, self.settings.gate, self.settings.verify)
 
     def conclude(self, d: Deploy, a: Attempt, pipeline: Pipeline, error: Exception | None) -> None:
         """The one place a deploy ends: put live back if it moved and the

@@ -22,9 +22,11 @@ from .errors import RetryableError, StalledError
 from .state import State
 
 HOOK = """#!/bin/sh
-# Installed by hotplate: streams the deploy of a push back to the pusher.
-exec {python} -m hotplate.controller.hook {state}
+# Installed by hotplate: {why}.
+exec {python} -m hotplate.controller.hook {hook} {state}
 """
+HOOKS = {"pre-receive": "refuses a push whose commit is not signed as `hotplate up --verify` requires",
+         "post-receive": "streams the deploy of a push back to the pusher"}
 
 
 #: git's id of the tree with no entries.
@@ -59,9 +61,11 @@ class Source:
             if "origin" in [r.name for r in repo.remotes]:
                 repo.delete_remote(repo.remote("origin"))
             repo.create_remote("origin", self.upstream)
-        hook = path / "hooks" / "post-receive"
-        hook.write_text(HOOK.format(python=shlex.quote(sys.executable), state=shlex.quote(str(self.state.root))))
-        hook.chmod(0o755)
+        for name, why in HOOKS.items():
+            hook = path / "hooks" / name
+            hook.write_text(HOOK.format(why=why, python=shlex.quote(sys.executable), hook=name,
+                                        state=shlex.quote(str(self.state.root))))
+            hook.chmod(0o755)
         return repo
 
     def fetch(self) -> None:

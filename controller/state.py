@@ -82,6 +82,11 @@ class State:
         return self.run / "workers"
 
     @property
+    def verify_file(self) -> Path:
+        """The signed-commit policy of ``hotplate up --verify`` (controller/verify.py)."""
+        return self.root / "verify.json"
+
+    @property
     def data(self) -> Path:
         return self.root / "data"
 

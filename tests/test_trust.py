@@ -1,7 +1,9 @@
 """The trust boundary, tried as an attacker with push access, or with a
 process on the same host, would (issue 9)."""
 import json
+import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -157,3 +159,67 @@ def test_a_module_cannot_run_programs_unless_it_says_why(up, tmp_path):
     assert server.wait(marker.exists, what="the opted-out module to run a program")
     assert "runs without the system-call filter: runs sh to make thumbnails" in \
         (server.state / "run" / "server.log").read_text()
+
+
+def ssh_key(tmp_path: Path, name: str) -> Path:
+    key = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    return key
+
+
+def test_hosted_mode_refuses_pushes_not_signed_by_a_trusted_ssh_key(up, tmp_path):
+    trusted, stranger = ssh_key(tmp_path, "trusted"), ssh_key(tmp_path, "stranger")
+    allowed = tmp_path / "allowed_signers"  # outside the repository it checks
+    allowed.write_text(f"dev@example.com {trusted.with_suffix('.pub').read_text()}")
+    server = up("--verify", f"ssh:{allowed}")
+    work = Work(tmp_path / "work", str(server.state / "repo.git"))
+    for key, value in (("gpg.format", "ssh"), ("user.signingkey", str(trusted)), ("commit.gpgsign", "true")):
+        work.git("config", key, value)
+    signed = work.commit("first", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
+    out = work.push()
+    assert "signature: Good" in out and "deploy succeeded" in out, out
+
+    work.git("config", "commit.gpgsign", "false")
+    work.commit("unsigned", {"hello.c": hello("v2")})
+    out = work.push()
+    assert "hotplate: REFUSED: commit" in out and "is not signed by a key trusted by --verify ssh:" in out, out
+    assert "pre-receive hook declined" in out
+    work.git("config", "commit.gpgsign", "true")
+    work.git("config", "user.signingkey", str(stranger))
+    work.commit("signed by a stranger", {"hello.c": hello("v3")})
+    out = work.push()
+    assert "hotplate: REFUSED" in out and "No principal matched" in out, out
+
+    branch = subprocess.run(["git", "--git-dir", str(server.state / "repo.git"), "rev-parse", "main"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert branch == signed, "the refused pushes changed nothing"
+    assert text(server) == "v1" and len(server.deploys()) == 1, "nothing of them built"
+
+
+def test_mirror_mode_deploys_only_a_tip_signed_by_a_trusted_gpg_key(up, tmp_path):
+    signer, trusted = tmp_path / "signer-gnupg", tmp_path / "trusted-gnupg"
+    for home in (signer, trusted):
+        home.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run([*gpg, "--homedir", str(signer), "--quick-gen-key", "Dev <dev@example.com>", "ed25519", "sign",
+                    "never"], check=True, capture_output=True)
+    public = subprocess.run(["gpg", "--homedir", str(signer), "--export", "dev@example.com"], check=True,
+                            capture_output=True).stdout
+    subprocess.run(["gpg", "--homedir", str(trusted), "--import"], input=public, check=True, capture_output=True)
+
+    upstream = Work(tmp_path / "upstream", "unused")
+    upstream.commit("unsigned", {"deploy.yaml": MANIFEST, "hello.c": hello("unsigned")})
+    server = up(str(upstream.path), "--poll", "0.5", "--verify", f"gpg:{trusted}")
+    status = server.wait(lambda: (s := server.status())["state"] == "Failed" and s, what="the unsigned tip refused")
+    assert status["failure"]["reason"] == "UnverifiedCommit", status
+    assert "is not signed by a key trusted by --verify gpg:" in status["failure"]["detail"]
+    assert server.get("/").status_code == 404, "nothing went live"
+
+    upstream.git("config", "gpg.program", "gpg")
+    upstream.git("config", "commit.gpgsign", "true")
+    os.environ["GNUPGHOME"] = str(signer)
+    try:
+        upstream.commit("signed", {"hello.c": hello("signed")})
+    finally:
+        del os.environ["GNUPGHOME"]
+    server.wait(lambda: server.get("/").status_code == 200 and text(server) == "signed", what="the signed tip live")

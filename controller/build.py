@@ -95,12 +95,14 @@ class Builder:
 
     :param app_root: the checkout holding ``deploy.yaml`` and the sources.
     :param cache_dir: where objects and dependency records are kept.
+    :param extra_flags: added to every module's flags (a sanitizer build).
     """
 
-    def __init__(self, app_root: Path, cache_dir: Path, jobs: int | None = None):
+    def __init__(self, app_root: Path, cache_dir: Path, jobs: int | None = None, extra_flags: tuple[str, ...] = ()):
         self.root = Path(app_root).resolve()
         self.cache = Path(cache_dir)
         self.jobs = jobs or os.cpu_count() or 1
+        self.extra_flags = extra_flags
         for sub in ("objects", "deps"):
             (self.cache / sub).mkdir(parents=True, exist_ok=True)
 
@@ -133,6 +135,7 @@ class Builder:
             *(f"-I{d}" for d in module.include),
             *pc_cflags,
             *module.cflags,
+            *self.extra_flags,
             module.source,
             *pc_libs,
             *(f"-l{lib}" for lib in module.libs + DEFAULT_LIBS),

@@ -81,6 +81,7 @@ def cmd_serve(args) -> int:
 def _server_config(args, state: State) -> ServerConfig:
     return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
                                  max_requests=args.max_requests, user=state.worker_user,
+                                 sanitize=str(state.workers) if getattr(args, "sanitize", False) else None,
                                  max_rss=args.max_rss_mib * 1024 ** 2 if args.max_rss_mib is not None else None)
 
 
@@ -156,10 +157,10 @@ def _history(state: State) -> History:
     return history
 
 
-def _start_server(state: State, args) -> ServerProcess:
+def _start_server(state: State, args, console: bool = False) -> ServerProcess:
     """Adopt the app server a stopped controller left running, or start one
     on a socket this process holds (so restarts keep it); then supervise it."""
-    server = ServerProcess(state, _server_config(args, state))
+    server = ServerProcess(state, _server_config(args, state), console)
     if server.pid is None:
         server.listen()
     server.start()
@@ -196,8 +197,9 @@ def cmd_dev(args) -> int:
     state = _state(args, app / ".hotplate-dev")
     state.lock("dev")
     history = _history(state)
-    server = _start_server(state, args)
-    controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0)), history)
+    server = _start_server(state, args, console=True)
+    controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0), sanitize=args.sanitize),
+                            history)
     controller.recover()
     _stop_on_signals(controller)
     threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
@@ -402,7 +404,11 @@ def parser() -> argparse.ArgumentParser:
 
     user_flag(command("build", "validate deploy.yaml and build a release", cmd_build, app=True))
     server_flags(command("serve", "build an app directory and serve it (no git)", cmd_serve, app=True))
-    server_flags(command("dev", "serve a working tree and redeploy on every save", cmd_dev, app=True))
+    dev = command("dev", "serve a working tree and redeploy on every save", cmd_dev, app=True)
+    dev.add_argument("--sanitize", action="store_true",
+                     help="build modules with AddressSanitizer and UndefinedBehaviorSanitizer: a memory error in a "
+                          "handler answers 500 with the report (file:line), also printed here")
+    server_flags(dev)
     up = command("up", "run the controller and the server for a repository", cmd_up)
     up.add_argument("source", nargs="?", help="path or URL to mirror (default: host a repository to push to)")
     up.add_argument("--branch", default="main")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from hotplate.server import sanitize
+
 from .build import Builder, BuildResult, ModuleBuild
 from .errors import DISK_FULL, RetryableError, StalledError
 from .plan import Manifest, load_manifest
@@ -71,7 +73,7 @@ class Pipeline:
 
     def __init__(self, state: State, emit: Callable[[str], None], on_module=None, source: Source | None = None,
                  server: ServerProcess | None = None, gate: GateSettings = GateSettings(),
-                 policy: Policy | None = None):
+                 policy: Policy | None = None, sanitized: bool = False):
         self.state = state
         self.emit = emit
         self.on_module = on_module
@@ -79,6 +81,7 @@ class Pipeline:
         self.server = server
         self.gate_settings = gate
         self.policy = policy
+        self.sanitized = sanitized
 
     def run(self, a: Attempt, stages: tuple[str, ...]) -> None:
         for name in stages:
@@ -128,13 +131,15 @@ class Pipeline:
                   f"{sum(len(m.routes) for m in a.manifest.modules)} routes")
 
     def build(self, a: Attempt) -> None:
-        a.build = Builder(a.tree, self.state.cache).build(a.manifest, on_result=self.on_module)
+        flags = sanitize.FLAGS if self.sanitized else ()
+        a.build = Builder(a.tree, self.state.cache, extra_flags=flags).build(a.manifest, on_result=self.on_module)
         self.emit(f"build: {a.build.compiled} compiled, {len(a.build.modules) - a.build.compiled} cached "
                   f"in {a.build.seconds * 1000:.0f} ms")
 
     def release(self, a: Attempt) -> None:
         meta = {"commit": a.commit, "trigger": a.trigger} if a.commit else {"trigger": a.trigger}
-        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, self.state.worker_user)
+        env = sanitize.environment(self.state.workers) if self.sanitized else None
+        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, self.state.worker_user, env)
         a.target = a.release.id
         self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
 

@@ -43,6 +43,7 @@ class Settings:
     cache_bytes: int = 1024 ** 3
     gate: GateSettings = GateSettings()
     verify: Policy | None = None
+    sanitize: bool = False
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Controller:
 
     def pipeline(self, d: Deploy) -> Pipeline:
         return Pipeline(self.state, lambda line: self.emit(d, line), lambda m: self.emit_module(d, m),
-                        self.source, self.server, self.settings.gate, self.settings.verify)
+                        self.source, self.server, self.settings.gate, self.settings.verify, self.settings.sanitize)
 
     def conclude(self, d: Deploy, a: Attempt, pipeline: Pipeline, error: Exception | None) -> None:
         """The one place a deploy ends: put live back if it moved and the

@@ -16,6 +16,8 @@ import os
 import pwd
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -29,6 +31,7 @@ from .errors import SmokeCheckError
 from .plan import MANIFEST, Manifest
 
 SMOKE_TIMEOUT_S = 60
+HANGS = f"smoke check did not finish in {SMOKE_TIMEOUT_S}s: a module's hp_init or constructor hangs"
 _FORKS = multiprocessing.get_context("forkserver")
 # The children re-import the main module (multiprocessing does): preload the CLI too, so that costs nothing.
 _FORKS.set_forkserver_preload(["hotplate.server.smoke", "hotplate.controller.cli"])
@@ -54,11 +57,12 @@ def describe(manifest: Manifest, build: BuildResult) -> ReleaseSpec:
 
 
 def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_dir: Path,
-             meta: dict | None = None, worker_user: str | None = None) -> Release:
+             meta: dict | None = None, worker_user: str | None = None, env: dict | None = None) -> Release:
     """Create (or reuse) the release for this build and return it.
 
     :param meta: extra facts for ``build.json`` (commit, trigger...).
     :param worker_user: the account the smoke check runs module code as.
+    :param env: the smoke check's environment, for a sanitizer build.
     :raises SmokeCheckError: when a module fails to load or init.
     """
     spec = describe(manifest, build)
@@ -69,7 +73,7 @@ def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_di
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=releases_dir))
     try:
         _fill(staging, Path(app_root), spec, build, meta or {})
-        smoke_check(staging, worker_user)
+        smoke_check(staging, worker_user, env)
         os.rename(staging, final)
     except FileExistsError:
         # Another build of the same content won the race: same bytes, use it.
@@ -104,17 +108,29 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def smoke_check(release_dir: Path, worker_user: str | None = None) -> None:
+def smoke_check(release_dir: Path, worker_user: str | None = None, env: dict | None = None) -> None:
     """Load the release in a throwaway process; raise with every failure found.
 
-    The process is forked from a fork server that has the loader imported
-    already, so a check costs a fork, not a Python start. It runs module code
-    as the workers do: as ``worker_user`` if given, confined the same way, in
-    an empty directory of its own (what hp_init writes there is thrown away)."""
+    It runs module code as the workers do: as ``worker_user`` if given,
+    confined the same way, in an empty directory of its own (what hp_init
+    writes there is thrown away)."""
     scratch = Path(tempfile.mkdtemp(prefix=".smoke-", dir=Path(release_dir).parent))
     if worker_user:
         account = pwd.getpwnam(worker_user)
         os.chown(scratch, account.pw_uid, account.pw_gid)
+    try:
+        failures = (_fork_check(release_dir, scratch, worker_user) if env is None
+                    else _fresh_check(release_dir, scratch, worker_user, env))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if failures:
+        lines = [f"  module {f['module']} ({f['source']}): {f['error']}" for f in failures]
+        raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))
+
+
+def _fork_check(release_dir: Path, scratch: Path, worker_user: str | None) -> list[dict]:
+    """Check in a child of a fork server that has the loader imported
+    already: a check costs a fork, not a Python start."""
     receiver, sender = _FORKS.Pipe(duplex=False)
     proc = _FORKS.Process(target=smoke.check_into, args=(str(release_dir), str(scratch), worker_user, sender),
                           daemon=True)
@@ -123,17 +139,32 @@ def smoke_check(release_dir: Path, worker_user: str | None = None) -> None:
     try:
         if not receiver.poll(SMOKE_TIMEOUT_S):
             proc.kill()
-            raise SmokeCheckError(f"smoke check did not finish in {SMOKE_TIMEOUT_S}s: "
-                                  "a module's hp_init or constructor hangs")
+            raise SmokeCheckError(HANGS)
         failures = receiver.recv()
     except EOFError:
         proc.join()
-        cause = signal.Signals(-proc.exitcode).name if proc.exitcode and proc.exitcode < 0 else f"exit {proc.exitcode}"
-        raise SmokeCheckError(f"smoke check process died ({cause}) while loading modules") from None
+        raise SmokeCheckError(_died(proc.exitcode)) from None
     finally:
         receiver.close()
-        shutil.rmtree(scratch, ignore_errors=True)
     proc.join()
-    if failures:
-        lines = [f"  module {f['module']} ({f['source']}): {f['error']}" for f in failures]
-        raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))
+    return failures
+
+
+def _fresh_check(release_dir: Path, scratch: Path, worker_user: str | None, env: dict) -> list[dict]:
+    """Check in a new interpreter with ``env`` (a sanitizer build, whose
+    runtime must be loaded before anything else)."""
+    cmd = [sys.executable, "-m", "hotplate.server.smoke", str(release_dir), str(scratch), *filter(None, [worker_user])]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env},
+                                timeout=SMOKE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SmokeCheckError(HANGS) from None
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise SmokeCheckError(_died(result.returncode) + ":\n" + result.stderr[-4000:]) from None
+
+
+def _died(code: int | None) -> str:
+    cause = signal.Signals(-code).name if code and code < 0 else f"exit {code}"
+    return f"smoke check process died ({cause}) while loading modules"

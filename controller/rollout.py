@@ -8,6 +8,7 @@ retired and the new ones still booting.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,9 +19,11 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gunicorn.ctl.client import ControlClient
 
+from hotplate.server import sanitize
 from hotplate.server.config import ServerConfig
 from hotplate.server.contract import ReleaseSpec
 from hotplate.server.report import pid_alive, read_reports
@@ -39,14 +42,19 @@ class ServerProcess:
     each master it starts, so a restarted master takes over
     the same socket: connections that arrive while it boots wait in the
     backlog instead of being refused (``--bind fd://N``).
+
+    :param console: send the server's output to this process's (``hotplate
+        dev``: module logs and crashes on the developer's console), not to
+        ``run/server.log``.
     """
 
-    def __init__(self, state: State, config: ServerConfig):
+    def __init__(self, state: State, config: ServerConfig, console: bool = False):
         self.state = state
         self.config = config
         self.proc: subprocess.Popen | None = None
         self.listener: socket.socket | None = None
         self.log = state.run / "server.log"
+        self.console = console
         self.down_reason: str | None = None
         self.restarts = 0
         self.up = threading.Event()
@@ -72,9 +80,10 @@ class ServerProcess:
                "--max-requests", str(self.config.max_requests), "--max-rss", str(self.config.max_rss)]
         if self.config.user:
             cmd += ["--user", self.config.user]
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, pass_fds=fds,
-                                         start_new_session=True)
+        env = {**os.environ, **sanitize.environment(Path(self.config.sanitize))} if self.config.sanitize else None
+        with contextlib.nullcontext() if self.console else self.log.open("a") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, pass_fds=fds,
+                                         start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

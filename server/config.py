@@ -28,6 +28,8 @@ class ServerConfig:
         this many bytes (0: never); the manifest's ``limits:`` overrides it.
     :param user: the account workers run as (the master, which never loads
         module code, stays as started); None: the master's own.
+    :param sanitize: with sanitizer builds (``hotplate dev --sanitize``), the
+        directory their reports go to (server/sanitize.py); None otherwise.
     """
 
     bind: str = "127.0.0.1:8000"
@@ -48,6 +50,7 @@ class ServerConfig:
     max_requests: int = 100_000
     max_rss: int = 1024 ** 3
     user: str | None = None
+    sanitize: str | None = None
 
     @classmethod
     def from_env(cls, prefix: str = "HOTPLATE_", **overrides) -> "ServerConfig":

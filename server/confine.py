@@ -43,19 +43,27 @@ def limits_for(spec: ReleaseSpec, dedicated: bool) -> dict[int, int]:
     return {res: chosen[name] for name, res in _RLIMITS if chosen.get(name) is not None}
 
 
-def confine(spec: ReleaseSpec, dedicated: bool) -> None:
+def confine(spec: ReleaseSpec, dedicated: bool, sanitized: bool = False) -> None:
     """Set the resource limits (soft and hard: a module cannot raise them) and
     install the system-call filter, unless a module of the release opted out
     with a reason (``unconfined:``), which is logged.
 
     :param dedicated: whether the process runs under an account of its own.
+    :param sanitized: a sanitizer build (dev only): no address-space limit
+        and no filter (see server/sanitize.py).
     :raises OSError: when the filter cannot be installed.
     """
-    for res, value in limits_for(spec, dedicated).items():
+    limits = limits_for(spec, dedicated)
+    if sanitized:
+        limits.pop(resource.RLIMIT_AS, None)
+        log.warning("sanitizer build: no system-call filter and no address-space limit (dev only)")
+    for res, value in limits.items():
         _, hard = resource.getrlimit(res)
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(res, (value, value))
     unconfined = [m for m in spec.modules if m.unconfined]
+    if sanitized:
+        return
     if unconfined:
         for m in unconfined:
             log.warning("[module=%s] runs without the system-call filter: %s", m.name, m.unconfined)

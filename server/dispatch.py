@@ -18,11 +18,12 @@ import os
 import signal
 import threading
 from http import HTTPStatus
+from pathlib import Path
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
-from . import runtime
+from . import runtime, sanitize
 from .runtime import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
 from .config import ServerConfig
 from .modules import ModuleSet, Route, Socket
@@ -192,6 +193,8 @@ class Dispatcher:
             if signo == signal.SIGSYS:
                 name += (f": it called {self.ffi.string(self.lib.hp_rt_trapped_call()).decode()}, which modules may "
                          "not (deploy.yaml `unconfined:` lifts the filter)")
+            elif self.config.sanitize and (found := sanitize.take_report(Path(self.config.sanitize))):
+                name += ", sanitizer report:\n" + found
             log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, handler, name)
             self.counters.add(CRASHES)
             self.retire()

@@ -100,7 +100,7 @@ class HotplateServer(BaseApplication):
                 return
             setup_process()
             release = Path(os.path.realpath(self.current))
-            confine(ReleaseSpec.load(release), dedicated=bool(self.config.user))
+            confine(ReleaseSpec.load(release), dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize))
             modules = ModuleSet.load(release)
             self.bound(worker, modules.spec.limits)
             self.dispatcher.attach(modules)

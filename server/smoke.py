@@ -3,8 +3,9 @@
 :func:`check` loads every module, checks its ABI and handler symbols, runs
 hp_init and hp_fini, and lists ``{"module", "source", "error"}`` for each
 failure. It runs in a child of the controller's fork server
-(controller/release.py), or as ``python -m hotplate.server.smoke RELEASE_DIR``, which
-prints that list as JSON. A module that kills the process fails the release,
+(controller/release.py), or as ``python -m hotplate.server.smoke RELEASE_DIR
+[WORKDIR [USER]]``, which prints that list as JSON (a sanitizer build, whose
+runtime must be preloaded into a fresh interpreter). A module that kills the process fails the release,
 not a server.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ def check(release_dir: str, workdir: str | None = None, user: str | None = None)
         os.chdir(workdir)
     if user:
         become(user)
-    confine(ReleaseSpec.load(Path(release_dir)), dedicated=bool(user))
+    confine(ReleaseSpec.load(Path(release_dir)), dedicated=bool(user),
+            sanitized=bool(os.environ.get("HOTPLATE_SANITIZE")))
     modules = ModuleSet.load(release_dir)
     modules.close()
     return [{"module": m.name, "source": m.source, "error": m.error} for m in modules.modules if not m.ok]
@@ -39,11 +41,11 @@ def check_into(release_dir: str, workdir: str, user: str | None, conn) -> None:
     conn.close()
 
 
-def main(release_dir: str) -> int:
-    failures = check(release_dir)
+def main(release_dir: str, workdir: str | None = None, user: str | None = None) -> int:
+    failures = check(release_dir, workdir, user)
     print(json.dumps(failures))
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:4]))

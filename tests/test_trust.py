@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hotplate.server.websocket import bus, transfer
 
 from .test_controller import MANIFEST, first_deploy, hello, text
 from .test_websockets import manifest, raw_connect, read_until
-from .conftest import APPS, Work, write_app
+from .conftest import APPS, ROOT, Work, free_port, write_app
 
 
 def test_compiler_flags_cannot_run_or_read_anything_else(up, tmp_path):
@@ -223,3 +224,53 @@ def test_mirror_mode_deploys_only_a_tip_signed_by_a_trusted_gpg_key(up, tmp_path
     finally:
         del os.environ["GNUPGHOME"]
     server.wait(lambda: server.get("/").status_code == 200 and text(server) == "signed", what="the signed tip live")
+
+
+OVERFLOW_APP = """\
+    modules:
+      mem:
+        source: mem.c
+        routes:
+          - {path: /overflow, handler: overflow}
+          - {path: /ok, handler: ok}
+    """
+OVERFLOW_C = """\
+    #include <hotplate.h>
+    #include <stdlib.h>
+    HP_MODULE;
+    HP_EXPORT int overflow(hp_request *req, hp_response *res) {
+        volatile char *p = malloc(8);
+        p[atoi(hp_req_query(req, "i") ?: "8")] = 1;
+        free((void *)p);
+        return hp_res_printf(res, "no error\\n");
+    }
+    HP_EXPORT int ok(hp_request *req, hp_response *res) { return hp_res_printf(res, "ok\\n"); }
+    """
+
+
+def test_dev_sanitize_reports_a_heap_overflow_with_its_line(tmp_path):
+    app = write_app(tmp_path / "app", OVERFLOW_APP, {"mem.c": OVERFLOW_C})
+    port = free_port()
+    log = tmp_path / "dev.log"
+    proc = subprocess.Popen([sys.executable, "-m", "hotplate.controller.cli", "dev", str(app), "--sanitize",
+                             "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while "deploy succeeded" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert requests.get(url + "/overflow?i=7", timeout=10).text == "no error\n"
+        r = requests.get(url + "/overflow", timeout=10)
+        assert r.status_code == 500, r.text
+        error = r.json()["error"]
+        assert "heap-buffer-overflow" in error and "mem.c:6" in error, error
+        deadline = time.monotonic() + 30
+        while "heap-buffer-overflow" not in log.read_text():
+            assert time.monotonic() < deadline, "the report reaches the dev console"
+            time.sleep(0.1)
+        assert requests.get(url + "/ok", timeout=10).text == "ok\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

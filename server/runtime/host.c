@@ -32,7 +32,8 @@
 #define TICK_NS 1000000L /* 1 ms between checks once a deadline passed */
 #define GRACE_TICKS 1000 /* about a second of checks, then the watchdog */
 
-static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS}; /* SIGSYS: confine.c */
+/* SIGSYS: confine.c; SIGABRT: abort() in a module, or a sanitizer's report */
+static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS, SIGABRT};
 static hp_rt_log_fn log_sink;
 
 /* Per thread: where to jump when module code faults or overruns, and

@@ -244,7 +244,8 @@ class Hub:
                           or self.recent_bytes > REPLAY_BYTES):
             self.recent_bytes -= len(recent.popleft()[5])
         for conn in list(self.topics.get(topic, ())):
-            conn.publication(origin, seq, kind, data)
+            if at >= conn.session.topics.get(topic, at):  # not one published before it subscribed, arriving late
+                conn.publication(origin, seq, kind, data)
 
     async def keepalive(self) -> None:
         """Ping quiet connections; drop those silent past the ping timeout."""

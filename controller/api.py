@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from hotplate.server.report import METRICS, read_all
 
 from .errors import HotplateError
-from .githttp import http_backend
+from .githttp import http_backend, repo_path
 from .status import diff, open_websockets, status
 from .webhooks import Deliveries, WebhookError, verify
 
@@ -164,9 +164,10 @@ def webhook():
 @bp.route("/git/<path:path>", methods=["GET", "POST"])
 @requires_token
 def git(path: str):
-    if not path.startswith("repo.git/"):
+    inside = repo_path(path)
+    if inside is None:
         return Response("the hosted repository is /git/repo.git\n", 404)
-    return http_backend(ctl().state.root, path)
+    return http_backend(ctl().state.root, inside)
 
 
 @bp.get("/metrics")

@@ -16,12 +16,29 @@ from flask import Response, request
 CHUNK = 64 * 1024
 
 
+REPO = "repo.git"
+
+
+def repo_path(path: str) -> str | None:
+    """The backend's PATH_INFO for a request path under ``/git/``, or None
+    unless it names something inside the hosted repository: no ``..``, no
+    ``.``, no empty or absolute segment, so that nothing else of the state
+    directory (the backend's project root) can be reached."""
+    parts = path.split("/")
+    if len(parts) < 2 or parts[0] != REPO or any(p in ("", ".", "..") for p in parts[1:]) or "\0" in path:
+        return None
+    return "/" + path
+
+
 def http_backend(project_root: Path, path: str) -> Response:
-    """Run one smart-HTTP request through ``git http-backend``."""
+    """Run one smart-HTTP request through ``git http-backend``.
+
+    :param path: its PATH_INFO, from :func:`repo_path`.
+    """
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
         "GIT_PROJECT_ROOT": str(project_root), "GIT_HTTP_EXPORT_ALL": "1",
-        "PATH_INFO": "/" + path, "REQUEST_METHOD": request.method, "QUERY_STRING": request.query_string.decode(),
+        "PATH_INFO": path, "REQUEST_METHOD": request.method, "QUERY_STRING": request.query_string.decode(),
         "CONTENT_TYPE": request.headers.get("Content-Type", ""), "REMOTE_USER": "hotplate",
         "REMOTE_ADDR": request.remote_addr or "", "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
         "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),

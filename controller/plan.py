@@ -157,13 +157,13 @@ def load_manifest(app_root: Path, text: str | None = None) -> Manifest:
             raise ManifestError([f"{MANIFEST}: not found in {app_root}; create it (see `hotplate init`)"])
         text = path.read_text()
     loc = _Located(MANIFEST)
-    try:
+    try:  # composing finds syntax errors; converting, scalars no safe loader reads (`=`, `!!python/...`)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = loc.convert(node, "") if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 0
         raise ManifestError([f"{MANIFEST}:{line}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
-    data = loc.convert(node, "") if node is not None else None
     manifest = _Validator(loc, app_root).manifest(data)
     if loc.problems:
         raise ManifestError(loc.problems)

@@ -215,3 +215,11 @@ modules:
     routes: [{{path: /, handler: h}}]
     cflags: {flags}
 """
+
+
+@pytest.mark.parametrize("text", ["\n=", "a: !!python/object:os.system x\n"])
+def test_yaml_a_safe_loader_cannot_read_is_a_manifest_error(tmp_path, text):
+    """Found by fuzzing: these compose but do not construct, and were an
+    internal error instead of a ManifestInvalid deploy."""
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith("deploy.yaml:") and "not valid YAML" in found[0], found

@@ -76,9 +76,9 @@ class HotplateWorker(ThreadWorker):
         WebSocket connections to the new generation."""
         super().set_accept_enabled(enabled)
         if not enabled and not self.alive:
+            report.retire(self.app.reports)
             if self.wsgi.hub is not None:
                 self.wsgi.hub.retire_threadsafe()
-            report.retire(self.app.reports)
 
     def is_parent_alive(self) -> bool:
         """A worker whose master died stops for good, like a retired one: it

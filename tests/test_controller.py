@@ -70,7 +70,7 @@ def test_push_deploys_and_streams_progress(up, tmp_path):
     latest = server.deploys()[0]
     assert latest["trigger"] == "push" and latest["outcome"] == "succeeded" and latest["commit_sha"] == sha
     assert latest["author"] == "Dev <dev@example.com>" and latest["message"] == "v2"
-    assert list(latest["stages"]) == ["server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate"]
+    assert list(latest["stages"]) == ["verify", "server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate"]
     assert latest["modules"][0]["cached"] is False
 
 

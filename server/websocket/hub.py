@@ -35,7 +35,6 @@ from .connection import Connection
 log = logging.getLogger("hotplate")
 MOVE_WAIT = 2.0  # seconds to wait for a connection to reach a message boundary
 MOVE_BATCH = 16  # connections per move: one datagram; the next batch waits for its ack
-BEGIN_WAIT = 1.0  # seconds a retiring worker waits for its connections to stop being read
 TARGET_WAIT = 3.0  # seconds a retiring worker waits for another one to move its connections to
 REPLAY_WINDOW = 5.0  # seconds of publications kept for connections arriving from other workers
 REPLAY_MAX = 10_000  # ... and at most this many of them
@@ -105,14 +104,8 @@ class Hub:
         self.loop.call_soon_threadsafe(self.publish, topic, kind, data)
 
     def retire_threadsafe(self) -> concurrent.futures.Future:
-        """Move every connection away; the future is done when they are gone.
-        Returns once the first batch has stopped reading (at most BEGIN_WAIT),
-        so that whatever arrives after the worker reports retiring is read by
-        the new generation."""
-        begun = threading.Event()
-        moved = asyncio.run_coroutine_threadsafe(self.retire(begun), self.loop)
-        begun.wait(BEGIN_WAIT)
-        return moved
+        """Move every connection away; the future is done when they are gone."""
+        return asyncio.run_coroutine_threadsafe(self.retire(), self.loop)
 
     # On the loop
 
@@ -261,27 +254,19 @@ class Hub:
                 elif quiet > interval and not conn.pinged:
                     conn.ping()
 
-    async def retire(self, begun: threading.Event | None = None) -> None:
+    async def retire(self) -> None:
         """Move every connection to a worker of the newest release, a batch at
         a time, each at a message boundary; close them with 1001 if there is
         no worker to take them. Batches keep each connection's pause short:
-        it stops being read just before it leaves, not when the first does.
-        ``begun`` is set once the first batch has stopped reading (or another
-        retire is already under way)."""
-        if self.moving.locked() and begun:
-            begun.set()
+        it stops being read just before it leaves, not when the first does."""
         async with self.moving:
             self.retiring = True
-            targets = None
+            targets = await self.targets() if self.connections else []
             sent = 0
             while self.connections:
                 batch = list(self.connections)[:MOVE_BATCH]
                 for conn in batch:
                     conn.start_move()
-                if begun:
-                    begun.set()
-                if targets is None:
-                    targets = await self.targets()
                 deadline = self.loop.time() + MOVE_WAIT
                 while not all(c.ready_to_move or c.ended for c in batch) and self.loop.time() < deadline:
                     await asyncio.sleep(0.001)
@@ -296,8 +281,6 @@ class Hub:
                     continue
                 await self.move(ready, targets[sent % len(targets)])
                 sent += 1
-        if begun:
-            begun.set()
 
     async def targets(self) -> list[int]:
         """Workers to move to. After a plain SIGHUP the new workers start as

@@ -23,10 +23,12 @@ from .state import State
 
 HOOK = """#!/bin/sh
 # Installed by hotplate: {why}.
-exec {python} -m hotplate.controller.hook {hook} {state}
+{guard}exec {python} -m hotplate.controller.hook {hook} {state}
 """
-HOOKS = {"pre-receive": "refuses a push whose commit is not signed as `hotplate up --verify` requires",
-         "post-receive": "streams the deploy of a push back to the pusher"}
+#: Each hook, what it does, and when it may skip starting Python at all.
+HOOKS = {"pre-receive": ("refuses a push whose commit is not signed as `hotplate up --verify` requires",
+                         "[ -e {policy} ] || exit 0  # no policy: nothing to check\n"),
+         "post-receive": ("streams the deploy of a push back to the pusher", "")}
 
 
 #: git's id of the tree with no entries.
@@ -61,9 +63,10 @@ class Source:
             if "origin" in [r.name for r in repo.remotes]:
                 repo.delete_remote(repo.remote("origin"))
             repo.create_remote("origin", self.upstream)
-        for name, why in HOOKS.items():
+        for name, (why, guard) in HOOKS.items():
             hook = path / "hooks" / name
-            hook.write_text(HOOK.format(why=why, python=shlex.quote(sys.executable), hook=name,
+            hook.write_text(HOOK.format(why=why, guard=guard.format(policy=shlex.quote(str(self.state.verify_file))),
+                                        python=shlex.quote(sys.executable), hook=name,
                                         state=shlex.quote(str(self.state.root))))
             hook.chmod(0o755)
         return repo

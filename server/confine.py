@@ -7,6 +7,7 @@ workers (server/gunicorn_app.py) and in the controller's smoke check
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import pwd
@@ -22,8 +23,36 @@ log = logging.getLogger("hotplate")
 #: them per user, and a shared account's other processes would count too.
 DEFAULT_OPEN_FILES = 65536
 DEFAULT_PROCESSES = 4096
+CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+PR_SET_DUMPABLE = 4
 _RLIMITS = (("address_space", resource.RLIMIT_AS), ("open_files", resource.RLIMIT_NOFILE),
             ("processes", resource.RLIMIT_NPROC))
+
+
+def hide_other_processes() -> None:
+    """Give this process (root, before it becomes the workers' account) a
+    /proc of its own that shows only the processes it may trace: the
+    controller's and the master's ``/proc/PID`` (command line, environment)
+    are then not there at all. A mount namespace of its own, and procfs
+    mounted again with ``hidepid=2``; nothing changes outside it.
+    Logged, not fatal, where the kernel refuses (a container without
+    CAP_SYS_ADMIN): the account already keeps the secrets out of reach."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    steps = ((libc.unshare, (CLONE_NEWNS,)), (libc.mount, (b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
+             (libc.mount, (b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=2")))
+    for call, args in steps:
+        if call(*args) != 0:
+            log.warning("could not hide other processes from module code (%s: %s)", call.__name__,
+                        os.strerror(ctypes.get_errno()))
+            return
+
+
+def traceable_by_siblings() -> None:
+    """After the switch of account the kernel marks a process not dumpable,
+    which with ``hidepid`` would hide the workers from each other (their
+    socket peer checks read each other's /proc); ptrace stays filtered."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def become(user: str) -> None:

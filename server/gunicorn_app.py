@@ -22,7 +22,7 @@ from gunicorn.app.base import BaseApplication
 from . import report, runtime
 from .app import create_app
 from .config import ServerConfig
-from .confine import confine
+from .confine import confine, hide_other_processes, traceable_by_siblings
 from .contract import Limits, ReleaseSpec
 from .modules import ModuleSet, setup_process
 from .websocket.hub import Hub
@@ -57,13 +57,14 @@ class HotplateServer(BaseApplication):
             "keepalive": c.keepalive, "backlog": c.backlog,
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
-            "when_ready": self.when_ready, "post_worker_init": self.post_worker_init, "worker_exit": self.worker_exit,
+            "when_ready": self.when_ready, "post_fork": self.post_fork, "post_worker_init": self.post_worker_init,
+            "worker_exit": self.worker_exit,
             "child_exit": self.child_exit,
             "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
             "control_socket": str(self.run_dir / "gunicorn.ctl"),
         }
-        if c.user:  # gunicorn switches each worker after fork; initgroups drops root's groups
-            settings.update(user=c.user, group=pwd.getpwnam(c.user).pw_gid, initgroups=True)
+        if c.user:  # gunicorn sets each worker's gid and uid after post_fork (its initgroups would keep gid 0)
+            settings.update(user=c.user, group=pwd.getpwnam(c.user).pw_gid)
         for key, value in settings.items():
             if value is not None:
                 self.cfg.set(key, value)
@@ -83,6 +84,14 @@ class HotplateServer(BaseApplication):
         gc.collect()
         gc.freeze()
 
+    def post_fork(self, server, worker) -> None:
+        """In the new worker, still root when a workers' account is set: no
+        supplementary groups (root's would stay), and a /proc that shows
+        nothing of the controller or the master."""
+        if self.config.user:
+            os.setgroups([])
+            hide_other_processes()
+
     def post_worker_init(self, worker) -> None:
         """Load the current release's modules into this worker and report.
         Never raises: a worker boot error would make gunicorn halt the server."""
@@ -100,6 +109,8 @@ class HotplateServer(BaseApplication):
                 return
             setup_process()
             release = Path(os.path.realpath(self.current))
+            if self.config.user:
+                traceable_by_siblings()
             confine(ReleaseSpec.load(release), dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize))
             modules = ModuleSet.load(release)
             self.bound(worker, modules.spec.limits)

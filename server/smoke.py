@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from .confine import become, confine
+from .confine import become, confine, hide_other_processes
 from .contract import ReleaseSpec
 from .modules import ModuleSet, setup_process
 
@@ -27,6 +27,7 @@ def check(release_dir: str, workdir: str | None = None, user: str | None = None)
     if workdir:
         os.chdir(workdir)
     if user:
+        hide_other_processes()
         become(user)
     confine(ReleaseSpec.load(Path(release_dir)), dedicated=bool(user),
             sanitized=bool(os.environ.get("HOTPLATE_SANITIZE")))

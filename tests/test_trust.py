@@ -126,12 +126,14 @@ def test_a_module_cannot_read_the_controllers_secrets(up, tmp_path):
     controller = json.loads((server.state / "run" / "controller.json").read_text())["pid"]
     master = int((server.state / "run" / "server.pid").read_text())
     for secret in (server.state / "token", server.state / "hotplate.db", server.state / "repo.git" / "config",
-                   server.state / "run" / "gunicorn.ctl", f"/proc/{controller}/environ", f"/proc/{master}/environ"):
+                   server.state / "run" / "gunicorn.ctl", f"/proc/{controller}/environ", f"/proc/{master}/environ",
+                   f"/proc/{controller}/cmdline", f"/proc/{master}/cmdline"):
         assert server.get(f"/open?path={secret}").text.strip() in ("EACCES", "ENOENT"), secret
     for pid in (controller, master):
         assert server.get(f"/signal?pid={pid}").text.strip() == "EPERM"
-    uid, address_space, files, processes = map(int, server.get("/limits").text.split())
-    assert uid != 0 and (address_space, files, processes) == (8 * 1024 ** 3, 4096, 512), "limits from deploy.yaml"
+    uid, gid, groups, address_space, files, processes = map(int, server.get("/limits").text.split())
+    assert uid != 0 and gid != 0 and groups == 0, "nothing of root's account, its groups included"
+    assert (address_space, files, processes) == (8 * 1024 ** 3, 4096, 512), "limits from deploy.yaml"
     worker = next(p for p in (server.state / "run" / "workers").glob("*.json") if p.stem.isdigit())
     for pid in (controller, master, int(worker.stem)):
         assert b"s3cret-webhook" not in Path(f"/proc/{pid}/cmdline").read_bytes()

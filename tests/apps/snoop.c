@@ -50,13 +50,14 @@ HP_EXPORT int try_exec(hp_request *req, hp_response *res)
     return hp_res_printf(res, "exec failed: %s\n", strerror(errno));
 }
 
-/* GET /limits: the uid, and the address-space, open-file and process limits. */
+/* GET /limits: the uid, gid and number of supplementary groups, and the
+ * address-space, open-file and process limits. */
 HP_EXPORT int limits(hp_request *req, hp_response *res)
 {
     struct rlimit as, files, procs;
     getrlimit(RLIMIT_AS, &as);
     getrlimit(RLIMIT_NOFILE, &files);
     getrlimit(RLIMIT_NPROC, &procs);
-    return hp_res_printf(res, "%d %lld %lld %lld\n", (int)getuid(), (long long)as.rlim_max,
-                         (long long)files.rlim_max, (long long)procs.rlim_max);
+    return hp_res_printf(res, "%d %d %d %lld %lld %lld\n", (int)getuid(), (int)getgid(), getgroups(0, NULL),
+                         (long long)as.rlim_max, (long long)files.rlim_max, (long long)procs.rlim_max);
 }

@@ -9,6 +9,7 @@ leaves open.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import subprocess
@@ -20,6 +21,7 @@ from hotplate.server.paths import PACKAGE_DIR
 from .errors import HotplateError
 
 DEFAULT_USER = "hotplate"
+PR_SET_DUMPABLE = 4
 
 
 def worker_user(requested: str | None) -> str | None:
@@ -38,6 +40,13 @@ def worker_user(requested: str | None) -> str | None:
     for path in interpreter_paths():
         check_reachable(name, path, "or use a Python others can read")
     return name
+
+
+def keep_to_itself() -> None:
+    """Mark this process not dumpable: no other process of its user (module
+    code, when hotplate runs unprivileged) can read its memory or its
+    /proc/PID/environ, where a webhook secret given by environment stays."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def ensure_account(name: str) -> str:

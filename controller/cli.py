@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hotplate.server.config import ServerConfig
 
-from .account import worker_user
+from .account import keep_to_itself, worker_user
 from .deploy import TREE, Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
 from .record import History
@@ -32,6 +32,8 @@ from .verify import save as save_policy
 def _state(args, default: Path) -> State:
     """The state directory; for commands that run module code (those with
     ``--user``), with the workers' account (controller/account.py)."""
+    if hasattr(args, "user"):
+        keep_to_itself()
     user = worker_user(args.user) if hasattr(args, "user") else None
     return State(Path(args.state or os.environ.get("HOTPLATE_STATE") or default), user).make()
 

@@ -121,10 +121,14 @@ def serve(tmp_path):
 class Up:
     """``hotplate up`` (hosted repository) on loopback ports, stopped at the end of the test."""
 
-    def __init__(self, tmp: Path, *extra: str, bake: float = 0.3, workers: int = 2, env: dict | None = None):
+    def __init__(self, tmp: Path, *extra: str, bake: float = 0.3, workers: int = 2, env: dict | None = None,
+                 user: str | None = None):
         self.tmp = tmp
         self.env = {**os.environ, **(env or {})}
+        self.runner = ["runuser", "-u", user, "--"] if user else []  # unprivileged: it owns its directory
         tmp.mkdir(parents=True, exist_ok=True)
+        if user:
+            shutil.chown(tmp, user, user)
         self.state = tmp / "state"
         self.port, self.api_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -136,7 +140,8 @@ class Up:
         self.start()
 
     def start(self, timeout: float = 60) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "hotplate.controller.cli", *self.args], stdout=self.log.open("a"),
+        self.proc = subprocess.Popen([*self.runner, sys.executable, "-m", "hotplate.controller.cli", *self.args],
+                                     stdout=self.log.open("a"),
                                      stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

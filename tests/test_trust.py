@@ -2,6 +2,7 @@
 process on the same host, would (issue 9)."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -276,3 +277,20 @@ def test_dev_sanitize_reports_a_heap_overflow_with_its_line(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_unprivileged_the_controller_keeps_its_memory_and_environment_to_itself(up, tmp_path):
+    """Started unprivileged, module code runs as the controller's own user
+    (README, trust model); the controller's memory and /proc/PID/environ,
+    which holds a webhook secret given by environment, stay out of reach."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.chown(cache, "hotplate", "hotplate")
+    server = up(user="hotplate", env={"HOTPLATE_WEBHOOK_SECRET": "s3cret-webhook", "XDG_CACHE_HOME": str(cache)})
+    controller = json.loads((server.state / "run" / "controller.json").read_text())["pid"]
+    read = subprocess.run(["runuser", "-u", "hotplate", "--", "cat", f"/proc/{controller}/environ"],
+                          capture_output=True, text=True)
+    assert read.returncode != 0 and "Permission denied" in read.stderr, read
+    cmdline = subprocess.run(["runuser", "-u", "hotplate", "--", "cat", f"/proc/{controller}/cmdline"],
+                             capture_output=True, text=True)
+    assert cmdline.returncode == 0 and "hotplate.controller.cli" in cmdline.stdout and "s3cret" not in cmdline.stdout

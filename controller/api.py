@@ -91,7 +91,7 @@ def sync():
     if pinned:
         return jsonify(accepted=False, pinned=pinned), 200
     ctl().wake("sync")
-    return jsonify(accepted=True), 202
+    return jsonify(accepted=True, head=ctl().source.tip() if ctl().source else None), 202
 
 
 @bp.post("/api/retry")
@@ -129,7 +129,7 @@ def rollback():
 @bp.post("/api/resume")
 @requires_token
 def resume():
-    return jsonify(resumed=ctl().resume())
+    return jsonify(resumed=ctl().resume(), head=ctl().source.tip() if ctl().source else None)
 
 
 @bp.post("/api/revert")

@@ -6,6 +6,7 @@ to a running ``hotplate up`` through its API (``STATE/run/controller.json``).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -261,8 +262,40 @@ def _emit(args, data, human) -> None:
 
 
 def cmd_status(args) -> int:
-    _emit(args, _call(args, "GET", "/api/status"), _format_status)
-    return 0
+    s = _call(args, "GET", "/api/status")
+    _emit(args, s, _format_status)
+    unwell = s["state"] in ("Failed", "OutOfSync") or s["health"]["state"] in ("Degraded", "Down")
+    return 1 if args.exit_code and unwell else 0
+
+
+WAIT_POLL_S = 0.2
+
+
+def _wait(args, target: str | None, until: str, timeout: float) -> int:
+    """Poll status until ``target`` (default: the head the controller last
+    saw) is live, and healthy if asked: 0; 1 as soon as its deploy failed;
+    2 at the timeout. For CI."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = _call(args, "GET", "/api/status")
+        target = target or s["head"]["commit"]
+        deploying = s["progressing"] and s["progressing"]["commit"] == target
+        if s["live"]["commit"] == target and not deploying and (until == "live" or s["health"]["state"] == "Healthy"):
+            print(f"live: {target[:12]} (release {s['live']['release']}), health {s['health']['state']}")
+            return 0
+        if s["failure"] and s["head"]["commit"] == target and not deploying:
+            print(f"FAILED: {target[:12]}: deploy {s['failure']['deploy']} {s['failure']['reason']}; "
+                  f"see `hotplate logs {s['failure']['deploy']}`")
+            return 1
+        if time.monotonic() >= deadline:
+            print(f"timed out after {timeout:g}s waiting for {(target or 'the head')[:12]} to be {until}: "
+                  f"state {s['state']}, health {s['health']['state']}, live {(s['live']['commit'] or '-')[:12]}")
+            return 2
+        time.sleep(WAIT_POLL_S)
+
+
+def cmd_wait(args) -> int:
+    return _wait(args, args.commit, args.until, args.timeout)
 
 
 def _format_status(s: dict) -> str:
@@ -309,7 +342,13 @@ def cmd_logs(args) -> int:
         stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in r["stages"].items())
         return (f"deploy {r['id']} ({r['trigger']}) {r['outcome']}: {r['commit_sha'] or ''} {r['message'] or ''}\n"
                 f"stages: {stages}\n\n{r['log']}")
-    _emit(args, _call(args, "GET", f"/api/deploys/{args.deploy}"), human)
+    deploy = args.deploy
+    if deploy is None:
+        latest = _call(args, "GET", "/api/deploys?limit=1")
+        if not latest:
+            raise HotplateError("no deploy yet: push a commit (see `hotplate status`)")
+        deploy = latest[0]["id"]
+    _emit(args, _call(args, "GET", f"/api/deploys/{deploy}"), human)
     return 0
 
 
@@ -319,7 +358,7 @@ def cmd_sync(args) -> int:
         print(f"nothing happened: live is pinned to {r['pinned']} by a rollback; `hotplate resume` lifts the pin")
         return 1
     print("sync requested: the controller compares the branch tip with live now (`hotplate status`)")
-    return 0
+    return _wait(args, r["head"], "live", args.timeout) if args.wait else 0
 
 
 def cmd_retry(args) -> int:
@@ -336,8 +375,10 @@ def cmd_diff(args) -> int:
         out += [f"  {m['change']:<9} {m['name']} ({m.get('source', '')})" for m in d["modules"]]
         out += [f"  + route {r}" for r in d["routes_added"]] + [f"  - route {r}" for r in d["routes_removed"]]
         return "\n".join(out)
-    _emit(args, _call(args, "GET", "/api/diff"), human)
-    return 0
+    d = _call(args, "GET", "/api/diff")
+    _emit(args, d, human)
+    return 1 if args.exit_code and d.get("head") and d["head"] != _call(args, "GET", "/api/status")["live"]["commit"] \
+        else 0
 
 
 def cmd_rollback(args) -> int:
@@ -350,18 +391,19 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    if not _call(args, "POST", "/api/resume", {})["resumed"]:
+    r = _call(args, "POST", "/api/resume", {})
+    if not r["resumed"]:
         print("nothing happened: live was not pinned; auto-sync is on")
         return 1
     print("resumed: auto-sync is on; the branch tip deploys if it is not live")
-    return 0
+    return _wait(args, r["head"], "live", args.timeout) if args.wait else 0
 
 
 def cmd_revert(args) -> int:
     r = _call(args, "POST", "/api/revert", {"commit": args.commit, "force": args.force})
     print(f"committed revert {r['commit'][:12]} on the hosted branch; it deploys now (`hotplate status`).\n"
           "Run `git pull` in your clone before your next push.")
-    return 0
+    return _wait(args, r["commit"], "live", args.timeout) if args.wait else 0
 
 
 def cmd_init(args) -> int:
@@ -377,6 +419,8 @@ def cmd_init(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hotplate", description="Serve C modules from git, rolled without downtime.")
+    p.add_argument("--version", action="version",
+                   version=f"hotplate {importlib.metadata.version('hotplate')}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, func, app: bool = False, json_out: bool = False):
@@ -430,16 +474,32 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--import", dest="import_path", help="seed the hosted branch from a local repository if empty")
     up.add_argument("--keep-server", action="store_true", help="leave the app server running when the controller stops")
     server_flags(up)
-    command("status", "live release, head, sync state, modules, workers", cmd_status, json_out=True)
+    def wait_flags(sp, flag: bool = True):
+        if flag:
+            sp.add_argument("--wait", action="store_true", help="then wait until the commit is live (exit 0), its "
+                            "deploy failed (1) or --timeout passed (2)")
+        sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+        return sp
+
+    status_cmd = command("status", "live release, head, sync state, modules, workers", cmd_status, json_out=True)
+    status_cmd.add_argument("--exit-code", action="store_true",
+                            help="exit 1 when Failed or OutOfSync, or Degraded or Down (for CI and scripts)")
+    wait = wait_flags(command("wait", "wait until the head (or --commit) is live, for CI: exit 0 live, 1 failed, "
+                                      "2 timed out", cmd_wait), flag=False)
+    wait.add_argument("--for", dest="until", choices=("live", "healthy"), default="live",
+                      help="live: serving the commit; healthy: and every worker healthy (default live)")
+    wait.add_argument("--commit", help="the commit to wait for (default: the branch head)")
     command("history", "deploy attempts, newest first", cmd_history, json_out=True).add_argument(
         "--limit", type=int, default=20)
-    command("logs", "the full log of one deploy", cmd_logs, json_out=True).add_argument("deploy", type=int)
-    command("sync", "reconcile now", cmd_sync)
-    command("diff", "what deploying the head would change", cmd_diff, json_out=True)
+    command("logs", "the full log of one deploy (default: the latest)", cmd_logs, json_out=True).add_argument(
+        "deploy", type=int, nargs="?")
+    wait_flags(command("sync", "reconcile now", cmd_sync))
+    command("diff", "what deploying the head would change", cmd_diff, json_out=True).add_argument(
+        "--exit-code", action="store_true", help="exit 1 when the head is not live (something to deploy)")
     command("rollback", "re-point live to a retained release and pin it", cmd_rollback, json_out=True).add_argument(
         "--to", help="release id (default: the previous release)")
-    command("resume", "lift a rollback's pin: auto-sync again", cmd_resume)
-    revert = command("revert", "commit a revert on the hosted branch (git stays the truth)", cmd_revert)
+    wait_flags(command("resume", "lift a rollback's pin: auto-sync again", cmd_resume))
+    revert = wait_flags(command("revert", "commit a revert on the hosted branch (git stays the truth)", cmd_revert))
     revert.add_argument("--commit", help="commit to revert (default: the branch tip)")
     revert.add_argument("--force", action="store_true", help="revert even when the commit is itself a revert")
     command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", cmd_retry)

@@ -1,0 +1,47 @@
+"""The CLI for CI jobs and scripts (issue 12): wait, --wait, --exit-code,
+logs of the latest deploy, --version."""
+import re
+import subprocess
+import sys
+import tomllib
+
+from hotplate.server.paths import HEADER
+
+from .conftest import ROOT
+from .test_controller import first_deploy, hello, text
+
+
+def test_wait_and_exit_codes_tell_a_ci_job_what_happened(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    assert server.cli("status", "--exit-code").returncode == 0
+    assert server.cli("diff", "--exit-code").returncode == 0, "the head is live: nothing to deploy"
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+
+    assert server.cli("rollback").returncode == 0  # to v1, pinned: the next head waits
+    good = work.commit("v3", {"hello.c": hello("v3")})
+    server.update_branch(work, good)
+    assert server.cli("diff", "--exit-code").returncode == 1, "something to deploy"
+    timed_out = server.cli("wait", "--commit", good, "--timeout", "1")
+    assert timed_out.returncode == 2 and "timed out after 1s" in timed_out.stdout, timed_out
+    resumed = server.cli("resume", "--wait", "--timeout", "60")
+    assert resumed.returncode == 0 and f"live: {good[:12]}" in resumed.stdout, resumed
+    assert text(server) == "v3"
+    assert server.cli("wait", "--for", "healthy", "--commit", good, "--timeout", "60").returncode == 0
+
+    bad = work.commit("broken", {"hello.c": "this is not C\n"})
+    server.update_branch(work, bad)
+    synced = server.cli("sync", "--wait", "--timeout", "60")
+    assert synced.returncode == 1 and f"FAILED: {bad[:12]}: deploy" in synced.stdout and "BuildFailed" in synced.stdout
+    assert server.cli("status", "--exit-code").returncode == 1, "Failed"
+    logs = server.cli("logs")
+    assert logs.returncode == 0 and "failed" in logs.stdout.splitlines()[0] and "this is not C" in logs.stdout
+    assert text(server) == "v3", "live kept serving"
+
+
+def test_one_version_everywhere():
+    out = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "--version"], capture_output=True,
+                         text=True, cwd=ROOT).stdout.strip()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    header = re.search(r'#define HP_VERSION "([^"]+)"', HEADER.read_text()).group(1)
+    assert out == f"hotplate {project}" and project == header

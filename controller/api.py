@@ -16,7 +16,7 @@ from hotplate.server.report import METRICS, read_all
 
 from .errors import HotplateError
 from .githttp import http_backend, repo_path
-from .status import diff, open_websockets, status
+from .status import diff, open_websockets, releases, status
 from .webhooks import Deliveries, WebhookError, verify
 
 bp = Blueprint("api", __name__)
@@ -117,6 +117,12 @@ def follow():
                    "see `hotplate status` and `hotplate history`\n")
 
     return Response(lines(), mimetype="text/plain")
+
+
+@bp.get("/api/releases")
+@requires_token
+def release_list():
+    return jsonify(releases(ctl()))
 
 
 @bp.post("/api/rollback")

@@ -30,13 +30,17 @@ from .verify import Policy
 from .verify import save as save_policy
 
 
+def _state_root(args, default: Path) -> Path:
+    return Path(args.state or os.environ.get("HOTPLATE_STATE") or default)
+
+
 def _state(args, default: Path) -> State:
-    """The state directory; for commands that run module code (those with
-    ``--user``), with the workers' account (controller/account.py)."""
+    """The state directory, made if missing; for commands that run module
+    code (those with ``--user``), with the workers' account (controller/account.py)."""
     if hasattr(args, "user"):
         keep_to_itself()
     user = worker_user(args.user) if hasattr(args, "user") else None
-    return State(Path(args.state or os.environ.get("HOTPLATE_STATE") or default), user).make()
+    return State(_state_root(args, default), user).make()
 
 
 # -- build and serve (no git) -------------------------------------------------
@@ -236,7 +240,7 @@ def _fingerprint(app: Path, skip: Path) -> tuple:
 # -- talking to a running controller --------------------------------------------
 
 def _call(args, method: str, path: str, body: dict | None = None):
-    state = _state(args, Path(".hotplate"))
+    state = State(_state_root(args, Path(".hotplate")))  # read-only: creates nothing
     info = state.read_json(state.controller_info)
     if not info:
         raise HotplateError(f"no controller is running for {state.root}; start one with `hotplate up`")
@@ -349,6 +353,18 @@ def cmd_logs(args) -> int:
             raise HotplateError("no deploy yet: push a commit (see `hotplate status`)")
         deploy = latest[0]["id"]
     _emit(args, _call(args, "GET", f"/api/deploys/{deploy}"), human)
+    return 0
+
+
+def cmd_releases(args) -> int:
+    def human(rows):
+        out = ["release        commit        built                live    message"]
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["built_at"])) if r["built_at"] else "-"
+            mark = "LIVE" + (" (pinned)" if r["pinned"] else "") if r["live"] else ""
+            out.append(f"{r['release']:<14} {(r['commit'] or '-')[:12]:<13} {when:<20} {mark:<7} {r['message'] or ''}")
+        return "\n".join(out)
+    _emit(args, _call(args, "GET", "/api/releases"), human)
     return 0
 
 
@@ -494,6 +510,8 @@ def parser() -> argparse.ArgumentParser:
     command("logs", "the full log of one deploy (default: the latest)", cmd_logs, json_out=True).add_argument(
         "deploy", type=int, nargs="?")
     wait_flags(command("sync", "reconcile now", cmd_sync))
+    command("releases", "retained releases: commit, message, when built, which is live", cmd_releases,
+            json_out=True)
     command("diff", "what deploying the head would change", cmd_diff, json_out=True).add_argument(
         "--exit-code", action="store_true", help="exit 1 when the head is not live (something to deploy)")
     command("rollback", "re-point live to a retained release and pin it", cmd_rollback, json_out=True).add_argument(
@@ -515,6 +533,17 @@ def main(argv: list[str] | None = None) -> int:
     except HotplateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as e:  # a bug: one line, the traceback on request
+        if os.environ.get("HOTPLATE_DEBUG"):
+            raise
+        print(f"error: internal: {type(e).__name__}: {e} (HOTPLATE_DEBUG=1 shows the traceback; please report it)",
+              file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -238,6 +238,10 @@ class Controller:
         with self.cond:
             self.active = d
             self.cond.notify_all()
+        if a.target:
+            short = lambda sha: f"commit {sha[:12]}" if sha else "no commit"
+            self.emit(d, f"rolling back from {a.previous or '-'} ({short(a.previous_commit)}) "
+                         f"to {a.target} ({short(a.commit)})")
         return d
 
     def emit(self, d: Deploy, line: str) -> None:

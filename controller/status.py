@@ -2,9 +2,12 @@
 controller's state: derived, never stored, so it cannot go stale."""
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import tarfile
+
+import git
 
 from hotplate.server.report import read_all
 
@@ -124,3 +127,25 @@ def _routes(modules) -> dict[tuple[str, str], str]:
     """(method or WS, path) -> module.handler, for a manifest's or a release's modules."""
     routes = {(meth, r.path): f"{mod.name}.{r.handler}" for mod in modules for r in mod.routes for meth in r.methods}
     return routes | {("WS", w.path): f"{mod.name}.{w.on_message}" for mod in modules for w in mod.websockets}
+
+
+def releases(c) -> list[dict]:
+    """The retained releases, newest first: commit, its message, when built,
+    and whether live or pinned."""
+    live, pinned = c.state.live_release(), c.state.pinned()
+    out = []
+    for path in c.state.releases.iterdir():
+        if path.name.startswith(".") or c.state.release(path.name) is None:
+            continue
+        try:
+            built = json.loads((path / "build.json").read_text())
+        except (OSError, ValueError):
+            built = {}
+        commit = built.get("commit")
+        try:
+            message = c.source.commit_info(commit)["message"] if c.source and commit else None
+        except (ValueError, git.GitError):
+            message = None  # a commit no longer in the repository
+        out.append({"release": path.name, "commit": commit, "message": message, "built_at": built.get("built_at"),
+                    "live": path.name == live, "pinned": path.name == pinned})
+    return sorted(out, key=lambda r: r["built_at"] or 0, reverse=True)

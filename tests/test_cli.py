@@ -1,5 +1,6 @@
 """The CLI for CI jobs and scripts (issue 12): wait, --wait, --exit-code,
 logs of the latest deploy, --version."""
+import json
 import re
 import subprocess
 import sys
@@ -45,3 +46,34 @@ def test_one_version_everywhere():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     header = re.search(r'#define HP_VERSION "([^"]+)"', HEADER.read_text()).group(1)
     assert out == f"hotplate {project}" and project == header
+
+
+def test_releases_list_and_rollback_says_from_and_to(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    first = server.status()["live"]
+    work.commit("second one", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    second = server.status()["live"]
+    rows = json.loads(server.cli("releases", "--json").stdout)
+    assert [(r["release"], r["commit"], r["live"]) for r in rows] == [
+        (second["release"], second["commit"], True), (first["release"], first["commit"], False)]
+    assert rows[0]["message"] == "second one"
+    listing = server.cli("releases").stdout
+    assert "LIVE" in listing and "second one" in listing and first["commit"][:12] in listing
+
+    rolled = server.cli("rollback")
+    assert rolled.returncode == 0
+    assert (f"rolling back from {second['release']} (commit {second['commit'][:12]}) "
+            f"to {first['release']} (commit {first['commit'][:12]})") in rolled.stdout, rolled.stdout
+    assert "LIVE (pinned)" in server.cli("releases").stdout
+    assert server.deploys()[0]["commit_sha"] == first["commit"], "the rollback's row shows its commit"
+
+
+def test_read_only_commands_create_nothing_and_print_one_line(tmp_path):
+    state = tmp_path / "nowhere"
+    for command in (["status"], ["history"], ["logs"], ["releases"], ["wait", "--timeout", "1"]):
+        r = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", *command, "--state", str(state)],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 1 and r.stderr.startswith("error: no controller is running") and \
+            len(r.stderr.splitlines()) == 1, r
+    assert not state.exists()

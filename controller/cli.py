@@ -425,7 +425,7 @@ def cmd_revert(args) -> int:
 def cmd_init(args) -> int:
     from .scaffold import scaffold
 
-    path = scaffold(Path(args.dir))
+    path = scaffold(Path(args.dir), args.branch, args.force)
     print(f"created an app in {path}: deploy.yaml, modules/hello.c, a git repository.\n"
           f"try it:  hotplate dev {path}")
     return 0
@@ -523,6 +523,9 @@ def parser() -> argparse.ArgumentParser:
     command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", cmd_retry)
     init = command("init", "scaffold a new app repository", cmd_init)
     init.add_argument("dir")
+    init.add_argument("--branch", default="main", help="the branch to commit to, the one `hotplate up` tracks "
+                      "(default main)")
+    init.add_argument("--force", action="store_true", help="overwrite deploy.yaml, modules/hello.c and .gitignore")
     return p
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import git
 
+from .errors import HotplateError
+
 MANIFEST = """\
 # Routes map to exported C functions. Reference: the hotplate README.
 app: {name}
@@ -37,16 +39,28 @@ HP_EXPORT int echo(hp_ws *ws, const void *data, size_t len, int type)
 """
 
 
-def scaffold(path: Path) -> Path:
-    """Create ``path`` with deploy.yaml, modules/hello.c and a first commit."""
+FILES = {"deploy.yaml": MANIFEST, "modules/hello.c": MODULE, ".gitignore": ".hotplate/\n.hotplate-dev/\n"}
+
+
+def scaffold(path: Path, branch: str = "main", force: bool = False) -> Path:
+    """Create ``path`` with deploy.yaml, modules/hello.c and a first commit
+    on ``branch`` (the one `hotplate up` tracks), in a new repository or the
+    one already there. Never overwrites a file unless ``force``.
+
+    :raises HotplateError: when a file exists, or git refuses.
+    """
     path = path.resolve()
-    if (path / "deploy.yaml").exists():
-        raise FileExistsError(f"{path / 'deploy.yaml'} exists already")
-    (path / "modules").mkdir(parents=True, exist_ok=True)
-    (path / "deploy.yaml").write_text(MANIFEST.format(name=path.name))
-    (path / "modules" / "hello.c").write_text(MODULE)
-    (path / ".gitignore").write_text(".hotplate/\n.hotplate-dev/\n")
-    repo = git.Repo.init(path, initial_branch="main")
-    repo.index.add(["deploy.yaml", "modules/hello.c", ".gitignore"])
-    repo.index.commit("hotplate init")
+    existing = [name for name in FILES if (path / name).exists()]
+    if existing and not force:
+        raise HotplateError(f"{path / existing[0]} exists already; pass --force to overwrite "
+                            f"{', '.join(existing)}, or choose an empty directory")
+    try:
+        (path / "modules").mkdir(parents=True, exist_ok=True)
+        for name, text in FILES.items():
+            (path / name).write_text(text.format(name=path.name) if name == "deploy.yaml" else text)
+        repo = git.Repo(path) if (path / ".git").exists() else git.Repo.init(path, initial_branch=branch)
+        repo.index.add(list(FILES))
+        repo.index.commit("hotplate init")
+    except (OSError, git.GitError) as e:
+        raise HotplateError(f"cannot create the app in {path}: {e}") from None
     return path

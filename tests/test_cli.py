@@ -77,3 +77,19 @@ def test_read_only_commands_create_nothing_and_print_one_line(tmp_path):
         assert r.returncode == 1 and r.stderr.startswith("error: no controller is running") and \
             len(r.stderr.splitlines()) == 1, r
     assert not state.exists()
+
+
+def test_init_never_overwrites_and_uses_the_branch(tmp_path):
+    def init(*args):
+        return subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "init", *args], capture_output=True,
+                              text=True, cwd=ROOT)
+
+    app = tmp_path / "app"
+    assert init(str(app), "--branch", "live").returncode == 0
+    assert subprocess.run(["git", "-C", str(app), "branch", "--show-current"], capture_output=True,
+                          text=True).stdout.strip() == "live"
+    (app / "modules" / "hello.c").write_text("/* mine */\n")
+    again = init(str(app))
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "exists already; pass --force" in again.stderr
+    assert (app / "modules" / "hello.c").read_text() == "/* mine */\n"
+    assert init(str(app), "--force").returncode == 0 and "hp_req_query" in (app / "modules" / "hello.c").read_text()

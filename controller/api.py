@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import logging
 import sqlite3
+import time
 from functools import wraps
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -20,6 +21,7 @@ from .status import diff, open_websockets, releases, status
 from .webhooks import Deliveries, WebhookError, verify
 
 bp = Blueprint("api", __name__)
+FOLLOW_LIMIT_S = 3600  # a follower of a deploy is let go after this long
 log = logging.getLogger("hotplate.controller")
 
 
@@ -76,6 +78,21 @@ def list_deploys():
 def get_deploy(deploy_id: int):
     row = ctl().history.get(deploy_id)
     return (jsonify(row), 200) if row else (jsonify(error=f"no deploy {deploy_id}"), 404)
+
+
+@bp.get("/api/deploys/<int:deploy_id>/follow")
+@requires_token
+def follow_deploy(deploy_id: int):
+    """Stream a deploy's log as text lines: as they come while it runs, else
+    the recorded log at once."""
+    c = ctl()
+    d = c.active
+    if d is None or d.id != deploy_id:
+        row = c.history.get(deploy_id)
+        if not row:
+            return jsonify(error=f"no deploy {deploy_id}"), 404
+        return Response(row["log"] + "\n" if row["log"] else "", mimetype="text/plain")
+    return Response((line + "\n" for line in c.stream(d, time.monotonic() + FOLLOW_LIMIT_S)), mimetype="text/plain")
 
 
 @bp.get("/api/diff")

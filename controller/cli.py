@@ -261,6 +261,21 @@ def _call(args, method: str, path: str, body: dict | None = None):
         raise HotplateError(f"cannot reach the controller at {info['url']}: {e}") from None
 
 
+def _stream(args, path: str):
+    """Lines of a streamed answer, as they come."""
+    state = State(_state_root(args, Path(".hotplate")))
+    info = state.read_json(state.controller_info)
+    if not info:
+        raise HotplateError(f"no controller is running for {state.root}; start one with `hotplate up`")
+    req = urllib.request.Request(info["url"] + path, headers={"Authorization": f"Bearer {state.token()}"})
+    try:
+        with urllib.request.urlopen(req, timeout=3600) as r:
+            for raw in r:
+                yield raw.decode(errors="replace").rstrip("\n")
+    except (OSError, urllib.error.HTTPError) as e:
+        raise HotplateError(f"GET {path}: {e}") from None
+
+
 def _emit(args, data, human) -> None:
     print(json.dumps(data, indent=2) if args.json else human(data))
 
@@ -273,6 +288,7 @@ def cmd_status(args) -> int:
 
 
 WAIT_POLL_S = 0.2
+APP_LOG_POLL_S = 0.2
 
 
 def _wait(args, target: str | None, until: str, timeout: float) -> int:
@@ -346,14 +362,41 @@ def cmd_logs(args) -> int:
         stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in r["stages"].items())
         return (f"deploy {r['id']} ({r['trigger']}) {r['outcome']}: {r['commit_sha'] or ''} {r['message'] or ''}\n"
                 f"stages: {stages}\n\n{r['log']}")
+    if args.app:
+        return _app_log(args)
     deploy = args.deploy
     if deploy is None:
         latest = _call(args, "GET", "/api/deploys?limit=1")
         if not latest:
             raise HotplateError("no deploy yet: push a commit (see `hotplate status`)")
         deploy = latest[0]["id"]
+    if args.follow:
+        for line in _stream(args, f"/api/deploys/{deploy}/follow"):
+            print(line, flush=True)
+        return 0
     _emit(args, _call(args, "GET", f"/api/deploys/{deploy}"), human)
     return 0
+
+
+def _app_log(args) -> int:
+    """The app server's log (run/server.log), filtered by module and route;
+    with --follow, then what it appends, as it comes."""
+    path = State(_state_root(args, Path(".hotplate"))).run / "server.log"
+    tags = [t for t in (args.module and f"module={args.module}", args.route and f"route={args.route}") if t]
+    try:
+        log = path.open(errors="replace")
+    except OSError as e:
+        raise HotplateError(f"no app server log at {path} ({e.strerror}); is `hotplate up` running there?") from None
+    with log:
+        while True:
+            line = log.readline()
+            if not line:
+                if not args.follow:
+                    return 0
+                time.sleep(APP_LOG_POLL_S)
+                continue
+            if all(t in line for t in tags):
+                print(line.rstrip("\n"), flush=True)
 
 
 def cmd_releases(args) -> int:
@@ -507,8 +550,14 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("--commit", help="the commit to wait for (default: the branch head)")
     command("history", "deploy attempts, newest first", cmd_history, json_out=True).add_argument(
         "--limit", type=int, default=20)
-    command("logs", "the full log of one deploy (default: the latest)", cmd_logs, json_out=True).add_argument(
-        "deploy", type=int, nargs="?")
+    logs = command("logs", "the full log of one deploy (default: the latest), or the app server's (--app)", cmd_logs,
+                   json_out=True)
+    logs.add_argument("deploy", type=int, nargs="?")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream a deploy in progress, or the app log")
+    logs.add_argument("--app", action="store_true", help="the app server's log (STATE/run/server.log): crashes, "
+                      "timeouts, module hp_log lines, the access log when on")
+    logs.add_argument("--module", help="with --app: only this module's lines")
+    logs.add_argument("--route", help="with --app: only this route's lines (its pattern, e.g. /users/<int:id>)")
     wait_flags(command("sync", "reconcile now", cmd_sync))
     command("releases", "retained releases: commit, message, when built, which is live", cmd_releases,
             json_out=True)

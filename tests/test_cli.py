@@ -93,3 +93,20 @@ def test_init_never_overwrites_and_uses_the_branch(tmp_path):
     assert again.returncode == 1 and again.stderr.count("\n") == 1 and "exists already; pass --force" in again.stderr
     assert (app / "modules" / "hello.c").read_text() == "/* mine */\n"
     assert init(str(app), "--force").returncode == 0 and "hp_req_query" in (app / "modules" / "hello.c").read_text()
+
+
+def test_logs_follow_a_deploy_and_tail_the_app(up, tmp_path):
+    server, work = first_deploy(up, tmp_path, bake=2.0)
+    sha = work.commit("v2", {"hello.c": hello("v2", boom="return HP_ERROR;")})
+    server.update_branch(work, sha)
+    server.sync()
+    server.wait(lambda: server.status()["progressing"], what="the deploy to start")
+    followed = server.cli("logs", "--follow")
+    lines = followed.stdout.splitlines()
+    assert followed.returncode == 0 and any("baking for 2s" in line for line in lines), followed.stdout
+    assert "deploy succeeded" in lines[-1], "followed to the end"
+
+    assert server.get("/boom").status_code == 500
+    server.wait(lambda: "returned HP_ERROR" in server.cli("logs", "--app", "--module", "hello", "--route", "/boom").stdout,
+                what="the handler's error in the app log")
+    assert "returned HP_ERROR" not in server.cli("logs", "--app", "--module", "other").stdout

@@ -16,12 +16,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 from hotplate.server.config import ServerConfig
 
+from . import devloop
 from .account import keep_to_itself, worker_user
-from .deploy import TREE, Attempt, build_release, format_module
+from .deploy import Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
 from .record import History
 from .rollout import GateSettings, ServerProcess
@@ -164,10 +166,10 @@ def _history(state: State) -> History:
     return history
 
 
-def _start_server(state: State, args, console: bool = False) -> ServerProcess:
+def _start_server(state: State, args, console: bool = False, dev_errors: str | None = None) -> ServerProcess:
     """Adopt the app server a stopped controller left running, or start one
     on a socket this process holds (so restarts keep it); then supervise it."""
-    server = ServerProcess(state, _server_config(args, state), console)
+    server = ServerProcess(state, replace(_server_config(args, state), dev_errors=dev_errors), console)
     if server.pid is None:
         server.listen()
     server.start()
@@ -204,37 +206,20 @@ def cmd_dev(args) -> int:
     state = _state(args, app / ".hotplate-dev")
     state.lock("dev")
     history = _history(state)
-    server = _start_server(state, args, console=True)
+    errors = state.run / "dev-error.txt"
+    errors.unlink(missing_ok=True)
+    server = _start_server(state, args, console=True, dev_errors=str(errors))
     controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0), sanitize=args.sanitize),
                             history)
     controller.recover()
     _stop_on_signals(controller)
     threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
     print(f"hotplate dev: serving {app} on http://{server.config.bind}/ ; save a file to redeploy", flush=True)
-    seen = None
     try:
-        while not controller.stopping.is_set():
-            now = _fingerprint(app, state.root)
-            if now != seen:
-                seen = now
-                controller.execute(Attempt("dev", tree=app, meta={"message": "working tree"}), TREE)
-            controller.stopping.wait(0.3)
+        devloop.run(controller, app, errors)
     finally:
         server.stop()
     return 0
-
-
-def _fingerprint(app: Path, skip: Path) -> tuple:
-    files = []
-    for root, dirs, names in os.walk(app):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and Path(root, d) != skip]
-        for name in names:
-            try:
-                st = os.stat(os.path.join(root, name))
-            except OSError:
-                continue
-            files.append((root, name, st.st_mtime_ns, st.st_size))
-    return tuple(sorted(files))
 
 
 # -- talking to a running controller --------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from hotplate.server import sanitize
+from hotplate.server.report import read_reports
 
 from .build import Builder, BuildResult, ModuleBuild
 from .errors import DISK_FULL, RetryableError, StalledError
@@ -149,12 +150,20 @@ class Pipeline:
         a.switched = True
 
     def roll(self, a: Attempt) -> None:
+        """Start a generation on the target, unless every worker serves it
+        already (a commit that changes no module, a save that changes no
+        source): new workers would load the same code."""
+        workers = read_reports(self.state.workers)
+        if a.target == a.previous and workers and all(r.release == a.target for r in workers.values()):
+            self.emit(f"release {a.target} is live already: nothing to roll")
+            return
         a.generation = roll(self.server, a.target)
         self.emit(f"live: {len(a.generation.pids)} workers serve {a.target} "
                   f"(roll took {a.generation.seconds * 1000:.0f} ms)")
 
     def gate(self, a: Attempt) -> None:
-        health_gate(self.server, a.generation, self.state.release(a.target), self.gate_settings, self.emit)
+        if a.generation is not None:
+            health_gate(self.server, a.generation, self.state.release(a.target), self.gate_settings, self.emit)
 
     def restore(self, a: Attempt) -> None:
         """Put the release that was live before back in front of traffic."""

@@ -80,6 +80,8 @@ class ServerProcess:
                "--max-requests", str(self.config.max_requests), "--max-rss", str(self.config.max_rss)]
         if self.config.user:
             cmd += ["--user", self.config.user]
+        if self.config.dev_errors:
+            cmd += ["--dev-errors", self.config.dev_errors]
         env = {**os.environ, **sanitize.environment(Path(self.config.sanitize))} if self.config.sanitize else None
         with contextlib.nullcontext() if self.console else self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, pass_fds=fds,

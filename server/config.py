@@ -28,6 +28,9 @@ class ServerConfig:
         this many bytes (0: never); the manifest's ``limits:`` overrides it.
     :param user: the account workers run as (the master, which never loads
         module code, stays as started); None: the master's own.
+    :param dev_errors: under ``hotplate dev``, the file that holds why the
+        latest save did not go live; while it exists, the app answers every
+        request with it (server/worker.py).
     :param sanitize: with sanitizer builds (``hotplate dev --sanitize``), the
         directory their reports go to (server/sanitize.py); None otherwise.
     """
@@ -51,6 +54,7 @@ class ServerConfig:
     max_rss: int = 1024 ** 3
     user: str | None = None
     sanitize: str | None = None
+    dev_errors: str | None = None
 
     @classmethod
     def from_env(cls, prefix: str = "HOTPLATE_", **overrides) -> "ServerConfig":

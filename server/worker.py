@@ -12,18 +12,21 @@ access-logged servers) goes the ordinary WSGI way through
 """
 from __future__ import annotations
 
+import html
 import logging
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import HTTPException
 
 from . import report
+from .config import RESERVED_PREFIX
 from .dispatch import REASONS
 from .runtime import RT_HANDLER_ERROR
 from .websocket import calls, handshake
@@ -150,6 +153,12 @@ class HotplateWorker(ThreadWorker):
     def handle_request(self, req, conn):
         dispatcher = self.wsgi
         path = util.unquote_to_wsgi_str(req.path)
+        if dispatcher.config.dev_errors and not path.startswith(RESERVED_PREFIX):
+            page = dev_error_page(dispatcher.config.dev_errors)
+            if page is not None:
+                self.nr += 1
+                return self.respond(req, conn, 500, [("Content-Type", "text/html; charset=utf-8"),
+                                                     ("Content-Length", str(len(page)))], page, False)
         try:
             target = None if self.cfg.accesslog else dispatcher.match(req.method, path)
         except HTTPException:
@@ -250,3 +259,16 @@ class HotplateWorker(ThreadWorker):
         sock, conn.sock = conn.sock, socket.socket(socket.AF_UNIX)  # gunicorn closes the stand-in
         dispatcher.hub.open_threadsafe(sock, route, session, opened.actions, pending)
         return False
+
+
+def dev_error_page(path: str) -> bytes | None:
+    """Under ``hotplate dev``, while the latest save does not build: a page
+    with what went wrong (the deploy's log, gcc's diagnostics included),
+    for every request until a good save removes the file."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    return (f"<!doctype html><meta charset=utf-8><title>hotplate dev: build failed</title>"
+            f"<h1>Your last save did not go live</h1><p>The previous version is still loaded; "
+            f"fix this and save again.</p><pre>{html.escape(text)}</pre>").encode()

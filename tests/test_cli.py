@@ -4,11 +4,14 @@ import json
 import re
 import subprocess
 import sys
+import time
 import tomllib
+
+import requests
 
 from hotplate.server.paths import HEADER
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 from .test_controller import first_deploy, hello, text
 
 
@@ -110,3 +113,47 @@ def test_logs_follow_a_deploy_and_tail_the_app(up, tmp_path):
     server.wait(lambda: "returned HP_ERROR" in server.cli("logs", "--app", "--module", "hello", "--route", "/boom").stdout,
                 what="the handler's error in the app log")
     assert "returned HP_ERROR" not in server.cli("logs", "--app", "--module", "other").stdout
+
+
+def test_dev_rebuilds_on_sources_only_and_shows_a_failed_save_in_the_browser(tmp_path):
+    app = tmp_path / "app"
+    assert subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "init", str(app)], cwd=ROOT).returncode == 0
+    port = free_port()
+    log = tmp_path / "dev.log"
+    proc = subprocess.Popen([sys.executable, "-m", "hotplate.controller.cli", "dev", str(app), "--bind",
+                             f"127.0.0.1:{port}", "--workers", "1"], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/"
+
+    def deploys() -> int:
+        return len(re.findall(r"deploy \d+: (?:deploy succeeded|deploy FAILED)", log.read_text()))
+
+    def until(predicate, what: str):
+        deadline = time.monotonic() + 30
+        while not predicate():
+            assert time.monotonic() < deadline and proc.poll() is None, f"{what}:\n{log.read_text()}"
+            time.sleep(0.05)
+
+    try:
+        until(lambda: deploys() == 1, "the first deploy")
+        (app / "NOTES.md").write_text("notes\n")
+        (app / "modules" / ".hello.c.swp").write_text("swap")
+        (app / "modules" / "hello.c~").write_text("backup")
+        source = app / "modules" / "hello.c"
+        good = source.read_text().replace("Hello, %s!", "Hi, %s!")
+        source.write_text(good + "int broken = ;\n")
+        until(lambda: deploys() == 2, "the broken save")
+        assert "changed: modules/hello.c\n" in log.read_text(), "only the source triggered it, and it is named"
+        page = requests.get(url + "?name=x", timeout=5)
+        assert page.status_code == 500 and "did not go live" in page.text and "hello.c:" in page.text, page.text
+        assert "error:" in page.text, "gcc's diagnostics are on the page"
+        assert requests.get(url + "_hotplate/health", timeout=5).status_code == 200, "the server's own paths answer"
+
+        source.write_text(good)
+        until(lambda: deploys() == 3, "the fixed save")
+        assert requests.get(url + "?name=x", timeout=5).text == "Hi, x!\n"
+        (app / "modules" / "hello.c").touch()  # saved again, same content: same release
+        until(lambda: "is live already: nothing to roll" in log.read_text(), "an unchanged release")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

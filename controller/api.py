@@ -136,6 +136,12 @@ def follow():
     return Response(lines(), mimetype="text/plain")
 
 
+@bp.get("/api/notifications")
+@requires_token
+def notifications():
+    return jsonify(ctl().history.deliveries(request.args.get("limit", 50, type=int)))
+
+
 @bp.get("/api/releases")
 @requires_token
 def release_list():

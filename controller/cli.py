@@ -27,6 +27,7 @@ from .deploy import Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
 from .record import History
 from .rollout import GateSettings, ServerProcess
+from .notify import Notifier, Target
 from .state import State, write_atomic
 from .verify import Policy
 from .verify import save as save_policy
@@ -105,7 +106,9 @@ def cmd_up(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per API call
-    secret = _webhook_secret(args.webhook_secret_file)
+    secret = _secret(args.webhook_secret_file, "HOTPLATE_WEBHOOK_SECRET", "webhook secret")
+    notifier_secret = _secret(args.notify_secret_file, "HOTPLATE_NOTIFY_SECRET", "notification secret")
+    targets = [Target.parse(t) for t in args.notify]
     state = _state(args, Path(".hotplate"))
     state.lock("up")
     history = _history(state)
@@ -121,7 +124,8 @@ def cmd_up(args) -> int:
     server = _start_server(state, args)
     api = None
     try:  # from here on, a failing start stops the server it started too
-        controller = Controller(state, source, server, settings, history)
+        notifier = Notifier(targets, notifier_secret, history)
+        controller = Controller(state, source, server, settings, history, notifier)
         controller.recover()
         host, port = args.api.rsplit(":", 1)
         api = make_server(host, int(port), create_api(controller, secret), threaded=True)
@@ -141,20 +145,20 @@ def cmd_up(args) -> int:
     return 0
 
 
-def _webhook_secret(path: str | None) -> str | None:
-    """The webhook secret, from a file only its owner can read, or the
-    environment, whence it is removed: no child (server, compiler, git) inherits it."""
+def _secret(path: str | None, variable: str, what: str) -> str | None:
+    """A secret, from a file only its owner can read, or the environment,
+    whence it is removed: no child (server, compiler, git) inherits it."""
     if path is None:
-        return os.environ.pop("HOTPLATE_WEBHOOK_SECRET", None) or None
+        return os.environ.pop(variable, None) or None
     try:
         mode = os.stat(path).st_mode
         secret = Path(path).read_text().strip()
     except OSError as e:
-        raise HotplateError(f"cannot read the webhook secret file: {e}") from None
+        raise HotplateError(f"cannot read the {what} file: {e}") from None
     if mode & 0o077:
         raise HotplateError(f"{path} can be read by others (mode {mode & 0o777:o}); run `chmod 600 {path}`")
     if not secret:
-        raise HotplateError(f"{path} is empty; put the webhook secret in it")
+        raise HotplateError(f"{path} is empty; put the {what} in it")
     return secret
 
 
@@ -396,6 +400,18 @@ def cmd_releases(args) -> int:
     return 0
 
 
+def cmd_notifications(args) -> int:
+    def human(rows):
+        out = ["when                 deploy  event                attempts  target / error"]
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
+            out.append(f"{when}  {r['deploy']:<6}  {r['event']:<19}  {r['attempts']:<8}  {r['target']}"
+                       + (f"  FAILED: {r['error']}" if r["error"] else ""))
+        return "\n".join(out)
+    _emit(args, _call(args, "GET", f"/api/notifications?limit={args.limit}"), human)
+    return 0
+
+
 def cmd_sync(args) -> int:
     r = _call(args, "POST", "/api/sync", {})
     if r.get("pinned"):
@@ -515,6 +531,11 @@ def parser() -> argparse.ArgumentParser:
                     help="deploy only commits signed by a trusted key: an SSH allowed-signers file, or a GnuPG "
                          "home holding the trusted public keys (kept outside the repository); pushes of unsigned "
                          "commits are refused")
+    up.add_argument("--notify", action="append", default=[], metavar="URL",
+                    help="POST each deploy's start and outcome here (repeatable): signed JSON "
+                         "(X-Hotplate-Signature), or slack:URL for a Slack-compatible hook")
+    up.add_argument("--notify-secret-file", help="a file (mode 0600) holding the key that signs notifications; "
+                    "or set $HOTPLATE_NOTIFY_SECRET")
     up.add_argument("--import", dest="import_path", help="seed the hosted branch from a local repository if empty")
     up.add_argument("--keep-server", action="store_true", help="leave the app server running when the controller stops")
     server_flags(up)
@@ -546,6 +567,8 @@ def parser() -> argparse.ArgumentParser:
     wait_flags(command("sync", "reconcile now", cmd_sync))
     command("releases", "retained releases: commit, message, when built, which is live", cmd_releases,
             json_out=True)
+    command("notifications", "the delivery log of --notify: event, target, attempts, failures", cmd_notifications,
+            json_out=True).add_argument("--limit", type=int, default=20)
     command("diff", "what deploying the head would change", cmd_diff, json_out=True).add_argument(
         "--exit-code", action="store_true", help="exit 1 when the head is not live (something to deploy)")
     command("rollback", "re-point live to a retained release and pin it", cmd_rollback, json_out=True).add_argument(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from .build import prune_cache
 from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
 from .errors import DISK_FULL, HotplateError, RetryableError, RolloutError, StalledError
+from .notify import Notifier
 from .record import History
 from .rollout import GateSettings, ServerProcess, roll
 from .source import Source
@@ -62,8 +63,9 @@ class Controller:
     """Owns the state directory: the only writer of ``current``, releases and history."""
 
     def __init__(self, state: State, source: Source | None, server: ServerProcess, settings: Settings,
-                 history: History):
+                 history: History, notifier: Notifier | None = None):
         self.state = state
+        self.notifier = notifier or Notifier([], None, history)
         self.source = source
         self.server = server
         self.settings = settings
@@ -212,6 +214,9 @@ class Controller:
                 d.done, d.outcome = True, outcome
                 self.active = None
                 self.cond.notify_all()
+            self.notifier.send(outcome, d.id, a.commit, f"deploy {d.id}: {d.lines[-1]}", trigger=a.trigger,
+                               release=a.target if outcome == "succeeded" else self.state.live_release(),
+                               reason=reason)
         if outcome == "succeeded":
             self.prune()
 
@@ -238,6 +243,8 @@ class Controller:
         with self.cond:
             self.active = d
             self.cond.notify_all()
+        self.notifier.send("started", d.id, a.commit, f"deploy {d.id} started: {a.commit or 'working tree'} "
+                                                        f"({a.trigger})", trigger=a.trigger)
         if a.target:
             short = lambda sha: f"commit {sha[:12]}" if sha else "no commit"
             self.emit(d, f"rolling back from {a.previous or '-'} ({short(a.previous_commit)}) "

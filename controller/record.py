@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS deploys (
     log TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS deploys_commit ON deploys (commit_sha);
+CREATE TABLE IF NOT EXISTS notifications (
+    delivery TEXT PRIMARY KEY, deploy INTEGER, event TEXT NOT NULL, target TEXT NOT NULL,
+    attempts INTEGER NOT NULL, error TEXT, at REAL NOT NULL
+);
 """
 #: Outcomes that mark a commit as failed: it is not retried until a new
 #: commit (or ``hotplate retry``). ``errored`` deploys are retried.
@@ -110,6 +114,21 @@ class History:
         with closing(self.connect()) as db:
             rows = db.execute(f"SELECT {','.join(COLUMNS)} FROM deploys ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [_row(r) for r in rows]
+
+    def record_delivery(self, delivery: str, deploy: int, event: str, target: str, attempts: int,
+                        error: str | None) -> None:
+        """One notification's outcome (controller/notify.py): error None when delivered."""
+        with closing(self.connect()) as db, db:
+            db.execute("INSERT INTO notifications (delivery, deploy, event, target, attempts, error, at) "
+                       "VALUES (?,?,?,?,?,?,?)", (delivery, deploy, event, target, attempts, error, time.time()))
+
+    def deliveries(self, limit: int = 50) -> list[dict]:
+        """The delivery log, newest first."""
+        with closing(self.connect()) as db:
+            rows = db.execute("SELECT delivery, deploy, event, target, attempts, error, at FROM notifications "
+                              "ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+        keys = ("delivery", "deploy", "event", "target", "attempts", "error", "at")
+        return [dict(zip(keys, row)) for row in rows]
 
     def failure(self, commit_sha: str) -> dict | None:
         """The last failed deploy of this commit, if it failed (it is not retried)."""

@@ -10,8 +10,9 @@ import logging
 import sqlite3
 import time
 from functools import wraps
+from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
 
 from hotplate.server.report import METRICS, read_all
 
@@ -21,6 +22,7 @@ from .status import diff, open_websockets, releases, status
 from .webhooks import Deliveries, WebhookError, verify
 
 bp = Blueprint("api", __name__)
+DASHBOARD = Path(__file__).parent / "dashboard"
 FOLLOW_LIMIT_S = 3600  # a follower of a deploy is let go after this long
 log = logging.getLogger("hotplate.controller")
 
@@ -44,8 +46,9 @@ def requires_token(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
         if not authorized():
-            return Response("token required: Authorization: Bearer <token> (see STATE/token)\n", 401,
-                            {"WWW-Authenticate": 'Basic realm="hotplate"'})
+            # Basic for git over HTTP only: a browser would answer it with a password prompt
+            challenge = {"WWW-Authenticate": 'Basic realm="hotplate"'} if request.path.startswith("/git/") else {}
+            return Response("token required: Authorization: Bearer <token> (see STATE/token)\n", 401, challenge)
         return view(*args, **kwargs)
     return wrapped
 
@@ -53,6 +56,12 @@ def requires_token(view):
 @bp.errorhandler(HotplateError)
 def hotplate_error(e: HotplateError):
     return jsonify(error=str(e), reason=e.reason), 409
+
+
+@bp.get("/")
+def dashboard():
+    """The dashboard: a static page over this API (controller/dashboard/)."""
+    return send_from_directory(DASHBOARD, "index.html")
 
 
 @bp.get("/api/status")

@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import argcomplete
+
 from hotplate.server.config import ServerConfig
 
 from . import devloop
@@ -269,6 +271,11 @@ def _emit(args, data, human) -> None:
     print(json.dumps(data, indent=2) if args.json else human(data))
 
 
+def _say(args, data: dict, text: str) -> None:
+    """One result: ``text`` for people, ``data`` with ``--json``."""
+    print(json.dumps(data, indent=2) if args.json else text, flush=True)
+
+
 def cmd_status(args) -> int:
     s = _call(args, "GET", "/api/status")
     _emit(args, s, _format_status)
@@ -289,16 +296,20 @@ def _wait(args, target: str | None, until: str, timeout: float) -> int:
         s = _call(args, "GET", "/api/status")
         target = target or s["head"]["commit"]
         deploying = s["progressing"] and s["progressing"]["commit"] == target
+        facts = {"commit": target, "state": s["state"], "health": s["health"]["state"], "live": s["live"]}
         if s["live"]["commit"] == target and not deploying and (until == "live" or s["health"]["state"] == "Healthy"):
-            print(f"live: {target[:12]} (release {s['live']['release']}), health {s['health']['state']}")
+            _say(args, {"outcome": "live", **facts},
+                 f"live: {target[:12]} (release {s['live']['release']}), health {s['health']['state']}")
             return 0
         if s["failure"] and s["head"]["commit"] == target and not deploying:
-            print(f"FAILED: {target[:12]}: deploy {s['failure']['deploy']} {s['failure']['reason']}; "
-                  f"see `hotplate logs {s['failure']['deploy']}`")
+            _say(args, {"outcome": "failed", "failure": s["failure"], **facts},
+                 f"FAILED: {target[:12]}: deploy {s['failure']['deploy']} {s['failure']['reason']}; "
+                 f"see `hotplate logs {s['failure']['deploy']}`")
             return 1
         if time.monotonic() >= deadline:
-            print(f"timed out after {timeout:g}s waiting for {(target or 'the head')[:12]} to be {until}: "
-                  f"state {s['state']}, health {s['health']['state']}, live {(s['live']['commit'] or '-')[:12]}")
+            _say(args, {"outcome": "timed_out", **facts},
+                 f"timed out after {timeout:g}s waiting for {(target or 'the head')[:12]} to be {until}: "
+                 f"state {s['state']}, health {s['health']['state']}, live {(s['live']['commit'] or '-')[:12]}")
             return 2
         time.sleep(WAIT_POLL_S)
 
@@ -307,10 +318,21 @@ def cmd_wait(args) -> int:
     return _wait(args, args.commit, args.until, args.timeout)
 
 
+def _mark(text: str, good: bool | None) -> str:
+    """Green with a tick or red with a cross, on a terminal only (and not
+    under NO_COLOR); plain text in pipes, files and CI logs."""
+    if good is None or not sys.stdout.isatty() or "NO_COLOR" in os.environ:
+        return text
+    return f"\033[{32 if good else 31}m{'✓' if good else '✗'} {text}\033[0m"
+
+
 def _format_status(s: dict) -> str:
     short = lambda sha: sha[:12] if sha else "-"
-    health = s["health"]["state"] + (f" ({'; '.join(s['health']['why'])})" if s["health"]["why"] else "")
-    out = [f"state:    {s['state']}" + ("   <<< PINNED by rollback: auto-sync is off until `hotplate resume`"
+    health = _mark(s["health"]["state"], s["health"]["state"] == "Healthy") + \
+        (f" ({'; '.join(s['health']['why'])})" if s["health"]["why"] else "")
+    state = _mark(s["state"], True if s["state"] == "Synced" else False if s["state"] in ("Failed", "OutOfSync")
+                  else None)
+    out = [f"state:    {state}" + ("   <<< PINNED by rollback: auto-sync is off until `hotplate resume`"
                                          if s["pinned"] else ""),
            f"health:   {health}" + (f"; app server restarted {s['server']['restarts']} time(s)"
                                     if s["server"]["restarts"] else ""),
@@ -415,15 +437,15 @@ def cmd_notifications(args) -> int:
 def cmd_sync(args) -> int:
     r = _call(args, "POST", "/api/sync", {})
     if r.get("pinned"):
-        print(f"nothing happened: live is pinned to {r['pinned']} by a rollback; `hotplate resume` lifts the pin")
+        _say(args, r, f"nothing happened: live is pinned to {r['pinned']} by a rollback; `hotplate resume` lifts the pin")
         return 1
-    print("sync requested: the controller compares the branch tip with live now (`hotplate status`)")
+    _say(args, r, "sync requested: the controller compares the branch tip with live now (`hotplate status`)")
     return _wait(args, r["head"], "live", args.timeout) if args.wait else 0
 
 
 def cmd_retry(args) -> int:
     r = _call(args, "POST", "/api/retry", {})
-    print(f"retrying {r['commit'][:12]}: it deploys now even though it failed before (`hotplate logs`)")
+    _say(args, r, f"retrying {r['commit'][:12]}: it deploys now even though it failed before (`hotplate logs`)")
     return 0
 
 
@@ -453,16 +475,16 @@ def cmd_rollback(args) -> int:
 def cmd_resume(args) -> int:
     r = _call(args, "POST", "/api/resume", {})
     if not r["resumed"]:
-        print("nothing happened: live was not pinned; auto-sync is on")
+        _say(args, r, "nothing happened: live was not pinned; auto-sync is on")
         return 1
-    print("resumed: auto-sync is on; the branch tip deploys if it is not live")
+    _say(args, r, "resumed: auto-sync is on; the branch tip deploys if it is not live")
     return _wait(args, r["head"], "live", args.timeout) if args.wait else 0
 
 
 def cmd_revert(args) -> int:
     r = _call(args, "POST", "/api/revert", {"commit": args.commit, "force": args.force})
-    print(f"committed revert {r['commit'][:12]} on the hosted branch; it deploys now (`hotplate status`).\n"
-          "Run `git pull` in your clone before your next push.")
+    _say(args, r, f"committed revert {r['commit'][:12]} on the hosted branch; it deploys now (`hotplate status`).\n"
+                  "Run `git pull` in your clone before your next push.")
     return _wait(args, r["commit"], "live", args.timeout) if args.wait else 0
 
 
@@ -470,8 +492,8 @@ def cmd_init(args) -> int:
     from .scaffold import scaffold
 
     path = scaffold(Path(args.dir), args.branch, args.force)
-    print(f"created an app in {path}: deploy.yaml, modules/hello.c, a git repository.\n"
-          f"try it:  hotplate dev {path}")
+    _say(args, {"path": str(path)}, f"created an app in {path}: deploy.yaml, modules/hello.c, a git repository.\n"
+                                    f"try it:  hotplate dev {path}")
     return 0
 
 
@@ -483,8 +505,9 @@ def parser() -> argparse.ArgumentParser:
                    version=f"hotplate {importlib.metadata.version('hotplate')}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help: str, func, app: bool = False, json_out: bool = False):
-        sp = sub.add_parser(name, help=help)
+    def command(name: str, help: str, func, app: bool = False, json_out: bool = True, example: str = ""):
+        sp = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}" if example else None,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if app:
             sp.add_argument("app", nargs="?", default=".", help="app directory holding deploy.yaml (default: .)")
         sp.add_argument("--state", help="state directory (default: .hotplate, or $HOTPLATE_STATE)")
@@ -508,14 +531,21 @@ def parser() -> argparse.ArgumentParser:
                         "default: hotplate as root, else your own)")
         return sp
 
-    user_flag(command("build", "validate deploy.yaml and build a release", cmd_build, app=True))
-    server_flags(command("serve", "build an app directory and serve it (no git)", cmd_serve, app=True))
-    dev = command("dev", "serve a working tree and redeploy on every save", cmd_dev, app=True)
+    user_flag(command("build", "validate deploy.yaml and build a release", cmd_build, app=True, json_out=False,
+                      example="hotplate build myapp"))
+    server_flags(command("serve", "build an app directory and serve it (no git)", cmd_serve, app=True,
+                         json_out=False, example="hotplate serve myapp --bind 127.0.0.1:8080"))
+    dev = command("dev", "serve a working tree and redeploy on every save", cmd_dev, app=True, json_out=False,
+                  example="hotplate dev myapp --sanitize")
     dev.add_argument("--sanitize", action="store_true",
                      help="build modules with AddressSanitizer and UndefinedBehaviorSanitizer: a memory error in a "
                           "handler answers 500 with the report (file:line), also printed here")
     server_flags(dev)
-    up = command("up", "run the controller and the server for a repository", cmd_up)
+    up = command("up", "run the controller and the server for a repository", cmd_up, json_out=False,
+                 example="hotplate up                          # host a repository to push to\n"
+                         "  hotplate up https://git.example/app.git --poll 30 --verify ssh:/etc/hotplate/signers\n"
+                         "environment: HOTPLATE_STATE, HOTPLATE_WEBHOOK_SECRET, HOTPLATE_NOTIFY_SECRET, and the\n"
+                         "server's HOTPLATE_* settings (README, Server)")
     up.add_argument("source", nargs="?", help="path or URL to mirror (default: host a repository to push to)")
     up.add_argument("--branch", default="main")
     up.add_argument("--api", default="127.0.0.1:8001", help="controller API address (default 127.0.0.1:8001)")
@@ -546,18 +576,22 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
         return sp
 
-    status_cmd = command("status", "live release, head, sync state, modules, workers", cmd_status, json_out=True)
+    status_cmd = command("status", "live release, head, sync state, modules, workers", cmd_status,
+                         example="hotplate status --exit-code || alert")
     status_cmd.add_argument("--exit-code", action="store_true",
                             help="exit 1 when Failed or OutOfSync, or Degraded or Down (for CI and scripts)")
     wait = wait_flags(command("wait", "wait until the head (or --commit) is live, for CI: exit 0 live, 1 failed, "
-                                      "2 timed out", cmd_wait), flag=False)
+                                      "2 timed out", cmd_wait,
+                              example='hotplate wait --commit "$(git rev-parse HEAD)" --for healthy --timeout 300'),
+                      flag=False)
     wait.add_argument("--for", dest="until", choices=("live", "healthy"), default="live",
                       help="live: serving the commit; healthy: and every worker healthy (default live)")
     wait.add_argument("--commit", help="the commit to wait for (default: the branch head)")
-    command("history", "deploy attempts, newest first", cmd_history, json_out=True).add_argument(
+    command("history", "deploy attempts, newest first", cmd_history).add_argument(
         "--limit", type=int, default=20)
     logs = command("logs", "the full log of one deploy (default: the latest), or the app server's (--app)", cmd_logs,
-                   json_out=True)
+                   example="hotplate logs -f            # the deploy in progress, as it runs\n"
+                           "  hotplate logs --app -f --module notes")
     logs.add_argument("deploy", type=int, nargs="?")
     logs.add_argument("-f", "--follow", action="store_true", help="stream a deploy in progress, or the app log")
     logs.add_argument("--app", action="store_true", help="the app server's log (STATE/run/server.log): crashes, "
@@ -566,12 +600,12 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("--route", help="with --app: only this route's lines (its pattern, e.g. /users/<int:id>)")
     wait_flags(command("sync", "reconcile now", cmd_sync))
     command("releases", "retained releases: commit, message, when built, which is live", cmd_releases,
-            json_out=True)
-    command("notifications", "the delivery log of --notify: event, target, attempts, failures", cmd_notifications,
-            json_out=True).add_argument("--limit", type=int, default=20)
-    command("diff", "what deploying the head would change", cmd_diff, json_out=True).add_argument(
+            example="hotplate releases && hotplate rollback --to RELEASE")
+    command("notifications", "the delivery log of --notify: event, target, attempts, failures",
+            cmd_notifications).add_argument("--limit", type=int, default=20)
+    command("diff", "what deploying the head would change", cmd_diff).add_argument(
         "--exit-code", action="store_true", help="exit 1 when the head is not live (something to deploy)")
-    command("rollback", "re-point live to a retained release and pin it", cmd_rollback, json_out=True).add_argument(
+    command("rollback", "re-point live to a retained release and pin it", cmd_rollback).add_argument(
         "--to", help="release id (default: the previous release)")
     wait_flags(command("resume", "lift a rollback's pin: auto-sync again", cmd_resume))
     revert = wait_flags(command("revert", "commit a revert on the hosted branch (git stays the truth)", cmd_revert))
@@ -587,11 +621,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    argcomplete.autocomplete(p)  # only when the shell asks (eval "$(register-python-argcomplete hotplate)")
+    args = p.parse_args(argv)
     try:
         return args.func(args)
     except HotplateError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(e), "reason": e.reason}))
+        else:
+            print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

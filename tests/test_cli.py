@@ -1,6 +1,8 @@
 """The CLI for CI jobs and scripts (issue 12): wait, --wait, --exit-code,
 logs of the latest deploy, --version."""
 import json
+import os
+import pty
 import re
 import subprocess
 import sys
@@ -157,3 +159,25 @@ def test_dev_rebuilds_on_sources_only_and_shows_a_failed_save_in_the_browser(tmp
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_json_errors_completion_and_colour_only_on_a_terminal(up, tmp_path):
+    cli = [sys.executable, "-m", "hotplate.controller.cli"]
+    nowhere = subprocess.run([*cli, "status", "--json", "--state", str(tmp_path / "none")], capture_output=True,
+                             text=True, cwd=ROOT)
+    assert nowhere.returncode == 1 and json.loads(nowhere.stdout)["error"].startswith("no controller is running")
+
+    out = tmp_path / "completions"
+    subprocess.run(cli, cwd=ROOT, env={**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": "hotplate sta",
+                                      "COMP_POINT": "12", "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}, check=True)
+    assert "status" in out.read_text().split()
+
+    server, _ = first_deploy(up, tmp_path)
+    piped = server.cli("status").stdout
+    assert "state:    Synced" in piped and "\033[" not in piped, "plain in a pipe"
+    leader, follower = pty.openpty()
+    subprocess.run([*cli, "status", "--state", str(server.state)], stdout=follower, cwd=ROOT, timeout=60)
+    os.close(follower)
+    shown = os.read(leader, 65536).decode()
+    os.close(leader)
+    assert "\033[32m✓ Synced\033[0m" in shown and "\033[32m✓ Healthy" in shown, shown

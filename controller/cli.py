@@ -111,6 +111,7 @@ def cmd_up(args) -> int:
     secret = _secret(args.webhook_secret_file, "HOTPLATE_WEBHOOK_SECRET", "webhook secret")
     notifier_secret = _secret(args.notify_secret_file, "HOTPLATE_NOTIFY_SECRET", "notification secret")
     targets = [Target.parse(t) for t in args.notify]
+    status_token = _secret(args.status_token_file, "HOTPLATE_STATUS_TOKEN", "commit status token")
     state = _state(args, Path(".hotplate"))
     state.lock("up")
     history = _history(state)
@@ -126,7 +127,7 @@ def cmd_up(args) -> int:
     server = _start_server(state, args)
     api = None
     try:  # from here on, a failing start stops the server it started too
-        notifier = Notifier(targets, notifier_secret, history)
+        notifier = Notifier(targets, notifier_secret, history, status_token)
         controller = Controller(state, source, server, settings, history, notifier)
         controller.recover()
         host, port = args.api.rsplit(":", 1)
@@ -207,7 +208,7 @@ def cmd_dev(args) -> int:
     """Serve a working tree and redeploy it on every save, with no commit."""
     from .reconcile import Controller, Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # gcc's lines as they are
     app = Path(args.app).resolve()
     state = _state(args, app / ".hotplate-dev")
     state.lock("dev")
@@ -563,9 +564,12 @@ def parser() -> argparse.ArgumentParser:
                          "commits are refused")
     up.add_argument("--notify", action="append", default=[], metavar="URL",
                     help="POST each deploy's start and outcome here (repeatable): signed JSON "
-                         "(X-Hotplate-Signature), or slack:URL for a Slack-compatible hook")
+                         "(X-Hotplate-Signature); slack:URL for a Slack-compatible hook; github:API/repos/O/R, "
+                         "gitea:API/repos/O/R or gitlab:API/projects/ID for commit statuses")
     up.add_argument("--notify-secret-file", help="a file (mode 0600) holding the key that signs notifications; "
                     "or set $HOTPLATE_NOTIFY_SECRET")
+    up.add_argument("--status-token-file", help="a file (mode 0600) holding the API token for github:, gitea: and "
+                    "gitlab: commit statuses; or set $HOTPLATE_STATUS_TOKEN")
     up.add_argument("--import", dest="import_path", help="seed the hosted branch from a local repository if empty")
     up.add_argument("--keep-server", action="store_true", help="leave the app server running when the controller stops")
     server_flags(up)

@@ -6,7 +6,10 @@ Each target (``hotplate up --notify URL``, repeatable) gets a JSON POST:
   (``X-Hotplate-Signature: sha256=<HMAC-SHA256 of the body>`` with the
   notify secret), with ``X-Hotplate-Event`` and ``X-Hotplate-Delivery``;
 - ``slack:URL``: a Slack-compatible ``{"text": ...}`` (incoming webhooks
-  carry their secret in the URL).
+  carry their secret in the URL);
+- ``github:API/repos/OWNER/REPO``, ``gitea:API/repos/OWNER/REPO`` or
+  ``gitlab:API/projects/ID``: a commit status on the deployed commit
+  (pending, then success or failure), with the status token.
 Deliveries run on a thread of their own, so a slow receiver never holds up a
 deploy; each is tried up to :data:`ATTEMPTS` times with backoff and recorded
 in the history's delivery log (``hotplate notifications``).
@@ -19,6 +22,7 @@ import queue
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -34,19 +38,35 @@ BACKOFF_S = (1, 2, 4, 8)  # waits between the attempts
 TIMEOUT_S = 5.0
 
 
+KINDS = ("slack", "github", "gitea", "gitlab")
+#: A deploy event's commit status, per forge (GitLab names them its own way).
+STATES = {"started": ("pending", "running"), "succeeded": ("success", "success"),
+          "failed": ("failure", "failed"), "rolled_back": ("failure", "failed"), "errored": ("error", "failed")}
+
+
 @dataclass(frozen=True)
 class Target:
-    kind: str  # "generic" or "slack"
+    kind: str  # "generic", or one of KINDS
     url: str
 
     @classmethod
     def parse(cls, spec: str) -> "Target":
-        kind, url = ("slack", spec[len("slack:"):]) if spec.startswith("slack:") else ("generic", spec)
+        kind, _, rest = spec.partition(":")
+        kind, url = (kind, rest) if kind in KINDS else ("generic", spec)
         if not url.startswith(("http://", "https://")):
-            raise HotplateError(f"--notify {spec!r}: write an http(s) URL, or slack:URL for a Slack-compatible hook")
+            raise HotplateError(f"--notify {spec!r}: write an http(s) URL, or slack:URL, github:URL, gitea:URL, "
+                                "gitlab:URL (see the README)")
         return cls(kind, url)
 
-    def request(self, event: dict, secret: str | None, delivery: str) -> urllib.request.Request:
+    @property
+    def status(self) -> bool:
+        """Whether this target takes commit statuses (a forge's API)."""
+        return self.kind in ("github", "gitea", "gitlab")
+
+    def request(self, event: dict, secret: str | None, delivery: str, token: str | None = None
+                ) -> urllib.request.Request:
+        if self.status:
+            return self.status_request(event, token)
         if self.kind == "slack":
             body = json.dumps({"text": f"hotplate: {event['summary']}"}).encode()
             headers = {}
@@ -58,13 +78,27 @@ class Target:
         return urllib.request.Request(self.url, data=body, method="POST",
                                       headers={"Content-Type": "application/json", **headers})
 
+    def status_request(self, event: dict, token: str | None) -> urllib.request.Request:
+        state, gitlab_state = STATES[event["event"].removeprefix("deploy.")]
+        description = event["summary"][:140]
+        url = f"{self.url.rstrip('/')}/statuses/{event['commit']}"
+        if self.kind == "gitlab":
+            query = urllib.parse.urlencode({"state": gitlab_state, "name": "hotplate", "description": description})
+            return urllib.request.Request(f"{url}?{query}", data=b"", method="POST",
+                                          headers={"PRIVATE-TOKEN": token or ""})
+        auth = f"Bearer {token}" if self.kind == "github" else f"token {token}"
+        body = json.dumps({"state": state, "description": description, "context": "hotplate"}).encode()
+        return urllib.request.Request(url, data=body, method="POST",
+                                      headers={"Content-Type": "application/json", "Authorization": auth})
+
 
 class Notifier:
     """Sends each event to every target, in order, retrying with backoff."""
 
-    def __init__(self, targets: list[Target], secret: str | None, history: History):
+    def __init__(self, targets: list[Target], secret: str | None, history: History, token: str | None = None):
         self.targets = targets
         self.secret = secret
+        self.token = token  # for commit statuses
         self.history = history
         self.stopping = threading.Event()  # set by stop(): no more attempts or waits
         self.queue: queue.Queue[dict] = queue.Queue()
@@ -87,14 +121,16 @@ class Notifier:
             except queue.Empty:
                 continue
             for target in self.targets:
-                self.deliver(target, event)
+                if event["commit"] or not target.status:  # a working tree has no commit to mark
+                    self.deliver(target, event)
 
     def deliver(self, target: Target, event: dict) -> None:
         delivery = str(uuid.uuid4())
         error = None
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                with urllib.request.urlopen(target.request(event, self.secret, delivery), timeout=TIMEOUT_S) as r:
+                request = target.request(event, self.secret, delivery, self.token)
+                with urllib.request.urlopen(request, timeout=TIMEOUT_S) as r:
                     error = None if 200 <= r.status < 300 else f"HTTP {r.status}"
             except urllib.error.HTTPError as e:
                 error = f"HTTP {e.code}"

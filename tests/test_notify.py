@@ -12,6 +12,7 @@ import pytest
 from .test_controller import first_deploy
 
 SECRET = "notify-s3cret"
+TOKEN = "status-t0ken"
 
 
 class Receiver(ThreadingHTTPServer):
@@ -30,6 +31,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         receiver = self.server
+        if "/statuses/" in self.path:  # a forge's commit status API: the token, or 401
+            auth = self.headers.get("Authorization") or self.headers.get("PRIVATE-TOKEN")
+            if auth not in (f"Bearer {TOKEN}", TOKEN):
+                return self.answer(401)
+            receiver.events.append((self.path, json.loads(body) if body else {}))
+            return self.answer(201)
         if self.path == "/hook":
             expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
             if not hmac.compare_digest(expected, self.headers.get("X-Hotplate-Signature", "")):
@@ -79,3 +86,14 @@ def test_deploys_are_notified_signed_retried_and_logged(up, tmp_path, receiver):
 def test_a_notification_target_must_be_a_url(up, tmp_path):
     with pytest.raises(RuntimeError, match="--notify 'ftp://x': write an http"):
         up("--notify", "ftp://x")
+
+
+def test_commit_statuses_on_github_and_gitlab(up, tmp_path, receiver):
+    server, work = first_deploy(up, tmp_path, "--notify", f"github:{receiver.url}/repos/o/r", "--notify",
+                                f"gitlab:{receiver.url}/projects/7", env={"HOTPLATE_STATUS_TOKEN": TOKEN})
+    sha = server.status()["live"]["commit"]
+    github = lambda: [e for path, e in receiver.events if path == f"/repos/o/r/statuses/{sha}"]
+    gitlab = lambda: [path for path, _ in receiver.events if path.startswith(f"/projects/7/statuses/{sha}?")]
+    server.wait(lambda: len(github()) == 2 and len(gitlab()) == 2, what="two statuses on each forge")
+    assert [e["state"] for e in github()] == ["pending", "success"] and github()[1]["context"] == "hotplate"
+    assert "state=running" in gitlab()[0] and "state=success" in gitlab()[1] and "name=hotplate" in gitlab()[1]

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
 
-from hotplate.server.report import METRICS, read_all
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .errors import HotplateError
 from .githttp import http_backend, repo_path
-from .status import diff, open_websockets, releases, status
+from .status import diff, releases, status
 from .webhooks import Deliveries, WebhookError, verify
 
 bp = Blueprint("api", __name__)
@@ -210,30 +212,41 @@ def git(path: str):
 
 @bp.get("/metrics")
 def metrics():
-    """Prometheus text format: app health, deploy state and the workers'
-    counters (per live worker, and ``pid="exited"`` for those gone)."""
-    c = ctl()
-    s = status(c)
-    lines = ["# TYPE hotplate_up gauge", f"hotplate_up {0 if s['health']['state'] == 'Down' else 1}",
-             "# TYPE hotplate_health gauge"]
-    lines += [f'hotplate_health{{state="{h}"}} {int(s["health"]["state"] == h)}' for h in ("Healthy", "Degraded", "Down")]
-    lines += ["# TYPE hotplate_server_restarts_total counter", f"hotplate_server_restarts_total {s['server']['restarts']}"]
-    reports, exited = read_all(c.state.workers)
-    for field, metric in METRICS.items():
-        name = f"hotplate_{metric}_total"
-        lines.append(f"# TYPE {name} counter")
-        lines += [f'{name}{{pid="{pid}",release="{r.release}"}} {r.counters[field]}' for pid, r in reports.items()]
-        lines.append(f'{name}{{pid="exited",release=""}} {exited[field]}')
-    lines.append("# TYPE hotplate_websocket_connections gauge")
-    lines += [f'hotplate_websocket_connections{{pid="{pid}",release="{r.release}"}} {open_websockets(r.counters)}'
-              for pid, r in reports.items()]
-    lines.append("# TYPE hotplate_deploys_total counter")
-    try:
-        lines += [f'hotplate_deploys_total{{outcome="{outcome}"}} {n}' for outcome, n in c.history.outcomes().items()]
-    except sqlite3.Error:
-        pass  # status says why; the app's own figures above still count
-    lines += ["# TYPE hotplate_pinned gauge", f"hotplate_pinned {1 if s['pinned'] else 0}"]
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    """Prometheus text format, through prometheus_client: the controller's
+    own facts and the workers' metrics merged from their files."""
+    registry = CollectorRegistry()
+    registry.register(ControllerMetrics(ctl()))
+    MultiProcessCollector(registry, path=str(ctl().state.metrics))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+class ControllerMetrics:
+    """App health, sync and deploys, read at each scrape (a custom collector)."""
+
+    def __init__(self, controller):
+        self.c = controller
+
+    def collect(self):
+        c = self.c
+        s = status(c)
+        yield GaugeMetricFamily("hotplate_up", "1 unless the app server is down",
+                                value=0 if s["health"]["state"] == "Down" else 1)
+        health = GaugeMetricFamily("hotplate_health", "The app's health state (1 for the current one)",
+                                   labels=["state"])
+        for state in ("Healthy", "Degraded", "Down"):
+            health.add_metric([state], int(s["health"]["state"] == state))
+        yield health
+        yield CounterMetricFamily("hotplate_server_restarts", "Restarts of a dead app server by the supervisor",
+                                  value=s["server"]["restarts"])
+        yield GaugeMetricFamily("hotplate_pinned", "1 while a rollback pins live", value=1 if s["pinned"] else 0)
+        deploys = CounterMetricFamily("hotplate_deploys", "Deploys ended, by outcome", labels=["outcome"])
+        try:
+            for outcome, n in c.history.outcomes().items():
+                deploys.add_metric([outcome], n)
+        except sqlite3.Error:
+            pass  # status says why; the other figures still count
+        yield deploys
+        yield from c.stage_seconds.collect()
 
 
 def create_api(controller, webhook_secret: str | None) -> Flask:

@@ -21,6 +21,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from prometheus_client import Histogram
+
 from .build import prune_cache
 from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
 from .errors import DISK_FULL, HotplateError, RetryableError, RolloutError, StalledError
@@ -32,6 +34,8 @@ from .state import State
 from .verify import Policy
 
 log = logging.getLogger("hotplate.controller")
+#: Buckets of hotplate_deploy_stage_seconds: a stage takes milliseconds (switch) to minutes (a big build).
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class Controller:
                  history: History, notifier: Notifier | None = None):
         self.state = state
         self.notifier = notifier or Notifier([], None, history)
+        # Not in a registry: /metrics collects it (controller/api.py).
+        self.stage_seconds = Histogram("hotplate_deploy_stage_seconds", "Time in each stage of a deploy", ["stage"],
+                                       registry=None, buckets=STAGE_BUCKETS)
         self.source = source
         self.server = server
         self.settings = settings
@@ -214,6 +221,8 @@ class Controller:
                 d.done, d.outcome = True, outcome
                 self.active = None
                 self.cond.notify_all()
+            for stage, seconds in a.stages.items():
+                self.stage_seconds.labels(stage).observe(seconds)
             self.notifier.send(outcome, d.id, a.commit, f"deploy {d.id}: {d.lines[-1]}", trigger=a.trigger,
                                release=a.target if outcome == "succeeded" else self.state.live_release(),
                                reason=reason)

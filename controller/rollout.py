@@ -82,7 +82,8 @@ class ServerProcess:
             cmd += ["--user", self.config.user]
         if self.config.dev_errors:
             cmd += ["--dev-errors", self.config.dev_errors]
-        env = {**os.environ, **sanitize.environment(Path(self.config.sanitize))} if self.config.sanitize else None
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.state.metrics),
+               **(sanitize.environment(Path(self.config.sanitize)) if self.config.sanitize else {})}
         with contextlib.nullcontext() if self.console else self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, pass_fds=fds,
                                          start_new_session=True, env=env)

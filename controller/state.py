@@ -87,6 +87,11 @@ class State:
         return self.root / "verify.json"
 
     @property
+    def metrics(self) -> Path:
+        """The workers' metric files (prometheus_client's multiprocess mode: server/metrics.py)."""
+        return self.run / "metrics"
+
+    @property
     def data(self) -> Path:
         return self.root / "data"
 
@@ -111,7 +116,7 @@ class State:
         build cache are the controller's alone; a separate workers' account
         may only pass through the root (0711) to the releases, and write its
         reports and its data."""
-        for path in (self.root, self.releases, self.commits, self.workers, self.data):
+        for path in (self.root, self.releases, self.commits, self.workers, self.metrics, self.data):
             path.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(mode=0o700, exist_ok=True)
         self.cache.chmod(0o700)
@@ -120,7 +125,7 @@ class State:
             check_reachable(self.worker_user, self.root,
                             "or put the state directory elsewhere (e.g. /var/lib/hotplate)")
             account = pwd.getpwnam(self.worker_user)
-            for path in (self.workers, self.data):
+            for path in (self.workers, self.metrics, self.data):
                 os.chown(path, account.pw_uid, account.pw_gid)
             self.data.chmod(0o700)
         return self

@@ -17,13 +17,14 @@ import logging
 import os
 import signal
 import threading
+import time
 from http import HTTPStatus
 from pathlib import Path
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
-from . import runtime, sanitize
+from . import metrics, runtime, sanitize
 from .runtime import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
 from .config import ServerConfig
 from .modules import ModuleSet, Route, Socket
@@ -107,7 +108,9 @@ class Dispatcher:
             ("HTTP_USER_AGENT") or HTTP names ("USER-AGENT"), C makes them canonical.
         :param body: the body, or the 4xx status reading it ended with.
         """
+        started = time.perf_counter()
         reply = self.run(route, params, method, path, query, client, request_id, headers, body)
+        metrics.request(route.module.name, route.spec.path, reply[0], time.perf_counter() - started)
         self.counters.add(REQUESTS)
         if reply[0] >= 500:
             self.counters.add(ERRORS_5XX)
@@ -197,12 +200,14 @@ class Dispatcher:
                 name += ", sanitizer report:\n" + found
             log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, handler, name)
             self.counters.add(CRASHES)
+            metrics.HANDLER_CRASHES.labels(module).inc()
             self.retire()
             return 500, f"handler {handler} crashed ({name})"
         if rc == RT_TIMED_OUT:
             log.error("[%s] handler %s ran past its %d ms limit; this worker will be replaced",
                       where, handler, timeout_ms)
             self.counters.add(TIMEOUTS)
+            metrics.HANDLER_TIMEOUTS.labels(module).inc()
             self.retire()
             return 504, f"handler {handler} did not answer within {timeout_ms} ms"
         return 500, "out of memory"

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from . import report, runtime
 from .app import create_app
@@ -143,8 +144,11 @@ class HotplateServer(BaseApplication):
         self.dispatcher.hub = hub
 
     def child_exit(self, server, worker) -> None:
-        """In the master, once a worker is gone (however it died): keep its counters."""
+        """In the master, once a worker is gone (however it died): keep its
+        counters, and drop its live gauges (its counters' files stay: totals)."""
         report.fold_dead(self.reports)
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            multiprocess.mark_process_dead(worker.pid)
 
     def worker_exit(self, server, worker) -> None:
         if self.dispatcher.modules is not None:

@@ -22,13 +22,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-#: Counter fields and their Prometheus names (hotplate_<name>_total).
-METRICS = {
-    "requests": "http_requests", "errors_5xx": "http_errors_5xx", "crashes": "http_crashes",
-    "timeouts": "http_timeouts", "ws_opened": "websocket_opened", "ws_closed": "websocket_closed",
-    "ws_moved_in": "websocket_moved_in", "ws_moved_out": "websocket_moved_out", "ws_messages": "websocket_messages",
-}
-FIELDS = tuple(METRICS)
+#: A worker's own counters, for ``status`` and the health gate (the
+#: labelled metrics for Prometheus are server/metrics.py's).
+FIELDS = ("requests", "errors_5xx", "crashes", "timeouts", "ws_opened", "ws_closed", "ws_moved_in", "ws_moved_out",
+          "ws_messages")
 REQUESTS, ERRORS_5XX, CRASHES, TIMEOUTS, WS_OPENED, WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_MESSAGES = \
     range(len(FIELDS))
 _SIZE = 8 * len(FIELDS)

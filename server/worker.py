@@ -25,7 +25,7 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import HTTPException
 
-from . import report
+from . import metrics, report
 from .config import RESERVED_PREFIX
 from .dispatch import REASONS
 from .runtime import RT_HANDLER_ERROR
@@ -138,6 +138,8 @@ class HotplateWorker(ThreadWorker):
                                                  f"handler {route.spec.handler} did not answer within {route.spec.timeout_ms} ms")
         for field in (report.REQUESTS, report.ERRORS_5XX, report.TIMEOUTS):
             dispatcher.counters.add(field)
+        metrics.request(route.module.name, route.spec.path, 504, route.spec.timeout_ms / 1000 + STUCK_AFTER_S)
+        metrics.HANDLER_TIMEOUTS.labels(route.module.name).inc()
         try:
             self.respond(call.req, call.conn, status, headers, body, False)
             call.conn.sock.shutdown(socket.SHUT_RDWR)

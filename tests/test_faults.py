@@ -191,7 +191,7 @@ def test_dead_workers_do_not_lie_and_their_counts_survive(up, tmp_path):
     s = server.status()
     assert s["exited_workers"]["crashes"] == 3 and s["health"]["state"] == "Healthy"
     metrics = requests.get(server.api + "/metrics", timeout=5).text
-    assert 'hotplate_http_crashes_total{pid="exited",release=""} 3' in metrics
+    assert 'hotplate_handler_crashes_total{module="hello"} 3.0' in metrics, "exited workers' counts kept"
     # A commit that changes no module reuses the live release: no crash loop is seen.
     work.commit("docs only", {"README": "docs\n"})
     out = work.push()

@@ -22,6 +22,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 
 from ..modules import Socket
 from ..report import WS_MESSAGES
+from .. import metrics
 from . import calls
 from .calls import Session
 
@@ -159,6 +160,7 @@ class Connection(asyncio.Protocol):
     def dispatch(self, event: int, data: bytes = b"", arg: int = 0) -> None:
         if event == calls.MESSAGE:
             self.hub.dispatcher.counters.add(WS_MESSAGES)
+            metrics.WS_MESSAGES.labels(self.route.module.name, self.route.spec.path).inc()
         outcome = calls.call(self.route, self.session, event, data, arg)
         if outcome.ok:
             self.apply(outcome.actions)

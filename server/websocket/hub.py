@@ -24,7 +24,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection
 
-from .. import report
+from .. import metrics, report
 from ..config import ServerConfig
 from ..report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
 from . import transfer
@@ -184,6 +184,8 @@ class Hub:
 
     def register(self, conn: Connection, moved_in: bool) -> None:
         self.dispatcher.counters.add(WS_MOVED_IN if moved_in else WS_OPENED)
+        metrics.WS_EVENTS.labels("moved_in" if moved_in else "opened").inc()
+        metrics.WS_CONNECTIONS.inc()
         self.connections.add(conn)
         for topic in conn.session.topics:
             self.topics[topic].add(conn)
@@ -197,6 +199,8 @@ class Hub:
 
     def unregister(self, conn: Connection, moved_out: bool) -> None:
         self.dispatcher.counters.add(WS_MOVED_OUT if moved_out else WS_CLOSED)
+        metrics.WS_EVENTS.labels("moved_out" if moved_out else "closed").inc()
+        metrics.WS_CONNECTIONS.dec()
         self.connections.discard(conn)
         for topic in conn.session.topics:
             subscribers = self.topics.get(topic)

@@ -1,0 +1,32 @@
+"""/metrics through prometheus_client (issue 12): per route requests by
+status class and latency, per module faults, deploys and their stages;
+workers' counts merged across processes."""
+import re
+
+import requests
+
+from .test_controller import first_deploy, hello
+
+
+def test_metrics_per_route_per_module_and_per_deploy(up, tmp_path):
+    server, work = first_deploy(up, tmp_path)
+    work.commit("v2", {"hello.c": hello("v2", boom="return HP_ERROR;")})
+    assert "deploy succeeded" in work.push()
+    for _ in range(5):
+        assert server.get("/").status_code == 200
+    for _ in range(2):
+        assert server.get("/boom").status_code == 500
+    text = requests.get(server.api + "/metrics", timeout=5).text
+
+    def value(pattern: str) -> float:
+        found = re.search("^" + re.escape(pattern) + r" (\S+)$", text, re.M)
+        assert found, f"{pattern} not in:\n{text}"
+        return float(found.group(1))
+
+    assert value('hotplate_http_requests_total{code="2xx",module="hello",route="/"}') == 5, "both workers, summed"
+    assert value('hotplate_http_requests_total{code="5xx",module="hello",route="/boom"}') == 2
+    assert value('hotplate_http_request_duration_seconds_count{module="hello",route="/"}') == 5
+    assert value('hotplate_http_request_duration_seconds_bucket{le="30.0",module="hello",route="/"}') == 5
+    assert value('hotplate_deploys_total{outcome="succeeded"}') == 2
+    assert value('hotplate_deploy_stage_seconds_count{stage="build"}') == 2
+    assert value("hotplate_up") == 1 and value('hotplate_health{state="Healthy"}') == 1

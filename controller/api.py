@@ -163,7 +163,7 @@ def release_list():
 @requires_token
 def rollback():
     d = ctl().rollback((request.get_json(silent=True, force=True) or {}).get("to"))
-    return jsonify(deploy=d.id, outcome=d.outcome, log=d.lines)
+    return jsonify(deploy=d.id, outcome=d.outcome, commit=d.commit, log=d.lines)
 
 
 @bp.post("/api/resume")

@@ -325,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("--for", dest="until", choices=("live", "healthy"), default="live",
                       help="live: serving the commit; healthy: and every worker healthy (default live)")
     wait.add_argument("--commit", help="the commit to wait for (default: the branch head)")
-    command("history", "deploy attempts, newest first", client.cmd_history).add_argument(
+    command("history", "deploy attempts, newest first", client.cmd_history, example="hotplate history --limit 5 --json").add_argument(
         "--limit", type=int, default=20)
     logs = command("logs", "the full log of one deploy (default: the latest), or the app server's (--app)", client.cmd_logs,
                    example="hotplate logs -f            # the deploy in progress, as it runs\n"
@@ -336,21 +336,27 @@ def parser() -> argparse.ArgumentParser:
                       "timeouts, module hp_log lines, the access log when on")
     logs.add_argument("--module", help="with --app: only this module's lines")
     logs.add_argument("--route", help="with --app: only this route's lines (its pattern, e.g. /users/<int:id>)")
-    wait_flags(command("sync", "reconcile now", client.cmd_sync))
+    wait_flags(command("sync", "reconcile now", client.cmd_sync, example="hotplate sync --wait"))
     command("releases", "retained releases: commit, message, when built, which is live", client.cmd_releases,
             example="hotplate releases && hotplate rollback --to RELEASE")
     command("notifications", "the delivery log of --notify: event, target, attempts, failures",
-            client.cmd_notifications).add_argument("--limit", type=int, default=20)
-    command("diff", "what deploying the head would change", client.cmd_diff).add_argument(
+            client.cmd_notifications, example="hotplate notifications --limit 50").add_argument("--limit", type=int, default=20)
+    command("diff", "what deploying the head would change", client.cmd_diff,
+            example="hotplate diff --exit-code || echo 'something to deploy'").add_argument(
         "--exit-code", action="store_true", help="exit 1 when the head is not live (something to deploy)")
-    command("rollback", "re-point live to a retained release and pin it", client.cmd_rollback).add_argument(
+    wait_flags(command("rollback", "re-point live to a retained release and pin it (it waits for its own gate; "
+                                   "--wait then for health)", client.cmd_rollback,
+                       example="hotplate rollback --to r1a2b3c4d5e6 --wait")).add_argument(
         "--to", help="release id (default: the previous release)")
-    wait_flags(command("resume", "lift a rollback's pin: auto-sync again", client.cmd_resume))
-    revert = wait_flags(command("revert", "commit a revert on the hosted branch (git stays the truth)", client.cmd_revert))
+    wait_flags(command("resume", "lift a rollback's pin: auto-sync again", client.cmd_resume,
+                       example="hotplate resume --wait --timeout 120"))
+    revert = wait_flags(command("revert", "commit a revert on the hosted branch (git stays the truth)",
+                                client.cmd_revert, example="hotplate revert --commit 1a2b3c4 --wait && git pull"))
     revert.add_argument("--commit", help="commit to revert (default: the branch tip)")
     revert.add_argument("--force", action="store_true", help="revert even when the commit is itself a revert")
-    command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", client.cmd_retry)
-    init = command("init", "scaffold a new app repository", cmd_init)
+    command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", client.cmd_retry,
+            example="hotplate retry && hotplate wait")
+    init = command("init", "scaffold a new app repository", cmd_init, example="hotplate init myapp && hotplate dev myapp")
     init.add_argument("dir")
     init.add_argument("--branch", default="main", help="the branch to commit to, the one `hotplate up` tracks "
                       "(default main)")

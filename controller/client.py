@@ -259,7 +259,9 @@ def cmd_rollback(args) -> int:
         print(f"waiting for deploy {busy['deploy']} in progress to end first", flush=True)
     r = _call(args, "POST", "/api/rollback", {"to": args.to})
     _emit(args, r, lambda r: "\n".join(r["log"]))
-    return 0 if r["outcome"] == "succeeded" else 1
+    if r["outcome"] != "succeeded":
+        return 1
+    return _wait(args, r["commit"], "healthy", args.timeout) if args.wait and r["commit"] else 0
 
 
 def cmd_resume(args) -> int:

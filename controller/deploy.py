@@ -153,8 +153,8 @@ class Pipeline:
         """Start a generation on the target, unless every worker serves it
         already (a commit that changes no module, a save that changes no
         source): new workers would load the same code."""
-        workers = read_reports(self.state.workers)
-        if a.target == a.previous and workers and all(r.release == a.target for r in workers.values()):
+        serving = [r for r in read_reports(self.state.workers).values() if not r.retiring]
+        if a.target == a.previous and serving and all(r.release == a.target for r in serving):
             self.emit(f"release {a.target} is live already: nothing to roll")
             return
         a.generation = roll(self.server, a.target)

@@ -8,6 +8,7 @@ with why (the deploy's log, gcc's diagnostics included: server/worker.py).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import watchfiles
@@ -18,6 +19,7 @@ from .state import write_atomic
 
 SOURCE_SUFFIXES = (".c", ".h")
 DEBOUNCE_MS = 20  # a save is usually a burst of events: build once it is over
+WAKE_MS = 100  # the watcher wakes this often with nothing (the first one says it is armed)
 
 
 class SourceFilter(watchfiles.DefaultFilter):
@@ -40,9 +42,15 @@ class SourceFilter(watchfiles.DefaultFilter):
 
 def run(controller, app: Path, errors: Path) -> None:
     """Deploy the tree now and after each save, until the controller stops."""
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we say what changed ourselves
+    watcher = watchfiles.watch(app, watch_filter=SourceFilter(app, controller.state.root), debounce=DEBOUNCE_MS,
+                               step=10, stop_event=controller.stopping, raise_interrupt=False,
+                               yield_on_timeout=True, rust_timeout=WAKE_MS)
+    next(watcher, None)  # an empty batch once the watch is armed: no save is missed from here on
     deploy(controller, app, errors)
-    for changes in watchfiles.watch(app, watch_filter=SourceFilter(app, controller.state.root), debounce=DEBOUNCE_MS,
-                                    step=10, stop_event=controller.stopping, raise_interrupt=False):
+    for changes in watcher:
+        if not changes:
+            continue  # a timeout
         names = sorted({str(Path(path).relative_to(app)) for _, path in changes})
         print(f"changed: {', '.join(names)}", flush=True)
         deploy(controller, app, errors)

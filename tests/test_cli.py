@@ -66,8 +66,8 @@ def test_releases_list_and_rollback_says_from_and_to(up, tmp_path):
     listing = server.cli("releases").stdout
     assert "LIVE" in listing and "second one" in listing and first["commit"][:12] in listing
 
-    rolled = server.cli("rollback")
-    assert rolled.returncode == 0
+    rolled = server.cli("rollback", "--wait", "--timeout", "60")
+    assert rolled.returncode == 0 and f"live: {first['commit'][:12]}" in rolled.stdout, rolled.stdout
     assert (f"rolling back from {second['release']} (commit {second['commit'][:12]}) "
             f"to {first['release']} (commit {first['commit'][:12]})") in rolled.stdout, rolled.stdout
     assert "LIVE (pinned)" in server.cli("releases").stdout
@@ -153,7 +153,7 @@ def test_dev_rebuilds_on_sources_only_and_shows_a_failed_save_in_the_browser(tmp
 
         source.write_text(good)
         until(lambda: deploys() == 3, "the fixed save")
-        assert requests.get(url + "?name=x", timeout=5).text == "Hi, x!\n"
+        until(lambda: requests.get(url + "?name=x", timeout=5).text == "Hi, x!\n", "the error page gone")
         (app / "modules" / "hello.c").touch()  # saved again, same content: same release
         until(lambda: "is live already: nothing to roll" in log.read_text(), "an unchanged release")
     finally:

@@ -9,19 +9,18 @@ leaves open.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import subprocess
 import sys
 from pathlib import Path
 
+from hotplate.server.confine import set_dumpable
 from hotplate.server.paths import PACKAGE_DIR
 
 from .errors import HotplateError
 
 DEFAULT_USER = "hotplate"
-PR_SET_DUMPABLE = 4
 
 
 def worker_user(requested: str | None) -> str | None:
@@ -46,7 +45,7 @@ def keep_to_itself() -> None:
     """Mark this process not dumpable: no other process of its user (module
     code, when hotplate runs unprivileged) can read its memory or its
     /proc/PID/environ, where a webhook secret given by environment stays."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    set_dumpable(False)
 
 
 def ensure_account(name: str) -> str:

@@ -48,11 +48,10 @@ def hide_other_processes() -> None:
             return
 
 
-def traceable_by_siblings() -> None:
-    """After the switch of account the kernel marks a process not dumpable,
-    which with ``hidepid`` would hide the workers from each other (their
-    socket peer checks read each other's /proc); ptrace stays filtered."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+def set_dumpable(dumpable: bool) -> None:
+    """Whether other processes of this user may read this one's memory and
+    /proc/PID files (``PR_SET_DUMPABLE``; ptrace stays filtered anyway)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
 
 
 def become(user: str) -> None:

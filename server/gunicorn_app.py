@@ -23,7 +23,7 @@ from prometheus_client import multiprocess
 from . import report, runtime
 from .app import create_app
 from .config import ServerConfig
-from .confine import confine, hide_other_processes, traceable_by_siblings
+from .confine import confine, hide_other_processes, set_dumpable
 from .contract import Limits, ReleaseSpec
 from .modules import ModuleSet, setup_process
 from .websocket.hub import Hub
@@ -111,7 +111,9 @@ class HotplateServer(BaseApplication):
             setup_process()
             release = Path(os.path.realpath(self.current))
             if self.config.user:
-                traceable_by_siblings()
+                # The switch of account made it not dumpable: with hidepid, the
+                # workers would not see each other (their peer checks read /proc).
+                set_dumpable(True)
             confine(ReleaseSpec.load(release), dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize))
             modules = ModuleSet.load(release)
             self.bound(worker, modules.spec.limits)

@@ -244,3 +244,26 @@ def test_module_failing_in_worker_answers_503_and_others_keep_serving(faults):
     health = requests.get(faults.url + "/_hotplate/health", timeout=5)
     assert health.status_code == 503 and health.json()["failed_modules"] == ["fragile"]
     assert "cannot reach the database (test)" in faults.output()
+
+
+def test_a_module_built_for_an_older_abi_still_loads(serve, tmp_path):
+    """The function table only grows: a module that recorded ABI 2 (before
+    the cookie and query iteration calls) loads and serves as it did."""
+    app = write_app(tmp_path / "old", """\
+        modules:
+          old:
+            source: old.c
+            routes:
+              - {path: /old, handler: old}
+        """, {"old.c": """\
+        #include <hotplate.h>
+        #undef HP_ABI_VERSION
+        #define HP_ABI_VERSION 2
+        HP_MODULE;
+        HP_EXPORT int old(hp_request *req, hp_response *res) {
+            return hp_res_printf(res, "abi %u, table has ABI 3: %d\\n", (unsigned)hp_module_abi,
+                                 (int)HP_API_HAS(res_set_cookie));
+        }
+        """})
+    server = serve(app)
+    assert requests.get(server.url + "/old", timeout=5).text == "abi 2, table has ABI 3: 1\n"

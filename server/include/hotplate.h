@@ -52,8 +52,8 @@ extern "C" {
 ** than its own, or that records none, and says so on the module's routes.
 ** HP_VERSION is hotplate's release string, for humans.
 */
-#define HP_ABI_VERSION 2
-#define HP_VERSION "0.2.0"
+#define HP_ABI_VERSION 3
+#define HP_VERSION "0.3.0"
 
 /*
 ** CAPI: Result codes
@@ -205,7 +205,13 @@ struct hp_api {
     int (*ws_subscribe)(hp_ws *ws, const char *topic);
     int (*ws_unsubscribe)(hp_ws *ws, const char *topic);
     int (*publish)(hp_request *req, const char *topic, const void *data, size_t len, int type);
-    /* Add ABI 3 fields below this line, never above. */
+    /* ABI 3 */
+    int (*req_query_at)(hp_request *req, size_t i, const char **name, const char **value);
+    int (*req_cookie_at)(hp_request *req, size_t i, const char **name, const char **value);
+    int (*res_set_cookie)(hp_response *res, const char *name, const char *value, long max_age, const char *path,
+                          unsigned flags);
+    int (*res_remove_header)(hp_response *res, const char *name);
+    /* Add ABI 4 fields below this line, never above. */
 };
 
 /* True when the server's table has `field` (it may predate the field). */
@@ -288,6 +294,17 @@ static inline const char *hp_req_query(hp_request *req, const char *name) { retu
 static inline const char *hp_req_query_string(const hp_request *req) { return hp__api->req_query_string(req); }
 
 /*
+** CAPI: Every query parameter
+**
+** hp_req_query_at(req, i, &name, &value) gives the i-th parameter of the
+** query string, decoded, in order (repeated names included), and returns
+** HP_OK; past the last one it returns HP_ERROR and leaves name and value
+** alone. The strings belong to the request. Since ABI 3: check
+** HP_API_HAS(req_query_at) before calling it on an older server.
+*/
+static inline int hp_req_query_at(hp_request *req, size_t i, const char **name, const char **value) { return hp__api->req_query_at(req, i, name, value); }
+
+/*
 ** CAPI: Headers
 **
 ** hp_req_header(req, "content-type") finds a request header by name, case
@@ -308,6 +325,15 @@ static inline int hp_req_header_at(const hp_request *req, size_t i, const char *
 ** Cookie header (surrounding quotes removed), or NULL. Since ABI 1.
 */
 static inline const char *hp_req_cookie(hp_request *req, const char *name) { return hp__api->req_cookie(req, name); }
+
+/*
+** CAPI: Every cookie
+**
+** hp_req_cookie_at(req, i, &name, &value) gives the i-th cookie of the
+** Cookie header, in order, as hp_req_query_at() does for the query.
+** Since ABI 3.
+*/
+static inline int hp_req_cookie_at(hp_request *req, size_t i, const char **name, const char **value) { return hp__api->req_cookie_at(req, i, name, value); }
 
 /*
 ** CAPI: Body
@@ -364,6 +390,30 @@ static inline const char *hp_req_id(const hp_request *req) { return hp__api->req
 static inline void hp_res_status(hp_response *res, int status) { hp__api->res_status(res, status); }
 static inline int hp_res_header(hp_response *res, const char *name, const char *value) { return hp__api->res_header(res, name, value); }
 static inline void hp_res_content_type(hp_response *res, const char *type) { hp__api->res_content_type(res, type); }
+
+/*
+** CAPI: Setting a cookie, removing a header
+**
+** hp_res_set_cookie(res, "session", token, 3600, "/", HP_COOKIE_SECURE |
+** HP_COOKIE_HTTPONLY | HP_COOKIE_SAMESITE_LAX) adds a Set-Cookie header.
+** max_age is in seconds: 0 deletes the cookie, a negative value makes a
+** session cookie (no Max-Age). path NULL means "/". It returns HP_ERROR and
+** adds nothing when the name is not an RFC 6265 token, the value holds a
+** space, quote, comma, semicolon, backslash or control character (encode
+** it first), the path does not start with "/", or SameSite=None comes
+** without Secure (browsers refuse that).
+**
+** hp_res_remove_header(res, "X-Powered-By") removes every header of that
+** name added so far (case-insensitively); for "Content-Type" the response
+** then has none. Returns HP_OK. Since ABI 3.
+*/
+#define HP_COOKIE_SECURE 1u
+#define HP_COOKIE_HTTPONLY 2u
+#define HP_COOKIE_SAMESITE_LAX (1u << 2)
+#define HP_COOKIE_SAMESITE_STRICT (2u << 2)
+#define HP_COOKIE_SAMESITE_NONE (3u << 2)
+static inline int hp_res_set_cookie(hp_response *res, const char *name, const char *value, long max_age, const char *path, unsigned flags) { return hp__api->res_set_cookie(res, name, value, max_age, path, flags); }
+static inline int hp_res_remove_header(hp_response *res, const char *name) { return hp__api->res_remove_header(res, name); }
 
 /*
 ** CAPI: Body

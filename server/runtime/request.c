@@ -177,13 +177,34 @@ static hp_pair *split_pairs(hp_request *r, const char *s, char sep, int decode, 
     return pairs;
 }
 
-static const char *req_query(hp_request *r, const char *name)
+/* The decoded query parameters, split on first use. */
+static hp_pair *query_pairs(hp_request *r)
 {
     if (!r->query_parsed) {
         r->query = split_pairs(r, r->query_string, '&', 1, &r->nquery);
         r->query_parsed = 1;
     }
-    return r->query ? find(r->query, r->nquery, name, 0) : NULL;
+    return r->query;
+}
+
+static const char *req_query(hp_request *r, const char *name)
+{
+    return query_pairs(r) ? find(r->query, r->nquery, name, 0) : NULL;
+}
+
+static int pair_at(const hp_pair *pairs, size_t n, size_t i, const char **name, const char **value)
+{
+    if (!pairs || i >= n)
+        return HP_ERROR;
+    *name = pairs[i].name;
+    *value = pairs[i].value;
+    return HP_OK;
+}
+
+static int req_query_at(hp_request *r, size_t i, const char **name, const char **value)
+{
+    const hp_pair *pairs = query_pairs(r);  /* before reading nquery, which it sets */
+    return pair_at(pairs, r->nquery, i, name, value);
 }
 
 static const char *req_header(const hp_request *r, const char *name)
@@ -193,21 +214,29 @@ static const char *req_header(const hp_request *r, const char *name)
 
 static int req_header_at(const hp_request *r, size_t i, const char **name, const char **value)
 {
-    if (i >= r->nheaders)
-        return HP_ERROR;
-    *name = r->headers[i].name;
-    *value = r->headers[i].value;
-    return HP_OK;
+    return pair_at(r->headers, r->nheaders, i, name, value);
 }
 
-static const char *req_cookie(hp_request *r, const char *name)
+/* The cookies of the Cookie header, split on first use. */
+static hp_pair *cookie_pairs(hp_request *r)
 {
     if (!r->cookies_parsed) {
         const char *h = req_header(r, "Cookie");
         r->cookies = split_pairs(r, h ? h : "", ';', 0, &r->ncookies);
         r->cookies_parsed = 1;
     }
-    return r->cookies ? find(r->cookies, r->ncookies, name, 0) : NULL;
+    return r->cookies;
+}
+
+static const char *req_cookie(hp_request *r, const char *name)
+{
+    return cookie_pairs(r) ? find(r->cookies, r->ncookies, name, 0) : NULL;
+}
+
+static int req_cookie_at(hp_request *r, size_t i, const char **name, const char **value)
+{
+    const hp_pair *pairs = cookie_pairs(r);  /* before reading ncookies, which it sets */
+    return pair_at(pairs, r->ncookies, i, name, value);
 }
 
 static const void *req_body(const hp_request *r, size_t *len)
@@ -253,6 +282,64 @@ static int res_header(hp_response *res, const char *name, const char *value)
     if (hp_buf_add(&res->headers, name, strlen(name) + 1) ||
         hp_buf_add(&res->headers, value, strlen(value) + 1))
         return HP_ERROR;
+    return HP_OK;
+}
+
+static int buf_printf(hp_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = hp_buf_vfmt(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* RFC 6265: a cookie name is a token; a value has no controls, spaces, quotes, commas, semicolons or backslashes. */
+static int cookie_text_ok(const char *s, const char *refused)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || strchr(refused, *s))
+            return 0;
+    return 1;
+}
+
+static int res_set_cookie(hp_response *res, const char *name, const char *value, long max_age, const char *path,
+                          unsigned flags)
+{
+    static const char *const same_site[] = {"", "; SameSite=Lax", "; SameSite=Strict", "; SameSite=None"};
+    unsigned site = (flags >> 2) & 3;
+    if (!*name || !cookie_text_ok(name, "()<>@,;:\\\"/[]?={}") || !cookie_text_ok(value, "\",;\\") ||
+        (path && (!cookie_text_ok(path, ";") || path[0] != '/')) || (site == 3 && !(flags & HP_COOKIE_SECURE)))
+        return HP_ERROR;
+    hp_buf b;
+    hp_buf_init(&b, &owner(res)->arena);
+    char age[32] = "";
+    if (max_age >= 0)
+        snprintf(age, sizeof age, "; Max-Age=%ld", max_age);
+    if (buf_printf(&b, "%s=%s; Path=%s%s%s%s%s", name, value, path ? path : "/", age,
+                   flags & HP_COOKIE_SECURE ? "; Secure" : "", flags & HP_COOKIE_HTTPONLY ? "; HttpOnly" : "",
+                   same_site[site]))
+        return HP_ERROR;
+    return res_header(res, "Set-Cookie", b.data);
+}
+
+static int res_remove_header(hp_response *res, const char *name)
+{
+    hp_buf *h = &res->headers;
+    size_t kept = 0;
+    for (size_t at = 0; at < h->len;) {
+        size_t n = strlen(h->data + at) + 1, v = strlen(h->data + at + n) + 1;
+        if (!hp_str_caseeq(h->data + at, name)) {
+            memmove(h->data + kept, h->data + at, n + v);
+            kept += n + v;
+        }
+        at += n + v;
+    }
+    h->len = kept;
+    if (h->data)
+        h->data[kept] = 0;
+    if (hp_str_caseeq(name, "Content-Type"))
+        res->content_type = NULL;
     return HP_OK;
 }
 
@@ -410,4 +497,8 @@ const struct hp_api hp_api_table = {
     .ws_subscribe = hp_ws_api_subscribe,
     .ws_unsubscribe = hp_ws_api_unsubscribe,
     .publish = hp_api_publish,
+    .req_query_at = req_query_at,
+    .req_cookie_at = req_cookie_at,
+    .res_set_cookie = res_set_cookie,
+    .res_remove_header = res_remove_header,
 };

@@ -179,6 +179,53 @@ static void test_response(void)
     hp_request_free(r);
 }
 
+/* Whether n bytes at h hold a string literal (NULs included). */
+#define HAS(h, n, lit) (memmem((h), (n), lit, sizeof lit - 1) != NULL)
+
+/* ABI 3: every query parameter and cookie, Set-Cookie, removing a header. */
+static void test_abi3(void)
+{
+    hp_request *r = make_request("", 0);
+    const char *name = "unset", *value = "unset";
+    const char *want[][2] = {{"q", "a b"}, {"plus", "1 2"}, {"empty", ""}, {"q", "second"}, {"pct", "%zz"}};
+    size_t i = 0;
+    for (; hp_req_query_at(r, i, &name, &value) == HP_OK; i++) {
+        CHECK_STR(name, want[i][0]);
+        CHECK_STR(value, want[i][1]);
+    }
+    CHECK(i == 5);
+    CHECK(hp_req_cookie_at(r, 1, &name, &value) == HP_OK);
+    CHECK_STR(name, "session");
+    CHECK_STR(value, "abc def");
+    CHECK(hp_req_cookie_at(r, 3, &name, &value) == HP_ERROR);
+    CHECK_STR(name, "session");  /* left alone past the end */
+
+    hp_response *res = &r->res;
+    CHECK(hp_res_set_cookie(res, "sid", "abc123", 3600, NULL, HP_COOKIE_SECURE | HP_COOKIE_HTTPONLY |
+                            HP_COOKIE_SAMESITE_LAX) == HP_OK);
+    CHECK(hp_res_set_cookie(res, "gone", "", 0, "/app", 0) == HP_OK);
+    CHECK(hp_res_set_cookie(res, "sess", "x", -1, "/", HP_COOKIE_SAMESITE_STRICT) == HP_OK);
+    CHECK(hp_res_set_cookie(res, "bad name", "v", -1, NULL, 0) == HP_ERROR);
+    CHECK(hp_res_set_cookie(res, "n", "a;b", -1, NULL, 0) == HP_ERROR);
+    CHECK(hp_res_set_cookie(res, "n", "v\r\nX: y", -1, NULL, 0) == HP_ERROR);
+    CHECK(hp_res_set_cookie(res, "n", "v", -1, "no-slash", 0) == HP_ERROR);
+    CHECK(hp_res_set_cookie(res, "n", "v", -1, NULL, HP_COOKIE_SAMESITE_NONE) == HP_ERROR);  /* needs Secure */
+    CHECK(hp_res_header(res, "X-Powered-By", "C") == HP_OK);
+    CHECK(hp_res_header(res, "X-Keep", "1") == HP_OK);
+    CHECK(hp_res_header(res, "x-powered-by", "again") == HP_OK);
+    CHECK(hp_res_remove_header(res, "X-POWERED-BY") == HP_OK);
+    CHECK(hp_res_remove_header(res, "Content-Type") == HP_OK);
+    CHECK(hp_response_finish(res) == HP_OK);
+    const char *h = res->headers.data;
+    size_t n = res->headers.len;
+    CHECK(HAS(h, n, "Set-Cookie\0sid=abc123; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax\0"));
+    CHECK(HAS(h, n, "Set-Cookie\0gone=; Path=/app; Max-Age=0\0"));
+    CHECK(HAS(h, n, "Set-Cookie\0sess=x; Path=/; SameSite=Strict\0"));
+    CHECK(HAS(h, n, "X-Keep\0" "1\0"));
+    CHECK(!HAS(h, n, "owered") && !HAS(h, n, "Content-Type"));
+    hp_request_free(r);
+}
+
 /* The outbox record at *pos (see server/runtime/websocket.c); advances *pos. */
 static int next_record(const hp_buf *out, size_t *pos, int *action, int *type, int *code,
                        const char **a, size_t *len_a, const char **b, size_t *len_b)
@@ -262,6 +309,7 @@ int main(void)
     test_json_writer();
     test_response();
     test_websocket();
+    test_abi3();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -211,6 +211,14 @@ struct hp_api {
     int (*res_set_cookie)(hp_response *res, const char *name, const char *value, long max_age, const char *path,
                           unsigned flags);
     int (*res_remove_header)(hp_response *res, const char *name);
+    char *(*sha256_hex)(hp_request *req, const void *data, size_t len);
+    char *(*hmac_sha256_hex)(hp_request *req, const char *key, const void *data, size_t len);
+    int (*equal)(const void *a, const void *b, size_t len);
+    void (*random)(void *out, size_t len);
+    char *(*password_hash)(hp_request *req, const char *password);
+    int (*password_verify)(const char *hash, const char *password);
+    char *(*token_sign)(hp_request *req, const char *key, const char *payload, long ttl_seconds);
+    const char *(*token_verify)(hp_request *req, const char *key, const char *token);
     /* Add ABI 4 fields below this line, never above. */
 };
 
@@ -414,6 +422,33 @@ static inline void hp_res_content_type(hp_response *res, const char *type) { hp_
 #define HP_COOKIE_SAMESITE_NONE (3u << 2)
 static inline int hp_res_set_cookie(hp_response *res, const char *name, const char *value, long max_age, const char *path, unsigned flags) { return hp__api->res_set_cookie(res, name, value, max_age, path, flags); }
 static inline int hp_res_remove_header(hp_response *res, const char *name) { return hp__api->res_remove_header(res, name); }
+
+/*
+** CAPI: Crypto (libsodium)
+**
+** hp_sha256_hex(req, data, len): the SHA-256 of len bytes, as 64 lower-case
+** hex digits owned by the request (NULL when out of memory).
+** hp_hmac_sha256_hex(req, key, data, len): HMAC-SHA256 with a text key, hex.
+** hp_equal(a, b, len): 1 if the len bytes are equal, in a time that does
+** not depend on where they differ (for comparing MACs and tokens), else 0.
+** hp_random(out, len): len bytes from the kernel's secure generator.
+** hp_password_hash(req, password): an argon2id hash string (about 100 ms
+** and 64 MiB: give the route a timeout to match); NULL when out of memory.
+** hp_password_verify(hash, password): 1 if the password matches the hash.
+** hp_token_sign(req, key, payload, ttl_seconds): a token that carries the
+** payload text, expires after ttl_seconds and is signed with key
+** (base64url, URL- and cookie-safe: for sessions and CSRF).
+** hp_token_verify(req, key, token): the payload, or NULL if the token is
+** malformed, signed with another key, or expired. Since ABI 3.
+*/
+static inline char *hp_sha256_hex(hp_request *req, const void *data, size_t len) { return hp__api->sha256_hex(req, data, len); }
+static inline char *hp_hmac_sha256_hex(hp_request *req, const char *key, const void *data, size_t len) { return hp__api->hmac_sha256_hex(req, key, data, len); }
+static inline int hp_equal(const void *a, const void *b, size_t len) { return hp__api->equal(a, b, len); }
+static inline void hp_random(void *out, size_t len) { hp__api->random(out, len); }
+static inline char *hp_password_hash(hp_request *req, const char *password) { return hp__api->password_hash(req, password); }
+static inline int hp_password_verify(const char *hash, const char *password) { return hp__api->password_verify(hash, password); }
+static inline char *hp_token_sign(hp_request *req, const char *key, const char *payload, long ttl_seconds) { return hp__api->token_sign(req, key, payload, ttl_seconds); }
+static inline const char *hp_token_verify(hp_request *req, const char *key, const char *token) { return hp__api->token_verify(req, key, token); }
 
 /*
 ** CAPI: Body

@@ -13,6 +13,7 @@
  * the worker's watchdog (server/worker.py), which replaces the worker. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <sodium.h>
 #include <link.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -114,6 +115,8 @@ static void on_signal(int sig, siginfo_t *info, void *ctx)
 
 int hp_rt_setup(hp_rt_log_fn log)
 {
+    if (sodium_init() < 0) /* crypto.c: once per process, before any thread uses it */
+        return -1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_signal;

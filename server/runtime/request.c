@@ -501,4 +501,12 @@ const struct hp_api hp_api_table = {
     .req_cookie_at = req_cookie_at,
     .res_set_cookie = res_set_cookie,
     .res_remove_header = res_remove_header,
+    .sha256_hex = hp_api_sha256_hex,
+    .hmac_sha256_hex = hp_api_hmac_sha256_hex,
+    .equal = hp_api_equal,
+    .random = hp_api_random,
+    .password_hash = hp_api_password_hash,
+    .password_verify = hp_api_password_verify,
+    .token_sign = hp_api_token_sign,
+    .token_verify = hp_api_token_verify,
 };

@@ -134,6 +134,16 @@ int hp_ws_api_subscribe(hp_ws *ws, const char *topic);
 int hp_ws_api_unsubscribe(hp_ws *ws, const char *topic);
 int hp_api_publish(hp_request *req, const char *topic, const void *data, size_t len, int type);
 
+/* crypto.c: named in the API table (ABI 3). */
+char *hp_api_sha256_hex(hp_request *req, const void *data, size_t len);
+char *hp_api_hmac_sha256_hex(hp_request *req, const char *key, const void *data, size_t len);
+int hp_api_equal(const void *a, const void *b, size_t len);
+void hp_api_random(void *out, size_t len);
+char *hp_api_password_hash(hp_request *req, const char *password);
+int hp_api_password_verify(const char *hash, const char *password);
+char *hp_api_token_sign(hp_request *req, const char *key, const char *payload, long ttl_seconds);
+const char *hp_api_token_verify(hp_request *req, const char *key, const char *token);
+
 /* The table handed to modules. */
 extern const struct hp_api hp_api_table;
 /* The log sink (hp_rt_setup); logs a formatted message. */

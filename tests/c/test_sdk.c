@@ -226,6 +226,32 @@ static void test_abi3(void)
     hp_request_free(r);
 }
 
+/* ABI 3 crypto: known digests, constant-time equality, passwords, tokens. */
+static void test_crypto(void)
+{
+    hp_request *r = make_request("", 0);
+    CHECK_STR(hp_sha256_hex(r, "abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CHECK_STR(hp_hmac_sha256_hex(r, "key", "The quick brown fox jumps over the lazy dog", 43),
+              "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");  /* the well-known example */
+    CHECK(hp_equal("same", "same", 4) == 1 && hp_equal("same", "sane", 4) == 0);
+    unsigned char a[16] = {0}, b[16] = {0};
+    hp_random(a, sizeof a);
+    hp_random(b, sizeof b);
+    CHECK(memcmp(a, b, sizeof a) != 0);
+    const char *hash = hp_password_hash(r, "correct horse");
+    CHECK(hash && !strncmp(hash, "$argon2id$", 10));
+    CHECK(hp_password_verify(hash, "correct horse") == 1 && hp_password_verify(hash, "wrong") == 0);
+    const char *token = hp_token_sign(r, "k1", "user=42", 60);
+    CHECK_STR(hp_token_verify(r, "k1", token), "user=42");
+    CHECK(hp_token_verify(r, "k2", token) == NULL);  /* another key */
+    CHECK(hp_token_verify(r, "k1", hp_token_sign(r, "k1", "user=42", -1)) == NULL);  /* expired */
+    char *forged = hp_strndup(r, token, strlen(token));
+    forged[0] = forged[0] == 'A' ? 'B' : 'A';
+    CHECK(hp_token_verify(r, "k1", forged) == NULL);  /* payload changed */
+    CHECK(hp_token_verify(r, "k1", "no.dots") == NULL && hp_token_verify(r, "k1", "a.b.c.d") == NULL);
+    hp_request_free(r);
+}
+
 /* The outbox record at *pos (see server/runtime/websocket.c); advances *pos. */
 static int next_record(const hp_buf *out, size_t *pos, int *action, int *type, int *code,
                        const char **a, size_t *len_a, const char **b, size_t *len_b)
@@ -310,6 +336,7 @@ int main(void)
     test_response();
     test_websocket();
     test_abi3();
+    test_crypto();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -74,6 +74,16 @@ def test_demo_app_serves_every_module(serve):
     assert created.status_code == 201
     assert {"id": created.json()["id"], "body": "buy milk"} in get("/notes").json()
     assert get("/notes/health").text == "ok\n"
+    with requests.Session() as browser:  # signed session cookies, checked by either worker
+        assert browser.get(server.url + "/session/me", timeout=5).status_code == 401
+        assert browser.post(server.url + "/session/login?name=Ada", timeout=5).text == "logged in as Ada\n"
+        cookie = next(c for c in browser.cookies if c.name == "session")
+        assert cookie.has_nonstandard_attr("HttpOnly") and cookie.path == "/"
+        assert browser.get(server.url + "/session/me", timeout=5).text == "you are Ada\n"
+        tampered = "session=" + cookie.value.replace(".", "x.", 1)
+        assert get("/session/me", headers={"Cookie": tampered}).status_code == 401
+        assert browser.post(server.url + "/session/logout", timeout=5).text == "logged out\n"
+        assert browser.get(server.url + "/session/me", timeout=5).status_code == 401
     with requests.Session() as s:  # one keep-alive connection: one worker
         counts = [s.get(server.url + "/counter", timeout=5).json() for _ in range(3)]
     assert len({c["worker"] for c in counts}) == 1

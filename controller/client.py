@@ -20,14 +20,20 @@ def state_root(args, default: Path) -> Path:
     return Path(args.state or os.environ.get("HOTPLATE_STATE") or default)
 
 
-def _call(args, method: str, path: str, body: dict | None = None):
-    state = State(state_root(args, Path(".hotplate")))  # read-only: creates nothing
+def _controller(args) -> tuple[str, str]:
+    """The running controller's URL and token; read-only: creates nothing."""
+    state = State(state_root(args, Path(".hotplate")))
     info = state.read_json(state.controller_info)
     if not info:
         raise HotplateError(f"no controller is running for {state.root}; start one with `hotplate up`")
-    req = urllib.request.Request(info["url"] + path, method=method,
+    return info["url"], state.token()
+
+
+def _call(args, method: str, path: str, body: dict | None = None):
+    url, token = _controller(args)
+    req = urllib.request.Request(url + path, method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {state.token()}", "Content-Type": "application/json"})
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=600) as r:
             return json.loads(r.read())
@@ -39,16 +45,13 @@ def _call(args, method: str, path: str, body: dict | None = None):
             pass
         raise HotplateError(f"{method} {path}: {e.code}: {detail}") from None
     except OSError as e:
-        raise HotplateError(f"cannot reach the controller at {info['url']}: {e}") from None
+        raise HotplateError(f"cannot reach the controller at {url}: {e}") from None
 
 
 def _stream(args, path: str):
     """Lines of a streamed answer, as they come."""
-    state = State(state_root(args, Path(".hotplate")))
-    info = state.read_json(state.controller_info)
-    if not info:
-        raise HotplateError(f"no controller is running for {state.root}; start one with `hotplate up`")
-    req = urllib.request.Request(info["url"] + path, headers={"Authorization": f"Bearer {state.token()}"})
+    url, token = _controller(args)
+    req = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, timeout=3600) as r:
             for raw in r:

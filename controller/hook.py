@@ -16,8 +16,9 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from .errors import HotplateError
 from .state import State
-from .verify import Policy, UnverifiedCommit
+from .verify import Policy
 
 
 def main(hook: str, state_root: str) -> int:
@@ -48,7 +49,7 @@ def pre_receive(state: State, branch_ref: str) -> int:
             continue
         try:
             policy.check(state.repo, new)
-        except UnverifiedCommit as e:
+        except HotplateError as e:  # unsigned, or keys missing: nothing unchecked goes in
             print(f"hotplate: REFUSED: {e}")
             return 1
     return 0

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HotplateError, StalledError
+from .errors import HotplateError, RetryableError, StalledError
 from .state import write_atomic
 
 KINDS = ("ssh", "gpg")
@@ -69,7 +69,11 @@ class Policy:
         a trusted key.
 
         :raises UnverifiedCommit: otherwise, with git's reason.
+        :raises RetryableError: when the trusted keys are missing.
         """
+        if not self.keys.exists():  # the operator's keys, not the commit, are missing: retried
+            raise RetryableError(f"the trusted keys of --verify {self.describe()} are gone; put them back (the "
+                                 "deploy is retried)", "VerifyKeysMissing")
         config = (["-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={self.keys}"] if self.kind == "ssh"
                   else ["-c", "gpg.format=openpgp"])
         env = {**os.environ, **({"GNUPGHOME": str(self.keys)} if self.kind == "gpg" else {})}

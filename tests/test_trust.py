@@ -194,6 +194,13 @@ def test_hosted_mode_refuses_pushes_not_signed_by_a_trusted_ssh_key(up, tmp_path
     out = work.push()
     assert "hotplate: REFUSED" in out and "No principal matched" in out, out
 
+    allowed.rename(tmp_path / "moved-away")  # a bad day: the trusted keys vanish while `up` runs
+    work.git("config", "user.signingkey", str(trusted))
+    work.commit("signed, keys gone", {"hello.c": hello("v4")})
+    out = work.push()
+    assert "hotplate: REFUSED" in out and "are gone; put them back" in out, out
+    allowed.with_name("moved-away").rename(allowed)
+
     branch = subprocess.run(["git", "--git-dir", str(server.state / "repo.git"), "rev-parse", "main"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert branch == signed, "the refused pushes changed nothing"

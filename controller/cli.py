@@ -86,7 +86,7 @@ def cmd_serve(args) -> int:
 
 def _server_config(args, state: State) -> ServerConfig:
     return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
-                                 max_requests=args.max_requests, user=state.worker_user,
+                                 max_requests=args.max_requests, user=state.worker_user, store=args.store,
                                  sanitize=str(state.workers) if getattr(args, "sanitize", False) else None,
                                  max_rss=args.max_rss_mib * 1024 ** 2 if args.max_rss_mib is not None else None)
 
@@ -259,6 +259,8 @@ def parser() -> argparse.ArgumentParser:
                         "10%% jitter (default 100000; 0: never; deploy.yaml `limits:` overrides)")
         sp.add_argument("--max-rss-mib", type=int, help="replace a worker once its memory passes this many MiB "
                         "(default 1024; 0: never; deploy.yaml `limits:` overrides)")
+        sp.add_argument("--store", help="the modules' shared key-value store (hp_kv_*): lmdb:PATH[?map_mib=N&sync=1] "
+                        "or redis://HOST:PORT/DB (default: LMDB in STATE/data/store)")
         user_flag(sp)
 
     def user_flag(sp):

@@ -82,6 +82,8 @@ class ServerProcess:
             cmd += ["--user", self.config.user]
         if self.config.dev_errors:
             cmd += ["--dev-errors", self.config.dev_errors]
+        if self.config.store:
+            cmd += ["--store", self.config.store]
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.state.metrics),
                **(sanitize.environment(Path(self.config.sanitize)) if self.config.sanitize else {})}
         with contextlib.nullcontext() if self.console else self.log.open("a") as out:

@@ -1,5 +1,8 @@
-/* Per-worker state from an init hook: each gunicorn worker counts its own
- * requests, so two workers answer with different pids and counts. */
+/* Two kinds of state. Per-worker state from an init hook: each gunicorn
+ * worker counts its own requests, so two workers answer with different pids
+ * and counts, and a deploy starts them again at 0. Shared state in the
+ * key-value store (hp_kv_*): one count for every worker, kept across
+ * deploys. */
 #include <hotplate.h>
 #include <stdlib.h>
 #include <time.h>
@@ -41,6 +44,11 @@ HP_EXPORT int count(hp_request *req, hp_response *res)
     hp_json_string(j, "service", DEMO_SERVICE);
     hp_json_int(j, "worker", getpid());
     hp_json_int(j, "hits", n);
+    long long total;
+    if (hp_kv_incr("counter:hits", 1, &total) == HP_KV_OK)
+        hp_json_int(j, "total_hits", total);
+    else
+        hp_json_string(j, "store_error", hp_kv_error());
     hp_json_int(j, "uptime_s", (long long)(time(NULL) - state->started));
     return hp_json_end_object(j);
 }

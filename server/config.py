@@ -28,6 +28,8 @@ class ServerConfig:
         this many bytes (0: never); the manifest's ``limits:`` overrides it.
     :param user: the account workers run as (the master, which never loads
         module code, stays as started); None: the master's own.
+    :param store: the shared key-value store behind hp_kv_*: ``lmdb:PATH``
+        or ``redis://HOST:PORT/DB``; None: LMDB in the workers' directory.
     :param dev_errors: under ``hotplate dev``, the file that holds why the
         latest save did not go live; while it exists, the app answers every
         request with it (server/worker.py).
@@ -54,6 +56,7 @@ class ServerConfig:
     max_rss: int = 1024 ** 3
     user: str | None = None
     sanitize: str | None = None
+    store: str | None = None
     dev_errors: str | None = None
 
     @classmethod

@@ -25,7 +25,7 @@ from .app import create_app
 from .config import ServerConfig
 from .confine import confine, hide_other_processes, set_dumpable
 from .contract import Limits, ReleaseSpec
-from .modules import ModuleSet, setup_process
+from .modules import ModuleSet, open_store, setup_process
 from .websocket.hub import Hub
 
 
@@ -109,6 +109,7 @@ class HotplateServer(BaseApplication):
                 report.publish(self.reports, None, [])
                 return
             setup_process()
+            open_store(self.config.store or f"lmdb:{Path(self.workdir).resolve() / 'store'}")
             release = Path(os.path.realpath(self.current))
             if self.config.user:
                 # The switch of account made it not dumpable: with hidepid, the

@@ -40,6 +40,16 @@ def setup_process() -> None:
         raise OSError("hp_rt_setup failed to install signal handlers")
 
 
+def open_store(url: str) -> None:
+    """Open the shared key-value store behind hp_kv_* in this process (after
+    :func:`setup_process`). A store that cannot open is logged, not raised:
+    the modules still serve, and their hp_kv_* calls say why they fail."""
+    ffi, lib = runtime.load()
+    err = ffi.new("char[512]")
+    if lib.hp_rt_store_open(url.encode(), err, len(err)) != 0:
+        log.error("%s", ffi.string(err).decode(errors="replace"))
+
+
 @dataclass
 class Route:
     """A release's route bound to its loaded handler (or to its module's error)."""

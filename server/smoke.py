@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .confine import become, confine, hide_other_processes
 from .contract import ReleaseSpec
-from .modules import ModuleSet, setup_process
+from .modules import ModuleSet, open_store, setup_process
 
 
 def check(release_dir: str, workdir: str | None = None, user: str | None = None) -> list[dict]:
@@ -29,6 +29,7 @@ def check(release_dir: str, workdir: str | None = None, user: str | None = None)
     if user:
         hide_other_processes()
         become(user)
+    open_store("lmdb:store")  # an empty store of its own, in the scratch directory
     confine(ReleaseSpec.load(Path(release_dir)), dedicated=bool(user),
             sanitized=bool(os.environ.get("HOTPLATE_SANITIZE")))
     modules = ModuleSet.load(release_dir)

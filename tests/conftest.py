@@ -50,6 +50,17 @@ def write_app(root: Path, manifest: str, sources: dict[str, str] | None = None, 
     return root
 
 
+def wait_for(predicate, timeout: float = 30, what: str = "condition", log: str | None = None):
+    """Poll ``predicate`` until it returns something true, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{log[-4000:]}" if log else ""))
+
+
 def terminate(proc: subprocess.Popen, timeout: float) -> None:
     """SIGTERM, then SIGKILL if the process is not gone within ``timeout`` seconds."""
     if proc.poll() is None:
@@ -172,13 +183,10 @@ class Up:
         return (self.state / "token").read_text().strip()
 
     def wait(self, predicate, timeout: float = 30, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()[-4000:]}")
+        try:
+            return wait_for(predicate, timeout, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{self.log.read_text()[-4000:]}") from None
 
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=5)

@@ -219,6 +219,12 @@ struct hp_api {
     int (*password_verify)(const char *hash, const char *password);
     char *(*token_sign)(hp_request *req, const char *key, const char *payload, long ttl_seconds);
     const char *(*token_verify)(hp_request *req, const char *key, const char *token);
+    int (*kv_get)(hp_request *req, const char *key, const void **value, size_t *len);
+    int (*kv_set)(const char *key, const void *value, size_t len, long ttl_ms);
+    int (*kv_delete)(const char *key);
+    int (*kv_incr)(const char *key, long long delta, long long *out);
+    int (*kv_cas)(const char *key, const void *expected, size_t elen, const void *value, size_t vlen, long ttl_ms);
+    const char *(*kv_error)(void);
     /* Add ABI 4 fields below this line, never above. */
 };
 
@@ -342,6 +348,55 @@ static inline const char *hp_req_cookie(hp_request *req, const char *name) { ret
 ** Since ABI 3.
 */
 static inline int hp_req_cookie_at(hp_request *req, size_t i, const char **name, const char **value) { return hp__api->req_cookie_at(req, i, name, value); }
+
+/*
+** CAPI: Shared key-value store
+**
+** One store per server, seen by every worker of every generation: what a
+** module keeps there survives deploys and worker restarts (unlike module
+** globals, which live and die with one worker). On one host it is an LMDB
+** file under the state directory; `hotplate up --store redis://HOST:PORT/DB`
+** puts it on a Redis server shared by a fleet. Modules call the same
+** functions either way.
+**
+** Keys are C strings of 1 to HP_KV_MAX_KEY bytes; values are binary, up to
+** HP_KV_MAX_VALUE bytes. ttl_ms is the value's lifetime in milliseconds,
+** 0 for none; an expired key reads as absent.
+**
+** hp_kv_get(req, key, &value, &len): HP_KV_OK with *value (owned by the
+** request, followed by one NUL byte so that text reads as a C string) and
+** *len; HP_KV_NOT_FOUND; or HP_KV_ERROR. value and len are left alone
+** unless HP_KV_OK.
+** hp_kv_set(key, value, len, ttl_ms): stores the value; HP_KV_OK or HP_KV_ERROR.
+** hp_kv_delete(key): HP_KV_OK, or HP_KV_NOT_FOUND if there was none.
+** hp_kv_incr(key, delta, &out): adds delta to the decimal integer the key
+** holds (an absent key counts as 0) and sets *out (if out is not NULL) to
+** the result; keeps the key's expiry. HP_KV_ERROR if the value is not a
+** decimal integer or the sum would overflow.
+** hp_kv_cas(key, expected, elen, value, vlen, ttl_ms): compare and set.
+** Stores value only if the key holds exactly the elen bytes at expected
+** (expected NULL: only if the key is absent); value NULL deletes the key
+** instead. HP_KV_OK, or HP_KV_CONFLICT when the key held something else.
+** hp_kv_error(): why this thread's last hp_kv_* call returned HP_KV_ERROR
+** ("the store is full ...", "redis 10.0.0.5:6379: Connection refused");
+** "" after a call that did not fail.
+**
+** Every call is atomic and safe from any thread of any worker. A NULL key
+** gives HP_KV_ERROR. In the throwaway process that checks a release before
+** it goes live, hp_init sees an empty store of its own. Since ABI 3.
+*/
+#define HP_KV_OK 0
+#define HP_KV_NOT_FOUND 1
+#define HP_KV_CONFLICT 2
+#define HP_KV_ERROR (-1)
+#define HP_KV_MAX_KEY 500
+#define HP_KV_MAX_VALUE (64 * 1024 * 1024)
+static inline int hp_kv_get(hp_request *req, const char *key, const void **value, size_t *len) { return hp__api->kv_get(req, key, value, len); }
+static inline int hp_kv_set(const char *key, const void *value, size_t len, long ttl_ms) { return hp__api->kv_set(key, value, len, ttl_ms); }
+static inline int hp_kv_delete(const char *key) { return hp__api->kv_delete(key); }
+static inline int hp_kv_incr(const char *key, long long delta, long long *out) { return hp__api->kv_incr(key, delta, out); }
+static inline int hp_kv_cas(const char *key, const void *expected, size_t elen, const void *value, size_t vlen, long ttl_ms) { return hp__api->kv_cas(key, expected, elen, value, vlen, ttl_ms); }
+static inline const char *hp_kv_error(void) { return hp__api->kv_error(); }
 
 /*
 ** CAPI: Body

@@ -56,6 +56,11 @@ int hp_rt_setup(hp_rt_log_fn log);
  * Returns 0, or -1 with a message in err. Irreversible. */
 int hp_rt_confine(char *err, size_t errlen);
 
+/* Opens the shared key-value store (store.c) in this process:
+ * "lmdb:PATH[?map_mib=N&sync=1]" or "redis://HOST[:PORT][/DB]".
+ * Returns 0, or -1 with a message in err. */
+int hp_rt_store_open(const char *url, char *err, size_t errlen);
+
 /* The name of the forbidden call this thread made last (after a SIGSYS crash). */
 const char *hp_rt_trapped_call(void);
 

@@ -509,4 +509,10 @@ const struct hp_api hp_api_table = {
     .password_verify = hp_api_password_verify,
     .token_sign = hp_api_token_sign,
     .token_verify = hp_api_token_verify,
+    .kv_get = hp_api_kv_get,
+    .kv_set = hp_api_kv_set,
+    .kv_delete = hp_api_kv_delete,
+    .kv_incr = hp_api_kv_incr,
+    .kv_cas = hp_api_kv_cas,
+    .kv_error = hp_api_kv_error,
 };

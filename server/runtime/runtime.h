@@ -144,6 +144,14 @@ int hp_api_password_verify(const char *hash, const char *password);
 char *hp_api_token_sign(hp_request *req, const char *key, const char *payload, long ttl_seconds);
 const char *hp_api_token_verify(hp_request *req, const char *key, const char *token);
 
+/* store.c: named in the API table (ABI 3). */
+int hp_api_kv_get(hp_request *req, const char *key, const void **value, size_t *len);
+int hp_api_kv_set(const char *key, const void *value, size_t len, long ttl_ms);
+int hp_api_kv_delete(const char *key);
+int hp_api_kv_incr(const char *key, long long delta, long long *out);
+int hp_api_kv_cas(const char *key, const void *expected, size_t elen, const void *value, size_t vlen, long ttl_ms);
+const char *hp_api_kv_error(void);
+
 /* The table handed to modules. */
 extern const struct hp_api hp_api_table;
 /* The log sink (hp_rt_setup); logs a formatted message. */

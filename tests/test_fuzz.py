@@ -30,7 +30,8 @@ def test_c_request_parsing_survives_fuzzing(tmp_path):
                     *sorted(str(p) for p in RUNTIME_DIR.glob("*.c")), *LIBS, "-o", str(exe)], check=True)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "seed").write_bytes((FUZZ / "corpus" / "request-seed").read_bytes())
+    for seed in ("request-seed", "form-seed"):
+        (corpus / seed).write_bytes((FUZZ / "corpus" / seed).read_bytes())
     result = subprocess.run([str(exe), "-runs=300000", "-seed=1", f"-artifact_prefix={tmp_path}/", str(corpus)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "Done 300000 runs" in result.stderr, result.stderr[-3000:]

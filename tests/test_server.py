@@ -1,5 +1,6 @@
 """The server end to end: real gcc, real gunicorn on loopback, real HTTP."""
 import concurrent.futures
+import hashlib
 import itertools
 import time
 
@@ -17,6 +18,7 @@ ECHO_APP = """\
           - {path: "/users/<int:id>", handler: user}
           - {path: /raw, methods: [POST], handler: raw}
           - {path: /big, handler: big}
+          - {path: /form, methods: [POST], handler: form}
     """
 
 FAULTS_APP = """\
@@ -94,6 +96,26 @@ def test_demo_app_serves_every_module(serve):
     assert totals == list(range(totals[0], totals[0] + 12))
     health = get("/_hotplate/health").json()
     assert health["status"] == "ok" and health["release"].startswith("r")
+
+
+def test_forms_and_a_5_mb_multipart_upload_are_parsed(serve, tmp_path):
+    echo = serve(write_app(tmp_path / "echo", ECHO_APP, copy=("echo.c",)))  # the default body limit, 10 MiB
+    upload = bytes(range(256)) * (5 * 4096) + b"\r\n--not-the-boundary\r\n\x00"  # 5 MiB of every byte value
+    r = requests.post(echo.url + "/form", timeout=30, data={"name": "Ada Lovelace", "lang": "C"},
+                      files={"file": ("notes.bin", upload, "application/octet-stream")})
+    body = r.json()
+    assert body["error"] is None and body["first_name"] == "Ada Lovelace"
+    assert body["fields"] == [
+        {"name": "name", "filename": None, "content_type": None, "len": 12,
+         "sha256": hashlib.sha256(b"Ada Lovelace").hexdigest()},
+        {"name": "lang", "filename": None, "content_type": None, "len": 1, "sha256": hashlib.sha256(b"C").hexdigest()},
+        {"name": "file", "filename": "notes.bin", "content_type": "application/octet-stream", "len": len(upload),
+         "sha256": hashlib.sha256(upload).hexdigest()}]
+    plain = requests.post(echo.url + "/form", data={"name": "a&b=c é", "x": ""}, timeout=5).json()
+    assert plain["first_name"] == "a&b=c é" and [f["name"] for f in plain["fields"]] == ["name", "x"]
+    broken = requests.post(echo.url + "/form", data=b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\nno end",
+                           headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=5).json()
+    assert broken == {"error": "multipart: no closing boundary", "first_name": None, "fields": []}
 
 
 def test_request_api_end_to_end(echo):

@@ -101,6 +101,7 @@ typedef struct hp_buf hp_buf;
 typedef struct hp_json hp_json;
 typedef struct hp_module hp_module;
 typedef struct hp_ws hp_ws;
+typedef struct hp_part hp_part;
 struct json_t; /* jansson's JSON value: include <jansson.h> to use it */
 
 /*
@@ -225,6 +226,9 @@ struct hp_api {
     int (*kv_incr)(const char *key, long long delta, long long *out);
     int (*kv_cas)(const char *key, const void *expected, size_t elen, const void *value, size_t vlen, long ttl_ms);
     const char *(*kv_error)(void);
+    const char *(*req_form)(hp_request *req, const char *name);
+    int (*req_form_at)(hp_request *req, size_t i, hp_part *part);
+    const char *(*req_form_error)(hp_request *req);
     /* Add ABI 4 fields below this line, never above. */
 };
 
@@ -477,6 +481,40 @@ static inline void hp_res_content_type(hp_response *res, const char *type) { hp_
 #define HP_COOKIE_SAMESITE_NONE (3u << 2)
 static inline int hp_res_set_cookie(hp_response *res, const char *name, const char *value, long max_age, const char *path, unsigned flags) { return hp__api->res_set_cookie(res, name, value, max_age, path, flags); }
 static inline int hp_res_remove_header(hp_response *res, const char *name) { return hp__api->res_remove_header(res, name); }
+
+/*
+** CAPI: Forms
+**
+** A body sent as application/x-www-form-urlencoded or multipart/form-data
+** is parsed on the first call to any of these, once per request.
+**
+** hp_req_form(req, "name"): the value of the first field so named, as a
+** NUL-terminated string owned by the request (decoded, for urlencoded
+** bodies); NULL if there is none, or the body is not a form. For a file
+** field, its content up to its first NUL byte: use hp_req_form_at for files.
+** hp_req_form_at(req, i, &part): the i-th field (from 0), HP_OK, or
+** HP_ERROR past the last. part->name is the field name; part->filename the
+** file name the client gave (NULL for a plain field: never use it as a path
+** unchecked); part->content_type the part's Content-Type or NULL;
+** part->data and part->len the content, binary-safe, a slice of the request
+** body (no copy) followed by no NUL byte for files.
+** hp_req_form_error(req): NULL if the body is a well-formed form or no form
+** at all; else why it was refused ("multipart: no closing boundary"), and
+** then the request has no fields. At most HP_FORM_MAX_FIELDS fields are
+** read; the body's size is capped by the server (413 beyond it).
+** Since ABI 3.
+*/
+#define HP_FORM_MAX_FIELDS 1000
+struct hp_part {
+    const char *name;
+    const char *filename;
+    const char *content_type;
+    const char *data;
+    size_t len;
+};
+static inline const char *hp_req_form(hp_request *req, const char *name) { return hp__api->req_form(req, name); }
+static inline int hp_req_form_at(hp_request *req, size_t i, hp_part *part) { return hp__api->req_form_at(req, i, part); }
+static inline const char *hp_req_form_error(hp_request *req) { return hp__api->req_form_error(req); }
 
 /*
 ** CAPI: Crypto (libsodium)

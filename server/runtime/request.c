@@ -146,8 +146,8 @@ static int req_param_int(const hp_request *r, const char *name, long long *out)
     return HP_OK;
 }
 
-/* Splits "a=1&b=2" (query) or "a=1; b=2" (cookies) into decoded pairs. */
-static hp_pair *split_pairs(hp_request *r, const char *s, char sep, int decode, size_t *n)
+/* Splits "a=1&b=2" (query, form) or "a=1; b=2" (cookies) into pairs. */
+hp_pair *hp_split_pairs(hp_request *r, const char *s, char sep, int decode, size_t *n)
 {
     size_t cap = 1;
     for (const char *p = s; *p; p++)
@@ -181,7 +181,7 @@ static hp_pair *split_pairs(hp_request *r, const char *s, char sep, int decode, 
 static hp_pair *query_pairs(hp_request *r)
 {
     if (!r->query_parsed) {
-        r->query = split_pairs(r, r->query_string, '&', 1, &r->nquery);
+        r->query = hp_split_pairs(r, r->query_string, '&', 1, &r->nquery);
         r->query_parsed = 1;
     }
     return r->query;
@@ -207,7 +207,7 @@ static int req_query_at(hp_request *r, size_t i, const char **name, const char *
     return pair_at(pairs, r->nquery, i, name, value);
 }
 
-static const char *req_header(const hp_request *r, const char *name)
+const char *hp_request_header(const hp_request *r, const char *name)
 {
     return find(r->headers, r->nheaders, name, 1);
 }
@@ -221,8 +221,8 @@ static int req_header_at(const hp_request *r, size_t i, const char **name, const
 static hp_pair *cookie_pairs(hp_request *r)
 {
     if (!r->cookies_parsed) {
-        const char *h = req_header(r, "Cookie");
-        r->cookies = split_pairs(r, h ? h : "", ';', 0, &r->ncookies);
+        const char *h = hp_request_header(r, "Cookie");
+        r->cookies = hp_split_pairs(r, h ? h : "", ';', 0, &r->ncookies);
         r->cookies_parsed = 1;
     }
     return r->cookies;
@@ -446,7 +446,7 @@ const struct hp_api hp_api_table = {
     .req_param_int = req_param_int,
     .req_query_string = req_query_string,
     .req_query = req_query,
-    .req_header = req_header,
+    .req_header = hp_request_header,
     .req_header_count = req_header_count,
     .req_header_at = req_header_at,
     .req_cookie = req_cookie,
@@ -515,4 +515,7 @@ const struct hp_api hp_api_table = {
     .kv_incr = hp_api_kv_incr,
     .kv_cas = hp_api_kv_cas,
     .kv_error = hp_api_kv_error,
+    .req_form = hp_api_req_form,
+    .req_form_at = hp_api_req_form_at,
+    .req_form_error = hp_api_req_form_error,
 };

@@ -101,6 +101,10 @@ struct hp_request {
     struct json_t *json;
     hp_response res;
     hp_buf outbox; /* actions for the host: see websocket.c */
+    hp_part *form; /* form.c */
+    size_t nform;
+    int form_parsed;
+    const char *form_error;
 };
 
 /* One WebSocket handler call. The state is a copy in the request's arena;
@@ -119,6 +123,13 @@ hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
                            size_t nparams, size_t nheaders,
                            const char *body, size_t body_len);
 void hp_request_free(hp_request *req);
+/* The value of a request header, by case-insensitive name; NULL if absent. */
+const char *hp_request_header(const hp_request *r, const char *name);
+
+/* Splits "a=1&b=2" (sep '&', decoded) or "a=1; b=2" (sep ';', cookies) into
+ * *n pairs in the arena; NULL when out of memory. */
+hp_pair *hp_split_pairs(hp_request *r, const char *s, char sep, int decode, size_t *n);
+
 /* Adds Content-Type to the header list; call once the handler is done. */
 int hp_response_finish(hp_response *res);
 
@@ -143,6 +154,11 @@ char *hp_api_password_hash(hp_request *req, const char *password);
 int hp_api_password_verify(const char *hash, const char *password);
 char *hp_api_token_sign(hp_request *req, const char *key, const char *payload, long ttl_seconds);
 const char *hp_api_token_verify(hp_request *req, const char *key, const char *token);
+
+/* form.c: named in the API table (ABI 3). */
+const char *hp_api_req_form(hp_request *req, const char *name);
+int hp_api_req_form_at(hp_request *req, size_t i, hp_part *part);
+const char *hp_api_req_form_error(hp_request *req);
 
 /* store.c: named in the API table (ABI 3). */
 int hp_api_kv_get(hp_request *req, const char *key, const void **value, size_t *len);

@@ -62,3 +62,25 @@ HP_EXPORT int big(hp_request *req, hp_response *res)
         hp_res_write(res, chunk, sizeof chunk);
     return HP_OK;
 }
+
+/* Lists the form fields: name, file name, type, length and SHA-256 of each. */
+HP_EXPORT int form(hp_request *req, hp_response *res)
+{
+    hp_part part;
+    hp_json *j = hp_res_json(res);
+    hp_json_begin_object(j, NULL);
+    hp_json_string(j, "error", hp_req_form_error(req));
+    hp_json_string(j, "first_name", hp_req_form(req, "name"));
+    hp_json_begin_array(j, "fields");
+    for (size_t i = 0; hp_req_form_at(req, i, &part) == HP_OK; i++) {
+        hp_json_begin_object(j, NULL);
+        hp_json_string(j, "name", part.name);
+        hp_json_string(j, "filename", part.filename);
+        hp_json_string(j, "content_type", part.content_type);
+        hp_json_int(j, "len", (long long)part.len);
+        hp_json_string(j, "sha256", hp_sha256_hex(req, part.data, part.len));
+        hp_json_end_object(j);
+    }
+    hp_json_end_array(j);
+    return hp_json_end_object(j);
+}

@@ -226,6 +226,62 @@ static void test_abi3(void)
     hp_request_free(r);
 }
 
+/* A request with a body of the given type. The request points into the
+ * blob, which must outlive it: one request at a time. */
+static hp_request *form_request(const char *content_type, const char *body, size_t len)
+{
+    static char blob[512];
+    int n = snprintf(blob, sizeof blob, "POST%c/f%c%c1.2.3.4%cr%c/f%cCONTENT_TYPE%c%s", 0, 0, 0, 0, 0, 0, 0,
+                     content_type);
+    return hp_request_new(NULL, blob, (size_t)n + 1, 0, 1, body, len);
+}
+
+static void test_forms(void)
+{
+    hp_part part;
+    hp_request *r = form_request("application/x-www-form-urlencoded", "a=1&b=x+y&c=%41&a=2", 19);
+    CHECK_STR(hp_req_form(r, "a"), "1");
+    CHECK_STR(hp_req_form(r, "b"), "x y");
+    CHECK_STR(hp_req_form(r, "c"), "A");
+    CHECK(hp_req_form(r, "d") == NULL && hp_req_form_error(r) == NULL);
+    CHECK(hp_req_form_at(r, 3, &part) == HP_OK && !strcmp(part.name, "a") && part.len == 1 && !part.filename);
+    CHECK(hp_req_form_at(r, 4, &part) == HP_ERROR);
+    hp_request_free(r);
+
+    static const char mp[] = "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"title\"\r\n\r\n"
+        "hi there\r\n--XyZ\r\n"
+        "content-disposition: form-data; name=\"up\"; filename=\"a \\\"b\\\".txt\"\r\n"
+        "Content-Type: text/plain\r\n\r\n"
+        "x\0y\r\n--Xy\r\n\r\n--XyZ--\r\n";
+    r = form_request("multipart/form-data; boundary=\"XyZ\"", mp, sizeof mp - 1);
+    CHECK(hp_req_form_error(r) == NULL);
+    CHECK_STR(hp_req_form(r, "title"), "hi there");
+    CHECK(hp_req_form_at(r, 1, &part) == HP_OK && !strcmp(part.name, "up") && part.len == 11);
+    CHECK(part.len == 11 && !memcmp(part.data, "x\0y\r\n--Xy\r\n", 11));
+    CHECK_STR(part.filename, "a \\\"b\\\".txt");
+    CHECK_STR(part.content_type, "text/plain");
+    CHECK(hp_req_form_at(r, 2, &part) == HP_ERROR);
+    hp_request_free(r);
+
+    static const char *bad[][2] = {
+        {"multipart/form-data", "--b\r\n\r\n--b--"},
+        {"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=x\r\n\r\nno end"},
+        {"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data\r\n\r\nv\r\n--b--"},
+        {"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: attachment; name=x\r\n\r\nv\r\n--b--"},
+        {"multipart/form-data; boundary=b", "nothing"},
+        {"multipart/form-data; boundary=b", "--bX"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r = form_request(bad[i][0], bad[i][1], strlen(bad[i][1]));
+        CHECK(hp_req_form_error(r) != NULL && hp_req_form_at(r, 0, &part) == HP_ERROR);
+        hp_request_free(r);
+    }
+    r = form_request("application/json", "a=1", 3);
+    CHECK(hp_req_form(r, "a") == NULL && hp_req_form_error(r) == NULL);
+    hp_request_free(r);
+}
+
 /* ABI 3 crypto: known digests, constant-time equality, passwords, tokens. */
 static void test_crypto(void)
 {
@@ -330,6 +386,7 @@ static void test_websocket(void)
 int main(void)
 {
     test_request();
+    test_forms();
     test_arena_and_buffers();
     test_strings();
     test_json_writer();

@@ -7,7 +7,9 @@
  *
  * Input layout: byte 0 = number of parameters (low nibble) and headers
  * (high nibble); then the blob (NUL-separated fields, as the host sends
- * it); the part after the first "\n\n\n" is the body. */
+ * it); the part after the first "\n\n\n" is the body. The body is also
+ * parsed as a form: multipart with boundary "b" when byte 0 is odd, else
+ * urlencoded. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,6 +48,21 @@ static void exercise(hp_request *r)
     hp_json_end_object(j);
 }
 
+static void exercise_form(int multipart, const char *body, size_t len)
+{
+    static const char multipart_blob[] = "POST\0/\0\0a\0r\0/\0CONTENT_TYPE\0multipart/form-data; boundary=b";
+    static const char urlencoded_blob[] = "POST\0/\0\0a\0r\0/\0CONTENT_TYPE\0application/x-www-form-urlencoded";
+    hp_part part;
+    hp_request *r = multipart ? hp_request_new(NULL, multipart_blob, sizeof multipart_blob, 0, 1, body, len)
+                              : hp_request_new(NULL, urlencoded_blob, sizeof urlencoded_blob, 0, 1, body, len);
+    if (!r)
+        return;
+    hp_req_form(r, "a");
+    for (size_t i = 0; hp_req_form_at(r, i, &part) == HP_OK; i++)
+        hp_sha256_hex(r, part.data, part.len);
+    hp_request_free(r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -65,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         exercise(r);
         hp_request_free(r);
     }
+    exercise_form(data[0] & 1, d, d ? (size_t)(end - body) : 0);
     free(b);
     free(d);
     return 0;

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .appconfig import COMMITTED, ConfigStore
 from .errors import HotplateError
 from .githttp import http_backend, repo_path
 from .status import diff, releases, status
@@ -177,6 +178,42 @@ def resume():
 def revert():
     body = request.get_json(silent=True, force=True) or {}
     return jsonify(commit=ctl().revert(body.get("commit"), bool(body.get("force"))))
+
+
+@bp.get("/api/config")
+@requires_token
+def config_list():
+    """The app's config keys (secrets' values hidden), the recipient to
+    encrypt committed values to, and which set is live and which desired."""
+    controller = ctl()
+    store = ConfigStore(controller.state)
+    tip = controller.source.tip() if controller.source else None
+    live = controller.state.release(controller.state.live_release())
+    return jsonify(keys=store.listing(controller.source.show(tip, COMMITTED) if tip else None),
+                   recipient=store.recipient(), live=live.config if live else None,
+                   desired=controller.desired_config(tip))
+
+
+@bp.post("/api/config")
+@requires_token
+def config_change():
+    body = request.get_json(silent=True, force=True) or {}
+    set_, unset = body.get("set") or {}, body.get("unset") or []
+    if not isinstance(set_, dict) or not isinstance(unset, list) or not all(
+            isinstance(v, str) for v in [*set_, *set_.values(), *unset]):
+        return jsonify(error='expected {"set": {"KEY": "value"}, "unset": ["KEY"], "secret": bool}',
+                       reason="BadConfig"), 400
+    return jsonify(ctl().change_config(set_, unset, bool(body.get("secret")))), 202
+
+
+@bp.post("/api/config/encrypt")
+@requires_token
+def config_encrypt():
+    """A value encrypted to this controller, for the committed config.yaml."""
+    value = (request.get_json(silent=True, force=True) or {}).get("value")
+    if not isinstance(value, str):
+        return jsonify(error='expected {"value": "text"}', reason="BadConfig"), 400
+    return jsonify(armored=ConfigStore(ctl().state).encrypt(value))
 
 
 @bp.post("/webhook")

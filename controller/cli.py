@@ -358,6 +358,26 @@ def parser() -> argparse.ArgumentParser:
     revert.add_argument("--force", action="store_true", help="revert even when the commit is itself a revert")
     command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", client.cmd_retry,
             example="hotplate retry && hotplate wait")
+    config = command("config", "the app's config and secrets, read by modules with hp_config()", client.cmd_config,
+                     json_out=False, example="hotplate config set --secret DB_PASSWORD=s3cret --wait && hotplate config")
+    actions = config.add_subparsers(dest="action")
+    config.set_defaults(action="list", json=False)
+    for action, help, items in (
+            ("list", "every key, secrets' values hidden, and which set is live", None),
+            ("set", "set KEY=VALUE... (kept encrypted outside git), then roll the workers onto them", "KEY=VALUE"),
+            ("unset", "remove keys, then roll the workers", "KEY"),
+            ("recipient", "the public key committed values in config.yaml are encrypted to", None),
+            ("encrypt", "encrypt a value (argument or stdin) for config.yaml", "VALUE")):
+        sp = actions.add_parser(action, help=help, description=help)
+        sp.add_argument("--state", help="state directory (default: .hotplate, or $HOTPLATE_STATE)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if items:
+            sp.add_argument("items", nargs="+" if action != "encrypt" else "?", metavar=items,
+                            default=[] if action == "encrypt" else None)
+        if action in ("set", "unset"):
+            wait_flags(sp)
+        if action == "set":
+            sp.add_argument("--secret", action="store_true", help="hide the values in `hotplate config list`")
     init = command("init", "scaffold a new app repository", cmd_init, example="hotplate init myapp && hotplate dev myapp")
     init.add_argument("dir")
     init.add_argument("--branch", default="main", help="the branch to commit to, the one `hotplate up` tracks "

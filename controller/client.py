@@ -215,6 +215,73 @@ def cmd_releases(args) -> int:
     return 0
 
 
+def _pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HotplateError(f"{item!r}: write KEY=VALUE (and `hotplate config unset KEY` to remove one)")
+        pairs[key] = value
+    return pairs
+
+
+def _latest_deploy(args) -> int:
+    return next((d["id"] for d in _call(args, "GET", "/api/deploys?limit=1")), 0)
+
+
+def _wait_config(args, digest: str | None, after: int, timeout: float) -> int:
+    """Poll until the live release runs with config set ``digest`` and its
+    deploy is over: 0; 1 as soon as a config deploy begun after deploy
+    ``after`` failed; 2 at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = _call(args, "GET", "/api/status")
+        c = s["config"]
+        if c["live"] == digest and not s["progressing"]:
+            say(args, {"outcome": "live", "config": digest}, f"live with config set {digest}")
+            return 0
+        failed = [d for d in _call(args, "GET", "/api/deploys?limit=5") if d["id"] > after
+                  and d["trigger"] == "config" and d["outcome"] not in ("succeeded", "progressing")]
+        if failed:
+            d = failed[0]
+            say(args, {"outcome": "failed", "deploy": d["id"], "reason": d["reason"]},
+                f"FAILED: deploy {d['id']} {d['outcome']} ({d['reason']}); see `hotplate logs {d['id']}`")
+            return 1
+        if time.monotonic() >= deadline:
+            say(args, {"outcome": "timed_out", "config": digest, "live": c["live"]},
+                f"timed out after {timeout:g}s: live runs config set {c['live']}, not {digest} (`hotplate status`)")
+            return 2
+        time.sleep(WAIT_POLL_S)
+
+
+def cmd_config(args) -> int:
+    if args.action in ("set", "unset"):
+        body = {"set": _pairs(args.items), "secret": args.secret} if args.action == "set" else {"unset": args.items}
+        after = _latest_deploy(args)
+        r = _call(args, "POST", "/api/config", body)
+        text = (f"config stored; live is pinned to {r['pinned']}: it applies after `hotplate resume`" if r["pinned"]
+                else f"config stored; deploying {r['commit'][:12]} with config set {r['config']}" if r["deploying"]
+                else "config stored; live has these values already")
+        say(args, r, text)
+        return _wait_config(args, r["config"], after, args.timeout) if args.wait and r["deploying"] else 0
+    if args.action == "encrypt":
+        value = args.items if args.items else sys.stdin.read()
+        say(args, r := _call(args, "POST", "/api/config/encrypt", {"value": value}), r["armored"].rstrip())
+        return 0
+    c = _call(args, "GET", "/api/config")
+    if args.action == "recipient":
+        say(args, {"recipient": c["recipient"]}, c["recipient"])
+        return 0
+
+    def human(c):
+        out = [f"{k['key']}={'(secret)' if k['secret'] else k['value']}   [{k['source']}]" for k in c["keys"]]
+        pending = c["live"] != c["desired"]
+        out.append(f"live config set: {c['live'] or '(none)'}" + (f"; deploying {c['desired']}" if pending else ""))
+        return "\n".join(out)
+    _emit(args, c, human)
+    return 0
+
+
 def cmd_notifications(args) -> int:
     def human(rows):
         out = ["when                 deploy  event                attempts  target / error"]

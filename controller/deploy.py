@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from hotplate.server import sanitize
 from hotplate.server.report import read_reports
 
+from .appconfig import COMMITTED, ConfigStore
 from .build import Builder, BuildResult, ModuleBuild
 from .errors import DISK_FULL, RetryableError, StalledError
 from .plan import Manifest, load_manifest
@@ -53,6 +54,7 @@ class Attempt:
     previous: str | None = None
     previous_commit: str | None = None
     manifest: Manifest | None = None
+    config: str | None = None
     build: BuildResult | None = None
     release: Release | None = None
     generation: Generation | None = None
@@ -127,9 +129,18 @@ class Pipeline:
                   f"trigger: {a.trigger}")
 
     def plan(self, a: Attempt) -> None:
+        """Validate the manifest; merge, seal and render the config set the
+        release will run with (committed config.yaml under the operator's)."""
         a.manifest = load_manifest(a.tree)
         self.emit(f"manifest ok: {len(a.manifest.modules)} modules, "
                   f"{sum(len(m.routes) for m in a.manifest.modules)} routes")
+        committed = a.tree / COMMITTED
+        config = ConfigStore(self.state)
+        values = config.merged(committed.read_text() if committed.is_file() else None)
+        a.config = config.seal(values)
+        config.render(a.config)
+        if values:
+            self.emit(f"config: {len(values)} keys (set {a.config})")
 
     def build(self, a: Attempt) -> None:
         flags = sanitize.FLAGS if self.sanitized else ()
@@ -140,12 +151,16 @@ class Pipeline:
     def release(self, a: Attempt) -> None:
         meta = {"commit": a.commit, "trigger": a.trigger} if a.commit else {"trigger": a.trigger}
         env = sanitize.environment(self.state.workers) if self.sanitized else None
-        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, self.state.worker_user, env)
+        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, self.state.worker_user, env,
+                             a.config, self.state.config_render)
         a.target = a.release.id
         self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
 
     def switch(self, a: Attempt) -> None:
-        """Point ``current`` at the target: new workers load it from here on."""
+        """Point ``current`` at the target: new workers load it (and its
+        config set, rendered again if memory lost it) from here on."""
+        spec = self.state.release(a.target)
+        ConfigStore(self.state).render(spec.config if spec else None)
         self.state.switch(a.target, a.commit)
         a.switched = True
 

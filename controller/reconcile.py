@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 
+from .appconfig import COMMITTED, ConfigStore, digest
 from .build import prune_cache
 from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
 from .errors import DISK_FULL, HotplateError, RetryableError, RolloutError, StalledError
@@ -86,7 +87,11 @@ class Controller:
         self.observed: str | None = None
         self.last_error: str | None = None
         self.backoff = Backoff()
-        self.forced: str | None = None  # a commit `hotplate retry` asked to deploy despite its failure
+        # (commit, trigger): a commit to deploy although it failed or is live
+        # (`hotplate retry`; `hotplate config set` on the live commit)
+        self.forced: tuple[str, str] | None = None
+        # (commit, config set) whose deploy failed: not tried again by itself
+        self.config_failed: tuple[str, str | None] | None = None
         # Passes are numbered as they start; `ended` is the number of the last
         # one that ended, so that a follower knows when one begun after its push is over.
         self.started = self.ended = 0
@@ -159,10 +164,14 @@ class Controller:
     def settled(self, tip: str | None) -> bool:
         """Whether there is nothing to do for ``tip`` now: it is live, pinned,
         failed (until a new commit), or backing off after an error."""
-        if tip is None or self.state.pinned() or tip == self.state.live_commit():
+        if tip is None or self.state.pinned():
             return True
-        if tip == self.forced:
+        if self.forced and tip == self.forced[0]:
             return False
+        if tip == self.state.live_commit():
+            live = self.state.release(self.state.live_release())
+            desired = self.desired_config(tip)
+            return (live and live.config) == desired or (tip, desired) == self.config_failed
         return self.history.failure(tip) is not None or self.backoff.wait(tip) > 0
 
     # -- deploying --------------------------------------------------------
@@ -170,8 +179,8 @@ class Controller:
     def deploy_commit(self, sha: str, trigger: str) -> Deploy:
         """Check out a commit and deploy its tree."""
         info = self.source.commit_info(sha)
-        if self.forced == sha:
-            self.forced, trigger = None, "retry"
+        if self.forced and self.forced[0] == sha:
+            trigger, self.forced = self.forced[1], None
         return self.execute(Attempt(trigger, commit=sha, meta=info), COMMIT)
 
     def execute(self, a: Attempt, stages: tuple[str, ...]) -> Deploy:
@@ -209,6 +218,8 @@ class Controller:
         finally:
             pipeline.cleanup(a)
             self.backoff.record(a.commit, outcome)
+            if outcome != "succeeded" and a.commit and a.trigger != "rollback":
+                self.config_failed = (a.commit, self.desired_config(a.commit))
             self.emit(d, self.final_line(a, outcome, reason))
             try:
                 self.history.finish(d.id, outcome, reason=reason, detail=detail if error else None,
@@ -333,10 +344,36 @@ class Controller:
                                "Pinned")
         if tip == self.state.live_commit():
             raise StalledError(f"{tip[:12]} is live already; nothing to retry", "AlreadyLive")
-        self.forced = tip
-        self.backoff.forget(tip)
-        self.wake("retry")
+        self.force(tip, "retry")
         return tip
+
+    def force(self, tip: str, trigger: str) -> None:
+        self.forced = (tip, trigger)
+        self.backoff.forget(tip)
+        self.wake(trigger)
+
+    def desired_config(self, tip: str | None) -> str | None:
+        """The digest of the config set deploying ``tip`` now would give its
+        release; None for none (or a config.yaml the deploy will refuse)."""
+        store = ConfigStore(self.state)
+        try:
+            return digest(store.merged(self.source.show(tip, COMMITTED) if self.source and tip else None))
+        except HotplateError:
+            return None
+
+    def change_config(self, set_: dict[str, str], unset: list[str], secret: bool) -> dict:
+        """``hotplate config set/unset``: store the change, then deploy the
+        tip again so that new workers get it (a rollback's pin holds it back
+        until ``hotplate resume``)."""
+        ConfigStore(self.state).change(set_, unset, secret)
+        tip = self.source.tip() if self.source else None
+        desired = self.desired_config(tip)
+        live = self.state.release(self.state.live_release())
+        pending = tip is not None and (live and live.config) != desired
+        if pending and not self.state.pinned():
+            self.force(tip, "config")
+        return {"commit": tip, "config": desired, "deploying": pending and not self.state.pinned(),
+                "pinned": self.state.pinned()}
 
     def revert(self, sha: str | None = None, force: bool = False) -> str:
         """Commit a revert of ``sha`` (default: the branch tip) and deploy it."""

@@ -44,28 +44,32 @@ class Release:
     reused: bool
 
 
-def describe(manifest: Manifest, build: BuildResult) -> ReleaseSpec:
-    """The server's view of a release: modules, objects and routes. Its id
-    is a digest of that content, so the same tree built again is the same release."""
+def describe(manifest: Manifest, build: BuildResult, config: str | None = None) -> ReleaseSpec:
+    """The server's view of a release: modules, objects, routes and the
+    digest of its config set. Its id is a digest of that content, so the same
+    tree built again with the same config is the same release."""
     keys = {b.name: b.key for b in build.modules}
     modules = tuple(ModuleSpec(m.name, m.source, keys[m.name], f"modules/{m.name}-{keys[m.name][:16]}.so", m.config,
                                m.health, m.routes, m.websockets, m.unconfined) for m in manifest.modules)
-    spec = ReleaseSpec("", manifest.app, modules, manifest.limits)
+    spec = ReleaseSpec("", manifest.app, modules, manifest.limits, config)
     body = {k: v for k, v in spec.to_json().items() if k not in ("id", "format")}
     release_id = "r" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
     return replace(spec, id=release_id)
 
 
 def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_dir: Path,
-             meta: dict | None = None, worker_user: str | None = None, env: dict | None = None) -> Release:
+             meta: dict | None = None, worker_user: str | None = None, env: dict | None = None,
+             config: str | None = None, config_dir: Path | None = None) -> Release:
     """Create (or reuse) the release for this build and return it.
 
     :param meta: extra facts for ``build.json`` (commit, trigger...).
+    :param config: the digest of the release's config set, rendered in
+        ``config_dir`` for the smoke check.
     :param worker_user: the account the smoke check runs module code as.
     :param env: the smoke check's environment, for a sanitizer build.
     :raises SmokeCheckError: when a module fails to load or init.
     """
-    spec = describe(manifest, build)
+    spec = describe(manifest, build, config)
     releases_dir.mkdir(parents=True, exist_ok=True)
     final = releases_dir / spec.id
     if (final / "release.json").exists():
@@ -73,7 +77,7 @@ def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_di
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=releases_dir))
     try:
         _fill(staging, Path(app_root), spec, build, meta or {})
-        smoke_check(staging, worker_user, env)
+        smoke_check(staging, worker_user, env, config_dir)
         os.rename(staging, final)
     except FileExistsError:
         # Another build of the same content won the race: same bytes, use it.
@@ -108,19 +112,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def smoke_check(release_dir: Path, worker_user: str | None = None, env: dict | None = None) -> None:
+def smoke_check(release_dir: Path, worker_user: str | None = None, env: dict | None = None,
+                config_dir: Path | None = None) -> None:
     """Load the release in a throwaway process; raise with every failure found.
 
     It runs module code as the workers do: as ``worker_user`` if given,
-    confined the same way, in an empty directory of its own (what hp_init
-    writes there is thrown away)."""
+    confined the same way, with the release's config set (from
+    ``config_dir``), in an empty directory of its own (what hp_init writes
+    there is thrown away)."""
     scratch = Path(tempfile.mkdtemp(prefix=".smoke-", dir=Path(release_dir).parent))
     if worker_user:
         account = pwd.getpwnam(worker_user)
         os.chown(scratch, account.pw_uid, account.pw_gid)
     try:
-        failures = (_fork_check(release_dir, scratch, worker_user) if env is None
-                    else _fresh_check(release_dir, scratch, worker_user, env))
+        args = [str(release_dir), str(scratch), worker_user or "", str(config_dir or "")]
+        failures = _fork_check(args) if env is None else _fresh_check(args, env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if failures:
@@ -128,12 +134,11 @@ def smoke_check(release_dir: Path, worker_user: str | None = None, env: dict | N
         raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))
 
 
-def _fork_check(release_dir: Path, scratch: Path, worker_user: str | None) -> list[dict]:
+def _fork_check(args: list[str]) -> list[dict]:
     """Check in a child of a fork server that has the loader imported
     already: a check costs a fork, not a Python start."""
     receiver, sender = _FORKS.Pipe(duplex=False)
-    proc = _FORKS.Process(target=smoke.check_into, args=(str(release_dir), str(scratch), worker_user, sender),
-                          daemon=True)
+    proc = _FORKS.Process(target=smoke.check_into, args=(*args, sender), daemon=True)
     proc.start()
     sender.close()
     try:
@@ -150,10 +155,10 @@ def _fork_check(release_dir: Path, scratch: Path, worker_user: str | None) -> li
     return failures
 
 
-def _fresh_check(release_dir: Path, scratch: Path, worker_user: str | None, env: dict) -> list[dict]:
+def _fresh_check(args: list[str], env: dict) -> list[dict]:
     """Check in a new interpreter with ``env`` (a sanitizer build, whose
     runtime must be loaded before anything else)."""
-    cmd = [sys.executable, "-m", "hotplate.server.smoke", str(release_dir), str(scratch), *filter(None, [worker_user])]
+    cmd = [sys.executable, "-m", "hotplate.server.smoke", *args]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env},
                                 timeout=SMOKE_TIMEOUT_S)

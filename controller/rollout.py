@@ -28,6 +28,7 @@ from hotplate.server.config import ServerConfig
 from hotplate.server.contract import ReleaseSpec
 from hotplate.server.report import pid_alive, read_reports
 
+from .appconfig import ConfigStore
 from .errors import HotplateError, RetryableError, RolloutError
 from .state import State
 
@@ -84,6 +85,9 @@ class ServerProcess:
             cmd += ["--dev-errors", self.config.dev_errors]
         if self.config.store:
             cmd += ["--store", self.config.store]
+        live = self.state.release(self.state.live_release())
+        ConfigStore(self.state).render(live.config if live else None)  # tmpfs: gone after a reboot
+        cmd += ["--config-dir", str(self.state.config_render)]
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.state.metrics),
                **(sanitize.environment(Path(self.config.sanitize)) if self.config.sanitize else {})}
         with contextlib.nullcontext() if self.console else self.log.open("a") as out:

@@ -5,6 +5,7 @@ Like Piku's settings block: every path is derived here, nowhere else.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pwd
@@ -110,6 +111,20 @@ class State:
     @property
     def controller_info(self) -> Path:
         return self.run / "controller.json"
+
+    @property
+    def config(self) -> Path:
+        """The app's config and secrets, encrypted (controller/appconfig.py)."""
+        return self.root / "config"
+
+    @property
+    def config_render(self) -> Path:
+        """Where the workers read a release's config set as plaintext: a
+        directory in memory (tmpfs), never on disk; one per state directory."""
+        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        shm = Path("/dev/shm")
+        return shm / f"hotplate-{os.getuid()}-{tag}" if shm.is_dir() and os.access(shm, os.W_OK) \
+            else self.run / "config"
 
     def make(self) -> "State":
         """Create the layout. The token, the history, the repository and the

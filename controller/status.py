@@ -28,8 +28,13 @@ def status(c) -> dict:
     workers, exited = read_all(c.state.workers)
     spec = c.state.release(live)
     modules = spec.modules if spec else ()
+    config = {"live": spec.config if spec else None, "desired": c.desired_config(tip)}
+    if tip == live_commit and config["live"] != config["desired"] and (tip, config["desired"]) == c.config_failed:
+        failure = failure or {"id": None, "reason": "ConfigFailed",
+                              "detail": "the deploy of the new config set failed: see `hotplate history`"}
     return {
-        "state": sync_state(c, tip, live_commit, pinned, failure),
+        "state": sync_state(c, tip, live_commit, pinned, failure, config["live"] == config["desired"]),
+        "config": config,
         "health": health(c, live, workers),
         "pinned": pinned,
         "live": {"release": live, "commit": live_commit},
@@ -50,13 +55,15 @@ def status(c) -> dict:
     }
 
 
-def sync_state(c, tip: str | None, live_commit: str | None, pinned: str | None, failure: dict | None) -> str:
-    """Whether live matches the branch tip (Flux's Ready), and if not, why."""
+def sync_state(c, tip: str | None, live_commit: str | None, pinned: str | None, failure: dict | None,
+               config_synced: bool = True) -> str:
+    """Whether live matches the branch tip and the config set (Flux's
+    Ready), and if not, why."""
     if pinned:
         return "Pinned"
     if c.active is not None:
         return "Progressing"
-    if tip is not None and tip == live_commit:
+    if tip is not None and tip == live_commit and config_synced:
         return "Synced"
     if failure or c.backoff.gave_up(tip):
         return "Failed"

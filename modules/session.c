@@ -5,13 +5,17 @@
 
 HP_MODULE;
 
-static const char *key; /* from deploy.yaml's config: {key: ...} */
+/* The signing key is a secret: `hotplate config set --secret SESSION_KEY=...`
+ * keeps it out of git. The manifest's key is the demo's fallback. */
+static const char *key;
 
 HP_EXPORT int hp_init(hp_module *mod)
 {
-    key = hp_module_config(mod, "key");
+    key = hp_config("SESSION_KEY");
+    if (!key || !*key)
+        key = hp_module_config(mod, "key");
     if (!key || !*key) {
-        hp_module_log(mod, HP_LOG_ERROR, "set config: {key: ...} in deploy.yaml to sign sessions");
+        hp_module_log(mod, HP_LOG_ERROR, "no key to sign sessions: hotplate config set --secret SESSION_KEY=...");
         return HP_ERROR;
     }
     return HP_OK;

@@ -30,6 +30,8 @@ class ServerConfig:
         module code, stays as started); None: the master's own.
     :param store: the shared key-value store behind hp_kv_*: ``lmdb:PATH``
         or ``redis://HOST:PORT/DB``; None: LMDB in the workers' directory.
+    :param config_dir: where the controller renders releases' config sets
+        (controller/appconfig.py) for hp_config(); None: the working directory.
     :param dev_errors: under ``hotplate dev``, the file that holds why the
         latest save did not go live; while it exists, the app answers every
         request with it (server/worker.py).
@@ -57,6 +59,7 @@ class ServerConfig:
     user: str | None = None
     sanitize: str | None = None
     store: str | None = None
+    config_dir: str | None = None
     dev_errors: str | None = None
 
     @classmethod

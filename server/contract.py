@@ -84,12 +84,14 @@ class ModuleSpec:
 
 @dataclass(frozen=True)
 class ReleaseSpec:
-    """What a worker loads: every module, and the app's limits."""
+    """What a worker loads: every module, the app's limits, and the digest
+    of the config set it runs with (controller/appconfig.py; None: none)."""
 
     id: str
     app: str
     modules: tuple[ModuleSpec, ...]
     limits: Limits = Limits()
+    config: str | None = None
 
     def to_json(self) -> dict:
         data = {"format": FORMAT, **asdict(self)}
@@ -100,6 +102,8 @@ class ReleaseSpec:
         for m in data["modules"]:
             if m["unconfined"] is None:
                 del m["unconfined"]
+        if data["config"] is None:
+            del data["config"]
         return data
 
     @classmethod
@@ -115,7 +119,7 @@ class ReleaseSpec:
                          w["timeout_ms"], w["max_message"], w["line"]) for w in m.get("websockets", [])),
             m.get("unconfined"),
         ) for m in data["modules"])
-        return cls(data["id"], data["app"], modules, Limits(**data.get("limits", {})))
+        return cls(data["id"], data["app"], modules, Limits(**data.get("limits", {})), data.get("config"))
 
     @classmethod
     def load(cls, release_dir: Path) -> "ReleaseSpec":

@@ -25,7 +25,7 @@ from .app import create_app
 from .config import ServerConfig
 from .confine import confine, hide_other_processes, set_dumpable
 from .contract import Limits, ReleaseSpec
-from .modules import ModuleSet, open_store, setup_process
+from .modules import ModuleSet, load_config, open_store, setup_process
 from .websocket.hub import Hub
 
 
@@ -115,7 +115,9 @@ class HotplateServer(BaseApplication):
                 # The switch of account made it not dumpable: with hidepid, the
                 # workers would not see each other (their peer checks read /proc).
                 set_dumpable(True)
-            confine(ReleaseSpec.load(release), dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize))
+            spec = ReleaseSpec.load(release)
+            load_config(spec, self.config.config_dir)
+            confine(spec, dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize))
             modules = ModuleSet.load(release)
             self.bound(worker, modules.spec.limits)
             self.dispatcher.attach(modules)

@@ -6,6 +6,7 @@ server when a worker fails to boot, so a module that cannot load becomes a
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,25 @@ def open_store(url: str) -> None:
     err = ffi.new("char[512]")
     if lib.hp_rt_store_open(url.encode(), err, len(err)) != 0:
         log.error("%s", ffi.string(err).decode(errors="replace"))
+
+
+def load_config(spec: contract.ReleaseSpec, config_dir: str | None) -> None:
+    """Give hp_config() the release's config set, before any module loads.
+
+    :raises OSError: if the release has a set and it is not rendered in
+        ``config_dir`` (the controller renders it before starting workers).
+    """
+    if spec.config is None:
+        return
+    path = Path(config_dir or ".") / f"{spec.config}.json"
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise OSError(f"config set {spec.config} of release {spec.id} is not readable at {path}: {e}") from None
+    blob = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in sorted(values.items()))
+    _, lib = runtime.load()
+    if lib.hp_rt_config_set(blob, len(blob), len(values)) != 0:
+        raise MemoryError("out of memory for the config set")
 
 
 @dataclass

@@ -4,7 +4,7 @@
 hp_init and hp_fini, and lists ``{"module", "source", "error"}`` for each
 failure. It runs in a child of the controller's fork server
 (controller/release.py), or as ``python -m hotplate.server.smoke RELEASE_DIR
-[WORKDIR [USER]]``, which prints that list as JSON (a sanitizer build, whose
+WORKDIR USER CONFIG_DIR`` (empty strings for none), which prints that list as JSON (a sanitizer build, whose
 runtime must be preloaded into a fresh interpreter). A module that kills the process fails the release,
 not a server.
 """
@@ -17,12 +17,13 @@ from pathlib import Path
 
 from .confine import become, confine, hide_other_processes
 from .contract import ReleaseSpec
-from .modules import ModuleSet, open_store, setup_process
+from .modules import ModuleSet, load_config, open_store, setup_process
 
 
-def check(release_dir: str, workdir: str | None = None, user: str | None = None) -> list[dict]:
+def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "") -> list[dict]:
     """Load, init and fini every module in ``workdir``, as ``user`` (from
-    root) if given, confined like a worker; return the failures."""
+    root) if given, confined like a worker, with the release's config set
+    from ``config_dir``; return the failures."""
     setup_process()  # loads the runtime, which the workers' account may not be able to read
     if workdir:
         os.chdir(workdir)
@@ -30,24 +31,28 @@ def check(release_dir: str, workdir: str | None = None, user: str | None = None)
         hide_other_processes()
         become(user)
     open_store("lmdb:store")  # an empty store of its own, in the scratch directory
-    confine(ReleaseSpec.load(Path(release_dir)), dedicated=bool(user),
-            sanitized=bool(os.environ.get("HOTPLATE_SANITIZE")))
+    spec = ReleaseSpec.load(Path(release_dir))
+    try:
+        load_config(spec, config_dir or None)
+    except OSError as e:
+        return [{"module": "(config)", "source": "hotplate config", "error": str(e)}]
+    confine(spec, dedicated=bool(user), sanitized=bool(os.environ.get("HOTPLATE_SANITIZE")))
     modules = ModuleSet.load(release_dir)
     modules.close()
     return [{"module": m.name, "source": m.source, "error": m.error} for m in modules.modules if not m.ok]
 
 
-def check_into(release_dir: str, workdir: str, user: str | None, conn) -> None:
+def check_into(release_dir: str, workdir: str, user: str, config_dir: str, conn) -> None:
     """Run :func:`check` and send the result through a pipe (fork-server child)."""
-    conn.send(check(release_dir, workdir, user))
+    conn.send(check(release_dir, workdir, user, config_dir))
     conn.close()
 
 
-def main(release_dir: str, workdir: str | None = None, user: str | None = None) -> int:
-    failures = check(release_dir, workdir, user)
+def main(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "") -> int:
+    failures = check(release_dir, workdir, user, config_dir)
     print(json.dumps(failures))
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))

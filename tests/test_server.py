@@ -90,10 +90,13 @@ def test_demo_app_serves_every_module(serve):
         counts = [s.get(server.url + "/counter", timeout=5).json() for _ in range(3)]
     assert len({c["worker"] for c in counts}) == 1
     assert [c["hits"] for c in counts] == list(range(counts[0]["hits"], counts[0]["hits"] + 3))
-    shared = [get("/counter").json() for _ in range(12)]  # new connections: both workers, one store
+    shared = [get("/counter").json()]  # new connections, until both workers answered: one store
+    deadline = time.monotonic() + 30
+    while len({c["worker"] for c in shared}) < 2 and time.monotonic() < deadline:
+        shared.append(get("/counter").json())
     assert len({c["worker"] for c in shared}) == 2
     totals = [c["total_hits"] for c in shared]
-    assert totals == list(range(totals[0], totals[0] + 12))
+    assert totals == list(range(totals[0], totals[0] + len(shared)))
     health = get("/_hotplate/health").json()
     assert health["status"] == "ok" and health["release"].startswith("r")
 

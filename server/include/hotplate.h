@@ -229,6 +229,7 @@ struct hp_api {
     const char *(*req_form)(hp_request *req, const char *name);
     int (*req_form_at)(hp_request *req, size_t i, hp_part *part);
     const char *(*req_form_error)(hp_request *req);
+    const char *(*config)(const char *key);
     /* Add ABI 4 fields below this line, never above. */
 };
 
@@ -700,6 +701,20 @@ static inline HP_PRINTF(3, 4) void hp_module_log(hp_module *mod, int level, cons
 */
 static inline const char *hp_module_name(const hp_module *mod) { return hp__api->module_name(mod); }
 static inline const char *hp_module_config(const hp_module *mod, const char *key) { return hp__api->module_config(mod, key); }
+
+/*
+** CAPI: App config and secrets
+**
+** hp_config("KEY"): the value of KEY in the app's config set, or NULL if it
+** has none (or key is NULL). The set is the operator's (`hotplate config set
+** KEY=VALUE`, kept encrypted outside git) over the committed config.yaml
+** next to deploy.yaml; each release runs with the set it was deployed with,
+** so a rollback brings back the old values. Changing the set rolls the
+** workers. The string lives as long as the worker process: safe to keep
+** from hp_init. Unlike hp_module_config (the manifest's per-module
+** `config:`, visible in git), this is where secrets go. Since ABI 3.
+*/
+static inline const char *hp_config(const char *key) { return hp__api->config(key); }
 
 /* ---------------------------------------------------------------------- */
 /* WebSockets (ABI 2)                                                     */

@@ -133,6 +133,41 @@ int hp_rt_setup(hp_rt_log_fn log)
 
 int hp_rt_abi_version(void) { return HP_ABI_VERSION; }
 
+/* The app's config set (hotplate config, config.yaml), for the process's life. */
+static hp_pair *app_config;
+static size_t app_config_len;
+
+int hp_rt_config_set(const char *pairs, size_t len, size_t n)
+{
+    char *copy = malloc(len ? len : 1);
+    hp_pair *table = malloc((n ? n : 1) * sizeof *table);
+    if (!copy || !table) {
+        free(copy);
+        free(table);
+        return -1;
+    }
+    memcpy(copy, pairs, len);
+    const char *p = copy, *end = copy + len;
+    size_t i = 0;
+    for (; i < n && p < end; i++) {
+        table[i].name = p;
+        p += strnlen(p, (size_t)(end - p)) + 1;
+        table[i].value = p < end ? p : "";
+        p += p < end ? strnlen(p, (size_t)(end - p)) + 1 : 0;
+    }
+    app_config = table;
+    app_config_len = i;
+    return 0;
+}
+
+const char *hp_api_config(const char *key)
+{
+    for (size_t i = 0; key && i < app_config_len; i++)
+        if (!strcmp(app_config[i].name, key))
+            return app_config[i].value;
+    return NULL;
+}
+
 /* Each thread that runs module code needs its own signal stack (a stack
  * overflow must still reach the handler) and its own deadline timer. */
 static int thread_setup(void)

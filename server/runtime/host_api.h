@@ -61,6 +61,11 @@ int hp_rt_confine(char *err, size_t errlen);
  * Returns 0, or -1 with a message in err. */
 int hp_rt_store_open(const char *url, char *err, size_t errlen);
 
+/* Sets the app's config for hp_config(): n name\0value\0 pairs, copied.
+ * Call once per process, before modules load. Returns 0, or -1 when out
+ * of memory. */
+int hp_rt_config_set(const char *pairs, size_t len, size_t n);
+
 /* The name of the forbidden call this thread made last (after a SIGSYS crash). */
 const char *hp_rt_trapped_call(void);
 

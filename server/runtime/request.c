@@ -518,4 +518,5 @@ const struct hp_api hp_api_table = {
     .req_form = hp_api_req_form,
     .req_form_at = hp_api_req_form_at,
     .req_form_error = hp_api_req_form_error,
+    .config = hp_api_config,
 };

@@ -155,6 +155,9 @@ int hp_api_password_verify(const char *hash, const char *password);
 char *hp_api_token_sign(hp_request *req, const char *key, const char *payload, long ttl_seconds);
 const char *hp_api_token_verify(hp_request *req, const char *key, const char *token);
 
+/* host.c: hp_config (ABI 3). */
+const char *hp_api_config(const char *key);
+
 /* form.c: named in the API table (ABI 3). */
 const char *hp_api_req_form(hp_request *req, const char *name);
 int hp_api_req_form_at(hp_request *req, size_t i, hp_part *part);

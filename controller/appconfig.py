@@ -1,0 +1,226 @@
+"""App config and secrets, Heroku-style: ``hotplate config set KEY=VALUE``.
+
+Two sources, merged at each deploy, the operator's winning:
+
+- the operator's set, outside git, in ``STATE/config/operator.age``;
+- ``config.yaml`` next to ``deploy.yaml``, committed: a mapping of keys to
+  values, each plain or encrypted with age to this controller's recipient
+  (``hotplate config recipient``), SOPS-style.
+
+Everything at rest is encrypted with age (pyrage) to the controller's own
+identity (``STATE/config/identity``, 0600: the workers' account cannot read
+it). A deploy seals the merged set under its digest (``sets/<digest>.age``)
+and the release records only the digest, so a rollback restores exactly the
+set that release ran with. Workers read a set as plaintext JSON from a tmpfs
+directory the controller renders (:attr:`State.config_render`), never from disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import re
+from pathlib import Path
+
+import pyrage
+import yaml
+from pyrage import x25519
+
+from .errors import HotplateError, StalledError
+from .state import State, write_atomic
+
+#: The committed file, next to deploy.yaml.
+COMMITTED = "config.yaml"
+KEY = re.compile(r"[A-Z_][A-Z0-9_]{0,127}\Z")
+MAX_KEYS = 256
+MAX_VALUE = 64 * 1024
+ARMOR = "-----BEGIN AGE ENCRYPTED FILE-----"
+
+
+class ConfigError(HotplateError):
+    """A config key or value the operator gave is not acceptable."""
+
+    reason = "BadConfig"
+
+
+def check(key: str, value: str) -> None:
+    """:raises ConfigError: for a key or value modules could not read back."""
+    if not KEY.match(key):
+        raise ConfigError(f"config key {key!r}: use upper-case letters, digits and _ (like an environment variable), "
+                          "not starting with a digit, at most 128 characters")
+    if "\0" in value or len(value.encode()) > MAX_VALUE:
+        raise ConfigError(f"config {key}: a value is text without NUL bytes, at most {MAX_VALUE} bytes")
+
+
+def digest(values: dict[str, str]) -> str | None:
+    """The digest a release records for a set; None for no config (so a
+    release of an app without config keeps its id)."""
+    if not values:
+        return None
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ConfigStore:
+    """The operator's set, the controller's identity, sealed and rendered sets."""
+
+    def __init__(self, state: State):
+        self.state = state
+        self.dir = state.config
+
+    # -- the identity ------------------------------------------------------
+
+    def identity(self) -> x25519.Identity:
+        """The controller's age identity, made on first use (0600)."""
+        path = self.dir / "identity"
+        if not path.exists():
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            self.dir.chmod(0o700)
+            write_atomic(path, str(x25519.Identity.generate()) + "\n", mode=0o600)
+        try:
+            return x25519.Identity.from_str(path.read_text().strip())
+        except (OSError, pyrage.IdentityError) as e:
+            raise HotplateError(f"{path}: not an age identity ({e}); restore it from a backup", "ConfigUnreadable") \
+                from None
+
+    def recipient(self) -> str:
+        """The public key to encrypt committed values to (``age -r``)."""
+        return str(self.identity().to_public())
+
+    def encrypt(self, text: str) -> str:
+        """``text`` encrypted to this controller, ASCII-armored for config.yaml."""
+        return pyrage.encrypt(text.encode(), [self.identity().to_public()], armored=True).decode()
+
+    def _seal(self, path: Path, data: dict) -> None:
+        blob = pyrage.encrypt(json.dumps(data, sort_keys=True).encode(), [self.identity().to_public()])
+        fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f"{path}.tmp", path)
+
+    def _open(self, path: Path) -> dict:
+        try:
+            return json.loads(pyrage.decrypt(path.read_bytes(), [self.identity()]))
+        except (OSError, ValueError, pyrage.DecryptError, pyrage.IdentityError) as e:
+            raise HotplateError(f"{path} cannot be read with {self.dir / 'identity'}: {e}; restore both from "
+                                "a backup, or remove the file and set the config again", "ConfigUnreadable") from None
+
+    # -- the operator's set --------------------------------------------------
+
+    def operator(self) -> dict[str, dict]:
+        """``{KEY: {"value": ..., "secret": bool}}`` as ``hotplate config`` left it."""
+        path = self.dir / "operator.age"
+        return self._open(path) if path.exists() else {}
+
+    def change(self, set_: dict[str, str] | None = None, unset: list[str] | None = None,
+               secret: bool = False) -> dict[str, dict]:
+        """Set and unset keys of the operator's set; return it."""
+        current = self.operator()
+        for key, value in (set_ or {}).items():
+            check(key, value)
+            current[key] = {"value": value, "secret": secret}
+        missing = [k for k in unset or [] if k not in current]
+        if missing:
+            raise ConfigError(f"not set: {', '.join(missing)} (hotplate config list shows what is)")
+        for key in unset or []:
+            del current[key]
+        if len(current) > MAX_KEYS:
+            raise ConfigError(f"at most {MAX_KEYS} config keys")
+        self.identity()  # makes the directory
+        self._seal(self.dir / "operator.age", current)
+        return current
+
+    # -- a deploy's set --------------------------------------------------------
+
+    def committed(self, text: str | None) -> dict[str, str]:
+        """The values of a committed config.yaml, decrypted.
+
+        :raises StalledError: with the key and what to do, for a file this
+            controller cannot read (the commit's fault).
+        """
+        if text is None:
+            return {}
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise StalledError(f"{COMMITTED}: not valid YAML: {e}", "BadConfig") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise StalledError(f"{COMMITTED}: expected a mapping of KEY: value", "BadConfig")
+        values = {}
+        for key, value in data.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise StalledError(f"{COMMITTED}: {key}: a value is a string (or a number)", "BadConfig")
+            value = str(value)
+            if value.startswith(ARMOR):
+                try:
+                    value = pyrage.decrypt(value.encode(), [self.identity()]).decode()
+                except (pyrage.DecryptError, UnicodeDecodeError) as e:
+                    raise StalledError(f"{COMMITTED}: {key}: cannot decrypt ({e}): encrypt it to this controller's "
+                                       "recipient (hotplate config encrypt VALUE)", "BadConfig") from None
+            try:
+                check(str(key), value)
+            except ConfigError as e:
+                raise StalledError(f"{COMMITTED}: {e}", "BadConfig") from None
+            values[str(key)] = value
+        return values
+
+    def merged(self, committed_text: str | None) -> dict[str, str]:
+        """The set a deploy gives its release: committed values under the operator's."""
+        return {**self.committed(committed_text), **{k: v["value"] for k, v in self.operator().items()}}
+
+    def seal(self, values: dict[str, str]) -> str | None:
+        """Keep a deploy's set, encrypted, under its digest; return the digest."""
+        d = digest(values)
+        if d is not None:
+            (self.dir / "sets").mkdir(parents=True, exist_ok=True)
+            path = self.dir / "sets" / f"{d}.age"
+            if not path.exists():
+                self._seal(path, values)
+        return d
+
+    def render(self, d: str | None) -> None:
+        """Put set ``d`` where the workers read it (tmpfs), readable by their
+        account only.
+
+        :raises HotplateError: if the set was never sealed here."""
+        if d is None:
+            return
+        target = self.state.config_render / f"{d}.json"
+        if target.exists():
+            return
+        sealed = self.dir / "sets" / f"{d}.age"
+        if not sealed.exists():
+            raise HotplateError(f"config set {d} is not in {sealed.parent}: the release was made by another "
+                                "controller; deploy a new commit", "ConfigMissing")
+        render = self.state.config_render
+        render.mkdir(mode=0o700, exist_ok=True)
+        owner = pwd.getpwnam(self.state.worker_user) if self.state.worker_user else None
+        if owner:
+            os.chown(render, owner.pw_uid, owner.pw_gid)
+        fd = os.open(f"{target}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self._open(sealed), f)
+        if owner:
+            os.chown(f"{target}.tmp", owner.pw_uid, owner.pw_gid)
+        os.replace(f"{target}.tmp", target)
+
+    def listing(self, committed_text: str | None) -> list[dict]:
+        """Every key with its source; secrets' values hidden. Committed
+        values that were encrypted count as secret."""
+        rows = {}
+        try:
+            data = yaml.safe_load(committed_text or "") or {}
+        except yaml.YAMLError:
+            data = {}
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            secret = str(value).startswith(ARMOR)
+            rows[str(key)] = {"key": str(key), "value": None if secret else str(value), "secret": secret,
+                              "source": COMMITTED}
+        for key, v in self.operator().items():
+            rows[key] = {"key": key, "value": None if v["secret"] else v["value"], "secret": v["secret"],
+                         "source": "hotplate config"}
+        return sorted(rows.values(), key=lambda r: r["key"])

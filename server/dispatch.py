@@ -34,8 +34,9 @@ from .websocket.calls import PUBLISH, parse_outbox
 log = logging.getLogger("hotplate")
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 
-#: (status, headers, body): a response, whatever carries it to the client.
-Reply = tuple[int, list[tuple[str, str]], bytes]
+#: (status, headers, body): a response, whatever carries it to the client;
+#: headers None: the handler streamed it to the client already (server/worker.py Stream).
+Reply = tuple[int, list[tuple[str, str]] | None, bytes]
 
 
 class Dispatcher:
@@ -69,6 +70,8 @@ class Dispatcher:
                             for i, w in enumerate(self.socket_routes)]).bind("")
         self.pid = f"{os.getpid():x}"
         self.ffi, self.lib = runtime.load()
+        self.sink = self.ffi.callback("hp_rt_stream_fn", self.stream_part)  # kept: C holds the pointer
+        self.lib.hp_rt_set_stream_sink(self.sink)
         self.modules = modules
 
     def match(self, method: str, path: str) -> tuple[Route, dict] | None:
@@ -144,9 +147,12 @@ class Dispatcher:
             out = self.local.result
         except AttributeError:
             out = self.local.result = ffi.new("hp_rt_result *")
+        stream = getattr(self.local, "stream", None)
         rc = lib.hp_rt_dispatch(route.module.handle, route.address, blob, len(blob), nparams, nheaders,
-                                body, len(body), route.spec.timeout_ms, out)
+                                body, len(body), route.spec.timeout_ms, stream is not None and not head, out)
         try:
+            if out.streamed:
+                return self.streamed(rc, out, route, request_id, stream)
             if rc != RT_OK:
                 return self.failed(rc, out.signal, route, request_id)
             if out.outbox_len:
@@ -158,6 +164,40 @@ class Dispatcher:
             return out.status, headers, b"" if head else ffi.unpack(out.body, length)
         finally:
             lib.hp_rt_release(out)
+
+    def streamed(self, rc: int, out, route: Route, request_id: str, stream) -> Reply:
+        """End a response the handler streamed: its last part and the end of
+        the chunked body, or, if it failed midway, nothing (the connection is
+        closed, so the client sees it cut short)."""
+        if rc == RT_OK:
+            if out.outbox_len:
+                self.publish(self.ffi.unpack(out.outbox, out.outbox_len))
+            try:
+                stream.end(self.ffi.buffer(out.body, out.body_len))
+            except OSError:
+                stream.broken = True
+            return out.status, None, b""
+        stream.broken = True
+        status, message = self.fault(rc, out.signal, route.module.name, route.spec.path, route.spec.handler,
+                                     request_id, route.spec.timeout_ms)
+        log.warning("[module=%s route=%s req=%s] the streamed response was cut short: %s",
+                    route.module.name, route.spec.path, request_id, message)
+        return status, None, b""
+
+    def stream_part(self, first: int, status: int, headers, headers_len: int, data, length: int) -> int:
+        """The runtime's stream sink (hp_rt_stream_fn): never raises into C."""
+        stream = getattr(self.local, "stream", None)
+        try:
+            if first:
+                raw = self.ffi.unpack(headers, headers_len).decode("latin-1").split("\0") if headers_len else [""]
+                stream.head(status, list(zip(raw[0:-1:2], raw[1::2])))
+            else:
+                stream.part(self.ffi.buffer(data, length))
+            return 0
+        except Exception:  # the client went away (or no stream): the handler's writes fail from now on
+            if stream is not None:
+                stream.broken = True
+            return -1
 
     def publish(self, outbox: bytes) -> None:
         """Carry out an HTTP handler's hp_publish calls."""

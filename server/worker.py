@@ -56,6 +56,29 @@ class Call:
     conn: object
     route: object
     request_id: str
+    stream: "Stream | None" = None
+
+
+class Stream:
+    """Where a handler's streamed response goes (hp_res_stream): the status
+    and headers, then each part as an HTTP/1.1 chunk, straight to the
+    client's socket from the handler's thread."""
+
+    def __init__(self, worker: "HotplateWorker", req, conn, keep: bool):
+        self.worker, self.req, self.conn, self.keep = worker, req, conn, keep
+        self.started = self.broken = False
+
+    def head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.started = True
+        self.worker.respond(self.req, self.conn, status, [*headers, ("Transfer-Encoding", "chunked")], b"", self.keep)
+
+    def part(self, data) -> None:
+        if len(data):
+            self.conn.sock.sendall(b"%x\r\n%b\r\n" % (len(data), data))
+
+    def end(self, data) -> None:
+        self.part(data)
+        self.conn.sock.sendall(b"0\r\n\r\n")
 
 
 class HotplateWorker(ThreadWorker):
@@ -141,7 +164,8 @@ class HotplateWorker(ThreadWorker):
         metrics.request(route.module.name, route.spec.path, 504, route.spec.timeout_ms / 1000 + STUCK_AFTER_S)
         metrics.HANDLER_TIMEOUTS.labels(route.module.name).inc()
         try:
-            self.respond(call.req, call.conn, status, headers, body, False)
+            if call.stream is None or not call.stream.started:  # else only the close can tell the client
+                self.respond(call.req, call.conn, status, headers, body, False)
             call.conn.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -213,16 +237,21 @@ class HotplateWorker(ThreadWorker):
         body = dispatcher.read_body(length, chunked, req.body)
         route, request_id = target[0], dispatcher.request_id(request_id)
         token = id(conn)
+        stream = Stream(self, req, conn, keep) if req.version >= (1, 1) and req.method != "HEAD" else None
         self.inflight[token] = Call(time.monotonic() + route.spec.timeout_ms / 1000 + STUCK_AFTER_S, req, conn, route,
-                                    request_id)
+                                    request_id, stream)
+        dispatcher.local.stream = stream
         try:
             status, reply_headers, payload = dispatcher.handle(
                 route, target[1], req.method, path, req.query, self.client(conn), request_id, headers, body)
         finally:
+            dispatcher.local.stream = None
             del self.inflight[token]
         if token in self.abandoned:
             self.abandoned.discard(token)
             return False  # answered by the watchdog already
+        if reply_headers is None:  # streamed: sent already, and ended unless broken
+            return keep and not stream.broken
         return self.respond(req, conn, status, reply_headers, payload, keep)
 
     def handle_websocket(self, req, conn, dispatcher, target, path) -> bool:

@@ -19,6 +19,7 @@ ECHO_APP = """\
           - {path: /raw, methods: [POST], handler: raw}
           - {path: /big, handler: big}
           - {path: /form, methods: [POST], handler: form}
+          - {path: /stream, handler: stream, timeout: 120}
     """
 
 FAULTS_APP = """\
@@ -119,6 +120,53 @@ def test_forms_and_a_5_mb_multipart_upload_are_parsed(serve, tmp_path):
     broken = requests.post(echo.url + "/form", data=b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\nno end",
                            headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=5).json()
     assert broken == {"error": "multipart: no closing boundary", "first_name": None, "fields": []}
+
+
+def rss(pid: int) -> int:
+    return int(next(line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS"))) * 1024
+
+
+def test_a_100_mb_streamed_response_keeps_worker_memory_bounded(echo):
+    mb = 100 if echo.path == "direct" else 2  # the WSGI path buffers: the response goes whole
+    with requests.get(echo.url + "/stream", params={"mb": mb}, stream=True, timeout=60) as r:
+        assert r.headers["X-Streamed"] == ("yes" if echo.path == "direct" else "no")
+        assert ("Transfer-Encoding" in r.headers) == (echo.path == "direct")
+        pid, total, peak, blocks = int(r.headers["X-Worker"]), 0, 0, 0
+        start = rss(pid)
+        for chunk in r.iter_content(64 * 1024):
+            total += len(chunk)
+            if total % (8 << 20) < len(chunk):
+                peak = max(peak, rss(pid))
+            blocks += chunk[:1] == bytes([ord("a") + (total - len(chunk)) // 65536 % 26])
+    assert total == mb << 20
+    assert blocks >= total // 65536 * 0.9  # the blocks arrive in order
+    if echo.path == "direct":
+        assert peak - start < 16 << 20, f"worker RSS grew {(peak - start) >> 20} MiB while streaming"
+    assert requests.head(echo.url + "/stream", timeout=5).headers["X-Streamed"] == "no"
+    # a client that leaves midway: the handler's writes fail, it returns, the worker serves on
+    with requests.get(echo.url + "/stream", params={"mb": 50}, stream=True, timeout=30) as r:
+        next(r.iter_content(1 << 20))
+    assert requests.get(echo.url + "/users/7", timeout=5).text == "user 7\n"
+
+
+def test_a_handler_failing_midway_cuts_the_stream_short(echo):
+    if echo.path == "wsgi":
+        pytest.skip("the WSGI path does not stream")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        with requests.get(echo.url + "/stream", params={"mb": 4, "fail": 1}, stream=True, timeout=30) as r:
+            assert r.status_code == 200 and r.headers["X-Streamed"] == "yes"
+            for _ in r.iter_content(1 << 16):
+                pass
+    deadline = time.monotonic() + 30  # the crashed worker is replaced
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(echo.url + "/users/7", timeout=5).text == "user 7\n":
+                break
+        except requests.RequestException:
+            time.sleep(0.05)
+    else:
+        raise AssertionError("the server did not serve again after the crash")
+    assert "the streamed response was cut short" in echo.output()
 
 
 def test_request_api_end_to_end(echo):

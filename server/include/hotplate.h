@@ -230,6 +230,8 @@ struct hp_api {
     int (*req_form_at)(hp_request *req, size_t i, hp_part *part);
     const char *(*req_form_error)(hp_request *req);
     const char *(*config)(const char *key);
+    int (*res_stream)(hp_response *res);
+    int (*res_flush)(hp_response *res);
     /* Add ABI 4 fields below this line, never above. */
 };
 
@@ -560,6 +562,33 @@ static inline HP_PRINTF(2, 3) int hp_res_printf(hp_response *res, const char *fm
     return rc;
 }
 static inline hp_buf *hp_res_body(hp_response *res) { return hp__api->res_body(res); }
+
+/*
+** CAPI: Streaming responses
+**
+** hp_res_stream(res): send this response in parts, as it is written,
+** instead of whole at the end: for large output (a 100 MB export in bounded
+** memory) or slow output (progress, server-sent events). Set the status
+** and headers first: they go out with the first part and cannot change
+** after. From then on, hp_res_write and hp_res_printf send a part (HTTP/1.1
+** chunked encoding) each time HP_STREAM_PART bytes are buffered, and
+** hp_res_flush(res) sends what is buffered now (what hp_res_json or
+** hp_res_body wrote included: those send nothing by themselves). Returns HP_OK, or HP_ERROR
+** where the response cannot be streamed (HTTP/1.0, HEAD, or the server's
+** access log is on): writes then work as usual and the response goes whole
+** at the end.
+**
+** Once a part went out, a write returns HP_ERROR when the client has gone
+** away: stop writing and return. A handler that fails (HP_ERROR, a crash,
+** its timeout) after the first part cannot send a 500 any more: the
+** connection is closed without the chunked stream's end, so the client sees
+** a truncated response. The route's timeout covers the whole stream: give
+** long streams a long one. hp_res_flush without hp_res_stream does
+** nothing and returns HP_OK. Since ABI 3.
+*/
+#define HP_STREAM_PART (64 * 1024)
+static inline int hp_res_stream(hp_response *res) { return hp__api->res_stream(res); }
+static inline int hp_res_flush(hp_response *res) { return hp__api->res_flush(res); }
 
 /*
 ** CAPI: Redirect

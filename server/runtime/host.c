@@ -36,6 +36,7 @@
 /* SIGSYS: confine.c; SIGABRT: abort() in a module, or a sanitizer's report */
 static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS, SIGABRT};
 static hp_rt_log_fn log_sink;
+static hp_rt_stream_fn stream_sink;
 
 /* Per thread: where to jump when module code faults or overruns, and
  * whose code may be jumped out of (NULL: any, while dlopen runs). */
@@ -236,6 +237,21 @@ void hp_log_emit(int level, const hp_module *mod, const hp_request *req, const c
     if (log_sink)
         log_sink(level, mod ? mod->name : "", req ? req->route : "", req ? req->id : "", msg);
     guard_active = was_active;
+}
+
+void hp_rt_set_stream_sink(hp_rt_stream_fn sink)
+{
+    stream_sink = sink;
+}
+
+/* Calls the stream sink with the guard lifted, as for the log sink. */
+int hp_stream_emit(int first, const hp_response *res, const char *data, size_t len)
+{
+    int was_active = guard_active;
+    guard_active = 0;
+    int rc = stream_sink ? stream_sink(first, res->status, res->headers.data, res->headers.len, data, len) : -1;
+    guard_active = was_active;
+    return rc;
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -454,15 +470,18 @@ int hp_rt_dispatch(void *module, void *handler,
                    const char *blob, size_t blob_len,
                    size_t nparams, size_t nheaders,
                    const char *body, size_t body_len,
-                   unsigned timeout_ms, hp_rt_result *out)
+                   unsigned timeout_ms, int can_stream, hp_rt_result *out)
 {
     memset(out, 0, sizeof *out);
     hp_request *req = hp_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
+    req->res.can_stream = can_stream && stream_sink;
     struct call_args args = {.handler = handler, .req = req};
-    if (run_call(call_handler, &args, timeout_ms, out) == HP_RT_OK && hp_response_finish(&req->res))
+    if (run_call(call_handler, &args, timeout_ms, out) == HP_RT_OK && !req->res.stream_started &&
+        hp_response_finish(&req->res))
         out->result = HP_RT_NO_MEMORY;
+    out->streamed = req->res.stream_started;
     out->status = req->res.status;
     out->headers = req->res.headers.data;
     out->headers_len = req->res.headers.len;

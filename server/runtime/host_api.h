@@ -5,6 +5,13 @@
 typedef void (*hp_rt_log_fn)(int level, const char *module, const char *route,
                              const char *request_id, const char *message);
 
+/* Sends part of a streamed response (hp_res_stream) to the client of the
+ * request this thread is dispatching: the status and headers first (first
+ * = 1), then len bytes of body as one chunk. Returns 0, or -1 once the
+ * client is gone. */
+typedef int (*hp_rt_stream_fn)(int first, int status, const char *headers, size_t headers_len,
+                               const char *data, size_t len);
+
 /* What a dispatch produced. The response fields point into the request's
  * arena and stay valid until hp_rt_release(). */
 typedef struct {
@@ -21,6 +28,7 @@ typedef struct {
     size_t state_len;
     int state_used;
     void *request;
+    int streamed;            /* the status, headers and part of the body went out already */
 } hp_rt_result;
 
 enum {
@@ -49,6 +57,9 @@ enum {
 /* Installs the fault and timeout signal handlers and the log callback.
  * Call once per worker process, never in the gunicorn master. */
 int hp_rt_setup(hp_rt_log_fn log);
+
+/* Installs the sink of streamed responses (hp_rt_stream_fn above). */
+void hp_rt_set_stream_sink(hp_rt_stream_fn sink);
 
 /* Installs the system-call filter (confine.c) in this process and all its
  * threads: execve, ptrace, mount and other calls a handler has no use for
@@ -89,12 +100,15 @@ int hp_rt_module_fini(void *module, unsigned timeout_ms, char *err, size_t errle
 /* Calls one handler for one request. blob holds NUL-terminated fields:
  * method, path, query string, client address, request id, route, then
  * nparams name/value pairs, then nheaders name/value pairs whose names are
- * WSGI environ keys ("HTTP_USER_AGENT", "CONTENT_TYPE"). */
+ * WSGI environ keys ("HTTP_USER_AGENT", "CONTENT_TYPE"). can_stream: the
+ * caller has a stream sink for this request, so hp_res_stream() may send
+ * the response in parts; then out->streamed says whether it did, and the
+ * body left in out is the last part. */
 int hp_rt_dispatch(void *module, void *handler,
                    const char *blob, size_t blob_len,
                    size_t nparams, size_t nheaders,
                    const char *body, size_t body_len,
-                   unsigned timeout_ms, hp_rt_result *out);
+                   unsigned timeout_ms, int can_stream, hp_rt_result *out);
 
 /* Calls one WebSocket handler for one event of a connection. blob is the
  * upgrade request, as for hp_rt_dispatch (its request id is the connection

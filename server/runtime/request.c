@@ -349,14 +349,53 @@ static void res_content_type(hp_response *res, const char *type)
         res->content_type = hp_arena_strndup(&owner(res)->arena, type, strlen(type));
 }
 
+/* Sends what the body holds as one part of a streamed response (the status
+ * and headers before the first), and empties it: memory stays bounded
+ * however much is written. */
+static int stream_out(hp_response *res)
+{
+    if (res->stream_failed)
+        return HP_ERROR;
+    if (!res->stream_started) {
+        if (hp_response_finish(res) || hp_stream_emit(1, res, NULL, 0)) {
+            res->stream_failed = 1;
+            return HP_ERROR;
+        }
+        res->stream_started = 1;
+    }
+    if (res->body.len && hp_stream_emit(0, res, res->body.data, res->body.len))
+        res->stream_failed = 1;
+    res->body.len = 0;
+    return res->stream_failed ? HP_ERROR : HP_OK;
+}
+
+/* After a write: send a part once enough is buffered. */
+static int wrote(hp_response *res, int rc)
+{
+    return rc == HP_OK && res->streaming && res->body.len >= HP_STREAM_PART ? stream_out(res) : rc;
+}
+
 static int res_write(hp_response *res, const void *data, size_t len)
 {
-    return hp_buf_add(&res->body, data, len);
+    return wrote(res, res->stream_failed ? HP_ERROR : hp_buf_add(&res->body, data, len));
 }
 
 static int res_vprintf(hp_response *res, const char *fmt, va_list ap)
 {
-    return hp_buf_vfmt(&res->body, fmt, ap);
+    return wrote(res, res->stream_failed ? HP_ERROR : hp_buf_vfmt(&res->body, fmt, ap));
+}
+
+static int res_stream(hp_response *res)
+{
+    if (!res->can_stream)
+        return HP_ERROR;
+    res->streaming = 1;
+    return HP_OK;
+}
+
+static int res_flush(hp_response *res)
+{
+    return res->streaming ? stream_out(res) : HP_OK;
 }
 
 static int res_redirect(hp_response *res, int status, const char *location)
@@ -519,4 +558,6 @@ const struct hp_api hp_api_table = {
     .req_form_at = hp_api_req_form_at,
     .req_form_error = hp_api_req_form_error,
     .config = hp_api_config,
+    .res_stream = res_stream,
+    .res_flush = res_flush,
 };

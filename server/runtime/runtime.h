@@ -87,6 +87,9 @@ struct hp_response {
     hp_buf body;
     hp_buf headers; /* name\0value\0 pairs */
     hp_json json;
+    /* hp_res_stream: allowed for this request; asked for; status and
+     * headers sent; the client gone */
+    int can_stream, streaming, stream_started, stream_failed;
 };
 
 struct hp_request {
@@ -173,6 +176,10 @@ const char *hp_api_kv_error(void);
 
 /* The table handed to modules. */
 extern const struct hp_api hp_api_table;
+/* Sends the status and headers (first) or a part of the body of a streamed
+ * response through the host's sink (host.c); 0, or -1 once the client is gone. */
+int hp_stream_emit(int first, const hp_response *res, const char *data, size_t len);
+
 /* The log sink (hp_rt_setup); logs a formatted message. */
 void hp_log_emit(int level, const hp_module *mod, const hp_request *req, const char *fmt, va_list ap);
 

@@ -1,7 +1,9 @@
 /* Test module: echoes everything the SDK tells it about a request. */
 #include <hotplate.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 HP_MODULE;
 
@@ -83,4 +85,26 @@ HP_EXPORT int form(hp_request *req, hp_response *res)
     }
     hp_json_end_array(j);
     return hp_json_end_object(j);
+}
+
+/* A streamed response: ?mb=N megabytes of numbered 64 KiB blocks, written as
+ * they are made; ?fail=1 crashes after the first megabyte. */
+HP_EXPORT int stream(hp_request *req, hp_response *res)
+{
+    long mb = strtol(hp_req_query(req, "mb") ?: "1", NULL, 10);
+    int fail = hp_req_query(req, "fail") != NULL;
+    static char block[64 * 1024];
+    hp_res_content_type(res, "application/octet-stream");
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    hp_res_header(res, "X-Worker", pid);
+    hp_res_header(res, "X-Streamed", hp_res_stream(res) == HP_OK ? "yes" : "no");
+    for (long i = 0; i < mb * 16; i++) {
+        memset(block, 'a' + (int)(i % 26), sizeof block);
+        if (hp_res_write(res, block, sizeof block) != HP_OK)
+            return HP_ERROR; /* the client went away */
+        if (fail && i == 16)
+            *(volatile int *)0 = 1;
+    }
+    return HP_OK;
 }

@@ -48,6 +48,23 @@ def start(cmd: list[str], url: str, log: Path, timeout: float = 60) -> subproces
     sys.exit(f"server not ready: {log.read_text()}")
 
 
+def one_module_app(root: Path, manifest: str, name: str, source: str) -> Path:
+    """An app directory with a deploy.yaml and one module source."""
+    root.mkdir()
+    (root / "deploy.yaml").write_text(manifest)
+    (root / name).write_text(source)
+    return root
+
+
+def serve(app: Path, state: Path, ready_path: str, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``hotplate serve`` with one worker on a free port; the process and its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "-m", "hotplate.controller.cli", "serve", str(app), "--state", str(state),
+           "--bind", f"127.0.0.1:{port}", "--workers", "1", *extra]
+    return start(cmd, url + ready_path, log), url
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import requests
 
-from .common import ROOT, free_port, median, scratch, start, stop, table
+from .common import free_port, median, one_module_app, scratch, serve, stop, table
 
 OPS = 200_000
 RUNS = 3
@@ -65,10 +64,7 @@ def measure(url: str, op: str, ops: int) -> float:
 
 def main() -> None:
     with scratch() as tmp:
-        app = tmp / "app"
-        app.mkdir()
-        (app / "deploy.yaml").write_text(MANIFEST)
-        (app / "kv.c").write_text(MODULE)
+        app = one_module_app(tmp / "app", MANIFEST, "kv.c", MODULE)
         rport = free_port()
         redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(rport), "--bind",
                                   "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
@@ -77,11 +73,8 @@ def main() -> None:
         rows, results = [], {}
         try:
             for name, store in stores.items():
-                port = free_port()
-                url = f"http://127.0.0.1:{port}/"
-                cmd = [sys.executable, "-m", "hotplate.controller.cli", "serve", str(app), "--state",
-                       str(tmp / f"state-{name}"), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
-                proc = start(cmd + (["--store", store] if store else []), url + "?op=get&n=0", tmp / f"{name}.log")
+                proc, url = serve(app, tmp / f"state-{name}", "?op=get&n=0", tmp / f"{name}.log",
+                                  *(["--store", store] if store else []))
                 try:
                     ops = OPS if name == "lmdb" else OPS // 20  # a round trip per call
                     measure(url, "set", 1000)  # every key exists before get

@@ -9,12 +9,11 @@ it runs.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 
 import requests
 
-from .common import free_port, median, scratch, start, stop, table
+from .common import median, one_module_app, scratch, serve, stop, table
 
 MIB = 200
 RUNS = 3
@@ -74,15 +73,8 @@ def download(url: str, pid: int) -> tuple[float, int]:
 
 def main() -> None:
     with scratch() as tmp:
-        app = tmp / "app"
-        app.mkdir()
-        (app / "deploy.yaml").write_text(MANIFEST)
-        (app / "s.c").write_text(MODULE)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        proc = start([sys.executable, "-m", "hotplate.controller.cli", "serve", str(app), "--state",
-                      str(tmp / "state"), "--bind", f"127.0.0.1:{port}", "--workers", "1"], url + "?mb=0",
-                     tmp / "serve.log")
+        app = one_module_app(tmp / "app", MANIFEST, "s.c", MODULE)
+        proc, url = serve(app, tmp / "state", "?mb=0", tmp / "serve.log")
         try:
             pid = int(requests.get(url + "?mb=0", timeout=5).headers["X-Worker"])
             results = {"streamed": [], "buffered": []}

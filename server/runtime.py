@@ -42,8 +42,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HOTPLATE_CACHE") or Path(base) / "hotplate")
 
 
+EXPORTS = RUNTIME_DIR / "exports.map"
+
+
 def runtime_sources() -> list[Path]:
-    return sorted(RUNTIME_DIR.glob("*.c")) + sorted(RUNTIME_DIR.glob("*.h")) + [HEADER]
+    return sorted(RUNTIME_DIR.glob("*.c")) + sorted(RUNTIME_DIR.glob("*.h")) + [HEADER, EXPORTS]
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,7 +76,7 @@ def build_runtime(cache_dir: Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
     os.close(fd)
     sources = [str(p) for p in sorted(RUNTIME_DIR.glob("*.c"))]
-    cmd = ["cc", *CFLAGS, f"-I{INCLUDE_DIR}", "-o", tmp, *sources, *LIBS]
+    cmd = ["cc", *CFLAGS, f"-Wl,--version-script={EXPORTS}", f"-I{INCLUDE_DIR}", "-o", tmp, *sources, *LIBS]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         os.unlink(tmp)

@@ -27,3 +27,12 @@ def test_header_compiles_as_strict_c_and_cpp(tmp_path):
         lang = ["-x", "c++"] if compiler == "g++" else []
         subprocess.run([compiler, *lang, std, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-Wno-unused-parameter",
                         "-fsyntax-only", f"-I{INCLUDE_DIR}", str(src)], check=True)
+
+
+def test_the_runtime_exports_only_its_host_entry_points():
+    """Internal hp_* names stay inside libhotplate (server/runtime/exports.map)."""
+    from hotplate.server.runtime import build_runtime
+    out = subprocess.run(["nm", "-D", "--defined-only", str(build_runtime())], capture_output=True, text=True,
+                         check=True).stdout
+    names = [line.split()[-1] for line in out.splitlines()]
+    assert "hp_rt_dispatch" in names and all(n.startswith("hp_rt_") for n in names), names

@@ -56,6 +56,17 @@ extern "C" {
 #define HP_VERSION "0.3.0"
 
 /*
+** Conventions for NULL. Handles (hp_request, hp_response, hp_ws, hp_buf,
+** hp_json, hp_module) are the ones the server gave you, never NULL. A
+** function that returns a pointer returns NULL for "absent" (no such
+** header, parameter, key) and when out of memory; its comment says which.
+** A text argument that may be NULL says so where it is declared (a JSON
+** key inside an array, an optional path); elsewhere NULL is refused with
+** HP_ERROR, or HP_KV_ERROR for the store, wherever a function can return
+** an error.
+*/
+
+/*
 ** CAPI: Result codes
 **
 ** Handlers and hooks return HP_OK on success. A handler that returns
@@ -234,6 +245,11 @@ struct hp_api {
     int (*res_flush)(hp_response *res);
     /* Add ABI 4 fields below this line, never above. */
 };
+
+/* The ABI level of the server running this module: at least the level the
+ * module was built for (the server refuses it otherwise). The field is in
+ * every server's table, so this works on all of them. Since ABI 3. */
+#define hp_server_abi() (hp__api->abi_version)
 
 /* True when the server's table has `field` (it may predate the field). */
 #define HP_API_HAS(field) \
@@ -418,9 +434,13 @@ static inline const void *hp_req_body(const hp_request *req, size_t *len) { retu
 /*
 ** CAPI: Parsing a JSON body
 **
-** hp_req_json() parses the body with jansson and returns the root value, or
-** NULL on invalid JSON with a message ("line 1, column 7: ...") in *error
-** (error may be NULL). The request owns the returned value: it is released
+** hp_req_json() parses the body with jansson and returns the root value
+** (any JSON value: an object, an array, or since ABI 3 a string, number,
+** true, false or null) and sets *error to NULL; or returns NULL on invalid
+** JSON with a message ("line 1, column 7: ...") in *error. error may be
+** NULL. Duplicate keys in an object are refused, and so is "\u0000" in a
+** string (so that every string reads whole as a C string). The request owns
+** the returned value: it is released
 ** when the response is sent, so do not json_decref() it, and json_incref()
 ** anything you keep. Include <jansson.h> for the json_* functions; every
 ** module is linked with jansson. Since ABI 1.

@@ -57,7 +57,7 @@ int hp_rt_confine(char *err, size_t errlen)
 }
 
 /* From the signal handler: only a store, which is async-signal-safe. */
-void hp_rt_note_trap(const siginfo_t *info) { trapped_nr = info->si_syscall; }
+void hp_note_trap(const siginfo_t *info) { trapped_nr = info->si_syscall; }
 
 const char *hp_rt_trapped_call(void)
 {

@@ -103,7 +103,7 @@ static void on_signal(int sig, siginfo_t *info, void *ctx)
         return;
     }
     if (sig == SIGSYS)
-        hp_rt_note_trap(info);
+        hp_note_trap(info);
     if (guard_active && guard_jump) {
         guard_active = 0;
         siglongjmp(*guard_jump, sig);

@@ -249,8 +249,10 @@ static const void *req_body(const hp_request *r, size_t *len)
 static struct json_t *req_json(hp_request *r, const char **error)
 {
     json_error_t err;
+    if (error)
+        *error = NULL;
     if (!r->json) {
-        r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &err);
+        r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
         if (!r->json && error) {
             char line[JSON_ERROR_TEXT_LENGTH + 64];
             snprintf(line, sizeof line, "line %d, column %d: %s", err.line, err.column, err.text);

@@ -23,7 +23,7 @@ typedef struct {
 } hp_arena;
 
 /* confine.c: remembers which forbidden call a thread made (signal-safe). */
-void hp_rt_note_trap(const siginfo_t *info);
+void hp_note_trap(const siginfo_t *info);
 
 void hp_arena_init(hp_arena *a, void *first, size_t first_size);
 void *hp_arena_alloc(hp_arena *a, size_t size);

@@ -60,7 +60,16 @@ static void test_request(void)
     CHECK(j && json_integer_value(json_object_get(j, "n")) == 5);
     hp_request_free(r);
 
-    const char *err = NULL;
+    const char *err = "unset";
+    r = make_request("42", 2); /* any JSON value at the top; *error cleared on success */
+    j = hp_req_json(r, &err);
+    CHECK(j && json_integer_value(j) == 42 && err == NULL);
+    hp_request_free(r);
+    r = make_request("\"a\\u0000b\"", 10);
+    CHECK(hp_req_json(r, &err) == NULL && err != NULL);
+    hp_request_free(r);
+
+    err = NULL;
     r = make_request("{\"n\": ", 6);
     CHECK(hp_req_json(r, &err) == NULL);
     CHECK(err && strstr(err, "line 1") != NULL);

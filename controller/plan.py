@@ -28,7 +28,7 @@ TOP_KEYS = {"app", "timeout", "modules", "limits"}
 #: Per-worker bounds: a worker is replaced after this many requests (with
 #: up to 10% jitter) or once its memory passes this size; the process's
 #: address space, open files and processes (threads count) are capped.
-LIMIT_KEYS = {"max_requests", "max_rss", "address_space", "open_files", "processes"}
+LIMIT_KEYS = {"max_requests", "max_rss", "address_space", "open_files", "processes", "job_timeout", "job_memory"}
 MODULE_KEYS = {"source", "routes", "websockets", "cflags", "include", "libs", "pkg-config", "config", "timeout",
                "health", "unconfined"}
 ROUTE_KEYS = {"path", "handler", "methods", "timeout"}
@@ -210,10 +210,14 @@ class _Validator:
         self.keys(spec, LIMIT_KEYS, where)
         sizes = {key: None if spec.get(key) is None else
                  self.size(spec[key], f"{where}.{key}", 0, low=low, high=1024 ** 4)
-                 for key, low in (("max_rss", 16 * 1024 ** 2), ("address_space", 256 * 1024 ** 2))}
+                 for key, low in (("max_rss", 16 * 1024 ** 2), ("address_space", 256 * 1024 ** 2),
+                                  ("job_memory", 64 * 1024 ** 2))}
+        job_timeout = None if spec.get("job_timeout") is None else \
+            self.timeout(spec["job_timeout"], f"{where}.job_timeout", 3_600_000)
         return Limits(self.count(spec, "max_requests", where, 0, "requests (0: never replace)"), sizes["max_rss"],
                       sizes["address_space"], self.count(spec, "open_files", where, 64, "descriptors"),
-                      self.count(spec, "processes", where, 64, "processes and threads"))
+                      self.count(spec, "processes", where, 64, "processes and threads"), job_timeout,
+                      sizes["job_memory"])
 
     def count(self, spec: dict, key: str, where: str, low: int, what: str) -> int | None:
         value = spec.get(key)

@@ -85,6 +85,7 @@ class ServerProcess:
             cmd += ["--dev-errors", self.config.dev_errors]
         if self.config.store:
             cmd += ["--store", self.config.store]
+        cmd += ["--jobs", str(self.config.jobs)]
         live = self.state.release(self.state.live_release())
         ConfigStore(self.state).render(live.config if live else None)  # tmpfs: gone after a reboot
         cmd += ["--config-dir", str(self.state.config_render)]

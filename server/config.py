@@ -32,6 +32,7 @@ class ServerConfig:
         or ``redis://HOST:PORT/DB``; None: LMDB in the workers' directory.
     :param config_dir: where the controller renders releases' config sets
         (controller/appconfig.py) for hp_config(); None: the working directory.
+    :param jobs: background jobs run at once by the job runner (server/jobs.py); 0: no runner.
     :param dev_errors: under ``hotplate dev``, the file that holds why the
         latest save did not go live; while it exists, the app answers every
         request with it (server/worker.py).
@@ -60,6 +61,7 @@ class ServerConfig:
     sanitize: str | None = None
     store: str | None = None
     config_dir: str | None = None
+    jobs: int = 2
     dev_errors: str | None = None
 
     @classmethod

@@ -63,6 +63,9 @@ class Limits:
     address_space: int | None = None
     open_files: int | None = None
     processes: int | None = None
+    #: each background job's time (ms) and address space (bytes): server/jobs.py
+    job_timeout: int | None = None
+    job_memory: int | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ import logging
 import os
 import pwd
 import random
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -25,8 +27,39 @@ from .app import create_app
 from .config import ServerConfig
 from .confine import confine, hide_other_processes, set_dumpable
 from .contract import Limits, ReleaseSpec
-from .modules import ModuleSet, load_config, open_store, setup_process
+from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
 from .websocket.hub import Hub
+
+
+class Supervised:
+    """A helper process of the master (the job runner), started again if it
+    exits, until :meth:`stop`. It dies with the master (PR_SET_PDEATHSIG)."""
+
+    RESTART_S = 1.0
+
+    def __init__(self, cmd: list[str], what: str):
+        self.cmd, self.what = cmd, what
+        self.stopping = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        threading.Thread(target=self.keep, daemon=True, name=what).start()
+
+    def keep(self) -> None:
+        log = logging.getLogger("hotplate")
+        while not self.stopping.is_set():
+            self.proc = subprocess.Popen(self.cmd)
+            code = self.proc.wait()
+            if not self.stopping.is_set():
+                log.error("%s exited with %s; starting it again in %g s", self.what, code, self.RESTART_S)
+                self.stopping.wait(self.RESTART_S)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 class HotplateServer(BaseApplication):
@@ -46,6 +79,7 @@ class HotplateServer(BaseApplication):
         self.reports = self.run_dir / "workers"
         self.workdir = Path(workdir)
         self.dispatcher = create_app(config)
+        self.job_runner: Supervised | None = None
         runtime.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
         super().__init__()
 
@@ -59,7 +93,7 @@ class HotplateServer(BaseApplication):
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
             "when_ready": self.when_ready, "post_fork": self.post_fork, "post_worker_init": self.post_worker_init,
-            "worker_exit": self.worker_exit,
+            "worker_exit": self.worker_exit, "on_exit": self.on_exit,
             "child_exit": self.child_exit,
             "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
             "control_socket": str(self.run_dir / "gunicorn.ctl"),
@@ -84,6 +118,20 @@ class HotplateServer(BaseApplication):
         report.fold_dead(self.reports)
         gc.collect()
         gc.freeze()
+        if self.config.jobs:
+            cmd = [sys.executable, "-m", "hotplate.server.jobs", "--db", str(self.workdir / "jobs.db"),
+                   "--releases", str(self.current.parent / "releases"), "--jobs", str(self.config.jobs),
+                   "--store", self.store_url, *(["--config-dir", self.config.config_dir] if self.config.config_dir
+                                                else []), *(["--user", self.config.user] if self.config.user else [])]
+            self.job_runner = Supervised(cmd, "the job runner")
+
+    def on_exit(self, server) -> None:
+        if self.job_runner is not None:
+            self.job_runner.stop()
+
+    @property
+    def store_url(self) -> str:
+        return self.config.store or f"lmdb:{self.workdir.resolve() / 'store'}"
 
     def post_fork(self, server, worker) -> None:
         """In the new worker, still root when a workers' account is set: no
@@ -109,7 +157,7 @@ class HotplateServer(BaseApplication):
                 report.publish(self.reports, None, [])
                 return
             setup_process()
-            open_store(self.config.store or f"lmdb:{Path(self.workdir).resolve() / 'store'}")
+            open_store(self.store_url)
             release = Path(os.path.realpath(self.current))
             if self.config.user:
                 # The switch of account made it not dumpable: with hidepid, the
@@ -117,6 +165,7 @@ class HotplateServer(BaseApplication):
                 set_dumpable(True)
             spec = ReleaseSpec.load(release)
             load_config(spec, self.config.config_dir)
+            open_jobs(self.workdir.resolve() / "jobs.db", spec.id)
             confine(spec, dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize))
             modules = ModuleSet.load(release)
             self.bound(worker, modules.spec.limits)

@@ -45,9 +45,19 @@ def open_store(url: str) -> None:
     """Open the shared key-value store behind hp_kv_* in this process (after
     :func:`setup_process`). A store that cannot open is logged, not raised:
     the modules still serve, and their hp_kv_* calls say why they fail."""
+    _open(lambda lib, err: lib.hp_rt_store_open(url.encode(), err, len(err)))
+
+
+def open_jobs(db: Path, release: str) -> None:
+    """Open the jobs database behind hp_job_* (jobs queued here run on
+    ``release``); logged, not raised, as for the store."""
+    _open(lambda lib, err: lib.hp_rt_jobs_open(str(db).encode(), release.encode(), err, len(err)))
+
+
+def _open(call) -> None:
     ffi, lib = runtime.load()
     err = ffi.new("char[512]")
-    if lib.hp_rt_store_open(url.encode(), err, len(err)) != 0:
+    if call(lib, err) != 0:
         log.error("%s", ffi.string(err).decode(errors="replace"))
 
 

@@ -21,7 +21,7 @@ CFLAGS = [
     "-std=gnu11", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra",
     "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now",
 ]
-LIBS = ["-ljansson", "-lseccomp", "-lsodium", "-llmdb", "-lhiredis"]
+LIBS = ["-ljansson", "-lseccomp", "-lsodium", "-llmdb", "-lhiredis", "-lsqlite3"]
 #: The runtime's declarations, parsed once: its constants are read from
 #: the C header, so they are defined in one place.
 _FFI = cffi.FFI()
@@ -81,7 +81,7 @@ def build_runtime(cache_dir: Path | None = None) -> Path:
     if result.returncode != 0:
         os.unlink(tmp)
         raise RuntimeError(
-            "could not build the hotplate runtime (are libjansson-dev, libseccomp-dev, libsodium-dev, liblmdb-dev and libhiredis-dev installed? scripts/setup installs them):\n"
+            "could not build the hotplate runtime (are libjansson-dev, libseccomp-dev, libsodium-dev, liblmdb-dev, libhiredis-dev and libsqlite3-dev installed? scripts/setup installs them):\n"
             + result.stderr
         )
     os.replace(tmp, target)

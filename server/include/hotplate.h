@@ -113,6 +113,8 @@ typedef struct hp_json hp_json;
 typedef struct hp_module hp_module;
 typedef struct hp_ws hp_ws;
 typedef struct hp_part hp_part;
+typedef struct hp_job hp_job;
+typedef struct hp_job_info hp_job_info;
 struct json_t; /* jansson's JSON value: include <jansson.h> to use it */
 
 /*
@@ -243,6 +245,17 @@ struct hp_api {
     const char *(*config)(const char *key);
     int (*res_stream)(hp_response *res);
     int (*res_flush)(hp_response *res);
+    const char *(*job_start)(hp_request *req, const char *function, const void *arg, size_t len);
+    int (*job_status)(hp_request *req, const char *id, hp_job_info *info);
+    int (*job_cancel)(const char *id);
+    int (*job_list)(hp_request *req, hp_json *out, int limit);
+    int (*job_events)(hp_request *req, const char *id, long long since, hp_json *out);
+    const char *(*job_error)(void);
+    const char *(*job_id)(const hp_job *job);
+    int (*job_progress)(hp_job *job, int percent, const char *message);
+    int (*job_event)(hp_job *job, const char *text);
+    int (*job_result)(hp_job *job, const void *data, size_t len);
+    int (*job_cancelled)(hp_job *job);
     /* Add ABI 4 fields below this line, never above. */
 };
 
@@ -538,6 +551,78 @@ struct hp_part {
 static inline const char *hp_req_form(hp_request *req, const char *name) { return hp__api->req_form(req, name); }
 static inline int hp_req_form_at(hp_request *req, size_t i, hp_part *part) { return hp__api->req_form_at(req, i, part); }
 static inline const char *hp_req_form_error(hp_request *req) { return hp__api->req_form_error(req); }
+
+/*
+** CAPI: Background jobs
+**
+** Work too long for a request (a report, an import, a batch of emails) runs
+** as a job: a call of one of the module's exported functions,
+**
+**     HP_EXPORT int my_job(hp_job *job, const void *arg, size_t len);
+**
+** in a process of the server's job runner, outside the request workers.
+** Jobs are kept in a database under the state directory (SQLite), so their
+** state, progress, result and events outlive workers, deploys and restarts.
+**
+** From a handler (or a WebSocket handler, through hp_ws_request):
+** hp_job_start(req, "my_job", arg, len): queues the job with a copy of the
+** len bytes at arg; returns its id (32 hex digits, owned by the request;
+** unguessable, so it can serve as the capability to watch the job), or
+** NULL if the module exports no such function (hp_job_error says why).
+** hp_job_status(req, id, &info): HP_OK and the job's state ("queued",
+** "running", "succeeded", "failed", "cancelled"), progress (0-100), last
+** message, result (NUL-terminated, owned by the request), error (why it
+** failed) and number of events; HP_ERROR for an unknown id.
+** hp_job_cancel(id): a queued job is cancelled at once; a running one is
+** asked to stop (hp_job_cancelled), and stopped by the runner if it has not
+** after 5 s. HP_OK, or HP_ERROR if no such job is queued or running.
+** hp_job_list(req, json, limit): writes a JSON array of this module's
+** latest jobs (id, function, state, progress, message, created).
+** hp_job_events(req, id, since, json): writes a JSON array of the job's
+** events after event number since (0: from the first), at most 1,000:
+** [{"seq": 7, "at": 1764153000.5, "data": "..."}]. A WebSocket client can
+** also follow them live: hp_ws_subscribe(ws, "job:ID") replays every event
+** and sends each new one as a text message; "job:ID@SEQ" replays those
+** after SEQ (for a client that reconnects).
+**
+** Inside the job function:
+** hp_job_id(job); hp_job_progress(job, percent, message) records progress
+** (and an event {"progress": p, "message": m}); hp_job_event(job, text)
+** records an event; hp_job_result(job, data, len) sets the result (binary
+** safe; the last call wins); hp_job_cancelled(job) returns 1 once someone
+** asked to cancel it: return then. Return HP_OK (state "succeeded") or
+** HP_ERROR ("failed"). There is no request: allocate with malloc().
+**
+** Limits and deploys: a job runs on the code of the release that queued it,
+** to the end, whatever deploys meanwhile (its release stays on disk while
+** it runs). The manifest's `limits: {job_timeout: 10m, job_memory: 512MiB}`
+** bound each job (defaults 1 hour, 1 GiB): past them the job is stopped
+** and "failed" says why, as it does for a crash. At most 2 jobs run at once
+** per server (`hotplate up --jobs N`); the rest wait in order. A job running
+** when the server stops is recorded "failed" (interrupted), not rerun.
+** hp_job_error(): why this thread's last hp_job_* call failed. Since ABI 3.
+*/
+struct hp_job_info {
+    const char *state;
+    int progress;
+    const char *message;
+    const char *result;
+    size_t result_len;
+    const char *error;
+    const char *function;
+    long long events;
+};
+static inline const char *hp_job_start(hp_request *req, const char *function, const void *arg, size_t len) { return hp__api->job_start(req, function, arg, len); }
+static inline int hp_job_status(hp_request *req, const char *id, hp_job_info *info) { return hp__api->job_status(req, id, info); }
+static inline int hp_job_cancel(const char *id) { return hp__api->job_cancel(id); }
+static inline int hp_job_list(hp_request *req, hp_json *out, int limit) { return hp__api->job_list(req, out, limit); }
+static inline int hp_job_events(hp_request *req, const char *id, long long since, hp_json *out) { return hp__api->job_events(req, id, since, out); }
+static inline const char *hp_job_error(void) { return hp__api->job_error(); }
+static inline const char *hp_job_id(const hp_job *job) { return hp__api->job_id(job); }
+static inline int hp_job_progress(hp_job *job, int percent, const char *message) { return hp__api->job_progress(job, percent, message); }
+static inline int hp_job_event(hp_job *job, const char *text) { return hp__api->job_event(job, text); }
+static inline int hp_job_result(hp_job *job, const void *data, size_t len) { return hp__api->job_result(job, data, len); }
+static inline int hp_job_cancelled(hp_job *job) { return hp__api->job_cancelled(job); }
 
 /*
 ** CAPI: Crypto (libsodium)

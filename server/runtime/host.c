@@ -466,6 +466,29 @@ static int run_call(guarded_fn fn, struct call_args *args, unsigned timeout_ms, 
     return out->result;
 }
 
+struct job_args {
+    void *fn;
+    hp_job *job;
+    const char *arg;
+    size_t len;
+};
+
+static int call_job(void *arg)
+{
+    struct job_args *a = arg;
+    return ((int (*)(hp_job *, const void *, size_t))a->fn)(a->job, a->arg, a->len);
+}
+
+int hp_rt_job_run(void *module, void *fn, const char *id, const char *arg, size_t len, int *rc, int *sig)
+{
+    struct job_args args = {.fn = fn, .job = hp_job_new(module, id), .arg = arg, .len = len};
+    if (!args.job)
+        return HP_RT_NO_MEMORY;
+    int result = guarded_call(module, call_job, &args, 0, rc, sig);
+    free(args.job);
+    return result;
+}
+
 int hp_rt_dispatch(void *module, void *handler,
                    const char *blob, size_t blob_len,
                    size_t nparams, size_t nheaders,

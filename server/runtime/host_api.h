@@ -77,6 +77,17 @@ int hp_rt_store_open(const char *url, char *err, size_t errlen);
  * of memory. */
 int hp_rt_config_set(const char *pairs, size_t len, size_t n);
 
+/* Opens the jobs database (jobs.c) in this process, creating its tables:
+ * jobs queued here record release as the code to run them on.
+ * Returns 0, or -1 with a message in err. */
+int hp_rt_jobs_open(const char *path, const char *release, char *err, size_t errlen);
+
+/* Runs job function fn of module for job id, with its argument, under the
+ * crash guard and no deadline (the job runner enforces the time limit).
+ * Returns an HP_RT_* code: HP_RT_OK with *rc the function's return, or
+ * HP_RT_CRASHED with *sig the signal. */
+int hp_rt_job_run(void *module, void *fn, const char *id, const char *arg, size_t len, int *rc, int *sig);
+
 /* The name of the forbidden call this thread made last (after a SIGSYS crash). */
 const char *hp_rt_trapped_call(void);
 

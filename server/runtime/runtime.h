@@ -161,6 +161,21 @@ const char *hp_api_token_verify(hp_request *req, const char *key, const char *to
 /* host.c: hp_config (ABI 3). */
 const char *hp_api_config(const char *key);
 
+/* jobs.c: named in the API table (ABI 3). */
+const char *hp_api_job_start(hp_request *req, const char *function, const void *arg, size_t len);
+int hp_api_job_status(hp_request *req, const char *id, hp_job_info *info);
+int hp_api_job_cancel(const char *id);
+int hp_api_job_list(hp_request *req, hp_json *j, int limit);
+int hp_api_job_events(hp_request *req, const char *id, long long since, hp_json *j);
+const char *hp_api_job_error(void);
+const char *hp_api_job_id(const hp_job *job);
+int hp_api_job_progress(hp_job *job, int percent, const char *message);
+int hp_api_job_event(hp_job *job, const char *text);
+int hp_api_job_result(hp_job *job, const void *data, size_t len);
+int hp_api_job_cancelled(hp_job *job);
+/* A job for hp_rt_job_run (jobs.c); NULL when out of memory. */
+hp_job *hp_job_new(hp_module *module, const char *id);
+
 /* form.c: named in the API table (ABI 3). */
 const char *hp_api_req_form(hp_request *req, const char *name);
 int hp_api_req_form_at(hp_request *req, size_t i, hp_part *part);

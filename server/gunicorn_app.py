@@ -188,7 +188,7 @@ class HotplateServer(BaseApplication):
     def start_hub(self, logger: logging.Logger) -> None:
         """Start the WebSocket hub; without one, HTTP still serves and
         WebSocket routes answer 503."""
-        hub = Hub(self.dispatcher, self.config, self.run_dir, self.current)
+        hub = Hub(self.dispatcher, self.config, self.run_dir, self.current, self.workdir.resolve() / "jobs.db")
         try:
             hub.start()
         except OSError as e:

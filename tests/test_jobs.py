@@ -2,7 +2,11 @@
 watched, cancelled, bounded, and kept on their own code across a deploy."""
 from __future__ import annotations
 
+import asyncio
+import json
+
 import requests
+import websockets
 
 from .conftest import APPS, Work, wait_for
 
@@ -16,6 +20,8 @@ modules:
       - {path: "/jobs/<id>", handler: status}
       - {path: "/jobs/<id>/cancel", methods: [POST], handler: cancel}
       - {path: "/jobs/<id>/events", handler: events}
+    websockets:
+      - {path: "/jobs/<id>/watch", on_open: watch, on_message: watch_message}
 limits: {job_timeout: 5s, job_memory: 128MiB}
 """
 
@@ -77,11 +83,48 @@ def test_jobs_are_cancelled_stopped_at_their_limits_and_crashes_are_recorded(up,
 
 
 def test_a_running_job_finishes_on_the_code_it_started_with_across_a_deploy(up, tmp_path):
+    """... and a WebSocket following it moves to the new workers with no event lost or repeated."""
     server, work = deployed(up, tmp_path)
     job = start(server, "60 50")  # 3 s
     wait_for(lambda: status(server, job)["state"] == "running", what="the job to start")
     work.commit("v2", {"jobs.c": (APPS / "jobs.c").read_text().replace('#define VERSION "v1"', '#define VERSION "v2"')})
-    assert "deploy succeeded" in work.push()
-    assert status(server, job)["state"] == "running"  # the deploy did not stop it
+
+    async def follow_through_deploy() -> tuple[list[dict], str]:
+        async with websockets.connect(f"{server.url.replace('http://', 'ws://')}/jobs/{job}/watch") as ws:
+            pushed = asyncio.get_running_loop().run_in_executor(None, work.push)
+            messages = []
+            while "state" not in (messages[-1] if messages else {}):
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+            return messages, await pushed
+
+    messages, out = asyncio.run(follow_through_deploy())
+    assert "deploy succeeded" in out
+    assert messages[-1] == {"job": job, "state": "succeeded", "error": None}
+    assert [json.loads(m["data"])["progress"] for m in messages[:-1]] == [i * 100 // 60 for i in range(1, 61)]
     assert ended(server, job)["result"] == "counted to 60 on v1"
     assert ended(server, start(server, "1 1"))["result"] == "counted to 1 on v2"
+
+
+def test_a_websocket_follows_a_jobs_events_live_and_a_reconnect_resumes(up, tmp_path):
+    server, _ = deployed(up, tmp_path)
+    base = server.url.replace("http://", "ws://")
+
+    async def watch(job: str, since: str = "") -> list[dict]:
+        async with websockets.connect(f"{base}/jobs/{job}/watch{since}") as ws:
+            messages = []
+            while "state" not in (messages[-1] if messages else {}):
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+            return messages
+
+    async def live() -> tuple[str, list[dict]]:
+        job = start(server, "20 50")
+        return job, await watch(job)
+
+    job, messages = asyncio.run(live())
+    events, end = messages[:-1], messages[-1]
+    assert end == {"job": job, "state": "succeeded", "error": None}
+    assert [json.loads(e["data"])["progress"] for e in events] == [i * 5 for i in range(1, 21)]
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 20
+    again = asyncio.run(watch(job, f"?since={seqs[14]}"))
+    assert [e["seq"] for e in again[:-1]] == seqs[15:] and again[-1]["state"] == "succeeded"

@@ -41,17 +41,20 @@ class Session:
     topics: dict[str, float] = field(default_factory=dict)
     #: the last publication delivered from each publishing worker: (pid, seq) order
     seen: dict[int, int] = field(default_factory=dict)
+    #: the last event delivered of each followed background job (websocket/jobs.py)
+    jobs: dict[str, int] = field(default_factory=dict)
 
     def to_wire(self) -> dict:
         return {"id": self.id, "route": self.route, "blob": base64.b64encode(self.blob).decode(),
                 "nparams": self.nparams, "nheaders": self.nheaders, "subprotocol": self.subprotocol,
                 "state": base64.b64encode(self.state).decode(), "topics": list(self.topics.items()),
-                "seen": list(self.seen.items())}
+                "seen": list(self.seen.items()), "jobs": self.jobs}
 
     @classmethod
     def from_wire(cls, d: dict) -> "Session":
         return cls(d["id"], d["route"], base64.b64decode(d["blob"]), d["nparams"], d["nheaders"],
-                   d["subprotocol"], base64.b64decode(d["state"]), dict(d["topics"]), dict(d["seen"]))
+                   d["subprotocol"], base64.b64decode(d["state"]), dict(d["topics"]), dict(d["seen"]),
+                   dict(d.get("jobs", {})))
 
 
 @dataclass

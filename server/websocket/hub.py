@@ -30,6 +30,7 @@ from ..report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
 from . import transfer
 from .bus import Bus
 from .calls import Session
+from .jobs import PREFIX as JOB_PREFIX, JobFeed
 from .connection import Connection
 
 log = logging.getLogger("hotplate")
@@ -45,7 +46,7 @@ SEEN_MAX = 32  # publishers remembered per connection before the dead ones are f
 class Hub:
     """One per worker process; see the module docstring."""
 
-    def __init__(self, dispatcher, config: ServerConfig, run_dir: Path, current: Path):
+    def __init__(self, dispatcher, config: ServerConfig, run_dir: Path, current: Path, jobs_db: Path):
         self.dispatcher = dispatcher
         self.config = config
         self.run_dir = Path(run_dir)
@@ -65,6 +66,7 @@ class Hub:
         self.batches = itertools.count(1)
         self.recent: deque[tuple[float, int, int, str, int, bytes]] = deque()
         self.recent_bytes = 0
+        self.jobs = JobFeed(self, jobs_db)
 
     def start(self) -> None:
         """Run the loop on its own thread; return once both sockets listen.
@@ -189,6 +191,8 @@ class Hub:
         self.connections.add(conn)
         for topic in conn.session.topics:
             self.topics[topic].add(conn)
+        if any(topic.startswith(JOB_PREFIX) for topic in conn.session.topics):
+            self.jobs.wake()
         if moved_in and conn.session.topics:  # a new connection has no topics yet: nothing to replay
             for at, origin, seq, topic, kind, data in self.recent:
                 since = conn.session.topics.get(topic)
@@ -213,6 +217,8 @@ class Hub:
         conn.session.topics.setdefault(topic, time.time())
         if conn in self.connections:
             self.topics[topic].add(conn)
+        if topic.startswith(JOB_PREFIX):
+            self.jobs.wake()
 
     def unsubscribe(self, conn: Connection, topic: str) -> None:
         conn.session.topics.pop(topic, None)

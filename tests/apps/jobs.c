@@ -104,3 +104,18 @@ HP_EXPORT int events(hp_request *req, hp_response *res)
 {
     return hp_job_events(req, hp_req_param(req, "id"), atoll(hp_req_query(req, "since") ?: "0"), hp_res_json(res));
 }
+
+/* WebSocket /jobs/<id>/watch[?since=SEQ]: the job's events, live. */
+HP_EXPORT int watch(hp_ws *ws)
+{
+    hp_request *req = hp_ws_request(ws);
+    char topic[80];
+    const char *since = hp_req_query(req, "since");
+    snprintf(topic, sizeof topic, "job:%s%s%s", hp_req_param(req, "id"), since ? "@" : "", since ? since : "");
+    return hp_ws_subscribe(ws, topic);
+}
+
+HP_EXPORT int watch_message(hp_ws *ws, const void *data, size_t len, int type)
+{
+    return HP_OK; /* the client only listens */
+}

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from .conftest import ROOT, write_app
+from .conftest import ROOT, wait_for, write_app
 
 ECHO_APP = """\
     modules:
@@ -98,6 +98,14 @@ def test_demo_app_serves_every_module(serve):
     assert len({c["worker"] for c in shared}) == 2
     totals = [c["total_hits"] for c in shared]
     assert totals == list(range(totals[0], totals[0] + len(shared)))
+    task = requests.post(server.url + "/tasks", data={"steps": "3"}, timeout=5)  # a form starts a background job
+    assert task.status_code == 202, task.text
+    done = wait_for(lambda: (t := get(f"/tasks/{task.json()['id']}").json())["state"] == "succeeded" and t,
+                    what="the demo's job")
+    assert done["result"] == "done after 3 steps" and done["progress"] == 100
+    assert requests.post(server.url + "/tasks", data={"steps": "0"}, timeout=5).status_code == 400
+    export = get("/export?rows=100000")  # 2 MB: sent in parts
+    assert export.headers["Transfer-Encoding"] == "chunked" and export.text.splitlines()[-1] == "100000,10000000000,186a0"
     health = get("/_hotplate/health").json()
     assert health["status"] == "ok" and health["release"].startswith("r")
 

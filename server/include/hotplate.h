@@ -678,7 +678,9 @@ static inline hp_buf *hp_res_body(hp_response *res) { return hp__api->res_body(r
 ** after. From then on, hp_res_write and hp_res_printf send a part (HTTP/1.1
 ** chunked encoding) each time HP_STREAM_PART bytes are buffered, and
 ** hp_res_flush(res) sends what is buffered now (what hp_res_json or
-** hp_res_body wrote included: those send nothing by themselves). Returns HP_OK, or HP_ERROR
+** hp_res_body wrote included: those send nothing by themselves). A
+** response that ends before its first part was sent goes whole, with a
+** Content-Length, as if it had not asked to stream. Returns HP_OK, or HP_ERROR
 ** where the response cannot be streamed (HTTP/1.0, HEAD, or the server's
 ** access log is on): writes then work as usual and the response goes whole
 ** at the end.

@@ -17,6 +17,7 @@ HP_EXPORT int hp_init(hp_module *mod)
         return HP_ERROR;
     }
     sqlite3_busy_timeout(db, 2000);
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL); /* readers never wait for the writer */
     return sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
                         NULL, NULL, NULL) == SQLITE_OK ? HP_OK : HP_ERROR;
 }

@@ -115,6 +115,7 @@ typedef struct hp_ws hp_ws;
 typedef struct hp_part hp_part;
 typedef struct hp_job hp_job;
 typedef struct hp_job_info hp_job_info;
+typedef struct hp_cookie hp_cookie;
 struct json_t; /* jansson's JSON value: include <jansson.h> to use it */
 
 /*
@@ -256,6 +257,7 @@ struct hp_api {
     int (*job_event)(hp_job *job, const char *text);
     int (*job_result)(hp_job *job, const void *data, size_t len);
     int (*job_cancelled)(hp_job *job);
+    int (*res_cookie)(hp_response *res, const hp_cookie *cookie);
     /* Add ABI 4 fields below this line, never above. */
 };
 
@@ -506,16 +508,34 @@ static inline void hp_res_content_type(hp_response *res, const char *type) { hp_
 ** it first), the path does not start with "/", or SameSite=None comes
 ** without Secure (browsers refuse that).
 **
+** hp_res_cookie(res, &cookie) does the same with every attribute, Domain
+** included (a host name of letters, digits, "-" and "."; NULL: none, the
+** cookie stays on this host):
+**
+**     hp_cookie c = {.name = "lang", .value = "fr", .max_age = 86400,
+**                    .domain = "example.com", .flags = HP_COOKIE_SECURE};
+**     hp_res_cookie(res, &c);
+**
 ** hp_res_remove_header(res, "X-Powered-By") removes every header of that
 ** name added so far (case-insensitively); for "Content-Type" the response
-** then has none. Returns HP_OK. Since ABI 3.
+** then has none. To replace a header, remove it and add the new value.
+** Returns HP_OK. Since ABI 3.
 */
+struct hp_cookie {
+    const char *name;
+    const char *value;
+    long max_age;
+    const char *path;
+    const char *domain;
+    unsigned flags;
+};
 #define HP_COOKIE_SECURE 1u
 #define HP_COOKIE_HTTPONLY 2u
 #define HP_COOKIE_SAMESITE_LAX (1u << 2)
 #define HP_COOKIE_SAMESITE_STRICT (2u << 2)
 #define HP_COOKIE_SAMESITE_NONE (3u << 2)
 static inline int hp_res_set_cookie(hp_response *res, const char *name, const char *value, long max_age, const char *path, unsigned flags) { return hp__api->res_set_cookie(res, name, value, max_age, path, flags); }
+static inline int hp_res_cookie(hp_response *res, const hp_cookie *cookie) { return hp__api->res_cookie(res, cookie); }
 static inline int hp_res_remove_header(hp_response *res, const char *name) { return hp__api->res_remove_header(res, name); }
 
 /*

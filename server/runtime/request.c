@@ -305,24 +305,45 @@ static int cookie_text_ok(const char *s, const char *refused)
     return 1;
 }
 
-static int res_set_cookie(hp_response *res, const char *name, const char *value, long max_age, const char *path,
-                          unsigned flags)
+static int domain_ok(const char *d)
+{
+    size_t n = strlen(d);
+    if (n == 0 || n > 253)
+        return 0;
+    for (const char *p = d; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.')
+            return 0;
+    return 1;
+}
+
+static int res_cookie(hp_response *res, const hp_cookie *c)
 {
     static const char *const same_site[] = {"", "; SameSite=Lax", "; SameSite=Strict", "; SameSite=None"};
-    unsigned site = (flags >> 2) & 3;
-    if (!*name || !cookie_text_ok(name, "()<>@,;:\\\"/[]?={}") || !cookie_text_ok(value, "\",;\\") ||
-        (path && (!cookie_text_ok(path, ";") || path[0] != '/')) || (site == 3 && !(flags & HP_COOKIE_SECURE)))
+    if (!c || !c->name || !c->value)
+        return HP_ERROR;
+    unsigned site = (c->flags >> 2) & 3;
+    if (!*c->name || !cookie_text_ok(c->name, "()<>@,;:\\\"/[]?={}") || !cookie_text_ok(c->value, "\",;\\") ||
+        (c->path && (!cookie_text_ok(c->path, ";") || c->path[0] != '/')) || (c->domain && !domain_ok(c->domain)) ||
+        (site == 3 && !(c->flags & HP_COOKIE_SECURE)))
         return HP_ERROR;
     hp_buf b;
     hp_buf_init(&b, &owner(res)->arena);
     char age[32] = "";
-    if (max_age >= 0)
-        snprintf(age, sizeof age, "; Max-Age=%ld", max_age);
-    if (buf_printf(&b, "%s=%s; Path=%s%s%s%s%s", name, value, path ? path : "/", age,
-                   flags & HP_COOKIE_SECURE ? "; Secure" : "", flags & HP_COOKIE_HTTPONLY ? "; HttpOnly" : "",
+    if (c->max_age >= 0)
+        snprintf(age, sizeof age, "; Max-Age=%ld", c->max_age);
+    if (buf_printf(&b, "%s=%s; Path=%s%s%s%s%s%s%s", c->name, c->value, c->path ? c->path : "/",
+                   c->domain ? "; Domain=" : "", c->domain ? c->domain : "", age,
+                   c->flags & HP_COOKIE_SECURE ? "; Secure" : "", c->flags & HP_COOKIE_HTTPONLY ? "; HttpOnly" : "",
                    same_site[site]))
         return HP_ERROR;
     return res_header(res, "Set-Cookie", b.data);
+}
+
+static int res_set_cookie(hp_response *res, const char *name, const char *value, long max_age, const char *path,
+                          unsigned flags)
+{
+    hp_cookie c = {.name = name, .value = value, .max_age = max_age, .path = path, .flags = flags};
+    return res_cookie(res, &c);
 }
 
 static int res_remove_header(hp_response *res, const char *name)
@@ -573,4 +594,5 @@ const struct hp_api hp_api_table = {
     .job_event = hp_api_job_event,
     .job_result = hp_api_job_result,
     .job_cancelled = hp_api_job_cancelled,
+    .res_cookie = res_cookie,
 };

@@ -219,6 +219,11 @@ static void test_abi3(void)
     CHECK(hp_res_set_cookie(res, "n", "v\r\nX: y", -1, NULL, 0) == HP_ERROR);
     CHECK(hp_res_set_cookie(res, "n", "v", -1, "no-slash", 0) == HP_ERROR);
     CHECK(hp_res_set_cookie(res, "n", "v", -1, NULL, HP_COOKIE_SAMESITE_NONE) == HP_ERROR);  /* needs Secure */
+    hp_cookie lang = {.name = "lang", .value = "fr", .max_age = 86400, .domain = "example.com",
+                      .flags = HP_COOKIE_SECURE};
+    CHECK(hp_res_cookie(res, &lang) == HP_OK);
+    lang.domain = "evil.com; Path=/x";
+    CHECK(hp_res_cookie(res, &lang) == HP_ERROR && hp_res_cookie(res, NULL) == HP_ERROR);
     CHECK(hp_res_header(res, "X-Powered-By", "C") == HP_OK);
     CHECK(hp_res_header(res, "X-Keep", "1") == HP_OK);
     CHECK(hp_res_header(res, "x-powered-by", "again") == HP_OK);
@@ -230,6 +235,7 @@ static void test_abi3(void)
     CHECK(HAS(h, n, "Set-Cookie\0sid=abc123; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax\0"));
     CHECK(HAS(h, n, "Set-Cookie\0gone=; Path=/app; Max-Age=0\0"));
     CHECK(HAS(h, n, "Set-Cookie\0sess=x; Path=/; SameSite=Strict\0"));
+    CHECK(HAS(h, n, "Set-Cookie\0lang=fr; Path=/; Domain=example.com; Max-Age=86400; Secure\0"));
     CHECK(HAS(h, n, "X-Keep\0" "1\0"));
     CHECK(!HAS(h, n, "owered") && !HAS(h, n, "Content-Type"));
     hp_request_free(r);

@@ -18,7 +18,7 @@ def problems(tmp_path, manifest: str, sources=None) -> list[str]:
 
 def test_demo_manifest_is_valid():
     m = load_manifest(ROOT)
-    assert [mod.name for mod in m.modules] == ["hello", "api", "counter", "notes", "session", "chat"]
+    assert [mod.name for mod in m.modules] == ["hello", "api", "counter", "notes", "session", "tasks", "chat"]
     chat = m.module("chat").websockets[0]
     assert (chat.path, chat.handlers, chat.max_message) == ("/chat/<room>", ("chat_open", "chat_message", "chat_close"), 4096)
     notes = m.module("notes")

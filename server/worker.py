@@ -210,6 +210,10 @@ class HotplateWorker(ThreadWorker):
         return not close
 
     def respond(self, req, conn, status: int, headers, payload: bytes, keep: bool) -> bool:
+        if status < 200 or status in (204, 304):  # no body, whatever the handler wrote (RFC 9110 6.4.1)
+            payload = b""
+            if status != 304:
+                headers = [(k, v) for k, v in headers if k != "Content-Length"]
         head = [f"HTTP/{req.version[0]}.{req.version[1]} {status} {REASONS.get(status, 'Unknown')}\r\n"
                 f"Server: gunicorn\r\nDate: {self.http_date()}\r\n"
                 f"Connection: {'keep-alive' if keep else 'close'}\r\n"]
@@ -225,7 +229,7 @@ class HotplateWorker(ThreadWorker):
     def handle_module_request(self, req, conn, dispatcher, target, path) -> bool:
         """Answer a module route; return whether to keep the connection open."""
         keep = self.keepalive(req)
-        headers, request_id, length, chunked = [], None, None, False
+        headers, request_id, length, chunked, expect = [], None, None, False, False
         for name, value in req.headers:
             headers += (name, value)
             if name == "X-REQUEST-ID":
@@ -234,7 +238,14 @@ class HotplateWorker(ThreadWorker):
                 length = value
             elif name == "TRANSFER-ENCODING":
                 chunked = "chunked" in value.lower()
+            elif name == "EXPECT":
+                expect = value.lower() == "100-continue"
+        if expect and req.version >= (1, 1) and (chunked or (length or "").isdigit() and
+                                                 0 < int(length) <= dispatcher.config.max_body):
+            conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before the body
         body = dispatcher.read_body(length, chunked, req.body)
+        if body.__class__ is int:
+            keep = False  # a refused body is not read: the connection cannot go on
         route, request_id = target[0], dispatcher.request_id(request_id)
         token = id(conn)
         stream = Stream(self, req, conn, keep) if req.version >= (1, 1) and req.method != "HEAD" else None

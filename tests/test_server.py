@@ -2,6 +2,7 @@
 import concurrent.futures
 import hashlib
 import itertools
+import socket
 import time
 
 import pytest
@@ -20,6 +21,7 @@ ECHO_APP = """\
           - {path: /big, handler: big}
           - {path: /form, methods: [POST], handler: form}
           - {path: /stream, handler: stream, timeout: 120}
+          - {path: "/status/<int:code>", handler: status}
     """
 
 FAULTS_APP = """\
@@ -128,6 +130,56 @@ def test_forms_and_a_5_mb_multipart_upload_are_parsed(serve, tmp_path):
     broken = requests.post(echo.url + "/form", data=b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\nno end",
                            headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=5).json()
     assert broken == {"error": "multipart: no closing boundary", "first_name": None, "fields": []}
+
+
+def raw_exchange(url: str, data: bytes, until: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes on one connection; read until ``until`` has arrived (or the server closed)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while until not in got:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_expect_100_continue_is_answered_before_the_body(echo):
+    if echo.path == "wsgi":
+        pytest.skip("gunicorn's own WSGI path")
+    head = (b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n")
+    host, port = echo.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head)
+        assert s.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any body byte was sent
+        s.sendall(b"hello")
+        answer = b""
+        while not answer.endswith(b"hello"):
+            answer += s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    refused = raw_exchange(echo.url, head.replace(b"Content-Length: 5", b"Content-Length: 99999999"), b"}")
+    assert refused.startswith(b"HTTP/1.1 413") and b"100 Continue" not in refused
+
+
+def test_no_body_goes_out_with_204_or_304_and_pipelining_survives(echo):
+    if echo.path == "wsgi":
+        pytest.skip("gunicorn's own WSGI path")
+    two = b"GET /status/204 HTTP/1.1\r\nHost: x\r\n\r\nGET /status/304 HTTP/1.1\r\nHost: x\r\n\r\n"
+    got = raw_exchange(echo.url, two + b"GET /users/5 HTTP/1.1\r\nHost: x\r\n\r\n", b"user 5\n")
+    first, rest = got.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 204") and b"Content-Length" not in first
+    assert rest.startswith(b"HTTP/1.1 304") and b"a body" not in got
+    assert got.endswith(b"user 5\n")
+
+
+def test_repeated_request_headers_arrive_joined(echo):
+    """gunicorn joins them with ","; the runtime joins any it gets apart with ", " (tests/c/test_sdk.c)."""
+    got = raw_exchange(echo.url, b"GET /echo/x HTTP/1.1\r\nHost: x\r\nX-Tag: one\r\nX-Tag: two\r\n"
+                                  b"Connection: close\r\n\r\n", b"\x00never")
+    assert b'"x_tag":"one, two"' in got or b'"x_tag":"one,two"' in got, got
 
 
 def rss(pid: int) -> int:

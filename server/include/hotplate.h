@@ -361,7 +361,7 @@ static inline int hp_req_query_at(hp_request *req, size_t i, const char **name, 
 **
 ** hp_req_header(req, "content-type") finds a request header by name, case
 ** insensitively, and returns its value or NULL. Repeated headers arrive
-** joined with ", " as HTTP allows. hp_req_header_count() and
+** joined with ", " as HTTP allows (Cookie headers with "; "). hp_req_header_count() and
 ** hp_req_header_at() walk all of them; names come in canonical case
 ** ("Content-Type"). hp_req_header_at returns HP_ERROR past the end.
 ** Since ABI 1.

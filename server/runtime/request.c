@@ -207,9 +207,29 @@ static int req_query_at(hp_request *r, size_t i, const char **name, const char *
     return pair_at(pairs, r->nquery, i, name, value);
 }
 
+/* Repeated headers come joined with ", ", Cookie headers with "; " (RFC
+ * 9113 8.2.3). The arena is the request's own bookkeeping, so a const
+ * request may still allocate the joined text. */
 const char *hp_request_header(const hp_request *r, const char *name)
 {
-    return find(r->headers, r->nheaders, name, 1);
+    const char *first = NULL, *sep = hp_str_caseeq(name, "Cookie") ? "; " : ", ";
+    hp_buf joined = {0};
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (!hp_str_caseeq(r->headers[i].name, name))
+            continue;
+        if (!first) {
+            first = r->headers[i].value;
+            continue;
+        }
+        if (!joined.arena) {
+            hp_buf_init(&joined, (hp_arena *)&r->arena);
+            if (hp_buf_add(&joined, first, strlen(first)))
+                return first;
+        }
+        if (hp_buf_add(&joined, sep, 2) || hp_buf_add(&joined, r->headers[i].value, strlen(r->headers[i].value)))
+            return first;
+    }
+    return joined.arena ? joined.data : first;
 }
 
 static int req_header_at(const hp_request *r, size_t i, const char **name, const char **value)

@@ -24,6 +24,7 @@ HP_EXPORT int echo(hp_request *req, hp_response *res)
     hp_json_string(j, "query_q", hp_req_query(req, "q"));
     hp_json_string(j, "query_string", hp_req_query_string(req));
     hp_json_string(j, "cookie_session", hp_req_cookie(req, "session"));
+    hp_json_string(j, "x_tag", hp_req_header(req, "X-Tag"));
     hp_json_string(j, "client", hp_req_client_addr(req));
     hp_json_string(j, "request_id", hp_req_id(req));
     hp_json_int(j, "body_len", (long long)len);
@@ -107,4 +108,13 @@ HP_EXPORT int stream(hp_request *req, hp_response *res)
             *(volatile int *)0 = 1;
     }
     return HP_OK;
+}
+
+/* GET /status/<int:code>: that status, and a body that must not go out with 1xx, 204 or 304 */
+HP_EXPORT int status(hp_request *req, hp_response *res)
+{
+    long long code = 200;
+    hp_req_param_int(req, "code", &code);
+    hp_res_status(res, (int)code);
+    return hp_res_printf(res, "a body");
 }

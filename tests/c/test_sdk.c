@@ -251,6 +251,17 @@ static hp_request *form_request(const char *content_type, const char *body, size
     return hp_request_new(NULL, blob, (size_t)n + 1, 0, 1, body, len);
 }
 
+static void test_repeated_headers(void)
+{
+    static const char blob[] = "GET\0/\0\0a\0r\0/\0" "X-TAG\0one\0" "COOKIE\0a=1\0" "x-tag\0two\0" "COOKIE\0b=2\0";
+    hp_request *r = hp_request_new(NULL, blob, sizeof blob - 1, 0, 4, "", 0);
+    CHECK_STR(hp_req_header(r, "X-Tag"), "one, two");
+    CHECK_STR(hp_req_header(r, "cookie"), "a=1; b=2");
+    CHECK_STR(hp_req_cookie(r, "b"), "2");
+    CHECK(hp_req_header_count(r) == 4);
+    hp_request_free(r);
+}
+
 static void test_forms(void)
 {
     hp_part part;
@@ -402,6 +413,7 @@ int main(void)
 {
     test_request();
     test_forms();
+    test_repeated_headers();
     test_arena_and_buffers();
     test_strings();
     test_json_writer();

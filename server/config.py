@@ -33,6 +33,13 @@ class ServerConfig:
     :param config_dir: where the controller renders releases' config sets
         (controller/appconfig.py) for hp_config(); None: the working directory.
     :param jobs: background jobs run at once by the job runner (server/jobs.py); 0: no runner.
+    :param header_timeout: seconds a client may take to send a request's
+        head (line and headers) before it is dropped; the head is read
+        without a thread, so slow clients cost a descriptor each.
+    :param body_timeout: seconds a module route waits for more of a
+        request's body before it answers 408.
+    :param max_connections: open connections per worker (gunicorn's
+        worker_connections), slow ones included.
     :param dev_errors: under ``hotplate dev``, the file that holds why the
         latest save did not go live; while it exists, the app answers every
         request with it (server/worker.py).
@@ -62,6 +69,9 @@ class ServerConfig:
     store: str | None = None
     config_dir: str | None = None
     jobs: int = 2
+    header_timeout: int = 10
+    body_timeout: int = 30
+    max_connections: int = 10_000
     dev_errors: str | None = None
 
     @classmethod

@@ -33,6 +33,8 @@ from .websocket.calls import PUBLISH, parse_outbox
 
 log = logging.getLogger("hotplate")
 REASONS = {s.value: s.phrase for s in HTTPStatus}
+#: why a request body was refused (read_body), by status
+BODY_ERRORS = {400: "bad Content-Length", 408: "the request body did not arrive in time", 413: "request body too large"}
 
 #: (status, headers, body): a response, whatever carries it to the client;
 #: headers None: the handler streamed it to the client already (server/worker.py Stream).
@@ -124,7 +126,7 @@ class Dispatcher:
         if not route.module.ok:
             return self.error(503, route, request_id, f"module {route.module.name} is not loaded: {route.module.error}")
         if body.__class__ is int:
-            return self.error(body, route, request_id, "request body too large" if body == 413 else "bad Content-Length")
+            return self.error(body, route, request_id, BODY_ERRORS[body])
         if "\0" in path:
             return self.error(400, route, request_id, "NUL in path")
         blob = self.blob(method, path, query, client, request_id, route.spec.path, params, headers)

@@ -89,7 +89,7 @@ class HotplateServer(BaseApplication):
             "bind": c.bind, "workers": c.workers, "threads": c.threads,
             "worker_class": "hotplate.server.worker.HotplateWorker",
             "preload_app": True, "graceful_timeout": c.graceful_timeout, "timeout": c.timeout,
-            "keepalive": c.keepalive, "backlog": c.backlog,
+            "keepalive": c.keepalive, "backlog": c.backlog, "worker_connections": c.max_connections,
             "limit_request_fields": c.max_header_fields, "limit_request_field_size": c.max_header_size,
             "limit_request_line": c.max_request_line, "accesslog": c.accesslog,
             "when_ready": self.when_ready, "post_fork": self.post_fork, "post_worker_init": self.post_worker_init,

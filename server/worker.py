@@ -15,10 +15,12 @@ from __future__ import annotations
 import html
 import logging
 import os
+import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from gunicorn import util
@@ -36,6 +38,7 @@ log = logging.getLogger("hotplate")
 #: trying to jump out of it (GRACE_TICKS x TICK_NS in server/runtime/host.c),
 #: plus a margin: the call is stuck outside module code for good.
 STUCK_AFTER_S = 1.5
+HEAD_CHUNK = 65536
 
 
 def resident_bytes() -> int:
@@ -85,9 +88,75 @@ class HotplateWorker(ThreadWorker):
     """A gthread worker with a direct path for module routes and WebSockets."""
 
     _date = (0, "")
+    #: connections whose request head is still coming in (read on the main thread)
+    heads: set
     #: resident memory in bytes past which this worker is replaced (0: never);
     #: set per release in server/gunicorn_app.py
     max_rss = 0
+
+    # -- request heads, read on the main thread (slow clients) ----------------
+
+    def enqueue_req(self, conn) -> None:
+        """Read the request's head here, without blocking, before a pool
+        thread takes the connection: a client that trickles its headers
+        (slowloris) then holds a file descriptor, not one of the few
+        threads, and is closed after ``header_timeout`` seconds."""
+        if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+            return super().enqueue_req(conn)  # pipelined: its bytes are read already
+        conn.head = bytearray()
+        conn.head_deadline = time.monotonic() + self.wsgi.config.header_timeout
+        conn.sock.setblocking(False)
+        self.heads.add(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn))
+
+    def on_head_readable(self, conn, _sock) -> None:
+        try:
+            data = conn.sock.recv(HEAD_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.head += data
+        if data and b"\r\n\r\n" not in conn.head and len(conn.head) <= self.head_limit:
+            return
+        self.drop_head(conn)
+        if not conn.head:  # closed before a request
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.prefetched, conn.data_ready = bytes(conn.head), True
+        super().enqueue_req(conn)
+
+    def drop_head(self, conn) -> None:
+        self.heads.discard(conn)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        """gunicorn's keep-alive timeouts, and ours for heads too slow to come."""
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        for conn in [c for c in self.heads if force or c.head_deadline < now]:
+            self.drop_head(conn)
+            self.nr_conns -= 1
+            conn.close()
+
+    def handle(self, conn):
+        """In a pool thread: parse from the head read already."""
+        head = conn.__dict__.pop("prefetched", None)
+        if head is not None:
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(head)
+        return super().handle(conn)
+
+    @property
+    def head_limit(self) -> int:
+        """A head longer than gunicorn allows is handed on for its 431."""
+        c = self.wsgi.config
+        return c.max_request_line + c.max_header_fields * (c.max_header_size + 2) + 4
 
     def http_date(self) -> str:
         """The Date header, formatted once per second."""
@@ -120,6 +189,7 @@ class HotplateWorker(ThreadWorker):
         and exit only once every connection has left."""
         self.inflight: dict[int, Call] = {}
         self.abandoned: set[int] = set()
+        self.heads = set()
         threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
         super().run()
         hub = self.wsgi.hub
@@ -243,7 +313,13 @@ class HotplateWorker(ThreadWorker):
         if expect and req.version >= (1, 1) and (chunked or (length or "").isdigit() and
                                                  0 < int(length) <= dispatcher.config.max_body):
             conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before the body
-        body = dispatcher.read_body(length, chunked, req.body)
+        conn.sock.settimeout(dispatcher.config.body_timeout)  # a body that trickles costs a thread: not for long
+        try:
+            body = dispatcher.read_body(length, chunked, req.body)
+        except TimeoutError:
+            body = 408
+        finally:
+            conn.sock.settimeout(None)
         if body.__class__ is int:
             keep = False  # a refused body is not read: the connection cannot go on
         route, request_id = target[0], dispatcher.request_id(request_id)

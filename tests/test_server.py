@@ -414,3 +414,26 @@ def test_a_module_built_for_an_older_abi_still_loads(serve, tmp_path):
         """})
     server = serve(app)
     assert requests.get(server.url + "/old", timeout=5).text == "abi 2, table has ABI 3: 1\n"
+
+
+def test_slow_clients_cost_a_descriptor_not_a_thread(serve, tmp_path):
+    """300 clients that never finish their headers (slowloris), on 1 worker
+    with 4 threads: everyone else is still served; the slow ones are dropped
+    after header_timeout; a body that stops coming gets 408 after body_timeout."""
+    app = write_app(tmp_path / "echo", ECHO_APP, copy=("echo.c",))
+    server = serve(app, workers=1, threads=4, extra_env={"HOTPLATE_HEADER_TIMEOUT": "3", "HOTPLATE_BODY_TIMEOUT": "1"})
+    host, port = server.url.removeprefix("http://").split(":")
+    slow = [socket.create_connection((host, int(port)), timeout=10) for _ in range(300)]
+    try:
+        for s in slow:
+            s.sendall(b"GET /users/1 HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        for i in range(20):
+            assert requests.get(f"{server.url}/users/{i}", timeout=5).text == f"user {i}\n"
+        started = time.monotonic()
+        assert slow[0].recv(1) == b""  # dropped by the server, not by our 10 s timeout
+        assert time.monotonic() - started < 9
+    finally:
+        for s in slow:
+            s.close()
+    stalled = raw_exchange(server.url, b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab", b"}")
+    assert stalled.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in stalled

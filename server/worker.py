@@ -103,6 +103,14 @@ class HotplateWorker(ThreadWorker):
         threads, and is closed after ``header_timeout`` seconds."""
         if conn.parser is not None and conn.parser.unreader.buf.getvalue():
             return super().enqueue_req(conn)  # pipelined: its bytes are read already
+        try:  # the usual case, a keep-alive request arrived whole: straight to a thread
+            if b"\r\n\r\n" in conn.sock.recv(HEAD_CHUNK, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                conn.data_ready = True
+                return super().enqueue_req(conn)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return super().enqueue_req(conn)  # the thread meets the error and closes
         conn.head = bytearray()
         conn.head_deadline = time.monotonic() + self.wsgi.config.header_timeout
         conn.sock.setblocking(False)

@@ -101,8 +101,8 @@ class HotplateWorker(ThreadWorker):
         thread takes the connection: a client that trickles its headers
         (slowloris) then holds a file descriptor, not one of the few
         threads, and is closed after ``header_timeout`` seconds."""
-        if conn.parser is not None and conn.parser.unreader.buf.getvalue():
-            return super().enqueue_req(conn)  # pipelined: its bytes are read already
+        if self.cfg.is_ssl or conn.parser is not None and conn.parser.unreader.buf.getvalue():
+            return super().enqueue_req(conn)  # TLS bytes are not a head; pipelined bytes are read already
         try:  # the usual case, a keep-alive request arrived whole: straight to a thread
             if b"\r\n\r\n" in conn.sock.recv(HEAD_CHUNK, socket.MSG_PEEK | socket.MSG_DONTWAIT):
                 conn.data_ready = True

@@ -116,6 +116,7 @@ class JobRunner:
         """In the job's own process: load the release as a worker does, run
         the function, record the outcome."""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        die_with_parent(signal.SIGKILL)  # a runner killed with -9 leaves no job behind to finish unrecorded
         setup_process()
         open_store(self.store)
         load_config(spec, self.config_dir)
@@ -180,6 +181,10 @@ class JobRunner:
                 os.kill(r.pid, signal.SIGKILL)
 
 
+def die_with_parent(sig: int) -> None:
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
+
+
 def bound_memory(allowance: int) -> None:
     """Let the job map ``allowance`` bytes more than the process has mapped
     now (Python, the runtime, the release): job_memory is what the job
@@ -201,7 +206,7 @@ def main() -> None:
     p.add_argument("--user")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="[jobs] %(message)s", stream=sys.stderr)
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the master is gone: so is the runner
+    die_with_parent(signal.SIGTERM)  # the master is gone: so is the runner
     if os.getppid() == 1:
         return
     runtime.load()  # before the switch: the workers' account may not read the runtime's cache

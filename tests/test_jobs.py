@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 
 import requests
 import websockets
@@ -128,3 +131,18 @@ def test_a_websocket_follows_a_jobs_events_live_and_a_reconnect_resumes(up, tmp_
     assert seqs == sorted(seqs) and len(set(seqs)) == 20
     again = asyncio.run(watch(job, f"?since={seqs[14]}"))
     assert [e["seq"] for e in again[:-1]] == seqs[15:] and again[-1]["state"] == "succeeded"
+
+
+def test_a_job_runner_killed_midway_is_restarted_and_the_job_recorded_interrupted(up, tmp_path):
+    server, _ = deployed(up, tmp_path)
+    job = start(server, "1000 10")
+    wait_for(lambda: status(server, job)["progress"] > 0, what="the job to run")
+    def runners() -> list[int]:  # the runner and its job processes (forks of it), oldest first
+        return [int(p) for p in subprocess.run(["pgrep", "-f", f"hotplate.server.jobs --db {server.state / 'data'}"],
+                                               capture_output=True, text=True).stdout.split()]
+
+    os.kill(runners()[0], signal.SIGKILL)
+    done = ended(server, job)
+    assert done["state"] == "failed" and done["error"] == "interrupted: the server stopped while it ran"
+    assert ended(server, start(server, "2 1"))["state"] == "succeeded"  # a new runner took over
+    wait_for(lambda: len(runners()) == 1, what="one runner and no job process left")

@@ -87,7 +87,7 @@ def cmd_serve(args) -> int:
 def _server_config(args, state: State) -> ServerConfig:
     return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
                                  max_requests=args.max_requests, user=state.worker_user, store=args.store,
-                                 jobs=args.jobs,
+                                 jobs=args.jobs, nats=args.nats,
                                  sanitize=str(state.workers) if getattr(args, "sanitize", False) else None,
                                  max_rss=args.max_rss_mib * 1024 ** 2 if args.max_rss_mib is not None else None)
 
@@ -263,6 +263,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", help="the modules' shared key-value store (hp_kv_*): lmdb:PATH[?map_mib=N&sync=1] "
                         "or redis://HOST:PORT/DB (default: LMDB in STATE/data/store)")
         sp.add_argument("--jobs", type=int, help="background jobs (hp_job_start) run at once (default 2; 0: none)")
+        sp.add_argument("--nats", help="NATS server that carries WebSocket publications to the other hosts of a "
+                        "fleet (nats://HOST:PORT; default: this host only)")
         user_flag(sp)
 
     def user_flag(sp):

@@ -86,6 +86,8 @@ class ServerProcess:
         if self.config.store:
             cmd += ["--store", self.config.store]
         cmd += ["--jobs", str(self.config.jobs)]
+        if self.config.nats:
+            cmd += ["--nats", self.config.nats]
         live = self.state.release(self.state.live_release())
         ConfigStore(self.state).render(live.config if live else None)  # tmpfs: gone after a reboot
         cmd += ["--config-dir", str(self.state.config_render)]

@@ -26,12 +26,14 @@ def main() -> None:
     p.add_argument("--dev-errors", help="hotplate dev: while this file exists, every request gets it as an error page")
     p.add_argument("--store", help="the modules' key-value store: lmdb:PATH or redis://HOST:PORT/DB")
     p.add_argument("--jobs", type=int, help="background jobs run at once (0: no job runner)")
+    p.add_argument("--nats", help="NATS server for WebSocket publications across hosts (nats://HOST:PORT)")
     p.add_argument("--config-dir", help="where the releases' config sets are rendered (hp_config)")
     args = p.parse_args()
     config = ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
                                    max_requests=args.max_requests, max_rss=args.max_rss, user=args.user,
                                    dev_errors=args.dev_errors, store=args.store,
-                                   config_dir=args.config_dir, jobs=args.jobs)
+                                   config_dir=args.config_dir, jobs=args.jobs,
+                                   nats=args.nats)
     HotplateServer(args.current, config, args.run_dir, args.workdir).run()
 
 

@@ -40,6 +40,8 @@ class ServerConfig:
         request's body before it answers 408.
     :param max_connections: open connections per worker (gunicorn's
         worker_connections), slow ones included.
+    :param nats: a NATS server (``nats://HOST:PORT``) that carries
+        WebSocket publications to the other hosts of a fleet; None: one host.
     :param dev_errors: under ``hotplate dev``, the file that holds why the
         latest save did not go live; while it exists, the app answers every
         request with it (server/worker.py).
@@ -72,6 +74,7 @@ class ServerConfig:
     header_timeout: int = 10
     body_timeout: int = 30
     max_connections: int = 10_000
+    nats: str | None = None
     dev_errors: str | None = None
 
     @classmethod

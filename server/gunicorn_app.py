@@ -28,6 +28,7 @@ from .config import ServerConfig
 from .confine import confine, hide_other_processes, set_dumpable
 from .contract import Limits, ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
+from .websocket.fleet import host_id
 from .websocket.hub import Hub
 
 
@@ -80,6 +81,7 @@ class HotplateServer(BaseApplication):
         self.workdir = Path(workdir)
         self.dispatcher = create_app(config)
         self.job_runner: Supervised | None = None
+        self.host = host_id()  # with the workers' pids, names publishers across a fleet
         runtime.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
         super().__init__()
 
@@ -188,7 +190,8 @@ class HotplateServer(BaseApplication):
     def start_hub(self, logger: logging.Logger) -> None:
         """Start the WebSocket hub; without one, HTTP still serves and
         WebSocket routes answer 503."""
-        hub = Hub(self.dispatcher, self.config, self.run_dir, self.current, self.workdir.resolve() / "jobs.db")
+        hub = Hub(self.dispatcher, self.config, self.run_dir, self.current, self.workdir.resolve() / "jobs.db",
+                  self.host)
         try:
             hub.start()
         except OSError as e:

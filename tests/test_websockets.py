@@ -322,7 +322,9 @@ def test_connections_stay_up_when_a_deploy_rolls_back(hosted):
         tasks = [asyncio.create_task(t.talk(stop)) for t in talkers]
         out = await asyncio.to_thread(deploy, work, "v2", health=503)
         assert "deploy ROLLED BACK" in out, out
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 30  # until every connection answers from the old code again
+        while not all(t.answers and t.answers[-1][0] == "v1" for t in talkers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         stop.set()
         await asyncio.gather(*tasks)
         for talker in talkers:

@@ -3,7 +3,7 @@
 Every worker listens on its ``.bus`` socket; a worker that publishes writes
 the message once to each other worker, over one stream connection per peer,
 so messages from one publisher arrive in the order they were published.
-Each carries its publisher's pid and a sequence number, which let a
+Each carries its publisher (host id and pid: websocket/fleet.py) and a sequence number, which let a
 connection that moved between workers get every publication once (see
 :meth:`server.websocket.hub.Hub.deliver`).
 Peers are the workers with a hub in the run directory's reports, re-read
@@ -22,11 +22,18 @@ from .. import report
 from .transfer import address, is_sibling, peer_of
 
 log = logging.getLogger("hotplate")
-_HEAD = struct.Struct("<dIQIHB")  # publish time, publisher pid, sequence, data length, topic length, type
+_HEAD = struct.Struct("<dQQIHB")  # publish time, publisher, sequence, data length, topic length, type
 
 
 def frame(at: float, origin: int, seq: int, topic: bytes, kind: int, data: bytes) -> bytes:
     return _HEAD.pack(at, origin, seq, len(data), len(topic), kind) + topic + data
+
+
+def parse(message: bytes) -> tuple[float, int, int, str, int, bytes]:
+    """One whole frame: (at, publisher, seq, topic, type, data)."""
+    at, origin, seq, size, tsize, kind = _HEAD.unpack_from(message)
+    start = _HEAD.size
+    return at, origin, seq, message[start:start + tsize].decode(), kind, message[start + tsize:start + tsize + size]
 
 
 class Reader(asyncio.Protocol):
@@ -99,8 +106,8 @@ class Bus:
         sock.bind(address(self.run_dir, os.getpid(), "bus"))
         self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver), sock=sock)
 
-    def send(self, at: float, seq: int, topic: str, kind: int, data: bytes) -> None:
-        message = frame(at, os.getpid(), seq, topic.encode(), kind, data)
+    def send(self, at: float, origin: int, seq: int, topic: str, kind: int, data: bytes) -> None:
+        message = frame(at, origin, seq, topic.encode(), kind, data)
         for pid in self.current_peers():
             link = self.links.get(pid)
             if link is None or link.lost:

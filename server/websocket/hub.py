@@ -30,6 +30,7 @@ from ..report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
 from . import transfer
 from .bus import Bus
 from .calls import Session
+from .fleet import FleetBus, forget_gone, origin
 from .jobs import PREFIX as JOB_PREFIX, JobFeed
 from .connection import Connection
 
@@ -46,7 +47,7 @@ SEEN_MAX = 32  # publishers remembered per connection before the dead ones are f
 class Hub:
     """One per worker process; see the module docstring."""
 
-    def __init__(self, dispatcher, config: ServerConfig, run_dir: Path, current: Path, jobs_db: Path):
+    def __init__(self, dispatcher, config: ServerConfig, run_dir: Path, current: Path, jobs_db: Path, host: int):
         self.dispatcher = dispatcher
         self.config = config
         self.run_dir = Path(run_dir)
@@ -67,6 +68,8 @@ class Hub:
         self.recent: deque[tuple[float, int, int, str, int, bytes]] = deque()
         self.recent_bytes = 0
         self.jobs = JobFeed(self, jobs_db)
+        self.me = origin(host)
+        self.fleet = FleetBus(config.nats, dispatcher.modules.spec.app, self.me, self.deliver) if config.nats else None
 
     def start(self) -> None:
         """Run the loop on its own thread; return once both sockets listen.
@@ -87,6 +90,8 @@ class Hub:
         except OSError as e:
             ready.set_exception(e)
             return
+        if self.fleet is not None:
+            self.loop.create_task(self.fleet.start())
         self.loop.create_task(self.keepalive())
         ready.set_result(None)
         self.loop.run_forever()
@@ -145,7 +150,7 @@ class Hub:
             sock = socket.socket(fileno=fd)
             session = Session.from_wire(meta)
             if len(session.seen) > SEEN_MAX:  # publishers of deploys long gone: bound what moves
-                session.seen = {pid: seq for pid, seq in session.seen.items() if report.pid_alive(pid)}
+                session.seen = forget_gone(session.seen, self.me, SEEN_MAX)
             route = self.sockets.get(session.route)
             if route is None or not route.module.ok:
                 why = ("the route was removed by a deploy" if route is None
@@ -231,8 +236,10 @@ class Hub:
     def publish(self, topic: str, kind: int, data: bytes) -> None:
         self.seq += 1
         at = time.time()
-        self.deliver(at, os.getpid(), self.seq, topic, kind, data)
-        self.bus.send(at, self.seq, topic, kind, data)
+        self.deliver(at, self.me, self.seq, topic, kind, data)
+        self.bus.send(at, self.me, self.seq, topic, kind, data)
+        if self.fleet is not None:
+            self.loop.create_task(self.fleet.send(at, self.seq, topic, kind, data))
 
     def deliver(self, at: float, origin: int, seq: int, topic: str, kind: int, data: bytes) -> None:
         """Send a publication (made at wall-clock time ``at``) to this

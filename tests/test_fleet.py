@@ -1,0 +1,89 @@
+"""Beyond one host (issue 11, first part): WebSocket publications across
+hosts through a real nats-server; without a broker, or with one that is
+down, each host keeps its own."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+
+import pytest
+import requests
+import websockets
+
+from .conftest import free_port, terminate, wait_for, write_app
+from .test_websockets import manifest, run, ws_url
+
+
+@pytest.fixture
+def nats_url():
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("nats-server") or "/usr/sbin/nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def accepting() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(accepting, what="nats-server to listen")
+    yield f"nats://127.0.0.1:{port}"
+    terminate(proc, 5)
+
+
+@pytest.fixture
+def wsapp(tmp_path):
+    return write_app(tmp_path / "app", manifest(), copy=("wsecho.c",))
+
+
+def test_a_publication_on_one_host_reaches_subscribers_on_every_host(serve, wsapp, nats_url):
+    hosts = [serve(wsapp, workers=2, extra_env={"HOTPLATE_NATS": nats_url}) for _ in range(2)]
+
+    async def go():
+        a = await websockets.connect(ws_url(hosts[0], "/ws/room"))
+        b = await websockets.connect(ws_url(hosts[1], "/ws/room"))
+        await a.recv(), await b.recv()  # hello
+        n = 0
+        while True:  # until host 0's workers have joined the broker
+            n += 1
+            await asyncio.to_thread(requests.post, hosts[1].url + "/say/room", data=f"ping {n}".encode(), timeout=5)
+            assert await b.recv() == f"ping {n}"
+            try:
+                got = await asyncio.wait_for(a.recv(), 0.2)
+            except asyncio.TimeoutError:
+                continue
+            while got != f"ping {n}":  # earlier pings that arrived late, in order
+                got = await asyncio.wait_for(a.recv(), 5)
+            break
+        for i in range(20):
+            await b.send(f"pub from B {i}")
+        for i in range(20):
+            await a.send(f"pub from A {i}")
+        for ws in (a, b):  # each publisher's messages in its order, each once; the two interleave
+            got = [await asyncio.wait_for(ws.recv(), 5) for _ in range(40)]
+            for host in "AB":
+                assert [m for m in got if m.startswith(f"from {host}")] == [f"from {host} {i}" for i in range(20)]
+        with pytest.raises(asyncio.TimeoutError):  # nothing twice
+            await asyncio.wait_for(a.recv(), 0.3)
+        await a.close()
+        await b.close()
+
+    run(go())
+
+
+def test_without_a_broker_publications_stay_on_the_host_and_still_work(serve, wsapp):
+    server = serve(wsapp, workers=2, extra_env={"HOTPLATE_NATS": f"nats://127.0.0.1:{free_port()}"})
+
+    async def go():
+        clients, pids = [], set()
+        while len(pids) < 2 and len(clients) < 40:
+            ws = await websockets.connect(ws_url(server, "/ws/room"))
+            pids.add((await ws.recv()).split()[2].split("-")[0])
+            clients.append(ws)
+        assert len(pids) == 2
+        await clients[0].send("pub local")
+        assert [await asyncio.wait_for(c.recv(), 5) for c in clients] == ["local"] * len(clients)
+        for c in clients:
+            await c.close()
+
+    run(go())
+    assert "publications stay on this host" in server.output()

@@ -325,6 +325,7 @@ def test_connections_stay_up_when_a_deploy_rolls_back(hosted):
         deadline = time.monotonic() + 30  # until every connection answers from the old code again
         while not all(t.answers and t.answers[-1][0] == "v1" for t in talkers) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        assert all(t.answers[-1][0] == "v1" for t in talkers), [(t.sent, t.answers[-1:]) for t in talkers]
         stop.set()
         await asyncio.gather(*tasks)
         for talker in talkers:

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import resource
 import signal
 import sqlite3
@@ -30,6 +31,7 @@ from .modules import ModuleSet, load_config, open_jobs, open_store, setup_proces
 
 log = logging.getLogger("hotplate.jobs")
 POLL_S = 0.05
+RELEASE_ID = re.compile(r"r[0-9a-f]{12}")
 CANCEL_GRACE_S = 5
 DEFAULT_TIMEOUT_MS = 3_600_000
 DEFAULT_MEMORY = 1024 ** 3
@@ -93,6 +95,8 @@ class JobRunner:
         job_id, module, function, release, arg = job
         release_dir = self.releases / release
         try:
+            if not RELEASE_ID.fullmatch(release):  # the database is writable by module code: trust no path in it
+                raise ValueError(f"{release!r} is not a release id")
             spec = ReleaseSpec.load(release_dir)
         except (OSError, ValueError) as e:
             self.finish(job_id, "failed", f"release {release} is gone ({e}): queue the job again")

@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import resource
+import select
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -55,6 +57,7 @@ class JobRunner:
         self.config_dir, self.store, self.dedicated = config_dir, store, dedicated
         self.running: dict[int, Running] = {}
         self.stopping = False
+        self.wake: socket.socket | None = None
 
     def sql(self, query: str, args=()) -> tuple[list[tuple], int]:
         """One statement on a connection of its own (autocommit): a job
@@ -71,6 +74,7 @@ class JobRunner:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        self.wake = wake_socket(self.db_path)
         _, n = self.sql("UPDATE jobs SET state='failed', error='interrupted: the server stopped while it ran', "
                         "finished=? WHERE state='running'", (time.time(),))
         if n:
@@ -80,7 +84,12 @@ class JobRunner:
             self.police()
             while len(self.running) < self.jobs and (job := self.claim()):
                 self.start(job)
-            time.sleep(POLL_S)
+            if select.select([self.wake] if self.wake else [], [], [], POLL_S)[0]:  # a worker queued a job
+                while True:
+                    try:
+                        self.wake.recv(64)
+                    except BlockingIOError:
+                        break
         for r in self.running.values():  # the server stops: so do its jobs
             os.kill(r.pid, signal.SIGKILL)
             self.finish(r.id, "failed", "interrupted: the server stopped while it ran")
@@ -105,6 +114,8 @@ class JobRunner:
         pid = os.fork()
         if pid == 0:
             code = 1
+            if self.wake is not None:
+                self.wake.close()
             try:
                 code = self.child(job_id, module, function, release_dir, spec, arg or b"")
             except BaseException as e:
@@ -183,6 +194,22 @@ class JobRunner:
                     r.why_killed = "cancelled"
             if r.why_killed:
                 os.kill(r.pid, signal.SIGKILL)
+
+
+def wake_socket(db: Path) -> socket.socket | None:
+    """The datagram socket workers poke when they queue a job (jobs.c
+    wake_runner): abstract, named after the database file. None if it is
+    taken (a runner that is still going): the poll then finds new jobs."""
+    st = os.stat(db)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(f"\0hotplate-jobs-{st.st_dev:x}-{st.st_ino:x}")
+    except OSError as e:
+        log.warning("no wake-up socket (%s): new jobs start within %g s", e, POLL_S)
+        sock.close()
+        return None
+    sock.setblocking(False)
+    return sock
 
 
 def die_with_parent(sig: int) -> None:

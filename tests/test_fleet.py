@@ -13,7 +13,7 @@ import requests
 import websockets
 
 from .conftest import free_port, terminate, wait_for, write_app
-from .test_websockets import manifest, run, ws_url
+from .test_websockets import manifest, on_both_workers, run, ws_url
 
 
 @pytest.fixture
@@ -74,12 +74,7 @@ def test_without_a_broker_publications_stay_on_the_host_and_still_work(serve, ws
     server = serve(wsapp, workers=2, extra_env={"HOTPLATE_NATS": f"nats://127.0.0.1:{free_port()}"})
 
     async def go():
-        clients, pids = [], set()
-        while len(pids) < 2 and len(clients) < 40:
-            ws = await websockets.connect(ws_url(server, "/ws/room"))
-            pids.add((await ws.recv()).split()[2].split("-")[0])
-            clients.append(ws)
-        assert len(pids) == 2
+        clients = await on_both_workers(server, "/ws/room")
         await clients[0].send("pub local")
         assert [await asyncio.wait_for(c.recv(), 5) for c in clients] == ["local"] * len(clients)
         for c in clients:

@@ -88,12 +88,7 @@ def test_publish_reaches_every_worker(serve, wsapp):
     server = serve(wsapp, workers=2)
 
     async def go():
-        clients, pids = [], set()
-        while len(pids) < 2 and len(clients) < 40:
-            ws = await websockets.connect(ws_url(server, "/ws/room"))
-            pids.add((await ws.recv()).split()[2].split("-")[0])
-            clients.append(ws)
-        assert len(pids) == 2, "connections landed on both workers"
+        clients = await on_both_workers(server, "/ws/room")
         await clients[0].send("pub from a socket")
         assert [await c.recv() for c in clients] == ["from a socket"] * len(clients)
         reply = await asyncio.to_thread(requests.post, server.url + "/say/room", data=b"from HTTP", timeout=5)
@@ -226,6 +221,17 @@ def hosted(up, tmp_path):
     (work.path / "modules" / "wsecho.c").write_bytes((APPS / "wsecho.c").read_bytes())
     assert "deploy succeeded" in deploy(work, "v1")
     return server, work
+
+
+async def on_both_workers(server, path: str) -> list:
+    """Connections to path until both workers hold one (hello read)."""
+    clients, pids = [], set()
+    while len(pids) < 2 and len(clients) < 40:
+        ws = await websockets.connect(ws_url(server, path))
+        pids.add((await ws.recv()).split()[2].split("-")[0])
+        clients.append(ws)
+    assert len(pids) == 2, "connections landed on both workers"
+    return clients
 
 
 async def open_clients(server, path: str, n: int) -> tuple[list, list[str]]:

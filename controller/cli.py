@@ -99,6 +99,7 @@ def cmd_up(args) -> int:
 
     from .api import create_api
     from .reconcile import Controller, Settings
+    from .registry import RegistrySource
     from .source import Source
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
@@ -111,12 +112,16 @@ def cmd_up(args) -> int:
     state.lock("up")
     history = _history(state)
     state.token()
-    source = Source(state, args.branch, args.source)
-    if args.import_path and source.import_from(args.import_path):
-        print(f"imported {args.branch} from {args.import_path} into {state.repo}")
+    if args.follow:
+        source = RegistrySource(args.follow)
+    else:
+        source = Source(state, args.branch, args.source)
+        if args.import_path and source.import_from(args.import_path):
+            print(f"imported {args.branch} from {args.import_path} into {state.repo}")
     policy = Policy.parse(args.verify) if args.verify else None
     save_policy(policy, state.verify_file)
-    settings = Settings(branch=args.branch, poll_interval=args.poll if args.source else 300.0,
+    settings = Settings(branch=args.branch, poll_interval=args.poll if args.source or args.follow else 300.0,
+                        publish=args.publish,
                         keep_releases=args.keep, cache_bytes=args.cache_mib * 1024 ** 2,
                         gate=GateSettings(bake_seconds=args.bake), verify=policy)
     server = _start_server(state, args)
@@ -290,7 +295,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("source", nargs="?", help="path or URL to mirror (default: host a repository to push to)")
     up.add_argument("--branch", default="main")
     up.add_argument("--api", default="127.0.0.1:8001", help="controller API address (default 127.0.0.1:8001)")
-    up.add_argument("--poll", type=float, default=30.0, help="seconds between fetches of a mirrored source")
+    up.add_argument("--poll", type=float, default=30.0, help="seconds between fetches of a mirrored source "
+                    "(or of the registry, with --follow)")
+    up.add_argument("--publish", metavar="REGISTRY/REPO", help="tag each release that goes live `live` in an OCI "
+                    "registry (http://HOST:PORT/NAME), for hosts that --follow it")
+    up.add_argument("--follow", metavar="REGISTRY/REPO", help="deploy what a leader publishes there instead of "
+                    "building: pull, smoke-check, roll (no git on this host)")
     up.add_argument("--bake", type=float, default=2.0, help="health gate bake window in seconds")
     up.add_argument("--keep", type=int, default=10, help="releases to keep on disk (default 10)")
     up.add_argument("--cache-mib", type=int, default=1024,

@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -24,7 +25,8 @@ from .appconfig import COMMITTED, ConfigStore
 from .build import Builder, BuildResult, ModuleBuild
 from .errors import DISK_FULL, RetryableError, StalledError
 from .plan import Manifest, load_manifest
-from .release import Release, assemble
+from .registry import pull
+from .release import Release, assemble, smoke_check
 from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
 from .state import State
 from .verify import Policy
@@ -155,6 +157,15 @@ class Pipeline:
                              a.config, self.state.config_render)
         a.target = a.release.id
         self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
+
+    def pull(self, a: Attempt) -> None:
+        """A follower's build: the leader's release, from the registry,
+        smoke-checked here before it is kept (controller/registry.py)."""
+        check = partial(smoke_check, worker_user=self.state.worker_user, config_dir=self.state.config_render)
+        got = pull(self.source.url, a.commit, self.state.releases, self.state.cache, check)
+        a.target = got.release
+        self.emit(f"pulled release {a.target} from {self.source.url}: {got.moved} of {got.blobs + 1} blobs fetched, "
+                  "smoke check passed")
 
     def switch(self, a: Attempt) -> None:
         """Point ``current`` at the target: new workers load it (and its

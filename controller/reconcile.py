@@ -25,6 +25,7 @@ from prometheus_client import Histogram
 
 from .appconfig import COMMITTED, ConfigStore, digest
 from .build import prune_cache
+from .registry import push
 from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
 from .errors import DISK_FULL, HotplateError, RetryableError, RolloutError, StalledError
 from .notify import Notifier
@@ -50,6 +51,8 @@ class Settings:
     gate: GateSettings = GateSettings()
     verify: Policy | None = None
     sanitize: bool = False
+    #: a registry repository to publish each release that goes live to, for followers
+    publish: str | None = None
 
 
 @dataclass
@@ -181,7 +184,8 @@ class Controller:
         info = self.source.commit_info(sha)
         if self.forced and self.forced[0] == sha:
             trigger, self.forced = self.forced[1], None
-        return self.execute(Attempt(trigger, commit=sha, meta=info), COMMIT)
+        stages = getattr(self.source, "STAGES", COMMIT)  # a follower's source pulls instead of building
+        return self.execute(Attempt(trigger, commit=sha, meta=info), stages)
 
     def execute(self, a: Attempt, stages: tuple[str, ...]) -> Deploy:
         """Run one deploy's stages and end it, whatever happens."""
@@ -211,6 +215,8 @@ class Controller:
                     self.emit(d, line)
                 if a.switched:
                     pipeline.restore(a)
+            elif self.settings.publish:
+                self.publish(d, a)
         except Exception as e:
             log.exception("deploy %d: restoring %s failed", d.id, a.previous)
             self.emit(d, f"could not roll back to {a.previous}: {type(e).__name__}: {e}; "
@@ -239,6 +245,20 @@ class Controller:
                                reason=reason)
         if outcome == "succeeded":
             self.prune()
+
+    def publish(self, d: Deploy, a: Attempt) -> None:
+        """Tag the release that went live ``live`` in the registry, where
+        followers pull it. A registry that fails costs the fleet this
+        release, never this host's deploy: said, and tried again next deploy."""
+        url = self.settings.publish
+        try:
+            sent = push(self.state.release_path(a.target), url, tags=("live", a.commit) if a.commit else ("live",),
+                        annotations={"hotplate.commit": a.commit or "", "hotplate.message": a.meta.get("message", ""),
+                                     "hotplate.author": a.meta.get("author", "")})
+            self.emit(d, f"published {a.target} to {url} as live ({sent.moved} new blobs)")
+        except Exception as e:
+            log.warning("deploy %d: publishing to %s failed", d.id, url, exc_info=not isinstance(e, HotplateError))
+            self.emit(d, f"publishing {a.target} to {url} FAILED ({e}); followers stay on their release")
 
     def final_line(self, a: Attempt, outcome: str, reason: str | None) -> str:
         """What the pusher reads last."""

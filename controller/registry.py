@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import RetryableError, StalledError
 
@@ -103,8 +104,9 @@ class Registry:
         return json.loads(data), sha256(data)
 
 
-def push(release_dir: Path, url: str, tags: tuple[str, ...] = ()) -> Transfer:
-    """Publish a release directory; tag it with its id and ``tags``."""
+def push(release_dir: Path, url: str, tags: tuple[str, ...] = (), annotations: dict | None = None) -> Transfer:
+    """Publish a release directory; tag it with its id and ``tags``;
+    ``annotations`` (the commit, its message and author) go in its manifest."""
     reg, release_dir = Registry(url), Path(release_dir)
     config = (release_dir / "release.json").read_bytes()
     release = json.loads(config)["id"]
@@ -120,16 +122,18 @@ def push(release_dir: Path, url: str, tags: tuple[str, ...] = ()) -> Transfer:
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
         "config": {"mediaType": CONFIG_TYPE, "digest": sha256(config), "size": len(config)},
-        "layers": layers, "annotations": {"hotplate.release": release},
+        "layers": layers, "annotations": {**(annotations or {}), "hotplate.release": release},
     }, sort_keys=True).encode()
     for tag in (release, *tags):
         reg.call("PUT", f"manifests/{tag}", manifest, {"Content-Type": MANIFEST_TYPE}).close()
     return Transfer(release, sha256(manifest), len(files), moved)
 
 
-def pull(url: str, tag: str, releases: Path, cache: Path) -> Transfer:
+def pull(url: str, tag: str, releases: Path, cache: Path, check: Callable[[Path], None] | None = None) -> Transfer:
     """Make the release ``tag`` names in ``releases/<id>`` from the registry,
-    through a content-addressed ``cache``; reuse it if it is there already."""
+    through a content-addressed ``cache``; reuse it if it is there already.
+    ``check`` (the smoke check) sees the assembled directory before it is
+    moved into place, and may raise to refuse it."""
     reg = Registry(url)
     manifest, digest = reg.manifest(tag)
     fetched = []
@@ -165,6 +169,8 @@ def pull(url: str, tag: str, releases: Path, cache: Path) -> Transfer:
         shutil.copyfile(_cached(cache, config["digest"]), staging / "release.json")
         for path in (staging, staging / "modules", *staging.rglob("*")):  # readable by the workers' account
             path.chmod(0o755 if path.is_dir() or path.suffix == ".so" else 0o644)
+        if check is not None:
+            check(staging)
         os.rename(staging, final)
     except FileExistsError:
         shutil.rmtree(staging, ignore_errors=True)  # another pull of the same release won
@@ -186,3 +192,41 @@ def _store(cache: Path, digest: str, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+class RegistrySource:
+    """What a follower host deploys (``hotplate up --follow URL``): the
+    release its leader tagged ``live``, pulled instead of built. It answers
+    the reconcile loop as a git source does, with the leader's commit as the
+    tip; a registry it cannot reach leaves live as it is (the loop retries)."""
+
+    #: stages of a follower's deploy (controller/deploy.py)
+    STAGES = ("server_up", "pull", "switch", "roll", "gate")
+
+    def __init__(self, url: str):
+        self.url = url
+        self.registry = Registry(url)
+        self.live: dict = {}
+
+    def fetch(self) -> None:
+        manifest, _ = self.registry.manifest("live")
+        self.live = manifest.get("annotations", {})
+
+    def tip(self) -> str | None:
+        return self.live.get("hotplate.commit")
+
+    def commit_info(self, sha: str) -> dict:
+        return {"message": self.live.get("hotplate.message", ""), "author": self.live.get("hotplate.author", ""),
+                "release": self.live.get("hotplate.release")}
+
+    def show(self, sha: str, path: str) -> str | None:
+        return None  # followers deploy no committed config (it is the leader's to seal)
+
+    def is_ancestor(self, sha: str, other: str) -> bool:
+        return sha == other
+
+    def checkout(self, sha: str):
+        raise StalledError(f"this host follows {self.url}: it pulls releases, it does not build", "Follower")
+
+    def revert(self, sha: str, force: bool = False) -> str:
+        raise StalledError(f"this host follows {self.url}: revert on the leader", "Follower")

@@ -12,8 +12,19 @@ import pytest
 import requests
 import websockets
 
-from .conftest import free_port, terminate, wait_for, write_app
+from .conftest import Work, free_port, terminate, wait_for, write_app
+from .test_registry import registry  # noqa: F401  (a fixture)
 from .test_websockets import manifest, on_both_workers, run, ws_url
+
+HELLO_APP = """
+modules:
+  hello:
+    source: hello.c
+    routes:
+      - {path: /, handler: hello}
+"""
+HELLO = '#include <hotplate.h>\nHP_MODULE;\nHP_EXPORT int hello(hp_request *q, hp_response *r) { return hp_res_printf(r, "VERSION"); }\n'
+
 
 
 @pytest.fixture
@@ -82,3 +93,26 @@ def test_without_a_broker_publications_stay_on_the_host_and_still_work(serve, ws
 
     run(go())
     assert "publications stay on this host" in server.output()
+
+
+def test_the_leader_builds_once_and_followers_pull_what_it_puts_live(up, tmp_path, registry):
+    url, _ = registry
+    leader = up("--publish", url)
+    followers = [up("--follow", url, "--poll", "0.2") for _ in range(2)]
+    work = Work(tmp_path / "work", str(leader.state / "repo.git"))
+    for version in ("v1", "v2"):
+        work.commit(version, {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", version)})
+        out = work.push()
+        assert "deploy succeeded" in out and "as live" in out, out
+        for host in (leader, *followers):
+            host.wait(lambda: host.get("/").text == version, what=f"{version} on every host")
+    releases = {h.status()["live"]["release"] for h in (leader, *followers)}
+    assert len(releases) == 1  # the same release, the same bits
+    for f in followers:
+        deploys = f.deploys()
+        assert all(d["modules"] == [] for d in deploys), "a follower compiled something"
+        assert "pulled release" in f.cli("logs", str(deploys[-1]["id"])).stdout  # the first, ended
+        assert not (f.state / "repo.git").exists()
+    assert leader.cli("rollback").returncode == 0  # the fleet follows a rollback too
+    for host in (leader, *followers):
+        host.wait(lambda: host.get("/").text == "v1", what="the rollback on every host")

@@ -12,6 +12,8 @@ import pytest
 import requests
 import websockets
 
+from hotplate.controller.registry import RegistrySource
+
 from .conftest import Work, free_port, terminate, wait_for, write_app
 from .test_registry import registry  # noqa: F401  (a fixture)
 from .test_websockets import manifest, on_both_workers, run, ws_url
@@ -20,10 +22,20 @@ HELLO_APP = """
 modules:
   hello:
     source: hello.c
+    health: /health
     routes:
       - {path: /, handler: hello}
+      - {path: /health, handler: health}
 """
-HELLO = '#include <hotplate.h>\nHP_MODULE;\nHP_EXPORT int hello(hp_request *q, hp_response *r) { return hp_res_printf(r, "VERSION"); }\n'
+HELLO = """#include <hotplate.h>
+#include <string.h>
+HP_MODULE;
+HP_EXPORT int hello(hp_request *q, hp_response *r) { return hp_res_printf(r, "VERSION"); }
+HP_EXPORT int health(hp_request *q, hp_response *r) {
+    hp_res_status(r, strcmp("VERSION", "bad") == 0 ? 503 : 200);
+    return hp_res_printf(r, "VERSION");
+}
+"""
 
 
 
@@ -113,6 +125,16 @@ def test_the_leader_builds_once_and_followers_pull_what_it_puts_live(up, tmp_pat
         assert all(d["modules"] == [] for d in deploys), "a follower compiled something"
         assert "pulled release" in f.cli("logs", str(deploys[-1]["id"])).stdout  # the first, ended
         assert not (f.state / "repo.git").exists()
+    good = work.git("rev-parse", "HEAD").stdout.strip()
+    work.commit("bad", {"hello.c": HELLO.replace("VERSION", "bad")})  # fails the leader's health gate
+    out = work.push()
+    assert "deploy ROLLED BACK" in out and "as live" not in out, out
+    # the leader is the canary: a release that fails its gate is never published, so no other host gets it
+    registry_live = RegistrySource(url)
+    registry_live.fetch()
+    assert registry_live.tip() == good
+    for f in followers:
+        assert f.get("/").text == "v2"
     assert leader.cli("rollback").returncode == 0  # the fleet follows a rollback too
     for host in (leader, *followers):
         host.wait(lambda: host.get("/").text == "v1", what="the rollback on every host")

@@ -36,6 +36,8 @@ from .state import State
 from .verify import Policy
 
 log = logging.getLogger("hotplate.controller")
+#: Seconds between tries to publish a live release the registry refused (--publish).
+PUBLISH_RETRY_S = 2.0
 #: Buckets of hotplate_deploy_stage_seconds: a stage takes milliseconds (switch) to minutes (a big build).
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -93,6 +95,8 @@ class Controller:
         # (commit, trigger): a commit to deploy although it failed or is live
         # (`hotplate retry`; `hotplate config set` on the live commit)
         self.forced: tuple[str, str] | None = None
+        self.published: str | None = None  # the release last tagged live in the registry (--publish)
+        self.publishing = threading.Lock()
         # (commit, config set) whose deploy failed: not tried again by itself
         self.config_failed: tuple[str, str | None] | None = None
         # Passes are numbered as they start; `ended` is the number of the last
@@ -134,10 +138,13 @@ class Controller:
             except Exception as e:  # the loop must survive anything
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.exception("reconcile failed")
+            if self.unpublished():  # the registry was down when it went live
+                log.info("%s", self.publish_live())
             with self.cond:
                 self.ended = this_pass
                 self.cond.notify_all()
-            self.wakeup.wait(min(self.interval(), self.backoff.wait(self.observed) or float("inf")))
+            self.wakeup.wait(min(self.interval(), self.backoff.wait(self.observed) or float("inf"),
+                                 PUBLISH_RETRY_S if self.unpublished() else float("inf")))
             self.wakeup.clear()
 
     def interval(self) -> float:
@@ -216,7 +223,7 @@ class Controller:
                 if a.switched:
                     pipeline.restore(a)
             elif self.settings.publish:
-                self.publish(d, a)
+                self.emit(d, self.publish_live())
         except Exception as e:
             log.exception("deploy %d: restoring %s failed", d.id, a.previous)
             self.emit(d, f"could not roll back to {a.previous}: {type(e).__name__}: {e}; "
@@ -246,19 +253,28 @@ class Controller:
         if outcome == "succeeded":
             self.prune()
 
-    def publish(self, d: Deploy, a: Attempt) -> None:
-        """Tag the release that went live ``live`` in the registry, where
-        followers pull it. A registry that fails costs the fleet this
-        release, never this host's deploy: said, and tried again next deploy."""
+    def publish_live(self) -> str:
+        """Tag the live release ``live`` in the registry, where followers
+        pull it; the line that says how it went. Never raises: a registry
+        that fails costs the fleet this release until it is back (the loop
+        tries again every few seconds), never this host's deploy."""
         url = self.settings.publish
-        try:
-            sent = push(self.state.release_path(a.target), url, tags=("live", a.commit) if a.commit else ("live",),
-                        annotations={"hotplate.commit": a.commit or "", "hotplate.message": a.meta.get("message", ""),
-                                     "hotplate.author": a.meta.get("author", "")})
-            self.emit(d, f"published {a.target} to {url} as live ({sent.moved} new blobs)")
-        except Exception as e:
-            log.warning("deploy %d: publishing to %s failed", d.id, url, exc_info=not isinstance(e, HotplateError))
-            self.emit(d, f"publishing {a.target} to {url} FAILED ({e}); followers stay on their release")
+        with self.publishing:  # live read and tagged in one go: a later release is never overwritten
+            release, commit = self.state.live_release(), self.state.live_commit()
+            try:
+                info = self.source.commit_info(commit) if commit and self.source else {}
+                sent = push(self.state.release_path(release), url, tags=("live", commit) if commit else ("live",),
+                            annotations={"hotplate.commit": commit or "", "hotplate.message": info.get("message", ""),
+                                         "hotplate.author": info.get("author", "")})
+                self.published = release
+                return f"published {release} to {url} as live ({sent.moved} new blobs)"
+            except Exception as e:
+                log.warning("publishing %s to %s failed", release, url, exc_info=not isinstance(e, HotplateError))
+                return (f"publishing {release} to {url} FAILED ({e}); followers stay on their release until it is "
+                        f"published (tried again every {PUBLISH_RETRY_S:g} s)")
+
+    def unpublished(self) -> bool:
+        return bool(self.settings.publish) and self.state.live_release() not in (None, self.published)
 
     def final_line(self, a: Attempt, outcome: str, reason: str | None) -> str:
         """What the pusher reads last."""

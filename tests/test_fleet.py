@@ -15,7 +15,7 @@ import websockets
 from hotplate.controller.registry import RegistrySource
 
 from .conftest import Work, free_port, terminate, wait_for, write_app
-from .test_registry import registry  # noqa: F401  (a fixture)
+from .test_registry import registry, start_registry  # noqa: F401  (registry is a fixture)
 from .test_websockets import manifest, on_both_workers, run, ws_url
 
 HELLO_APP = """
@@ -138,3 +138,29 @@ def test_the_leader_builds_once_and_followers_pull_what_it_puts_live(up, tmp_pat
     assert leader.cli("rollback").returncode == 0  # the fleet follows a rollback too
     for host in (leader, *followers):
         host.wait(lambda: host.get("/").text == "v1", what="the rollback on every host")
+
+
+def test_hosts_cut_off_from_the_registry_keep_serving_and_converge_when_it_is_back(up, tmp_path):
+    port, store = free_port(), tmp_path / "registry"
+    url = f"http://127.0.0.1:{port}/demo"
+    reg = start_registry(port, store)
+    try:
+        leader = up("--publish", url)
+        follower = up("--follow", url, "--poll", "0.2")
+        work = Work(tmp_path / "work", str(leader.state / "repo.git"))
+        work.commit("v1", {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", "v1")})
+        assert "as live" in work.push()
+        follower.wait(lambda: follower.get("/").text == "v1", what="v1 on the follower")
+        terminate(reg, 5)  # the registry goes away
+        work.commit("v2", {"hello.c": HELLO.replace("VERSION", "v2")})
+        out = work.push()
+        assert "deploy succeeded" in out and "FAILED" in out and "tried again" in out, out
+        follower.wait(lambda: "RegistryUnreachable" in (follower.status()["last_error"] or ""),
+                      what="the follower to say it cannot reach the registry")
+        assert follower.get("/").text == "v1"  # and keep serving
+        reg = start_registry(port, store)  # back: the leader publishes v2 by itself, the follower converges
+        follower.wait(lambda: follower.get("/").text == "v2", what="v2 on the follower once the registry is back")
+        late = up("--follow", url, "--poll", "0.2")  # a host that joins converges too
+        late.wait(lambda: late.get("/").text == "v2", what="v2 on a host that joined")
+    finally:
+        terminate(reg, 5)

@@ -30,11 +30,9 @@ APP = """\
 SOURCE = '#include <hotplate.h>\nHP_MODULE;\nHP_EXPORT int {0}(hp_request *q, hp_response *r) {{ return hp_res_printf(r, "{1}"); }}\n'
 
 
-@pytest.fixture
-def registry(tmp_path):
-    """A registry of the test's own: (URL of a repository, its storage directory)."""
-    port, store = free_port(), tmp_path / "registry"
-    config = tmp_path / "registry.yml"
+def start_registry(port: int, store) -> subprocess.Popen:
+    """docker-registry on a loopback port, keeping its blobs in store (so it can be stopped and started again)."""
+    config = store.parent / f"registry-{port}.yml"
     config.write_text(json.dumps({"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(store)},
                                                                "delete": {"enabled": True}},
                                   "http": {"addr": f"127.0.0.1:{port}"}}))
@@ -45,6 +43,14 @@ def registry(tmp_path):
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
     wait_for(answers, what="the registry to listen")
+    return proc
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A registry of the test's own: (URL of a repository, its storage directory)."""
+    port, store = free_port(), tmp_path / "registry"
+    proc = start_registry(port, store)
     yield f"http://127.0.0.1:{port}/demo", store
     terminate(proc, 5)
 

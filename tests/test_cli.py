@@ -146,6 +146,7 @@ def test_dev_rebuilds_on_sources_only_and_shows_a_failed_save_in_the_browser(tmp
         source.write_text(good + "int broken = ;\n")
         until(lambda: deploys() == 2, "the broken save")
         assert "changed: modules/hello.c\n" in log.read_text(), "only the source triggered it, and it is named"
+        until(lambda: requests.get(url, timeout=5).status_code == 500, "the error page (written once the deploy ended)")
         page = requests.get(url + "?name=x", timeout=5)
         assert page.status_code == 500 and "did not go live" in page.text and "hello.c:" in page.text, page.text
         assert "error:" in page.text, "gcc's diagnostics are on the page"

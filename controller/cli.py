@@ -99,6 +99,7 @@ def cmd_up(args) -> int:
 
     from .api import create_api
     from .reconcile import Controller, Settings
+    from .fleet import Leadership
     from .registry import RegistrySource
     from .source import Source
 
@@ -124,11 +125,17 @@ def cmd_up(args) -> int:
                         publish=args.publish,
                         keep_releases=args.keep, cache_bytes=args.cache_mib * 1024 ** 2,
                         gate=GateSettings(bake_seconds=args.bake), verify=policy)
+    if args.fleet and not (args.publish and args.source):
+        raise HotplateError("--fleet needs a SOURCE to build from and --publish REGISTRY/REPO to publish to")
     server = _start_server(state, args)
-    api = None
+    api = controller = None
     try:  # from here on, a failing start stops the server it started too
         notifier = Notifier(targets, notifier_secret, history, status_token)
         controller = Controller(state, source, server, settings, history, notifier)
+        if args.fleet:
+            leadership = Leadership(args.fleet, args.publish.rstrip("/").rpartition("/")[2],
+                                    on_change=lambda leading: controller.wake("fleet"))
+            controller.join_fleet(leadership, RegistrySource(args.publish))
         controller.recover()
         host, port = args.api.rsplit(":", 1)
         api = make_server(host, int(port), create_api(controller, secret), threaded=True)
@@ -145,6 +152,8 @@ def cmd_up(args) -> int:
         state.controller_info.unlink(missing_ok=True)
         if not args.keep_server:
             server.stop()
+        if controller is not None and controller.leadership is not None:
+            controller.leadership.stop()
     return 0
 
 
@@ -299,6 +308,8 @@ def parser() -> argparse.ArgumentParser:
                     "(or of the registry, with --follow)")
     up.add_argument("--publish", metavar="REGISTRY/REPO", help="tag each release that goes live `live` in an OCI "
                     "registry (http://HOST:PORT/NAME), for hosts that --follow it")
+    up.add_argument("--fleet", metavar="etcd://HOST:PORT", help="with SOURCE and --publish: one of a fleet's "
+                    "candidates; the one holding the lease in etcd builds and publishes, the others follow")
     up.add_argument("--follow", metavar="REGISTRY/REPO", help="deploy what a leader publishes there instead of "
                     "building: pull, smoke-check, roll (no git on this host)")
     up.add_argument("--bake", type=float, default=2.0, help="health gate bake window in seconds")

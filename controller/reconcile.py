@@ -96,6 +96,9 @@ class Controller:
         # (`hotplate retry`; `hotplate config set` on the live commit)
         self.forced: tuple[str, str] | None = None
         self.published: str | None = None  # the release last tagged live in the registry (--publish)
+        # in a fleet (--fleet): who leads, and what this host deploys from when it leads and when not
+        self.leadership = None
+        self.build_source, self.follow_source = source, None
         self.publishing = threading.Lock()
         # (commit, config set) whose deploy failed: not tried again by itself
         self.config_failed: tuple[str, str | None] | None = None
@@ -162,6 +165,8 @@ class Controller:
     def reconcile(self, trigger: str) -> None:
         """One pass: deploy the branch tip unless it is live, pinned, failed
         (stalled until a new commit) or backing off after an error."""
+        if self.leadership is not None:
+            self.source = self.build_source if self.leadership.leading.is_set() else self.follow_source
         if self.source is None:
             return
         self.source.fetch()
@@ -222,7 +227,7 @@ class Controller:
                     self.emit(d, line)
                 if a.switched:
                     pipeline.restore(a)
-            elif self.settings.publish:
+            elif self.publishes():
                 self.emit(d, self.publish_live())
         except Exception as e:
             log.exception("deploy %d: restoring %s failed", d.id, a.previous)
@@ -273,8 +278,16 @@ class Controller:
                 return (f"publishing {release} to {url} FAILED ({e}); followers stay on their release until it is "
                         f"published (tried again every {PUBLISH_RETRY_S:g} s)")
 
+    def publishes(self) -> bool:
+        """Whether this host tags what goes live: with --publish, and in a fleet only while it leads."""
+        return bool(self.settings.publish) and (self.leadership is None or self.leadership.leading.is_set())
+
     def unpublished(self) -> bool:
-        return bool(self.settings.publish) and self.state.live_release() not in (None, self.published)
+        return self.publishes() and self.state.live_release() not in (None, self.published)
+
+    def join_fleet(self, leadership, follow_source) -> None:
+        """Lead (build, publish) while ``leadership`` holds its lease; else follow the registry."""
+        self.leadership, self.follow_source = leadership, follow_source
 
     def final_line(self, a: Attempt, outcome: str, reason: str | None) -> str:
         """What the pusher reads last."""

@@ -35,6 +35,7 @@ def status(c) -> dict:
     return {
         "state": sync_state(c, tip, live_commit, pinned, failure, config["live"] == config["desired"]),
         "config": config,
+        "role": None if c.leadership is None else "leader" if c.leadership.leading.is_set() else "follower",
         "health": health(c, live, workers),
         "pinned": pinned,
         "live": {"release": live, "commit": live_commit},

@@ -164,3 +164,46 @@ def test_hosts_cut_off_from_the_registry_keep_serving_and_converge_when_it_is_ba
         late.wait(lambda: late.get("/").text == "v2", what="v2 on a host that joined")
     finally:
         terminate(reg, 5)
+
+
+@pytest.fixture
+def etcd_url(tmp_path):
+    """A one-member etcd of the test's own (Debian's etcd-server), on free loopback ports."""
+    client, peer = free_port(), free_port()
+    proc = subprocess.Popen(["etcd", "--name", "t", "--data-dir", str(tmp_path / "etcd"),
+                             "--listen-client-urls", f"http://127.0.0.1:{client}",
+                             "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{client}/health", timeout=1).json().get("health") == "true"
+        except (requests.RequestException, ValueError):
+            return False
+    wait_for(healthy, what="etcd to be healthy")
+    yield f"etcd://127.0.0.1:{client}"
+    terminate(proc, 5)
+
+
+def test_one_candidate_leads_and_another_takes_over_when_it_is_killed(up, tmp_path, registry, etcd_url):
+    url, _ = registry
+    work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
+    work.commit("v1", {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", "v1")})
+    candidates = [up(str(work.path), "--fleet", etcd_url, "--publish", url, "--poll", "0.3") for _ in range(2)]
+    follower = up("--follow", url, "--poll", "0.2")
+    for host in (*candidates, follower):
+        host.wait(lambda: host.get("/").text == "v1", what="v1 on every host")
+    roles = [c.status()["role"] for c in candidates]
+    assert sorted(roles) == ["follower", "leader"], roles
+    leader, other = candidates if roles[0] == "leader" else candidates[::-1]
+    assert any(d["modules"] for d in leader.deploys()) and not any(d["modules"] for d in other.deploys()), \
+        "only the leader compiled"
+    leader.kill()  # kill -9: its lease expires
+    other.wait(lambda: other.status()["role"] == "leader", timeout=20, what="the other candidate to lead")
+    work.commit("v2", {"hello.c": HELLO.replace("VERSION", "v2")})
+    for host in (other, follower):
+        host.wait(lambda: host.get("/").text == "v2", what="v2 built by the new leader, everywhere")
+    assert any(d["modules"] for d in other.deploys())  # it built v2

@@ -66,6 +66,12 @@ def _print_diagnostics(title: str, result) -> None:
         print(f"  {title}:\n    " + result.diagnostics.rstrip().replace("\n", "\n    "))
 
 
+def cmd_fleet(args) -> int:
+    from .localfleet import up
+
+    return up(Path(args.state or ".hotplate-fleet"), os.path.abspath(args.source), args.hosts, args.port)
+
+
 def cmd_build(args) -> int:
     _build(args, _state(args, Path(args.app) / ".hotplate"))
     return 0
@@ -403,6 +409,13 @@ def parser() -> argparse.ArgumentParser:
             wait_flags(sp)
         if action == "set":
             sp.add_argument("--secret", action="store_true", help="hide the values in `hotplate config list`")
+    fleet = command("fleet", "start a whole fleet on this machine, for trying it: etcd, a registry, NATS, N hosts "
+                    "and nginx in front, on loopback", cmd_fleet, json_out=False,
+                    example="hotplate fleet up . --hosts 3 --port 8080")
+    fleet.add_argument("action", choices=["up"])
+    fleet.add_argument("source", nargs="?", default=".", help="the app's repository the fleet builds (default: .)")
+    fleet.add_argument("--hosts", type=int, default=3, help="hosts: two candidates to lead, the rest followers")
+    fleet.add_argument("--port", type=int, default=8080, help="the load balancer's port on 127.0.0.1")
     init = command("init", "scaffold a new app repository", cmd_init, example="hotplate init myapp && hotplate dev myapp")
     init.add_argument("dir")
     init.add_argument("--branch", default="main", help="the branch to commit to, the one `hotplate up` tracks "

@@ -12,6 +12,7 @@ import pytest
 import requests
 import websockets
 
+from hotplate.controller.localfleet import LocalFleet
 from hotplate.controller.registry import RegistrySource
 
 from .conftest import Work, free_port, terminate, wait_for, write_app
@@ -207,3 +208,25 @@ def test_one_candidate_leads_and_another_takes_over_when_it_is_killed(up, tmp_pa
     for host in (other, follower):
         host.wait(lambda: host.get("/").text == "v2", what="v2 built by the new leader, everywhere")
     assert any(d["modules"] for d in other.deploys())  # it built v2
+
+
+def test_hotplate_fleet_up_runs_a_whole_fleet_behind_nginx(tmp_path):
+    work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
+    work.commit("v1", {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", "v1")})
+    fleet = LocalFleet(tmp_path / "fleet", str(work.path), hosts=3, port=free_port()).start()
+    procs = list(fleet.procs)  # etcd, registry, NATS, 3 hosts, nginx
+    try:
+        lb = fleet.urls["load balancer"]
+        hosts = [f"http://127.0.0.1:{p}/" for p in fleet.apps]
+
+        def everywhere(text: str) -> bool:
+            try:
+                return all(requests.get(u, timeout=2).text == text for u in [lb, *hosts])
+            except requests.RequestException:
+                return False
+        wait_for(lambda: everywhere("v1"), 90, "v1 on every host and through nginx")
+        work.commit("v2", {"hello.c": HELLO.replace("VERSION", "v2")})
+        wait_for(lambda: everywhere("v2"), 60, "v2 on every host and through nginx")
+    finally:
+        fleet.stop()
+    assert len(procs) == 7 and all(p.poll() is not None for p in procs), "stop leaves nothing running"

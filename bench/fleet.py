@@ -7,39 +7,22 @@ Target: <= 1.5 s.
 """
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
 import time
 
 import requests
 
-from .common import Up, free_port, git, make_app, median, scratch, stop, table, write_module
+from hotplate.controller import localfleet
+
+from .common import Up, git, make_app, median, scratch, stop, table, write_module
 
 RUNS = 10
 TARGET_S = 1.5
 
 
-def registry(tmp) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    config = tmp / "registry.yml"
-    config.write_text(json.dumps({"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(tmp / "reg")}},
-                                  "http": {"addr": f"127.0.0.1:{port}"}}))
-    proc = subprocess.Popen([shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}/bench"
-        time.sleep(0.05)
-    raise SystemExit("the registry did not start")
-
-
 def main() -> None:
     with scratch() as tmp:
-        reg, url = registry(tmp)
+        reg, port = localfleet.registry(tmp)
+        url = f"http://127.0.0.1:{port}/bench"
         (tmp / "leader").mkdir()
         hosts = [Up(tmp / "leader", "--publish", url, "--bake", "0")]
         for i in range(2):

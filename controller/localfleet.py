@@ -39,6 +39,46 @@ def binary(name: str) -> str:
     return found
 
 
+def service(name: str, cmd: list[str], port: int, log: Path) -> subprocess.Popen:
+    """Start one process and wait until it listens on ``port``."""
+    with Path(log).open("a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not listening(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise HotplateError(f"{name} did not start; see {log}")
+        time.sleep(0.05)
+    return proc
+
+
+def etcd(root: Path) -> tuple[subprocess.Popen, int]:
+    """A one-member etcd keeping its data in ``root/etcd``; (process, client port)."""
+    client, peer = free_port(), free_port()
+    return service("etcd", [binary("etcd"), "--name", "fleet", "--data-dir", str(root / "etcd"),
+                            "--listen-client-urls", f"http://127.0.0.1:{client}",
+                            "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                            "--initial-cluster", f"fleet=http://127.0.0.1:{peer}"], client, root / "etcd.log"), client
+
+
+def registry(root: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """An OCI registry keeping its blobs in ``root/registry`` (started again on the same
+    port and storage, it has them all); (process, port)."""
+    port = port or free_port()
+    config = root / f"registry-{port}.yml"
+    config.write_text(json.dumps({"version": 0.1, "http": {"addr": f"127.0.0.1:{port}"},
+                                  "storage": {"filesystem": {"rootdirectory": str(root / "registry")},
+                                              "delete": {"enabled": True}}}))
+    return service("registry", [binary("docker-registry"), "serve", str(config)], port, root / "registry.log"), port
+
+
+def nats(root: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    return service("nats", [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port)], port, root / "nats.log"), port
+
+
 class LocalFleet:
     def __init__(self, root: Path, source: str, hosts: int = 3, port: int = 8080):
         self.root, self.source, self.hosts, self.port = Path(root).resolve(), source, hosts, port
@@ -47,42 +87,38 @@ class LocalFleet:
         self.urls: dict[str, str] = {}
 
     def spawn(self, name: str, cmd: list[str], port: int) -> None:
-        log = (self.root / f"{name}.log").open("a")
-        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not listening(port):
-            if self.procs[-1].poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise HotplateError(f"{name} did not start; see {self.root / f'{name}.log'}")
-            time.sleep(0.05)
+        try:
+            self.procs.append(service(name, cmd, port, self.root / f"{name}.log"))
+        except HotplateError:
+            self.stop()
+            raise
+
+    def keep(self, started: tuple[subprocess.Popen, int]) -> int:
+        self.procs.append(started[0])
+        return started[1]
 
     def start(self) -> "LocalFleet":
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)  # the hosts' workers' account passes through
-        etcd, peer, registry, nats = free_port(), free_port(), free_port(), free_port()
-        self.spawn("etcd", [binary("etcd"), "--name", "fleet", "--data-dir", str(self.root / "etcd"),
-                            "--listen-client-urls", f"http://127.0.0.1:{etcd}",
-                            "--advertise-client-urls", f"http://127.0.0.1:{etcd}",
-                            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                            "--initial-cluster", f"fleet=http://127.0.0.1:{peer}"], etcd)
-        config = self.root / "registry.yml"
-        config.write_text(json.dumps({"version": 0.1, "http": {"addr": f"127.0.0.1:{registry}"},
-                                      "storage": {"filesystem": {"rootdirectory": str(self.root / "registry")}}}))
-        self.spawn("registry", [binary("docker-registry"), "serve", str(config)], registry)
-        self.spawn("nats", [binary("nats-server"), "-a", "127.0.0.1", "-p", str(nats)], nats)
-        publish = f"http://127.0.0.1:{registry}/app"
+        try:
+            etcd_port, registry_port, nats_port = (self.keep(etcd(self.root)), self.keep(registry(self.root)),
+                                                   self.keep(nats(self.root)))
+        except HotplateError:
+            self.stop()
+            raise
+        publish = f"http://127.0.0.1:{registry_port}/app"
         for i in range(self.hosts):
             app, api = free_port(), free_port()
-            role = (["up", self.source, "--fleet", f"etcd://127.0.0.1:{etcd}", "--publish", publish, "--poll", "1"]
-                    if i < 2 else ["up", "--follow", publish, "--poll", "0.5"])
+            role = (["up", self.source, "--fleet", f"etcd://127.0.0.1:{etcd_port}", "--publish", publish,
+                     "--poll", "1"] if i < 2 else ["up", "--follow", publish, "--poll", "0.5"])
             self.spawn(f"host{i + 1}", [sys.executable, "-m", "hotplate.controller.cli", *role,
                                          "--state", str(self.root / f"host{i + 1}"), "--bind", f"127.0.0.1:{app}",
-                                         "--api", f"127.0.0.1:{api}", "--nats", f"nats://127.0.0.1:{nats}"], api)
+                                         "--api", f"127.0.0.1:{api}", "--nats", f"nats://127.0.0.1:{nats_port}"], api)
             self.apps.append(app)
             self.urls[f"host{i + 1}"] = f"http://127.0.0.1:{app}/ (controller http://127.0.0.1:{api}/)"
         self.balance()
-        self.urls.update({"etcd": f"etcd://127.0.0.1:{etcd}", "registry": publish, "nats": f"nats://127.0.0.1:{nats}"})
+        self.urls.update({"etcd": f"etcd://127.0.0.1:{etcd_port}", "registry": publish,
+                          "nats": f"nats://127.0.0.1:{nats_port}"})
         return self
 
     def balance(self) -> None:

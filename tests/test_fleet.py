@@ -4,19 +4,17 @@ down, each host keeps its own."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 
 import pytest
 import requests
 import websockets
 
+from hotplate.controller import localfleet
 from hotplate.controller.localfleet import LocalFleet
 from hotplate.controller.registry import RegistrySource
 
 from .conftest import Work, free_port, terminate, wait_for, write_app
-from .test_registry import registry, start_registry  # noqa: F401  (registry is a fixture)
+from .test_registry import registry  # noqa: F401  (a fixture)
 from .test_websockets import manifest, on_both_workers, run, ws_url
 
 HELLO_APP = """
@@ -41,15 +39,8 @@ HP_EXPORT int health(hp_request *q, hp_response *r) {
 
 
 @pytest.fixture
-def nats_url():
-    port = free_port()
-    proc = subprocess.Popen([shutil.which("nats-server") or "/usr/sbin/nats-server", "-a", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def accepting() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-    wait_for(accepting, what="nats-server to listen")
+def nats_url(tmp_path):
+    proc, port = localfleet.nats(tmp_path)
     yield f"nats://127.0.0.1:{port}"
     terminate(proc, 5)
 
@@ -142,9 +133,8 @@ def test_the_leader_builds_once_and_followers_pull_what_it_puts_live(up, tmp_pat
 
 
 def test_hosts_cut_off_from_the_registry_keep_serving_and_converge_when_it_is_back(up, tmp_path):
-    port, store = free_port(), tmp_path / "registry"
+    reg, port = localfleet.registry(tmp_path)
     url = f"http://127.0.0.1:{port}/demo"
-    reg = start_registry(port, store)
     try:
         leader = up("--publish", url)
         follower = up("--follow", url, "--poll", "0.2")
@@ -159,7 +149,7 @@ def test_hosts_cut_off_from_the_registry_keep_serving_and_converge_when_it_is_ba
         follower.wait(lambda: "RegistryUnreachable" in (follower.status()["last_error"] or ""),
                       what="the follower to say it cannot reach the registry")
         assert follower.get("/").text == "v1"  # and keep serving
-        reg = start_registry(port, store)  # back: the leader publishes v2 by itself, the follower converges
+        reg, _ = localfleet.registry(tmp_path, port)  # back: the leader publishes v2 by itself, the follower converges
         follower.wait(lambda: follower.get("/").text == "v2", what="v2 on the follower once the registry is back")
         late = up("--follow", url, "--poll", "0.2")  # a host that joins converges too
         late.wait(lambda: late.get("/").text == "v2", what="v2 on a host that joined")
@@ -169,23 +159,8 @@ def test_hosts_cut_off_from_the_registry_keep_serving_and_converge_when_it_is_ba
 
 @pytest.fixture
 def etcd_url(tmp_path):
-    """A one-member etcd of the test's own (Debian's etcd-server), on free loopback ports."""
-    client, peer = free_port(), free_port()
-    proc = subprocess.Popen(["etcd", "--name", "t", "--data-dir", str(tmp_path / "etcd"),
-                             "--listen-client-urls", f"http://127.0.0.1:{client}",
-                             "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                             "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def healthy() -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{client}/health", timeout=1).json().get("health") == "true"
-        except (requests.RequestException, ValueError):
-            return False
-    wait_for(healthy, what="etcd to be healthy")
-    yield f"etcd://127.0.0.1:{client}"
+    proc, port = localfleet.etcd(tmp_path)
+    yield f"etcd://127.0.0.1:{port}"
     terminate(proc, 5)
 
 

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import socket
-import subprocess
 import urllib.request
 
 import pytest
 
+from hotplate.controller import localfleet
 from hotplate.controller.deploy import build_release
 from hotplate.controller.errors import StalledError
 from hotplate.controller.registry import pull, push
 from hotplate.controller.state import State
 
-from .conftest import free_port, terminate, wait_for, write_app
+from .conftest import terminate, write_app
 
 APP = """\
     modules:
@@ -30,28 +28,11 @@ APP = """\
 SOURCE = '#include <hotplate.h>\nHP_MODULE;\nHP_EXPORT int {0}(hp_request *q, hp_response *r) {{ return hp_res_printf(r, "{1}"); }}\n'
 
 
-def start_registry(port: int, store) -> subprocess.Popen:
-    """docker-registry on a loopback port, keeping its blobs in store (so it can be stopped and started again)."""
-    config = store.parent / f"registry-{port}.yml"
-    config.write_text(json.dumps({"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(store)},
-                                                               "delete": {"enabled": True}},
-                                  "http": {"addr": f"127.0.0.1:{port}"}}))
-    proc = subprocess.Popen([shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def answers() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-    wait_for(answers, what="the registry to listen")
-    return proc
-
-
 @pytest.fixture
 def registry(tmp_path):
     """A registry of the test's own: (URL of a repository, its storage directory)."""
-    port, store = free_port(), tmp_path / "registry"
-    proc = start_registry(port, store)
-    yield f"http://127.0.0.1:{port}/demo", store
+    proc, port = localfleet.registry(tmp_path)
+    yield f"http://127.0.0.1:{port}/demo", tmp_path / "registry"
     terminate(proc, 5)
 
 

@@ -1,19 +1,24 @@
-"""Push to live on every host: a leader (`hotplate up --publish`) and two
+"""Fleet benchmarks. Push to live on every host: a leader (`hotplate up --publish`) and two
 followers (`--follow`, polling the registry every 0.2 s), all on loopback
 with a registry of the bench's own (Debian's docker-registry). A 10-module
 app; 10 pushes that each change one module; the clock runs from `git push`
 to the new text answering on all three hosts (polled every 5 ms).
-Target: <= 1.5 s.
+Target: <= 1.5 s. Then ``hotplate fleet up``'s fleet (etcd, registry, NATS,
+3 hosts, nginx): wrk -c32 through nginx while 10 commits deploy across it.
+Target: 0 failed requests.
 """
 from __future__ import annotations
 
+import collections
+import threading
 import time
 
 import requests
 
 from hotplate.controller import localfleet
+from hotplate.controller.localfleet import LocalFleet
 
-from .common import Up, git, make_app, median, scratch, stop, table, write_module
+from .common import Up, free_port, git, make_app, median, scratch, stop, table, write_module, wrk
 
 RUNS = 10
 TARGET_S = 1.5
@@ -66,5 +71,49 @@ def main() -> None:
           [[f"{median(ms):.0f}", f"{ms[int(len(ms) * 0.9) - 1]:.0f}", f"{ms[-1]:.0f}", f"<= {TARGET_S * 1000:.0f}"]])
 
 
+
+
+def under_load() -> None:
+    """wrk -c32 through the fleet's nginx while 10 commits deploy: failed requests."""
+    with scratch() as tmp:
+        app = make_app(tmp / "app")
+        fleet = LocalFleet(tmp / "fleet", str(app), hosts=3, port=free_port()).start()
+        lb = fleet.urls["load balancer"]
+        try:
+            hosts = [f"http://127.0.0.1:{p}/m0" for p in fleet.apps]
+            wait_text(lb + "m0", "m0 v1\n", every=hosts)  # every host serves before the load starts
+            result = {}
+            load = threading.Thread(target=lambda: result.update(wrk(lb + "m0", 40)))
+            load.start()
+            for run in range(1, RUNS + 1):
+                write_module(app, 0, f"v{run + 1}")
+                git(app, "commit", "-qam", f"v{run + 1}")
+                wait_text(lb + "m0", f"m0 v{run + 1}\n", every=hosts)
+            load.join()
+        finally:
+            fleet.stop()
+        failed = collections.Counter(" ".join(line.split()[1:4]) for line in (fleet.root / "access.log").open()
+                                     if line.split()[1] not in ("200", "499"))  # 499: wrk closing at its end
+    print(f"  failed answers by status, host status and host: {dict(failed) or 'none'}")
+    table(f"wrk -c32 through nginx in front of 3 hosts while {RUNS} commits deploy across the fleet",
+          ["req/s", "non-2xx", "socket errors", "target"],
+          [[f"{result['rps']:.0f}", result["non2xx"], result["socket_errors"], "0 failed"]])
+
+
+def wait_text(url: str, text: str, every: list[str] = (), timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    for u in [url, *every]:
+        while True:
+            try:
+                if requests.get(u, timeout=5).text == text:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{text.strip()} did not reach {u}")
+            time.sleep(0.05)
+
+
 if __name__ == "__main__":
     main()
+    under_load()

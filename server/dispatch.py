@@ -26,7 +26,7 @@ from werkzeug.routing import Map, Rule
 
 from . import metrics, runtime, sanitize
 from .runtime import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
-from .config import ServerConfig
+from .config import RESERVED_PREFIX, ServerConfig
 from .modules import ModuleSet, Route, Socket
 from .report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
 from .websocket.calls import PUBLISH, parse_outbox
@@ -275,6 +275,13 @@ class Dispatcher:
         except HTTPException as e:
             return e(environ, start_response)
         if target is None:
+            if self.modules is None and not environ["PATH_INFO"].startswith(RESERVED_PREFIX):
+                # no release here yet (a host joining a fleet): unavailable, not "no such page", so
+                # a load balancer tries another host (and a health check keeps it out)
+                body = json.dumps({"error": "no release is live on this host yet", "status": 503}).encode()
+                start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                                                          ("Content-Length", str(len(body))), ("Retry-After", "1")])
+                return [body]
             return self.fallback(environ, start_response)
         headers = [x for k, v in environ.items() if k[:5] == "HTTP_" for x in (k, v)]
         for k in ("CONTENT_TYPE", "CONTENT_LENGTH"):

@@ -397,3 +397,13 @@ def test_init_then_dev_redeploys_on_save(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_before_its_first_release_a_host_answers_503_not_404(up):
+    """A host joining a fleet (or a first push still building) is unavailable, not
+    missing pages: a load balancer tries another host, a health check keeps it out."""
+    server = up()
+    page = server.get("/hello")
+    assert page.status_code == 503 and page.json()["error"] == "no release is live on this host yet"
+    assert page.headers["Retry-After"] == "1"
+    assert server.get("/_hotplate/health").status_code == 503

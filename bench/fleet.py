@@ -48,17 +48,7 @@ def main() -> None:
                     git(app, "push", "-q", "origin", "main")
                 want = f"m{run % 10} {version}\n" if run else "m0 v1\n"
                 path = f"/m{run % 10}" if run else "/m0"
-                deadline = started + 60
-                for h in hosts:
-                    while True:
-                        try:
-                            if requests.get(h.url + path, timeout=5).text == want:
-                                break
-                        except requests.RequestException:
-                            pass
-                        if time.monotonic() > deadline:
-                            raise SystemExit(f"{version} did not reach {h.url}")
-                        time.sleep(0.005)
+                wait_text(hosts[0].url + path, want, every=[h.url + path for h in hosts[1:]], poll=0.005)
                 if run:
                     took.append(time.monotonic() - started)
         finally:
@@ -100,7 +90,8 @@ def under_load() -> None:
           [[f"{result['rps']:.0f}", result["non2xx"], result["socket_errors"], "0 failed"]])
 
 
-def wait_text(url: str, text: str, every: list[str] = (), timeout: float = 120) -> None:
+def wait_text(url: str, text: str, every: list[str] = (), timeout: float = 120, poll: float = 0.05) -> None:
+    """Wait until url, then each of every, answers text."""
     deadline = time.monotonic() + timeout
     for u in [url, *every]:
         while True:
@@ -111,7 +102,7 @@ def wait_text(url: str, text: str, every: list[str] = (), timeout: float = 120) 
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit(f"{text.strip()} did not reach {u}")
-            time.sleep(0.05)
+            time.sleep(poll)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ import requests
 
 from hotplate.controller import localfleet
 from hotplate.controller.localfleet import LocalFleet
+from hotplate.controller.registry import RegistrySource
+
+from . import ws
 
 from .common import Up, free_port, git, make_app, median, scratch, stop, table, write_module, wrk
 
@@ -105,6 +108,58 @@ def wait_text(url: str, text: str, every: list[str] = (), timeout: float = 120, 
             time.sleep(poll)
 
 
+def websockets_across_deploys() -> None:
+    """1,000 WebSocket connections spread over the 3 hosts of `hotplate fleet
+    up`, each sending a numbered message every 100 ms to an echo handler,
+    while 10 commits that change the handler deploy across the fleet."""
+    with scratch() as tmp:
+        app = tmp / "app"
+        (app / "modules").mkdir(parents=True)
+        (app / "modules" / "wsecho.c").write_bytes(ws.APP.read_bytes())
+        ws.write_version(app, "v00")
+        git(app, "init", "-q", "-b", "main")
+        git(app, "add", "-A")
+        git(app, "-c", "user.email=b@example.com", "-c", "user.name=b", "commit", "-q", "-m", "v00")
+        fleet = LocalFleet(tmp / "fleet", str(app), hosts=3, port=free_port()).start()
+        hosts = [f"http://127.0.0.1:{p}" for p in fleet.apps]
+        live = RegistrySource(fleet.urls["registry"])
+
+        def everywhere(version: str) -> None:
+            """Until the leader published the commit and every host serves its release."""
+            commit = git(app, "rev-parse", "HEAD")
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    live.fetch()
+                    if live.tip() == commit:
+                        release = live.live["hotplate.release"]
+                        if all(requests.get(h + "/_hotplate/release", timeout=5).json().get("release") == release
+                               for h in hosts):
+                            return
+                except Exception:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{version} did not reach every host")
+                time.sleep(0.05)
+
+        def deploy(version: str) -> None:
+            ws.write_version(app, version)
+            git(app, "-c", "user.email=b@example.com", "-c", "user.name=b", "commit", "-qam", version)
+            everywhere(version)
+
+        try:
+            everywhere("v00")
+            urls = [h.replace("http://", "ws://") + "/ws/bench" for h in hosts]
+            result = ws.run_clients(urls, ws.CONNECTIONS, 0.1, lambda: [deploy(f"v{i:02d}") for i in range(1, RUNS + 1)])
+        finally:
+            fleet.stop()
+    table(f"{ws.CONNECTIONS} WebSocket connections over 3 hosts, 1 message / 100 ms each, {RUNS} fleet deploys",
+          ["connected", "dropped", "sent", "lost", "bad order/state", "rtt p99 ms", "versions seen", "target"],
+          [[result["connected"], result["dropped"], result["sent"], result["lost"], result["bad"],
+            f"{ws.p99_ms(result['rtt']):.1f}", len(result["versions"]), "0 dropped, 0 lost"]])
+
+
 if __name__ == "__main__":
     main()
     under_load()
+    websockets_across_deploys()

@@ -107,13 +107,14 @@ def client(url: str, n: int, stop_at, ready, interval: float | None, out) -> Non
     out.put(asyncio.run(_talk(url, n, stop_at, ready, interval)))
 
 
-def run_clients(url: str, n: int, interval: float | None, during) -> dict:
-    """Open n connections over CLIENTS processes, then talk while ``during()``
-    runs; merge their stats."""
+def run_clients(url: str | list[str], n: int, interval: float | None, during) -> dict:
+    """Open n connections over CLIENTS processes (to the URLs in turn, given
+    several: hosts of a fleet), then talk while ``during()`` runs; merge their stats."""
+    urls = [url] if isinstance(url, str) else url
     ctx = multiprocessing.get_context("fork")
     stop_at, ready, out = ctx.Event(), ctx.Barrier(CLIENTS + 1), ctx.Queue()
-    procs = [ctx.Process(target=client, args=(url, n // CLIENTS, stop_at, ready, interval, out))
-             for _ in range(CLIENTS)]
+    procs = [ctx.Process(target=client, args=(urls[i % len(urls)], n // CLIENTS, stop_at, ready, interval, out))
+             for i in range(CLIENTS)]
     for p in procs:
         p.start()
     ready.wait(timeout=120)

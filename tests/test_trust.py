@@ -224,7 +224,7 @@ def test_mirror_mode_deploys_only_a_tip_signed_by_a_trusted_gpg_key(up, tmp_path
     status = server.wait(lambda: (s := server.status())["state"] == "Failed" and s, what="the unsigned tip refused")
     assert status["failure"]["reason"] == "UnverifiedCommit", status
     assert "is not signed by a key trusted by --verify gpg:" in status["failure"]["detail"]
-    assert server.get("/").status_code == 404, "nothing went live"
+    assert server.get("/").status_code == 503, "nothing went live"
 
     upstream.git("config", "gpg.program", "gpg")
     upstream.git("config", "commit.gpgsign", "true")

@@ -197,9 +197,9 @@ def config_list():
 @bp.post("/api/config")
 @requires_token
 def config_change():
-    body = request.get_json(silent=True, force=True) or {}
-    set_, unset = body.get("set") or {}, body.get("unset") or []
-    if not isinstance(set_, dict) or not isinstance(unset, list) or not all(
+    body = request.get_json(silent=True, force=True)
+    set_, unset = (body.get("set") or {}, body.get("unset") or []) if isinstance(body, dict) else (None, None)
+    if not isinstance(set_, dict) or not isinstance(unset, list) or not (set_ or unset) or not all(
             isinstance(v, str) for v in [*set_, *set_.values(), *unset]):
         return jsonify(error='expected {"set": {"KEY": "value"}, "unset": ["KEY"], "secret": bool}',
                        reason="BadConfig"), 400

@@ -21,6 +21,7 @@ import json
 import os
 import pwd
 import re
+import threading
 from pathlib import Path
 
 import pyrage
@@ -36,6 +37,8 @@ KEY = re.compile(r"[A-Z_][A-Z0-9_]{0,127}\Z")
 MAX_KEYS = 256
 MAX_VALUE = 64 * 1024
 ARMOR = "-----BEGIN AGE ENCRYPTED FILE-----"
+#: the controller is the one process that writes the operator's set (it holds the state lock)
+_CHANGING = threading.Lock()
 
 
 class ConfigError(HotplateError):
@@ -116,7 +119,13 @@ class ConfigStore:
 
     def change(self, set_: dict[str, str] | None = None, unset: list[str] | None = None,
                secret: bool = False) -> dict[str, dict]:
-        """Set and unset keys of the operator's set; return it."""
+        """Set and unset keys of the operator's set; return it. One change at
+        a time: the API serves calls on several threads, and two read-modify-
+        writes at once would lose one's keys."""
+        with _CHANGING:
+            return self._change(set_, unset, secret)
+
+    def _change(self, set_, unset, secret) -> dict[str, dict]:
         current = self.operator()
         for key, value in (set_ or {}).items():
             check(key, value)

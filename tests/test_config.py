@@ -2,12 +2,14 @@
 rolled to the workers, hidden, encrypted at rest, restored by rollback."""
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pwd
 import subprocess
 
 import pytest
+import requests
 
 from .conftest import Work
 
@@ -126,3 +128,23 @@ def test_bad_config_is_refused_clearly_and_live_keeps_serving(up, tmp_path):
     for bad in (["set", "lower=1"], ["set", "NOEQUALS"], ["unset", "NEVER_SET"]):
         r = server.cli("config", *bad)
         assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+
+
+def test_config_changes_at_once_lose_nothing_and_garbage_is_refused(up, tmp_path):
+    server = up()
+    work = Work(tmp_path / "work", str(server.state / "repo.git"))
+    work.commit("v1", {"deploy.yaml": MANIFEST, "cfg.c": MODULE})
+    assert "deploy succeeded" in work.push()
+    headers = {**server.auth(), "Content-Type": "application/json"}
+
+    def set_one(i: int) -> int:
+        return requests.post(server.api + "/api/config", json={"set": {f"K{i}": str(i)}}, headers=headers,
+                             timeout=30).status_code
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        assert set(pool.map(set_one, range(20))) == {202}
+    keys = {k["key"] for k in requests.get(server.api + "/api/config", headers=headers, timeout=10).json()["keys"]}
+    assert keys == {f"K{i}" for i in range(20)}, "two changes at once lost a key"
+    for body in ('{"set": {"K": "a\\u0000b"}}', '{"set": ["K"]}', "not json", '{"unset": "K"}'):
+        r = requests.post(server.api + "/api/config", data=body, headers=headers, timeout=10)
+        assert r.status_code in (400, 409) and "error" in r.json(), body
+    assert server.get("/").status_code == 200  # live kept serving

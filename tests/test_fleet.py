@@ -14,28 +14,9 @@ from hotplate.controller.localfleet import LocalFleet
 from hotplate.controller.registry import RegistrySource
 
 from .conftest import Work, free_port, terminate, wait_for, write_app
+from .test_controller import MANIFEST, hello, text
 from .test_registry import registry  # noqa: F401  (a fixture)
 from .test_websockets import manifest, on_both_workers, run, ws_url
-
-HELLO_APP = """
-modules:
-  hello:
-    source: hello.c
-    health: /health
-    routes:
-      - {path: /, handler: hello}
-      - {path: /health, handler: health}
-"""
-HELLO = """#include <hotplate.h>
-#include <string.h>
-HP_MODULE;
-HP_EXPORT int hello(hp_request *q, hp_response *r) { return hp_res_printf(r, "VERSION"); }
-HP_EXPORT int health(hp_request *q, hp_response *r) {
-    hp_res_status(r, strcmp("VERSION", "bad") == 0 ? 503 : 200);
-    return hp_res_printf(r, "VERSION");
-}
-"""
-
 
 
 @pytest.fixture
@@ -105,11 +86,11 @@ def test_the_leader_builds_once_and_followers_pull_what_it_puts_live(up, tmp_pat
     followers = [up("--follow", url, "--poll", "0.2") for _ in range(2)]
     work = Work(tmp_path / "work", str(leader.state / "repo.git"))
     for version in ("v1", "v2"):
-        work.commit(version, {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", version)})
+        work.commit(version, {"deploy.yaml": MANIFEST, "hello.c": hello(version)})
         out = work.push()
         assert "deploy succeeded" in out and "as live" in out, out
         for host in (leader, *followers):
-            host.wait(lambda: host.get("/").text == version, what=f"{version} on every host")
+            host.wait(lambda: text(host) == version, what=f"{version} on every host")
     releases = {h.status()["live"]["release"] for h in (leader, *followers)}
     assert len(releases) == 1  # the same release, the same bits
     for f in followers:
@@ -118,7 +99,7 @@ def test_the_leader_builds_once_and_followers_pull_what_it_puts_live(up, tmp_pat
         assert "pulled release" in f.cli("logs", str(deploys[-1]["id"])).stdout  # the first, ended
         assert not (f.state / "repo.git").exists()
     good = work.git("rev-parse", "HEAD").stdout.strip()
-    work.commit("bad", {"hello.c": HELLO.replace("VERSION", "bad")})  # fails the leader's health gate
+    work.commit("bad", {"hello.c": hello("bad", health=503)})  # fails the leader's health gate
     out = work.push()
     assert "deploy ROLLED BACK" in out and "as live" not in out, out
     # the leader is the canary: a release that fails its gate is never published, so no other host gets it
@@ -126,10 +107,10 @@ def test_the_leader_builds_once_and_followers_pull_what_it_puts_live(up, tmp_pat
     registry_live.fetch()
     assert registry_live.tip() == good
     for f in followers:
-        assert f.get("/").text == "v2"
+        assert text(f) == "v2"
     assert leader.cli("rollback").returncode == 0  # the fleet follows a rollback too
     for host in (leader, *followers):
-        host.wait(lambda: host.get("/").text == "v1", what="the rollback on every host")
+        host.wait(lambda: text(host) == "v1", what="the rollback on every host")
 
 
 def test_hosts_cut_off_from_the_registry_keep_serving_and_converge_when_it_is_back(up, tmp_path):
@@ -139,20 +120,20 @@ def test_hosts_cut_off_from_the_registry_keep_serving_and_converge_when_it_is_ba
         leader = up("--publish", url)
         follower = up("--follow", url, "--poll", "0.2")
         work = Work(tmp_path / "work", str(leader.state / "repo.git"))
-        work.commit("v1", {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", "v1")})
+        work.commit("v1", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
         assert "as live" in work.push()
-        follower.wait(lambda: follower.get("/").text == "v1", what="v1 on the follower")
+        follower.wait(lambda: text(follower) == "v1", what="v1 on the follower")
         terminate(reg, 5)  # the registry goes away
-        work.commit("v2", {"hello.c": HELLO.replace("VERSION", "v2")})
+        work.commit("v2", {"hello.c": hello("v2")})
         out = work.push()
         assert "deploy succeeded" in out and "FAILED" in out and "tried again" in out, out
         follower.wait(lambda: "RegistryUnreachable" in (follower.status()["last_error"] or ""),
                       what="the follower to say it cannot reach the registry")
-        assert follower.get("/").text == "v1"  # and keep serving
+        assert text(follower) == "v1"  # and keep serving
         reg, _ = localfleet.registry(tmp_path, port)  # back: the leader publishes v2 by itself, the follower converges
-        follower.wait(lambda: follower.get("/").text == "v2", what="v2 on the follower once the registry is back")
+        follower.wait(lambda: text(follower) == "v2", what="v2 on the follower once the registry is back")
         late = up("--follow", url, "--poll", "0.2")  # a host that joins converges too
-        late.wait(lambda: late.get("/").text == "v2", what="v2 on a host that joined")
+        late.wait(lambda: text(late) == "v2", what="v2 on a host that joined")
     finally:
         terminate(reg, 5)
 
@@ -167,11 +148,11 @@ def etcd_url(tmp_path):
 def test_one_candidate_leads_and_another_takes_over_when_it_is_killed(up, tmp_path, registry, etcd_url):
     url, _ = registry
     work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
-    work.commit("v1", {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", "v1")})
+    work.commit("v1", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
     candidates = [up(str(work.path), "--fleet", etcd_url, "--publish", url, "--poll", "0.3") for _ in range(2)]
     follower = up("--follow", url, "--poll", "0.2")
     for host in (*candidates, follower):
-        host.wait(lambda: host.get("/").text == "v1", what="v1 on every host")
+        host.wait(lambda: text(host) == "v1", what="v1 on every host")
     roles = [c.status()["role"] for c in candidates]
     assert sorted(roles) == ["follower", "leader"], roles
     leader, other = candidates if roles[0] == "leader" else candidates[::-1]
@@ -179,28 +160,28 @@ def test_one_candidate_leads_and_another_takes_over_when_it_is_killed(up, tmp_pa
         "only the leader compiled"
     leader.kill()  # kill -9: its lease expires
     other.wait(lambda: other.status()["role"] == "leader", timeout=20, what="the other candidate to lead")
-    work.commit("v2", {"hello.c": HELLO.replace("VERSION", "v2")})
+    work.commit("v2", {"hello.c": hello("v2")})
     for host in (other, follower):
-        host.wait(lambda: host.get("/").text == "v2", what="v2 built by the new leader, everywhere")
+        host.wait(lambda: text(host) == "v2", what="v2 built by the new leader, everywhere")
     assert any(d["modules"] for d in other.deploys())  # it built v2
 
 
 def test_hotplate_fleet_up_runs_a_whole_fleet_behind_nginx(tmp_path):
     work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
-    work.commit("v1", {"deploy.yaml": HELLO_APP, "hello.c": HELLO.replace("VERSION", "v1")})
+    work.commit("v1", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
     fleet = LocalFleet(tmp_path / "fleet", str(work.path), hosts=3, port=free_port()).start()
     procs = list(fleet.procs)  # etcd, registry, NATS, 3 hosts, nginx
     try:
         lb = fleet.urls["load balancer"]
         hosts = [f"http://127.0.0.1:{p}/" for p in fleet.apps]
 
-        def everywhere(text: str) -> bool:
+        def everywhere(version: str) -> bool:
             try:
-                return all(requests.get(u, timeout=2).text == text for u in [lb, *hosts])
+                return all(requests.get(u, timeout=2).text.split(" from ")[0] == version for u in [lb, *hosts])
             except requests.RequestException:
                 return False
         wait_for(lambda: everywhere("v1"), 90, "v1 on every host and through nginx")
-        work.commit("v2", {"hello.c": HELLO.replace("VERSION", "v2")})
+        work.commit("v2", {"hello.c": hello("v2")})
         wait_for(lambda: everywhere("v2"), 60, "v2 on every host and through nginx")
     finally:
         fleet.stop()

@@ -614,9 +614,11 @@ static inline const char *hp_req_form_error(hp_request *req) { return hp__api->r
 ** HP_ERROR ("failed"). There is no request: allocate with malloc().
 **
 ** Limits and deploys: a job runs on the code of the release that queued it,
-** to the end, whatever deploys meanwhile (its release stays on disk while
-** it runs). The manifest's `limits: {job_timeout: 10m, job_memory: 512MiB}`
-** bound each job (defaults 1 hour, 1 GiB): past them the job is stopped
+** to the end, whatever deploys meanwhile (a running job keeps its code
+** loaded; one still queued when its release is pruned fails and says so).
+** The manifest's `limits: {job_timeout: 10m, job_memory: 512MiB}` bound
+** each job (defaults 1 hour; 1 GiB on top of what the job process maps
+** once loaded): past them the job is stopped
 ** and "failed" says why, as it does for a crash. At most 2 jobs run at once
 ** per server (`hotplate up --jobs N`); the rest wait in order. A job running
 ** when the server stops is recorded "failed" (interrupted), not rerun.

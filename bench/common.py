@@ -122,6 +122,7 @@ class Up:
     """``hotplate up`` hosting a repository, on free loopback ports."""
 
     def __init__(self, tmp: Path, *extra: str, workers: int = 2):
+        tmp.mkdir(parents=True, exist_ok=True)
         self.state = tmp / "state"
         self.port, self.api_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -141,6 +142,10 @@ class Up:
 
     def status(self) -> dict:
         return requests.get(self.api + "/api/status", headers=self.auth(), timeout=5).json()
+
+    def sync(self) -> None:
+        """Wake the controller as a webhook would: it fetches its source now."""
+        requests.post(self.api + "/api/sync", headers=self.auth(), timeout=5).raise_for_status()
 
     def deploys(self, limit: int = 1000) -> list[dict]:
         return requests.get(f"{self.api}/api/deploys?limit={limit}", headers=self.auth(), timeout=5).json()

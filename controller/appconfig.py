@@ -191,6 +191,33 @@ class ConfigStore:
                 self._seal(path, values)
         return d
 
+    def share(self, d: str, recipients: list[str]) -> bytes:
+        """Sealed set ``d`` encrypted to the fleet's hosts (their
+        ``recipient``s, this one's included) instead of to this controller:
+        what a leader publishes with a release."""
+        values = self._open(self.dir / "sets" / f"{d}.age")
+        keys = [x25519.Recipient.from_str(r) for r in {*recipients, self.recipient()}]
+        return pyrage.encrypt(json.dumps(values, sort_keys=True).encode(), keys)
+
+    def adopt(self, d: str, blob: bytes) -> None:
+        """Keep set ``d`` as a leader shared it: it must open with this
+        host's identity and have digest ``d`` (no one can swap its values).
+
+        :raises HotplateError: otherwise, saying which."""
+        path = self.dir / "sets" / f"{d}.age"
+        if path.exists():
+            return
+        try:
+            values = json.loads(pyrage.decrypt(blob, [self.identity()]))
+        except (ValueError, pyrage.DecryptError) as e:
+            raise HotplateError(f"config set {d} was not shared with this host ({e}): it joined after the release "
+                                "was published; the next deploy shares it (a push, or `hotplate config set` on "
+                                "the leader)", "ConfigNotShared") from None
+        if not isinstance(values, dict) or digest(values) != d:
+            raise HotplateError(f"config set {d} arrived with other values; nothing was installed", "DigestMismatch")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._seal(path, values)
+
     def render(self, d: str | None) -> None:
         """Put set ``d`` where the workers read it (tmpfs), readable by their
         account only.

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from dataclasses import replace
@@ -105,8 +106,10 @@ def cmd_up(args) -> int:
 
     from .api import create_api
     from .reconcile import Controller, Settings
-    from .fleet import Leadership
+    from .fleet import Fleet, FleetSource
     from .registry import RegistrySource
+    from .status import report
+    from .waves import Waves, WaveSettings
     from .source import Source
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
@@ -131,17 +134,23 @@ def cmd_up(args) -> int:
                         publish=args.publish,
                         keep_releases=args.keep, cache_bytes=args.cache_mib * 1024 ** 2,
                         gate=GateSettings(bake_seconds=args.bake), verify=policy)
-    if args.fleet and not (args.publish and args.source):
-        raise HotplateError("--fleet needs a SOURCE to build from and --publish REGISTRY/REPO to publish to")
+    if args.fleet and not (args.publish and args.source or args.follow):
+        raise HotplateError("--fleet needs a SOURCE to build from and --publish REGISTRY/REPO to publish to "
+                            "(a candidate to lead), or --follow REGISTRY/REPO (a host that only follows)")
     server = _start_server(state, args)
     api = controller = None
     try:  # from here on, a failing start stops the server it started too
         notifier = Notifier(targets, notifier_secret, history, status_token)
         controller = Controller(state, source, server, settings, history, notifier)
         if args.fleet:
-            leadership = Leadership(args.fleet, args.publish.rstrip("/").rpartition("/")[2],
-                                    on_change=lambda leading: controller.wake("fleet"))
-            controller.join_fleet(leadership, RegistrySource(args.publish))
+            registry = args.follow or args.publish
+            fleet = Fleet(args.fleet, registry.rstrip("/").rpartition("/")[2],
+                          args.host_name or f"{socket.gethostname()}:{server.config.bind.rpartition(':')[2]}",
+                          candidate=not args.follow, report=lambda: report(controller),
+                          on_change=lambda leading: controller.wake("fleet"))
+            waves = WaveSettings(args.wave_size, args.wave_bake, args.wave_timeout)
+            controller.join_fleet(fleet, Waves(fleet, args.publish, waves) if args.publish else None,
+                                  FleetSource(registry, fleet))
         controller.recover()
         host, port = args.api.rsplit(":", 1)
         api = make_server(host, int(port), create_api(controller, secret), threaded=True)
@@ -158,8 +167,8 @@ def cmd_up(args) -> int:
         state.controller_info.unlink(missing_ok=True)
         if not args.keep_server:
             server.stop()
-        if controller is not None and controller.leadership is not None:
-            controller.leadership.stop()
+        if controller is not None and controller.fleet is not None:
+            controller.fleet.stop()
     return 0
 
 
@@ -314,8 +323,15 @@ def parser() -> argparse.ArgumentParser:
                     "(or of the registry, with --follow)")
     up.add_argument("--publish", metavar="REGISTRY/REPO", help="tag each release that goes live `live` in an OCI "
                     "registry (http://HOST:PORT/NAME), for hosts that --follow it")
-    up.add_argument("--fleet", metavar="etcd://HOST:PORT", help="with SOURCE and --publish: one of a fleet's "
-                    "candidates; the one holding the lease in etcd builds and publishes, the others follow")
+    up.add_argument("--fleet", metavar="etcd://HOST:PORT", help="one of a fleet's hosts: with SOURCE and --publish a "
+                    "candidate (the one holding the lease in etcd builds, publishes and rolls out in waves), with "
+                    "--follow a host that serves what the rollout names for it")
+    up.add_argument("--host-name", help="this host's name in the fleet (default: HOSTNAME:PORT of --bind)")
+    up.add_argument("--wave-size", type=int, default=1, help="hosts per wave after the leader (the canary; default 1)")
+    up.add_argument("--wave-bake", type=float, default=0.0, help="seconds each wave serves healthy before the next "
+                    "starts (default 0: the hosts' own --bake)")
+    up.add_argument("--wave-timeout", type=float, default=120.0, help="seconds a wave's hosts have to serve the "
+                    "release healthy before the fleet rolls back (default 120)")
     up.add_argument("--follow", metavar="REGISTRY/REPO", help="deploy what a leader publishes there instead of "
                     "building: pull, smoke-check, roll (no git on this host)")
     up.add_argument("--bake", type=float, default=2.0, help="health gate bake window in seconds")

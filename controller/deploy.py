@@ -14,11 +14,11 @@ import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from hotplate.server import sanitize
+from hotplate.server.contract import ReleaseSpec
 from hotplate.server.report import read_reports
 
 from .appconfig import COMMITTED, ConfigStore
@@ -33,6 +33,7 @@ from .verify import Policy
 
 if TYPE_CHECKING:  # GitPython is slow to import; smoke-check children import this module
     from .source import Source
+    from .waves import Waves
 
 #: Seconds a deploy waits for a dead app server to be restarted before it
 #: gives up and is retried later.
@@ -78,7 +79,7 @@ class Pipeline:
 
     def __init__(self, state: State, emit: Callable[[str], None], on_module=None, source: Source | None = None,
                  server: ServerProcess | None = None, gate: GateSettings = GateSettings(),
-                 policy: Policy | None = None, sanitized: bool = False):
+                 policy: Policy | None = None, sanitized: bool = False, fleet: Waves | None = None):
         self.state = state
         self.emit = emit
         self.on_module = on_module
@@ -87,6 +88,7 @@ class Pipeline:
         self.gate_settings = gate
         self.policy = policy
         self.sanitized = sanitized
+        self.fleet = fleet  # the leader of a fleet's waves (controller/waves.py)
 
     def run(self, a: Attempt, stages: tuple[str, ...]) -> None:
         for name in stages:
@@ -161,11 +163,53 @@ class Pipeline:
     def pull(self, a: Attempt) -> None:
         """A follower's build: the leader's release, from the registry,
         smoke-checked here before it is kept (controller/registry.py)."""
-        check = partial(smoke_check, worker_user=self.state.worker_user, config_dir=self.state.config_render)
-        got = pull(self.source.url, a.commit, self.state.releases, self.state.cache, check)
+        got = pull(self.source.url, a.meta.get("release") or a.commit, self.state.releases, self.state.cache,
+                   self.check_pulled)
         a.target = got.release
         self.emit(f"pulled release {a.target} from {self.source.url}: {got.moved} of {got.blobs + 1} blobs fetched, "
                   "smoke check passed")
+
+    def check_pulled(self, release_dir: Path) -> None:
+        """A pulled release, before it is kept: its config set (shared by
+        the leader, ``config.age``) kept and rendered, then the smoke check."""
+        spec = ReleaseSpec.load(release_dir)
+        if spec.config:
+            config = ConfigStore(self.state)
+            shared = release_dir / "config.age"
+            config.adopt(spec.config, shared.read_bytes() if shared.exists() else b"")
+            config.render(spec.config)
+        smoke_check(release_dir, worker_user=self.state.worker_user, config_dir=self.state.config_render)
+
+    def publish(self, a: Attempt) -> None:
+        """A fleet's leader: the release goes to the registry before it goes
+        live anywhere, so that every wave can pull it."""
+        self.emit(self.fleet.publish(self.state.release_path(a.target), self.described(a.target, a.commit, a.meta),
+                                     ConfigStore(self.state)))
+
+    def waves(self, a: Attempt) -> None:
+        """A fleet's leader, once live and healthy itself (the canary): the
+        other hosts, wave after wave (controller/waves.py)."""
+        previous = self.described(a.previous, a.previous_commit, {}) if a.previous else None
+        self.fleet.roll_out(self.described(a.target, a.commit, a.meta), previous, self.emit)
+
+    def abandon(self, a: Attempt) -> None:
+        """A new leader ends the rollout a lost one left unfinished: every
+        host goes back to the release before it (this one by the stages
+        that follow), and the new leader then deploys the tip afresh."""
+        rollout = self.fleet.unfinished()
+        if rollout is None:
+            return
+        back = (rollout.previous or {}).get("release") or "no release"
+        self.fleet.end(rollout, f"LeaderLost: {rollout.leader} was lost at wave {rollout.wave} of "
+                                f"{len(rollout.waves) - 1}")
+        self.emit(f"the rollout of {rollout.target['release']} begun by {rollout.leader} stopped at wave "
+                  f"{rollout.wave} of {len(rollout.waves) - 1} (its leader was lost); every host goes back to {back}")
+
+    def described(self, release: str, commit: str | None, meta: dict) -> dict:
+        """A release as a fleet's rollout names it."""
+        spec = self.state.release(release)
+        return {"release": release, "commit": commit, "message": meta.get("message", ""),
+                "author": meta.get("author", ""), "config": spec.config if spec else None}
 
     def switch(self, a: Attempt) -> None:
         """Point ``current`` at the target: new workers load it (and its
@@ -226,9 +270,18 @@ def format_module(result: ModuleBuild) -> str:
 
 #: Deploy the branch tip (``hotplate up``).
 COMMIT = ("verify", "server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate")
+#: Deploy what a fleet's leader published (``hotplate up --follow``, a fleet's other hosts).
+FOLLOW = ("server_up", "pull", "switch", "roll", "gate")
 #: Deploy a working tree with no git (``hotplate dev``).
 TREE = ("server_up", "plan", "build", "release", "switch", "roll", "gate")
 #: Put a retained release back live (``hotplate rollback``).
 ROLLBACK = ("server_up", "switch", "roll", "gate")
 #: Build a release and stop (``hotplate build``, ``hotplate serve``).
 BUILD = ("plan", "build", "release")
+
+
+def leading(stages: tuple[str, ...]) -> tuple[str, ...]:
+    """The same deploy by a fleet's leader: published before it goes live
+    here, rolled out over the fleet once it passed its gate here."""
+    at = stages.index("switch")
+    return (*stages[:at], "publish", *stages[at:], "waves")

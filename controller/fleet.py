@@ -1,73 +1,142 @@
-"""Which host of a fleet builds: the holder of a lease in etcd (issue 11).
+"""A fleet of hosts on etcd (issue 11): who leads, what each host serves,
+and the rollout in progress.
 
-Every candidate (``hotplate up SOURCE --fleet etcd://HOST:PORT --publish
-REGISTRY/REPO``) tries to create the key ``/hotplate/<repo>/leader`` bound to
-a lease of ``TTL_S`` seconds and keeps the lease alive while it runs. The
-one that holds it builds the branch tip and publishes what goes live; the
-others follow the registry like any ``--follow`` host. A leader that dies
-stops renewing its lease: within its TTL another candidate takes the key and
-finishes (or rolls back) whatever it finds between the tip and live. A host
-that cannot reach etcd follows: it never builds on its own.
+Every host of a fleet (``hotplate up ... --fleet etcd://HOST:PORT``) keeps a
+lease of ``TTL_S`` seconds alive and, under its fleet's prefix
+``/hotplate/<name>/``, these keys:
+
+``leader``
+    The candidate that builds, publishes and rolls out, bound to its lease.
+    A candidate (a host with a SOURCE) creates it when it is free: a leader
+    that dies stops renewing its lease, and within its TTL another takes
+    it. A host that cannot reach etcd never builds on its own.
+``hosts/<host>``
+    Each host's report: the release it serves, its health, its last failed
+    deploy. Bound to the host's lease, so a host that is gone drops out
+    within the TTL.
+``rollout``
+    The rollout (:class:`Rollout`): the release rolling out and the one
+    before it, its waves, how far it got and how it ended. Only the
+    leader writes it, in a transaction that checks it still holds
+    ``leader``; every other host deploys what it names for that host.
 """
 from __future__ import annotations
 
+import json
 import logging
-import os
-import socket
 import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 from urllib.parse import urlparse
 
 from etcd3gw.client import Etcd3Client
+from etcd3gw.utils import _encode
 
-from .errors import StalledError
+from .errors import RetryableError, StalledError
+from .registry import RegistrySource
 
 log = logging.getLogger("hotplate.controller")
 TTL_S = 5
 
 
-class Leadership:
-    def __init__(self, url: str, name: str, on_change=None):
+@dataclass
+class Rollout:
+    """One release rolling out over the fleet, wave after wave.
+
+    ``target`` and ``previous`` are ``{"release", "commit", "message",
+    "author"}``; ``waves[0]`` is the leader (the canary), then batches of
+    the other hosts. A host serves ``target`` once its wave is admitted
+    (``wave`` is the last admitted one), and every host does once the
+    rollout is ``Done``; before that, and after ``RolledBack``, it serves
+    ``previous``.
+    """
+
+    target: dict
+    previous: dict | None
+    waves: list[list[str]]
+    leader: str
+    wave: int = 0
+    state: str = "Progressing"  # Done, RolledBack
+    reason: str | None = None
+    started: float = field(default_factory=time.time)
+
+    def desired(self, host: str) -> dict | None:
+        admitted = any(host in wave for wave in self.waves[:self.wave + 1])
+        if self.state == "Done" or (self.state == "Progressing" and admitted):
+            return self.target
+        return self.previous
+
+
+class Fleet:
+    """This host's membership of a fleet: its lease, its report, and (for a
+    candidate) the leader's key.
+
+    :param report: called for this host's report (a JSON-able dict).
+    :param on_change: called with True or False when this host starts or stops leading.
+    """
+
+    def __init__(self, url: str, name: str, host: str, candidate: bool, report: Callable[[], dict],
+                 on_change: Callable[[bool], None] = lambda leading: None):
         parsed = urlparse(url)
         if parsed.scheme != "etcd" or not parsed.hostname:
             raise StalledError(f"{url}: the fleet's etcd is etcd://HOST:PORT", "BadFleet")
+        self.url = url
         self.client = Etcd3Client(parsed.hostname, parsed.port or 2379, timeout=2)
-        self.key = f"/hotplate/{name}/leader"
-        self.me = f"{socket.gethostname()}:{os.getpid()}"
-        self.on_change = on_change or (lambda leading: None)
+        self.prefix = f"/hotplate/{name}/"
+        self.host, self.candidate = host, candidate
+        self.report, self.on_change = report, on_change
         self.leading = threading.Event()
         self.lease = None
+        self.contact: float | None = None  # time.time() of the last answer from etcd
+        self.lock = threading.Lock()  # one beat at a time: the keeper's, or a report after a deploy
         self.stopping = threading.Event()
-        threading.Thread(target=self.keep, name="leadership", daemon=True).start()
+        threading.Thread(target=self.keep, name="fleet", daemon=True).start()
+
+    # -- membership ------------------------------------------------------
 
     def keep(self) -> None:
         while not self.stopping.is_set():
-            was = self.leading.is_set()
-            now = self.hold()
+            was, now = self.leading.is_set(), self.beat()
             if now != was:
                 (self.leading.set if now else self.leading.clear)()
-                log.info("fleet: %s %s", self.me, "leads: it builds and publishes" if now else "follows the registry")
+                log.info("fleet: %s %s", self.host, "leads: it builds, publishes and rolls out" if now else
+                         "follows the fleet's rollout")
                 self.on_change(now)
             self.stopping.wait(TTL_S / 3)
 
-    def hold(self) -> bool:
-        """Keep the lease alive, or take the key if it is free; False on any error."""
-        try:
-            if self.lease is not None:
-                if self.lease.refresh() > 0 and self.holder() == self.me:
-                    return True
+    def beat(self) -> bool:
+        """Renew the lease, put the report, hold or take ``leader``; whether
+        this host leads. Any error from etcd: it does not."""
+        with self.lock:
+            try:
+                if self.lease is None or self.lease.refresh() <= 0:
+                    self.lease = self.client.lease(TTL_S)
+                self.client.put(self.prefix + "hosts/" + self.host, json.dumps(self.report()), lease=self.lease)
+                self.contact = time.time()
+                if not self.candidate:
+                    return False
+                return self.client.create(self.prefix + "leader", self.host, lease=self.lease) or \
+                    self.holder() == self.host
+            except Exception as e:  # etcd unreachable: keep serving, never lead
+                log.debug("fleet: etcd: %s", e)
                 self.lease = None
-            lease = self.client.lease(TTL_S)
-            if self.client.create(self.key, self.me, lease=lease):
-                self.lease = lease
-                return True
-            lease.revoke()
-        except Exception as e:  # etcd unreachable: follow, never build alone
-            log.debug("fleet: etcd: %s", e)
-            self.lease = None
-        return False
+                return False
+
+    def tell(self) -> None:
+        """Put this host's report now (after a deploy), not at the next beat."""
+        if self.lease is not None:
+            with self.lock:
+                try:
+                    self.client.put(self.prefix + "hosts/" + self.host, json.dumps(self.report()), lease=self.lease)
+                except Exception as e:
+                    log.debug("fleet: etcd: %s", e)
+
+    def connected(self) -> bool:
+        return self.contact is not None and time.time() - self.contact < TTL_S
 
     def holder(self) -> str | None:
-        values = self.client.get(self.key)
+        values = self.client.get(self.prefix + "leader")
         return values[0].decode() if values else None
 
     def stop(self) -> None:
@@ -77,3 +146,49 @@ class Leadership:
                 self.lease.revoke()  # the next leader need not wait for the TTL
             except Exception:
                 pass
+
+    # -- what the fleet holds -----------------------------------------------
+
+    def call(self, what: str, fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except Exception as e:
+            raise RetryableError(f"the fleet's etcd {self.url} did not answer ({what}): {e}", "EtcdUnreachable") \
+                from None
+
+    def hosts(self) -> dict[str, dict]:
+        """The reports of the hosts alive now, by host."""
+        rows = self.call("hosts", self.client.get_prefix, self.prefix + "hosts/")
+        return {meta["key"].decode().rpartition("/")[2]: json.loads(value) for value, meta in rows}
+
+    def rollout(self) -> Rollout | None:
+        values = self.call("rollout", self.client.get, self.prefix + "rollout")
+        return Rollout(**json.loads(values[0])) if values else None
+
+    def put_rollout(self, rollout: Rollout) -> None:
+        """Write the rollout if this host still holds ``leader`` (two hosts
+        that both believe they lead, for a moment, never both write)."""
+        key = _encode(self.prefix + "leader")
+        result = self.call("write the rollout", self.client.transaction, {
+            "compare": [{"key": key, "result": "EQUAL", "target": "VALUE", "value": _encode(self.host)}],
+            "success": [{"request_put": {"key": _encode(self.prefix + "rollout"),
+                                         "value": _encode(json.dumps(asdict(rollout)))}}],
+            "failure": []})
+        if not result.get("succeeded"):
+            self.leading.clear()
+            raise RetryableError(f"{self.host} no longer leads the fleet (its lease ran out); the new leader "
+                                 "ends this rollout", "LeaderLost")
+
+
+class FleetSource(RegistrySource):
+    """What a host of a fleet deploys while it does not lead: the release
+    the fleet's rollout names for this host, pulled from the registry."""
+
+    def __init__(self, url: str, fleet: Fleet):
+        super().__init__(url)
+        self.fleet = fleet
+
+    def fetch(self) -> None:
+        rollout = self.fleet.rollout()
+        desired = rollout.desired(self.fleet.host) if rollout else None
+        self.live = {f"hotplate.{k}": v for k, v in (desired or {}).items()}

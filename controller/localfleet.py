@@ -52,9 +52,10 @@ def service(name: str, cmd: list[str], port: int, log: Path) -> subprocess.Popen
     return proc
 
 
-def etcd(root: Path) -> tuple[subprocess.Popen, int]:
-    """A one-member etcd keeping its data in ``root/etcd``; (process, client port)."""
-    client, peer = free_port(), free_port()
+def etcd(root: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """A one-member etcd keeping its data in ``root/etcd`` (started again on the same
+    port and data, it has every key and lease); (process, client port)."""
+    client, peer = port or free_port(), free_port()
     return service("etcd", [binary("etcd"), "--name", "fleet", "--data-dir", str(root / "etcd"),
                             "--listen-client-urls", f"http://127.0.0.1:{client}",
                             "--advertise-client-urls", f"http://127.0.0.1:{client}",
@@ -109,9 +110,9 @@ class LocalFleet:
         publish = f"http://127.0.0.1:{registry_port}/app"
         for i in range(self.hosts):
             app, api = free_port(), free_port()
-            role = (["up", self.source, "--fleet", f"etcd://127.0.0.1:{etcd_port}", "--publish", publish,
-                     "--poll", "1"] if i < 2 else ["up", "--follow", publish, "--poll", "0.5"])
-            self.spawn(f"host{i + 1}", [sys.executable, "-m", "hotplate.controller.cli", *role,
+            role = [self.source, "--publish", publish, "--poll", "1"] if i < 2 else ["--follow", publish, "--poll", "0.5"]
+            self.spawn(f"host{i + 1}", [sys.executable, "-m", "hotplate.controller.cli", "up", *role,
+                                         "--fleet", f"etcd://127.0.0.1:{etcd_port}", "--host-name", f"host{i + 1}",
                                          "--state", str(self.root / f"host{i + 1}"), "--bind", f"127.0.0.1:{app}",
                                          "--api", f"127.0.0.1:{api}", "--nats", f"nats://127.0.0.1:{nats_port}"], api)
             self.apps.append(app)

@@ -26,7 +26,7 @@ from prometheus_client import Histogram
 from .appconfig import COMMITTED, ConfigStore, digest
 from .build import prune_cache
 from .registry import push
-from .deploy import COMMIT, ROLLBACK, Attempt, Pipeline, format_module
+from .deploy import COMMIT, FOLLOW, ROLLBACK, Attempt, Pipeline, format_module, leading
 from .errors import DISK_FULL, HotplateError, RetryableError, RolloutError, StalledError
 from .notify import Notifier
 from .record import History
@@ -96,9 +96,11 @@ class Controller:
         # (`hotplate retry`; `hotplate config set` on the live commit)
         self.forced: tuple[str, str] | None = None
         self.published: str | None = None  # the release last tagged live in the registry (--publish)
-        # in a fleet (--fleet): who leads, and what this host deploys from when it leads and when not
-        self.leadership = None
+        # in a fleet (--fleet): its membership, the waves it rolls out while it leads,
+        # and what this host deploys from when it leads and when not
+        self.fleet = self.waves = None
         self.build_source, self.follow_source = source, None
+        self.last_failure: dict | None = None  # this host's last deploy that did not succeed, for the fleet
         self.publishing = threading.Lock()
         # (commit, config set) whose deploy failed: not tried again by itself
         self.config_failed: tuple[str, str | None] | None = None
@@ -165,8 +167,10 @@ class Controller:
     def reconcile(self, trigger: str) -> None:
         """One pass: deploy the branch tip unless it is live, pinned, failed
         (stalled until a new commit) or backing off after an error."""
-        if self.leadership is not None:
-            self.source = self.build_source if self.leadership.leading.is_set() else self.follow_source
+        if self.fleet is not None:
+            self.source = self.build_source if self.leads() else self.follow_source
+            if self.leads() and self.waves.unfinished():
+                self.end_rollout()
         if self.source is None:
             return
         self.source.fetch()
@@ -183,7 +187,10 @@ class Controller:
             return True
         if self.forced and tip == self.forced[0]:
             return False
-        if tip == self.state.live_commit():
+        if not self.source.builds:  # a follower serves the release its leader sealed, config set and all
+            if self.state.live_release() == self.source.release():
+                return True
+        elif tip == self.state.live_commit():
             live = self.state.release(self.state.live_release())
             desired = self.desired_config(tip)
             return (live and live.config) == desired or (tip, desired) == self.config_failed
@@ -196,8 +203,17 @@ class Controller:
         info = self.source.commit_info(sha)
         if self.forced and self.forced[0] == sha:
             trigger, self.forced = self.forced[1], None
-        stages = getattr(self.source, "STAGES", COMMIT)  # a follower's source pulls instead of building
-        return self.execute(Attempt(trigger, commit=sha, meta=info), stages)
+        stages = COMMIT if self.source.builds else FOLLOW
+        return self.execute(Attempt(trigger, commit=sha, meta=info), leading(stages) if self.leads() else stages)
+
+    def end_rollout(self) -> Deploy:
+        """Lead a fleet whose last rollout was left unfinished (its leader
+        was lost): put every host back on the release before it, recorded
+        as a deploy of that release; the tip is then deployed afresh."""
+        back = self.waves.unfinished().previous or {}
+        a = Attempt("fleet", commit=back.get("commit"), target=back.get("release"),
+                    meta={k: v for k, v in back.items() if k in ("message", "author")})
+        return self.execute(a, ("abandon", *ROLLBACK) if a.target else ("abandon",))
 
     def execute(self, a: Attempt, stages: tuple[str, ...]) -> Deploy:
         """Run one deploy's stages and end it, whatever happens."""
@@ -215,7 +231,8 @@ class Controller:
 
     def pipeline(self, d: Deploy) -> Pipeline:
         return Pipeline(self.state, lambda line: self.emit(d, line), lambda m: self.emit_module(d, m),
-                        self.source, self.server, self.settings.gate, self.settings.verify, self.settings.sanitize)
+                        self.source, self.server, self.settings.gate, self.settings.verify, self.settings.sanitize,
+                        self.waves)
 
     def conclude(self, d: Deploy, a: Attempt, pipeline: Pipeline, error: Exception | None) -> None:
         """The one place a deploy ends: put live back if it moved and the
@@ -236,6 +253,8 @@ class Controller:
         finally:
             pipeline.cleanup(a)
             self.backoff.record(a.commit, outcome)
+            self.last_failure = None if outcome == "succeeded" else \
+                {"release": a.target or a.meta.get("release"), "commit": a.commit, "reason": reason}
             if outcome != "succeeded" and a.commit and a.trigger != "rollback":
                 self.config_failed = (a.commit, self.desired_config(a.commit))
             self.emit(d, self.final_line(a, outcome, reason))
@@ -250,6 +269,8 @@ class Controller:
                 d.done, d.outcome = True, outcome
                 self.active = None
                 self.cond.notify_all()
+            if self.fleet is not None:
+                self.fleet.tell()
             for stage, seconds in a.stages.items():
                 self.stage_seconds.labels(stage).observe(seconds)
             self.notifier.send(outcome, d.id, a.commit, f"deploy {d.id}: {d.lines[-1]}", trigger=a.trigger,
@@ -268,9 +289,11 @@ class Controller:
             release, commit = self.state.live_release(), self.state.live_commit()
             try:
                 info = self.source.commit_info(commit) if commit and self.source else {}
+                spec = self.state.release(release)
                 sent = push(self.state.release_path(release), url, tags=("live", commit) if commit else ("live",),
                             annotations={"hotplate.commit": commit or "", "hotplate.message": info.get("message", ""),
-                                         "hotplate.author": info.get("author", "")})
+                                         "hotplate.author": info.get("author", ""),
+                                         "hotplate.config": spec and spec.config or ""})
                 self.published = release
                 return f"published {release} to {url} as live ({sent.moved} new blobs)"
             except Exception as e:
@@ -280,14 +303,19 @@ class Controller:
 
     def publishes(self) -> bool:
         """Whether this host tags what goes live: with --publish, and in a fleet only while it leads."""
-        return bool(self.settings.publish) and (self.leadership is None or self.leadership.leading.is_set())
+        return bool(self.settings.publish) and (self.fleet is None or self.leads())
+
+    def leads(self) -> bool:
+        """Whether this host leads a fleet: it builds, publishes and rolls out."""
+        return self.fleet is not None and self.fleet.leading.is_set()
 
     def unpublished(self) -> bool:
         return self.publishes() and self.state.live_release() not in (None, self.published)
 
-    def join_fleet(self, leadership, follow_source) -> None:
-        """Lead (build, publish) while ``leadership`` holds its lease; else follow the registry."""
-        self.leadership, self.follow_source = leadership, follow_source
+    def join_fleet(self, fleet, waves, follow_source) -> None:
+        """Lead (build, publish, roll out ``waves``) while ``fleet`` holds the
+        leader's key, if this host is a candidate; else follow the rollout."""
+        self.fleet, self.waves, self.follow_source = fleet, waves, follow_source
 
     def final_line(self, a: Attempt, outcome: str, reason: str | None) -> str:
         """What the pusher reads last."""
@@ -369,7 +397,7 @@ class Controller:
                 raise StalledError(f"no retained release {target or '(previous)'} to roll back to; "
                                    "see `hotplate history` for release ids", "NoSuchRelease")
             a = Attempt("rollback", commit=self.commit_of(target), target=target)
-            d = self.execute(a, ROLLBACK)
+            d = self.execute(a, leading(ROLLBACK) if self.leads() else ROLLBACK)
             if d.outcome == "succeeded":
                 self.state.pin(target)
                 self.emit(d, f"pinned to {target}: auto-sync is suspended until `hotplate resume`")
@@ -404,6 +432,8 @@ class Controller:
     def desired_config(self, tip: str | None) -> str | None:
         """The digest of the config set deploying ``tip`` now would give its
         release; None for none (or a config.yaml the deploy will refuse)."""
+        if self.source is not None and not self.source.builds:
+            return self.source.config()
         store = ConfigStore(self.state)
         try:
             return digest(store.merged(self.source.show(tip, COMMITTED) if self.source and tip else None))

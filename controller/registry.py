@@ -34,7 +34,7 @@ CONFIG_TYPE = "application/vnd.hotplate.release.v1+json"
 FILE_TYPE = "application/vnd.hotplate.file.v1"
 TITLE = "org.opencontainers.image.title"
 #: the only files a release holds besides release.json
-FILE_RE = re.compile(r"(modules/[a-z][a-z0-9_-]*-[0-9a-f]{16}\.so|build\.json|deploy\.yaml)")
+FILE_RE = re.compile(r"(modules/[a-z][a-z0-9_-]*-[0-9a-f]{16}\.so|build\.json|deploy\.yaml|config\.age)")
 RELEASE_RE = re.compile(r"r[0-9a-f]{12}")
 TIMEOUT_S = 30
 
@@ -104,17 +104,20 @@ class Registry:
         return json.loads(data), sha256(data)
 
 
-def push(release_dir: Path, url: str, tags: tuple[str, ...] = (), annotations: dict | None = None) -> Transfer:
+def push(release_dir: Path, url: str, tags: tuple[str, ...] = (), annotations: dict | None = None,
+         extra: dict[str, bytes] | None = None) -> Transfer:
     """Publish a release directory; tag it with its id and ``tags``;
-    ``annotations`` (the commit, its message and author) go in its manifest."""
+    ``annotations`` (the commit, its message and author) go in its manifest,
+    and ``extra`` files (a fleet's config set, ``config.age``) with its own."""
     reg, release_dir = Registry(url), Path(release_dir)
     config = (release_dir / "release.json").read_bytes()
     release = json.loads(config)["id"]
-    files = sorted(p.relative_to(release_dir).as_posix() for p in release_dir.rglob("*")
-                   if p.is_file() and p.name != "release.json")
+    contents = {p.relative_to(release_dir).as_posix(): p for p in release_dir.rglob("*")
+                if p.is_file() and p.name not in ("release.json", "config.age")}
+    files = sorted({*contents, *(extra or {})})
     layers, moved = [], 0
     for name in files:
-        data = (release_dir / name).read_bytes()
+        data = extra[name] if name in (extra or {}) else contents[name].read_bytes()
         digest = sha256(data)
         moved += reg.upload(data, digest)
         layers.append({"mediaType": FILE_TYPE, "digest": digest, "size": len(data), "annotations": {TITLE: name}})
@@ -200,8 +203,7 @@ class RegistrySource:
     the reconcile loop as a git source does, with the leader's commit as the
     tip; a registry it cannot reach leaves live as it is (the loop retries)."""
 
-    #: stages of a follower's deploy (controller/deploy.py)
-    STAGES = ("server_up", "pull", "switch", "roll", "gate")
+    builds = False  # it pulls (controller/deploy.py's FOLLOW stages)
 
     def __init__(self, url: str):
         self.url = url
@@ -215,9 +217,17 @@ class RegistrySource:
     def tip(self) -> str | None:
         return self.live.get("hotplate.commit")
 
+    def release(self) -> str | None:
+        """The release to serve: the leader's build of the tip, config set and all."""
+        return self.live.get("hotplate.release")
+
+    def config(self) -> str | None:
+        """The digest of that release's config set (sealed by the leader)."""
+        return self.live.get("hotplate.config") or None
+
     def commit_info(self, sha: str) -> dict:
         return {"message": self.live.get("hotplate.message", ""), "author": self.live.get("hotplate.author", ""),
-                "release": self.live.get("hotplate.release")}
+                "release": self.release()}
 
     def show(self, sha: str, path: str) -> str | None:
         return None  # followers deploy no committed config (it is the leader's to seal)

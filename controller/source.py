@@ -41,6 +41,8 @@ class Source:
     :param upstream: a path or URL to mirror; None to host the repository.
     """
 
+    builds = True  # its commits are checked out and built (controller/deploy.py's COMMIT stages)
+
     def __init__(self, state: State, branch: str = "main", upstream: str | None = None):
         self.state = state
         self.branch = branch
@@ -76,7 +78,7 @@ class Source:
         if not self.upstream:
             return
         try:
-            self.repo.git.fetch("--prune", "--force", "origin", f"+refs/heads/*:refs/heads/*")
+            self.repo.git.fetch("--prune", "--force", "origin", "+refs/heads/*:refs/heads/*")
         except git.GitCommandError as e:
             raise RetryableError(f"git fetch from {self.upstream} failed: {e.stderr.strip()}", "FetchFailed") from None
 

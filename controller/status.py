@@ -6,11 +6,13 @@ import json
 import shutil
 import sqlite3
 import tarfile
+import time
 
 import git
 
 from hotplate.server.report import read_all
 
+from .appconfig import ConfigStore
 from .build import Builder
 from .errors import HotplateError
 from .plan import load_manifest
@@ -35,7 +37,8 @@ def status(c) -> dict:
     return {
         "state": sync_state(c, tip, live_commit, pinned, failure, config["live"] == config["desired"]),
         "config": config,
-        "role": None if c.leadership is None else "leader" if c.leadership.leading.is_set() else "follower",
+        "role": None if c.fleet is None else "leader" if c.leads() else "follower",
+        "fleet": fleet(c),
         "health": health(c, live, workers),
         "pinned": pinned,
         "live": {"release": live, "commit": live_commit},
@@ -54,6 +57,45 @@ def status(c) -> dict:
                     for pid, w in sorted(workers.items())],
         "exited_workers": exited,
     }
+
+
+def report(c) -> dict:
+    """What this host tells its fleet (controller/fleet.py): what it serves, how healthy, its last failure."""
+    live = c.state.live_release()
+    workers, _ = read_all(c.state.workers)
+    return {"release": live, "commit": c.state.live_commit(), "health": health(c, live, workers)["state"],
+            "deploying": c.active.commit or "" if c.active else None, "failed": c.last_failure,
+            "role": "leader" if c.leads() else "follower", "at": time.time(),
+            "recipient": ConfigStore(c.state).recipient()}  # the leader shares config sets with it
+
+
+def fleet(c) -> dict | None:
+    """The fleet as etcd holds it: the rollout, and each host against what
+    the rollout names for it (``Stale`` if it serves something else and is
+    not deploying); None outside a fleet. A host cut off from etcd says so:
+    ``connected`` false, and the error."""
+    if c.fleet is None:
+        return None
+    out = {"host": c.fleet.host, "etcd": c.fleet.url, "connected": c.fleet.connected(),
+           "last_contact": c.fleet.contact, "rollout": None, "hosts": []}
+    try:
+        rollout, hosts = c.fleet.rollout(), c.fleet.hosts()
+    except HotplateError as e:
+        out["error"] = str(e)
+        return out
+    if rollout is not None:
+        out["rollout"] = {"release": rollout.target["release"], "commit": rollout.target.get("commit"),
+                          "previous": (rollout.previous or {}).get("release"), "state": rollout.state,
+                          "wave": rollout.wave, "waves": rollout.waves, "leader": rollout.leader,
+                          "reason": rollout.reason}
+    for host, r in sorted(hosts.items()):
+        want = (rollout.desired(host) or {}).get("release") if rollout else r.get("release")
+        state = "Progressing" if r.get("deploying") is not None else \
+            "Failed" if (r.get("failed") or {}).get("release") == want and want else \
+            "Synced" if r.get("release") == want else "Stale"
+        out["hosts"].append({"host": host, "role": r.get("role"), "release": r.get("release"), "desired": want,
+                             "health": r.get("health"), "state": state})
+    return out
 
 
 def sync_state(c, tip: str | None, live_commit: str | None, pinned: str | None, failure: dict | None,

@@ -4,15 +4,18 @@ down, each host keeps its own."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import requests
 import websockets
 
 from hotplate.controller import localfleet
+from hotplate.controller.fleet import TTL_S
 from hotplate.controller.localfleet import LocalFleet
 from hotplate.controller.registry import RegistrySource
 
+from . import test_config
 from .conftest import Work, free_port, terminate, wait_for, write_app
 from .test_controller import MANIFEST, hello, text
 from .test_registry import registry  # noqa: F401  (a fixture)
@@ -186,3 +189,146 @@ def test_hotplate_fleet_up_runs_a_whole_fleet_behind_nginx(tmp_path):
     finally:
         fleet.stop()
     assert len(procs) == 7 and all(p.poll() is not None for p in procs), "stop leaves nothing running"
+
+
+def health_on(version: str) -> str:
+    """hello.c whose health route fails only on a host started with HOTPLATE_TEST_UNHEALTHY set."""
+    return hello(version, health='getenv("HOTPLATE_TEST_UNHEALTHY") ? 503 : 200').replace(
+        "#include <unistd.h>", "#include <unistd.h>\n#include <stdlib.h>")
+
+
+def fleet_of_three(up, tmp_path, registry_url: str, etcd_url: str, *extra: str, follower_env: dict | None = None):
+    """Candidates c1 and c2 (build from a local repository), follower b; v1 live on all three.
+    Waves after the leader: b, then the other candidate (hosts in name order)."""
+    work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
+    work.commit("v1", {"deploy.yaml": MANIFEST, "hello.c": health_on("v1")})
+    candidates = [up(str(work.path), "--fleet", etcd_url, "--publish", registry_url, "--poll", "0.3",
+                     "--host-name", f"c{i}", *extra) for i in (1, 2)]
+    follower = up("--follow", registry_url, "--fleet", etcd_url, "--poll", "0.2", "--host-name", "b", *extra,
+                  env=follower_env)
+    for host in (*candidates, follower):
+        host.wait(lambda: text(host) == "v1", timeout=60, what="v1 on every host")
+    leader = candidates[0].wait(lambda: next((c for c in candidates if c.status()["role"] == "leader"), None),
+                                what="a leader")
+    other = candidates[1] if leader is candidates[0] else candidates[0]
+    return work, leader, other, follower
+
+
+def rollout(host) -> dict:
+    return host.status()["fleet"]["rollout"] or {}
+
+
+def last_deploy_log(host) -> str:
+    return host.cli("logs", str(host.deploys()[0]["id"])).stdout
+
+
+def test_a_push_rolls_out_in_waves_and_a_failed_wave_rolls_the_whole_fleet_back(up, tmp_path, registry, etcd_url):
+    url, _ = registry
+    work, leader, other, follower = fleet_of_three(up, tmp_path, url, etcd_url,
+                                                   follower_env={"HOTPLATE_TEST_UNHEALTHY": "1"})
+    hosts = (leader, other, follower)
+    leader_name, other_name = leader.status()["fleet"]["host"], other.status()["fleet"]["host"]
+    v2 = work.commit("v2", {"hello.c": hello("v2")})
+    for host in hosts:
+        host.wait(lambda: text(host) == "v2", timeout=60, what="v2 on every host")
+    leader.wait(lambda: rollout(leader).get("state") == "Done" and rollout(leader)["commit"] == v2, what="Done")
+    assert rollout(leader)["waves"] == [[leader_name], ["b"], [other_name]]
+    log = last_deploy_log(leader)
+    for line in ("published r", "wave 1 of 2: b", "b serves r", f"wave 2 of 2: {other_name}", "fleet: 3 hosts serve",
+                 "deploy succeeded"):
+        assert line in log, log
+    assert all(h["state"] == "Synced" for h in leader.status()["fleet"]["hosts"]), leader.status()["fleet"]
+
+    # Healthy on the canary, unhealthy on b (wave 1): the whole fleet goes back to v2, and c2 (wave 2) never gets it.
+    bad = work.commit("bad", {"hello.c": health_on("bad")})
+    leader.wait(lambda: rollout(leader).get("state") == "RolledBack", timeout=60, what="the rollout to end RolledBack")
+    for host in hosts:
+        host.wait(lambda: text(host) == "v2", timeout=60, what="v2 on every host again")
+    ended = leader.wait(lambda: next((d for d in leader.deploys() if d["commit_sha"] == bad and d["finished"]), None),
+                        what="the leader's deploy of the bad commit to end")
+    assert (ended["outcome"], ended["reason"]) == ("rolled_back", "FleetGateFailed"), ended
+    assert "wave 1 of 2: b" in last_deploy_log(leader) and "b could not serve" in last_deploy_log(leader)
+    assert "FleetGateFailed" in rollout(leader)["reason"]
+    assert not any(d["commit_sha"] == bad for d in other.deploys()), "a host of a later wave got the failed release"
+    assert any(d["commit_sha"] == bad and d["outcome"] != "succeeded" for d in follower.deploys())
+    leader.wait(lambda: all(h["state"] in ("Synced", "Failed") for h in leader.status()["fleet"]["hosts"]),
+                what="every host back where the fleet wants it")
+
+    # Unhealthy on the canary: no wave starts, no other host ever serves it.
+    canary_bad = work.commit("bad on the canary", {"hello.c": hello("worse", health=503)})
+    leader.wait(lambda: any(d["commit_sha"] == canary_bad and d["finished"] for d in leader.deploys()),
+                what="the canary's deploy to end")
+    assert "wave 1" not in last_deploy_log(leader)
+    for host in (other, follower):
+        assert not any(d["commit_sha"] == canary_bad for d in host.deploys())
+        assert text(host) == "v2"
+
+
+def test_a_leader_killed_mid_rollout_is_replaced_and_its_rollout_ends(up, tmp_path, registry, etcd_url):
+    url, _ = registry
+    work, leader, other, follower = fleet_of_three(up, tmp_path, url, etcd_url, "--wave-bake", "3")
+    v2 = work.commit("v2", {"hello.c": hello("v2")})
+    other.wait(lambda: rollout(other).get("commit") == v2 and rollout(other)["state"] == "Progressing",
+               timeout=60, what="the rollout of v2 to start")
+    lost = leader.status()["fleet"]["host"]
+    leader.kill()  # kill -9 mid-rollout (baking the canary, or in wave 1)
+    killed = time.monotonic()
+    other.wait(lambda: other.status()["role"] == "leader", timeout=20, what="the other candidate to lead")
+    took = time.monotonic() - killed
+    assert took < TTL_S + 3, f"the new leader took {took:.1f}s"
+    ended = other.wait(lambda: next((d for d in other.deploys() if d["trigger"] == "fleet" and d["finished"]), None),
+                       timeout=30, what="the new leader to end the rollout it found")
+    assert ended["outcome"] == "succeeded", ended
+    assert f"begun by {lost} stopped at wave" in other.cli("logs", str(ended["id"])).stdout
+    # then it deploys the tip itself, canary first: the fleet ends on v2, verified by the new leader's waves
+    other.wait(lambda: rollout(other).get("state") == "Done" and rollout(other)["leader"] != lost,
+               timeout=90, what="the new leader's rollout of v2 to end")
+    assert rollout(other)["commit"] == v2
+    for host in (other, follower):
+        assert text(host) == "v2"
+
+
+def test_hosts_cut_off_from_etcd_keep_serving_and_converge_when_it_is_back(up, tmp_path, registry):
+    url, _ = registry
+    proc, port = localfleet.etcd(tmp_path)
+    etcd_url = f"etcd://127.0.0.1:{port}"
+    try:
+        work, leader, other, follower = fleet_of_three(up, tmp_path, url, etcd_url)
+        terminate(proc, 5)  # etcd goes away
+        for host in (leader, other, follower):
+            host.wait(lambda: not host.status()["fleet"]["connected"], what="every host to see etcd gone")
+        leader.wait(lambda: leader.status()["role"] == "follower", what="the leader to stop leading")
+        v2 = work.commit("v2", {"hello.c": hello("v2")})
+        for host in (leader, other, follower):
+            host.wait(lambda: "EtcdUnreachable" in (host.status()["last_error"] or ""), what="the host to say why")
+            assert text(host) == "v1"
+        proc, _ = localfleet.etcd(tmp_path, port)  # back, with its data
+        for host in (leader, other, follower):
+            host.wait(lambda: text(host) == "v2", timeout=60, what="v2 everywhere once etcd is back")
+        assert rollout(follower)["commit"] == v2
+        late = up("--follow", url, "--fleet", etcd_url, "--poll", "0.2", "--host-name", "late")
+        late.wait(lambda: text(late) == "v2", timeout=60, what="v2 on a host that joined")
+        late.wait(lambda: {h["host"]: h["state"] for h in late.status()["fleet"]["hosts"]}.get("late") == "Synced",
+                  what="the new host Synced in the fleet's view")
+    finally:
+        terminate(proc, 5)
+
+
+def test_config_set_on_the_leader_reaches_every_host_encrypted_to_each(up, tmp_path, registry, etcd_url):
+    url, storage = registry
+    work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
+    work.commit("v1", {"deploy.yaml": test_config.MANIFEST, "cfg.c": test_config.MODULE})
+    leader = up(str(work.path), "--fleet", etcd_url, "--publish", url, "--poll", "0.3", "--host-name", "a")
+    follower = up("--follow", url, "--fleet", etcd_url, "--poll", "0.2", "--host-name", "b")
+    for host in (leader, follower):
+        host.wait(lambda: host.get("/").ok and test_config.values(host)["GREETING"] == "(none)", timeout=60,
+                  what="v1 everywhere")
+    leader.wait(lambda: leader.status()["role"] == "leader", what="a leads")
+    done = leader.cli("config", "set", "--secret", "GREETING=s3cret-greeting", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for host in (leader, follower):
+        host.wait(lambda: test_config.values(host)["GREETING"] == "s3cret-greeting", timeout=60,
+                  what="the new set on every host")
+    follower.wait(lambda: follower.status()["state"] == "Synced", what="the follower Synced, config and all")
+    blobs = [p.read_bytes() for p in storage.rglob("data") if p.is_file()]
+    assert blobs and not any(b"s3cret-greeting" in b for b in blobs), "the registry holds the secret in plaintext"

@@ -1,0 +1,138 @@
+"""Rolling a release out over a fleet in waves (issue 11).
+
+The leader is the canary: it builds, publishes to the registry and puts the
+release live on itself behind its own health gate, as a single host does.
+Then :meth:`Waves.roll_out` admits the other hosts a batch at a time through
+the rollout key in etcd (controller/fleet.py). Each host pulls the release,
+smoke-checks it, rolls and gates it, and reports; the next wave is admitted
+only when every host of this one serves the release healthy and has baked.
+A host that fails, or a wave that does not get there in time, ends the
+rollout ``RolledBack``: every host goes back to the previous release, the
+leader too (its deploy fails, and the controller restores it), and the
+deploy's record says which host failed and why.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .appconfig import ConfigStore
+from .errors import RetryableError, RolloutError
+from .fleet import Fleet, Rollout
+from .registry import push
+
+#: Seconds between looks at the hosts' reports while a wave rolls.
+LOOK_S = 0.1
+
+
+@dataclass(frozen=True)
+class WaveSettings:
+    """How a rollout moves (``hotplate up --wave-size --wave-bake --wave-timeout``)."""
+
+    size: int = 1  # hosts per wave after the canary
+    bake: float = 0.0  # seconds each wave (the canary's too) keeps serving healthy before the next is admitted
+    timeout: float = 120.0  # seconds a wave's hosts have to serve the release and pass their health gate
+
+
+class Waves:
+    """The leader's side of a fleet: publish a release, roll it out, or end
+    a rollout that a lost leader left."""
+
+    def __init__(self, fleet: Fleet, registry: str, settings: WaveSettings = WaveSettings()):
+        self.fleet, self.registry, self.settings = fleet, registry, settings
+
+    def publish(self, release_dir, target: dict, config: ConfigStore) -> str:
+        """Push a release to the registry, with its config set encrypted to
+        every host of the fleet now; the line that says so. Raises when the
+        registry refuses: no host could pull what the waves name."""
+        extra = {}
+        if target.get("config"):
+            recipients = [r["recipient"] for r in self.fleet.hosts().values() if r.get("recipient")]
+            extra["config.age"] = config.share(target["config"], recipients)
+        sent = push(release_dir, self.registry, tags=(target["commit"],) if target.get("commit") else (),
+                    annotations={f"hotplate.{k}": v or "" for k, v in target.items() if k != "release"}, extra=extra)
+        return f"published {target['release']} to {self.registry} ({sent.moved} new blobs)"
+
+    def roll_out(self, target: dict, previous: dict | None, emit: Callable[[str], None]) -> None:
+        """Admit the fleet's hosts wave after wave; raises (after ending the
+        rollout ``RolledBack``) if a host fails or a wave takes too long."""
+        hosts = sorted(h for h in self.fleet.hosts() if h != self.fleet.host)
+        size = max(1, self.settings.size)
+        rollout = Rollout(target, previous, [[self.fleet.host]] + [hosts[i:i + size] for i in range(0, len(hosts), size)],
+                          self.fleet.host)
+        self.fleet.put_rollout(rollout)
+        try:
+            for i, wave in enumerate(rollout.waves):
+                if i:
+                    rollout.wave = i
+                    self.fleet.put_rollout(rollout)
+                    emit(f"wave {i} of {len(rollout.waves) - 1}: {', '.join(wave)}")
+                    self.wait(rollout, wave, time.monotonic() + self.settings.timeout, emit)
+                if self.settings.bake and i < len(rollout.waves) - 1:
+                    self.wait(rollout, wave, time.monotonic() + self.settings.bake, emit, baking=True)
+            rollout.state = "Done"
+            self.fleet.put_rollout(rollout)
+        except BaseException as e:
+            self.end(rollout, f"{getattr(e, 'reason', type(e).__name__)}: {e}")
+            raise
+        served = sum(len(w) for w in rollout.waves)
+        emit(f"fleet: {served} host{'s' if served > 1 else ''} serve {target['release']}")
+
+    def wait(self, rollout: Rollout, wave: list[str], deadline: float, emit, baking: bool = False) -> None:
+        """Until every host of ``wave`` serves the target healthy (or, baking,
+        until ``deadline`` passes with none failing)."""
+        release = rollout.target["release"]
+        back = (rollout.previous or {}).get("release") or "no release"
+        pending, gone = set(wave), set()
+        while True:
+            if not self.fleet.leading.is_set():
+                raise RetryableError(f"{self.fleet.host} lost the fleet's lease mid-rollout", "LeaderLost")
+            reports = self.fleet.hosts()
+            for host in sorted(pending):
+                report = reports.get(host)
+                if report is None and host != self.fleet.host:
+                    if host not in gone:
+                        gone.add(host)
+                        emit(f"  {host} left the fleet (its lease ran out): not waited for")
+                    continue
+                failed = (report or {}).get("failed") or {}
+                if failed.get("release") == release:
+                    raise RolloutError(f"wave {rollout.wave}: {host} could not serve {release} "
+                                       f"({failed.get('reason')}); the whole fleet goes back to {back}",
+                                       "FleetGateFailed")
+                healthy = report is not None and report.get("release") == release and \
+                    report.get("health") != "Down" and not report.get("deploying")
+                if baking and not healthy and host != self.fleet.host:
+                    raise RolloutError(f"wave {rollout.wave}: {host} stopped serving {release} healthy while it "
+                                       f"baked ({report.get('health') if report else 'gone'}); the whole fleet "
+                                       f"goes back to {back}", "FleetGateFailed")
+                if healthy and not baking:
+                    pending.discard(host)
+                    emit(f"  {host} serves {release}, healthy")
+            if time.monotonic() >= deadline:
+                if baking:
+                    return
+                raise RolloutError(f"wave {rollout.wave}: {', '.join(sorted(pending - gone))} did not serve "
+                                   f"{release} within {self.settings.timeout:g}s; the whole fleet goes back to {back}",
+                                   "FleetTimeout")
+            if not baking and pending <= gone:
+                return
+            time.sleep(LOOK_S)
+
+    def end(self, rollout: Rollout, reason: str) -> None:
+        """End a rollout ``RolledBack``: every host goes back to its previous
+        release. Best effort: if etcd is unreachable the rollout stays
+        ``Progressing``, and the leader (this one or the next) ends it
+        when it can (:meth:`abandon`)."""
+        rollout.state, rollout.reason = "RolledBack", reason
+        try:
+            self.fleet.put_rollout(rollout)
+        except RetryableError:
+            pass
+
+    def unfinished(self) -> Rollout | None:
+        """A rollout still ``Progressing`` while no deploy of this leader runs
+        it: its leader was lost, or could not end it."""
+        rollout = self.fleet.rollout()
+        return rollout if rollout and rollout.state == "Progressing" else None

@@ -138,6 +138,7 @@ def _format_status(s: dict) -> str:
     if s["last_error"]:
         out.append(f"error:    {s['last_error']}")
     out += [f"NOTICE:   {n}" for n in s["notices"]]
+    out += _format_fleet(s.get("fleet"))
     out.append("\nmodule        source                     object        routes  workers ok")
     out += [f"{m['name']:<13} {m['source']:<26} {m['object']:<13} {m['routes']:<7} {m['workers_ok']}" for m in s["modules"]]
     out.append("\nworker  release          requests  5xx  crashes  timeouts  websockets")
@@ -146,6 +147,23 @@ def _format_status(s: dict) -> str:
     e = s["exited_workers"]
     out.append(f"{'exited':<7} {'-':<16} {e['requests']:<9} {e['errors_5xx']:<4} {e['crashes']:<8} {e['timeouts']:<9} -")
     return "\n".join(out)
+
+
+def _format_fleet(f: dict | None) -> list[str]:
+    """The fleet's lines of ``hotplate status``: this host, the rollout, each host."""
+    if f is None:
+        return []
+    out = [f"fleet:    {f['host']} on {f['etcd']}" +
+           ("" if f["connected"] else f"   <<< CUT OFF from etcd: serving what it served; {f.get('error', '')}")]
+    r = f["rollout"]
+    if r:
+        waves = " | ".join(", ".join(w) for w in r["waves"])
+        out.append(f"rollout:  {r['state']} {r['release']} (from {r['previous'] or '-'}), wave {r['wave']} of "
+                   f"{len(r['waves']) - 1} [{waves}], leader {r['leader']}" + (f": {r['reason']}" if r["reason"] else ""))
+    out.append("\nhost                  role      release         desired         health    state")
+    out += [f"{h['host']:<21} {h['role'] or '-':<9} {h['release'] or '-':<15} {h['desired'] or '-':<15} "
+            f"{h['health'] or '-':<9} {_mark(h['state'], h['state'] == 'Synced')}" for h in f["hosts"]]
+    return out
 
 
 def cmd_history(args) -> int:

@@ -238,6 +238,8 @@ def test_a_push_rolls_out_in_waves_and_a_failed_wave_rolls_the_whole_fleet_back(
                  "deploy succeeded"):
         assert line in log, log
     assert all(h["state"] == "Synced" for h in leader.status()["fleet"]["hosts"]), leader.status()["fleet"]
+    shown = follower.cli("status").stdout
+    assert "rollout:  Done" in shown and "wave 2 of 2" in shown and "\nb " in shown, shown
 
     # Healthy on the canary, unhealthy on b (wave 1): the whole fleet goes back to v2, and c2 (wave 2) never gets it.
     bad = work.commit("bad", {"hello.c": health_on("bad")})
@@ -301,7 +303,7 @@ def test_hosts_cut_off_from_etcd_keep_serving_and_converge_when_it_is_back(up, t
         v2 = work.commit("v2", {"hello.c": hello("v2")})
         for host in (leader, other, follower):
             host.wait(lambda: "EtcdUnreachable" in (host.status()["last_error"] or ""), what="the host to say why")
-            assert text(host) == "v1"
+            assert text(host) == "v1" and "CUT OFF from etcd" in host.cli("status").stdout
         proc, _ = localfleet.etcd(tmp_path, port)  # back, with its data
         for host in (leader, other, follower):
             host.wait(lambda: text(host) == "v2", timeout=60, what="v2 everywhere once etcd is back")

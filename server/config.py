@@ -21,6 +21,8 @@ class ServerConfig:
         it is dropped.
     :param ws_ping_interval: seconds of silence before a WebSocket is pinged;
         one silent ``ws_ping_timeout`` seconds more is dropped.
+    :param ws_replay_seconds: seconds of publications each worker keeps for
+        connections that move to it or resume (hp_ws_resume) on it.
     :param max_requests: a worker is replaced after this many requests, plus
         up to 10% jitter so that workers do not all go at once (0: never);
         the manifest's ``limits:`` overrides it.
@@ -64,6 +66,7 @@ class ServerConfig:
     ws_send_buffer: int = 1024 * 1024
     ws_ping_interval: int = 20
     ws_ping_timeout: int = 20
+    ws_replay_seconds: float = 30.0
     max_requests: int = 100_000
     max_rss: int = 1024 ** 3
     user: str | None = None

@@ -34,25 +34,30 @@ def wsapp(tmp_path):
     return write_app(tmp_path / "app", manifest(), copy=("wsecho.c",))
 
 
+async def joined(hosts):
+    """Clients of /ws/room on host 0 and host 1, once host 0's workers hear host 1's publications."""
+    a = await websockets.connect(ws_url(hosts[0], "/ws/room"))
+    b = await websockets.connect(ws_url(hosts[1], "/ws/room"))
+    await a.recv(), await b.recv()  # hello
+    n = 0
+    while True:  # until host 0's workers have joined the broker
+        n += 1
+        await asyncio.to_thread(requests.post, hosts[1].url + "/say/room", data=f"ping {n}".encode(), timeout=5)
+        assert await b.recv() == f"ping {n}"
+        try:
+            got = await asyncio.wait_for(a.recv(), 0.2)
+        except asyncio.TimeoutError:
+            continue
+        while got != f"ping {n}":  # earlier pings that arrived late, in order
+            got = await asyncio.wait_for(a.recv(), 5)
+        return a, b
+
+
 def test_a_publication_on_one_host_reaches_subscribers_on_every_host(serve, wsapp, nats_url):
     hosts = [serve(wsapp, workers=2, extra_env={"HOTPLATE_NATS": nats_url}) for _ in range(2)]
 
     async def go():
-        a = await websockets.connect(ws_url(hosts[0], "/ws/room"))
-        b = await websockets.connect(ws_url(hosts[1], "/ws/room"))
-        await a.recv(), await b.recv()  # hello
-        n = 0
-        while True:  # until host 0's workers have joined the broker
-            n += 1
-            await asyncio.to_thread(requests.post, hosts[1].url + "/say/room", data=f"ping {n}".encode(), timeout=5)
-            assert await b.recv() == f"ping {n}"
-            try:
-                got = await asyncio.wait_for(a.recv(), 0.2)
-            except asyncio.TimeoutError:
-                continue
-            while got != f"ping {n}":  # earlier pings that arrived late, in order
-                got = await asyncio.wait_for(a.recv(), 5)
-            break
+        a, b = await joined(hosts)
         for i in range(20):
             await b.send(f"pub from B {i}")
         for i in range(20):
@@ -65,6 +70,45 @@ def test_a_publication_on_one_host_reaches_subscribers_on_every_host(serve, wsap
             await asyncio.wait_for(a.recv(), 0.3)
         await a.close()
         await b.close()
+
+    run(go())
+
+
+def test_a_client_that_reconnects_to_another_host_gets_what_was_published_meanwhile(serve, wsapp, nats_url):
+    hosts = [serve(wsapp, workers=2, extra_env={"HOTPLATE_NATS": nats_url}) for _ in range(2)]
+
+    async def go():
+        a, b = await joined(hosts)
+        await b.send("pub before 1")
+        await b.send("pub before 2")
+        for ws in (a, b):  # the publisher's own connection gets them too
+            assert [await asyncio.wait_for(ws.recv(), 5) for _ in range(2)] == ["before 1", "before 2"]
+        await a.send("position")
+        position = await asyncio.wait_for(a.recv(), 5)
+        assert position.startswith("pos:") and len(position) <= 4 + 1024, position
+        await a.close()  # host 0's client goes away ...
+        for i in range(5):  # ... publications meanwhile, on host 1 ...
+            await b.send(f"pub missed {i}")
+        assert [await asyncio.wait_for(b.recv(), 5) for _ in range(5)] == [f"missed {i}" for i in range(5)]
+        # ... and it comes back on host 1 with its position: what it missed, once, in order
+        back = await websockets.connect(ws_url(hosts[1], "/ws/room?resume=" + position[4:]))
+        assert (await back.recv()).startswith("hello")
+        assert [await asyncio.wait_for(back.recv(), 5) for _ in range(5)] == [f"missed {i}" for i in range(5)]
+        fresh = await websockets.connect(ws_url(hosts[1], "/ws/room"))  # without a position: nothing of it
+        assert (await fresh.recv()).startswith("hello")
+        for ws in (back, fresh):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+        await b.send("pub after")
+        for ws in (back, fresh, b):
+            assert await asyncio.wait_for(ws.recv(), 5) == "after"
+        bad = await websockets.connect(ws_url(hosts[1], "/ws/room?resume=not!a!position"))
+        await bad.recv()  # hello
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(bad.recv(), 5)
+        assert closed.value.rcvd.code == 4001
+        for ws in (back, fresh, b):
+            await ws.close()
 
     run(go())
 

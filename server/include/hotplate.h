@@ -52,8 +52,8 @@ extern "C" {
 ** than its own, or that records none, and says so on the module's routes.
 ** HP_VERSION is hotplate's release string, for humans.
 */
-#define HP_ABI_VERSION 3
-#define HP_VERSION "0.3.0"
+#define HP_ABI_VERSION 4
+#define HP_VERSION "0.4.0"
 
 /*
 ** Conventions for NULL. Handles (hp_request, hp_response, hp_ws, hp_buf,
@@ -258,7 +258,10 @@ struct hp_api {
     int (*job_result)(hp_job *job, const void *data, size_t len);
     int (*job_cancelled)(hp_job *job);
     int (*res_cookie)(hp_response *res, const hp_cookie *cookie);
-    /* Add ABI 4 fields below this line, never above. */
+    /* ABI 4 */
+    int (*ws_send_position)(hp_ws *ws, const char *prefix);
+    int (*ws_resume)(hp_ws *ws, const char *position);
+    /* Add ABI 5 fields below this line, never above. */
 };
 
 /* The ABI level of the server running this module: at least the level the
@@ -1013,6 +1016,34 @@ static inline int hp_ws_subscribe(hp_ws *ws, const char *topic) { return hp__api
 static inline int hp_ws_unsubscribe(hp_ws *ws, const char *topic) { return hp__api->ws_unsubscribe(ws, topic); }
 static inline int hp_publish(hp_request *req, const char *topic, const void *data, size_t len, int type) { return hp__api->publish(req, topic, data, len, type); }
 static inline int hp_ws_publish(hp_ws *ws, const char *topic, const void *data, size_t len, int type) { return hp__api->publish(hp__api->ws_request(ws), topic, data, len, type); }
+
+/*
+** CAPI: Resuming publications after a reconnect
+**
+** A client that loses its connection and reconnects, to this host or to
+** another host of the fleet (their publications meet through NATS), can
+** get the publications it missed meanwhile, if it kept its position.
+**
+** hp_ws_send_position() sends the client one text message: prefix, then
+** its position, an opaque token of at most HP_WS_POSITION_MAX characters
+** (letters, digits, - and _) saying which publications it has been sent so
+** far. Messages on the connection keep their order, so the position arrives
+** after every publication it counts. prefix may be NULL or "" (at most 64
+** bytes) and lets the client tell the position from other messages.
+**
+** hp_ws_resume() on a new connection, after its hp_ws_subscribe() calls
+** (in ws_open, with the position the client passed, in the query string for
+** example), sends it every publication on its topics published after that
+** position that the server still keeps: HOTPLATE_WS_REPLAY_SECONDS (30 s),
+** at most 10,000 messages and 16 MiB per worker. Delivery is at least once:
+** what the client got after the position it kept comes again, so send
+** positions as often as duplicates matter (with each message of yours, or
+** every few seconds). Return HP_OK, or HP_ERROR for a malformed position or
+** a bad prefix. Since ABI 4: check hp_server_abi() >= 4 before calling.
+*/
+#define HP_WS_POSITION_MAX 1024
+static inline int hp_ws_send_position(hp_ws *ws, const char *prefix) { return hp__api->ws_send_position(ws, prefix); }
+static inline int hp_ws_resume(hp_ws *ws, const char *position) { return hp__api->ws_resume(ws, position); }
 
 #ifdef __cplusplus
 }

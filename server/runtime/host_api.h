@@ -51,7 +51,9 @@ enum {
     HP_RT_OUT_CLOSE = 2,
     HP_RT_OUT_SUBSCRIBE = 3,
     HP_RT_OUT_UNSUBSCRIBE = 4,
-    HP_RT_OUT_PUBLISH = 5
+    HP_RT_OUT_PUBLISH = 5,
+    HP_RT_OUT_SEND_POSITION = 6,
+    HP_RT_OUT_RESUME = 7
 };
 
 /* Installs the fault and timeout signal handlers and the log callback.

@@ -615,4 +615,6 @@ const struct hp_api hp_api_table = {
     .job_result = hp_api_job_result,
     .job_cancelled = hp_api_job_cancelled,
     .res_cookie = res_cookie,
+    .ws_send_position = hp_ws_api_send_position,
+    .ws_resume = hp_ws_api_resume,
 };

@@ -146,6 +146,8 @@ int hp_ws_api_close(hp_ws *ws, int code, const char *reason);
 void *hp_ws_api_state(hp_ws *ws, size_t size);
 int hp_ws_api_subscribe(hp_ws *ws, const char *topic);
 int hp_ws_api_unsubscribe(hp_ws *ws, const char *topic);
+int hp_ws_api_send_position(hp_ws *ws, const char *prefix);
+int hp_ws_api_resume(hp_ws *ws, const char *position);
 int hp_api_publish(hp_request *req, const char *topic, const void *data, size_t len, int type);
 
 /* crypto.c: named in the API table (ABI 3). */

@@ -112,6 +112,25 @@ int hp_ws_api_unsubscribe(hp_ws *ws, const char *topic)
     return emit(ws->req, HP_RT_OUT_UNSUBSCRIBE, 0, 0, topic, strlen(topic), NULL, 0);
 }
 
+int hp_ws_api_send_position(hp_ws *ws, const char *prefix)
+{
+    size_t len = prefix ? strnlen(prefix, 65) : 0;
+    if (len > 64)
+        return HP_ERROR;
+    return emit(ws->req, HP_RT_OUT_SEND_POSITION, HP_WS_TEXT, 0, prefix ? prefix : "", len, NULL, 0);
+}
+
+int hp_ws_api_resume(hp_ws *ws, const char *position)
+{
+    if (!position)
+        return HP_ERROR;
+    size_t len = strnlen(position, HP_WS_POSITION_MAX + 1);
+    if (len == 0 || len > HP_WS_POSITION_MAX || strspn(position, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                                 "0123456789-_") != len)
+        return HP_ERROR;
+    return emit(ws->req, HP_RT_OUT_RESUME, 0, 0, position, len, NULL, 0);
+}
+
 int hp_api_publish(hp_request *req, const char *topic, const void *data, size_t len, int type)
 {
     if (!topic_ok(topic) || len > HP_PUBLISH_MAX || !payload_ok(data, len, type))

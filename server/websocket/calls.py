@@ -9,8 +9,10 @@ and the connection's new state.
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .. import runtime
@@ -18,11 +20,15 @@ from ..runtime import RT_OK
 from ..modules import Socket
 
 OPEN, MESSAGE, CLOSE = runtime.WS_OPEN, runtime.WS_MESSAGE, runtime.WS_CLOSE
-SEND, CLOSE_CONNECTION, SUBSCRIBE, UNSUBSCRIBE, PUBLISH = (runtime.OUT_SEND, runtime.OUT_CLOSE, runtime.OUT_SUBSCRIBE,
-                                                           runtime.OUT_UNSUBSCRIBE, runtime.OUT_PUBLISH)
+SEND, CLOSE_CONNECTION, SUBSCRIBE, UNSUBSCRIBE, PUBLISH, SEND_POSITION, RESUME = (
+    runtime.OUT_SEND, runtime.OUT_CLOSE, runtime.OUT_SUBSCRIBE, runtime.OUT_UNSUBSCRIBE, runtime.OUT_PUBLISH,
+    runtime.OUT_SEND_POSITION, runtime.OUT_RESUME)
 EVENTS = {OPEN: "open", MESSAGE: "message", CLOSE: "close"}
 TEXT, BINARY = 1, 2  # HP_WS_TEXT, HP_WS_BINARY: ABI 2 of hotplate.h, fixed for good
 _RECORD = struct.Struct("=BBHII")
+_MADE, _SEEN = struct.Struct("<d"), struct.Struct("<QQ")
+#: publishers a position names: what fits in HP_WS_POSITION_MAX (1024) characters of base64
+POSITION_PUBLISHERS = 47
 _local = threading.local()
 
 
@@ -55,6 +61,25 @@ class Session:
         return cls(d["id"], d["route"], base64.b64decode(d["blob"]), d["nparams"], d["nheaders"],
                    d["subprotocol"], base64.b64decode(d["state"]), dict(d["topics"]), dict(d["seen"]),
                    dict(d.get("jobs", {})))
+
+
+def position(session: Session) -> str:
+    """hp_ws_send_position: the time now and the last publication sent from
+    each publisher (the latest ``POSITION_PUBLISHERS``), as base64url."""
+    seen = list(session.seen.items())[-POSITION_PUBLISHERS:]
+    raw = _MADE.pack(time.time()) + b"".join(_SEEN.pack(origin, seq) for origin, seq in seen)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def parse_position(token: str) -> tuple[float, dict[int, int]]:
+    """(when it was made, {publisher: last seq}) of a position; ValueError if it is not one."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))  # binascii.Error is a ValueError
+    if len(raw) < _MADE.size or (len(raw) - _MADE.size) % _SEEN.size:
+        raise ValueError("not a position")
+    made = _MADE.unpack_from(raw)[0]
+    if not math.isfinite(made):
+        raise ValueError("not a position")
+    return made, dict(_SEEN.iter_unpack(raw[_MADE.size:]))
 
 
 @dataclass

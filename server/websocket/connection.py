@@ -183,6 +183,10 @@ class Connection(asyncio.Protocol):
                 self.hub.unsubscribe(self, a.decode())
             elif action == calls.PUBLISH:
                 self.hub.publish(a.decode(), kind, b)
+            elif action == calls.SEND_POSITION:
+                self.send(calls.TEXT, a + calls.position(self.session).encode())
+            elif action == calls.RESUME:
+                self.hub.resume(self, a.decode())
 
     # Output
 

@@ -24,10 +24,10 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection
 
-from .. import metrics, report
+from .. import metrics
 from ..config import ServerConfig
 from ..report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
-from . import transfer
+from . import calls, transfer
 from .bus import Bus
 from .calls import Session
 from .fleet import FleetBus, forget_gone, origin
@@ -38,8 +38,7 @@ log = logging.getLogger("hotplate")
 MOVE_WAIT = 2.0  # seconds to wait for a connection to reach a message boundary
 MOVE_BATCH = 16  # connections per move: one datagram; the next batch waits for its ack
 TARGET_WAIT = 3.0  # seconds a retiring worker waits for another one to move its connections to
-REPLAY_WINDOW = 5.0  # seconds of publications kept for connections arriving from other workers
-REPLAY_MAX = 10_000  # ... and at most this many of them
+REPLAY_MAX = 10_000  # publications kept (ws_replay_seconds) for connections arriving or resuming, at most
 REPLAY_BYTES = 16 << 20  # ... and of this size in all
 SEEN_MAX = 32  # publishers remembered per connection before the dead ones are forgotten
 
@@ -199,10 +198,10 @@ class Hub:
         if any(topic.startswith(JOB_PREFIX) for topic in conn.session.topics):
             self.jobs.wake()
         if moved_in and conn.session.topics:  # a new connection has no topics yet: nothing to replay
-            for at, origin, seq, topic, kind, data in self.recent:
+            for at, publisher, seq, topic, kind, data in self.recent:
                 since = conn.session.topics.get(topic)
                 if since is not None and at >= since:
-                    conn.publication(origin, seq, kind, data)
+                    conn.publication(publisher, seq, kind, data)
         if self.retiring:
             self.loop.create_task(self.retire())
 
@@ -233,6 +232,22 @@ class Hub:
             if not subscribers:
                 del self.topics[topic]
 
+    def resume(self, conn: Connection, token: str) -> None:
+        """hp_ws_resume: send a reconnected client the publications on its
+        topics it has not had since its position (made here or on another
+        host of the fleet), from those this worker keeps."""
+        try:
+            made, seen = calls.parse_position(token)
+        except ValueError:
+            log.info("[req=%s] hp_ws_resume: not a position; nothing replayed", conn.session.id)
+            return
+        mine = conn.session.seen
+        for publisher, seq in seen.items():
+            mine[publisher] = max(mine.get(publisher, 0), seq)
+        for at, publisher, seq, topic, kind, data in list(self.recent):
+            if topic in conn.session.topics and (publisher in seen or at >= made):
+                conn.publication(publisher, seq, kind, data)
+
     def publish(self, topic: str, kind: int, data: bytes) -> None:
         self.seq += 1
         at = time.time()
@@ -250,7 +265,7 @@ class Hub:
         recent = self.recent
         recent.append((at, origin, seq, topic, kind, data))
         self.recent_bytes += len(data)
-        while recent and (recent[0][0] < at - REPLAY_WINDOW or len(recent) > REPLAY_MAX
+        while recent and (recent[0][0] < at - self.config.ws_replay_seconds or len(recent) > REPLAY_MAX
                           or self.recent_bytes > REPLAY_BYTES):
             self.recent_bytes -= len(recent.popleft()[5])
         for conn in list(self.topics.get(topic, ())):

@@ -26,6 +26,9 @@ HP_EXPORT int ws_open(hp_ws *ws)
     snprintf(st->room, sizeof st->room, "%s", room ? room : "lobby");
     hp_ws_subscribe(ws, st->room);
     hp_ws_printf(ws, "hello %s %s %s", VERSION, hp_ws_id(ws), hp_ws_subprotocol(ws));
+    const char *position = hp_req_query(req, "resume");
+    if (position && hp_ws_resume(ws, position) != HP_OK)
+        return hp_ws_close(ws, 4001, "bad position");
     return HP_OK;
 }
 
@@ -38,6 +41,8 @@ HP_EXPORT int ws_message(hp_ws *ws, const void *data, size_t len, int type)
     const char *text = data;
     if (strncmp(text, "pub ", 4) == 0)
         return hp_ws_publish(ws, st->room, text + 4, len - 4, HP_WS_TEXT);
+    if (strcmp(text, "position") == 0)
+        return hp_ws_send_position(ws, "pos:");
     if (strcmp(text, "close") == 0)
         return hp_ws_close(ws, 4000, "asked to");
     if (strcmp(text, "crash") == 0)

@@ -8,6 +8,10 @@ from dataclasses import dataclass, fields, replace
 RESERVED_PREFIX = "/_hotplate"
 
 
+#: How an environment variable's text becomes a setting, by the field's type.
+PARSE = {"int": int, "float": float, "bool": lambda raw: raw.strip().lower() not in ("0", "false", "no", "off", "")}
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How the gunicorn front runs.
@@ -49,6 +53,9 @@ class ServerConfig:
         request with it (server/worker.py).
     :param sanitize: with sanitizer builds (``hotplate dev --sanitize``), the
         directory their reports go to (server/sanitize.py); None otherwise.
+    :param fast_path: answer module routes in C from accept to write
+        (server/fastpath.py); off (``HOTPLATE_FAST_PATH=0``), the Python
+        direct path of server/worker.py answers them.
     """
 
     bind: str = "127.0.0.1:8000"
@@ -79,6 +86,7 @@ class ServerConfig:
     max_connections: int = 10_000
     nats: str | None = None
     dev_errors: str | None = None
+    fast_path: bool = True
 
     @classmethod
     def from_env(cls, prefix: str = "HOTPLATE_", **overrides) -> "ServerConfig":
@@ -87,6 +95,6 @@ class ServerConfig:
         for f in fields(cls):
             raw = os.environ.get(prefix + f.name.upper())
             if raw is not None:
-                values[f.name] = int(raw) if f.type in ("int", int) else raw
+                values[f.name] = PARSE.get(f.type, str)(raw)
         cfg = replace(cls(), **values)
         return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

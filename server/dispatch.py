@@ -180,10 +180,8 @@ class Dispatcher:
                 stream.broken = True
             return out.status, None, b""
         stream.broken = True
-        status, message = self.fault(rc, out.signal, route.module.name, route.spec.path, route.spec.handler,
-                                     request_id, route.spec.timeout_ms)
-        log.warning("[module=%s route=%s req=%s] the streamed response was cut short: %s",
-                    route.module.name, route.spec.path, request_id, message)
+        status, _ = self.fault(rc, out.signal, route.module.name, route.spec.path, route.spec.handler, request_id,
+                               route.spec.timeout_ms, streamed=True)
         return status, None, b""
 
     def stream_part(self, first: int, status: int, headers, headers_len: int, data, length: int) -> int:
@@ -226,9 +224,19 @@ class Dispatcher:
         return self.error(status, route, request_id, message)
 
     def fault(self, rc: int, signo: int, module: str, path: str, handler: str, request_id: str,
-              timeout_ms: int) -> tuple[int, str]:
+              timeout_ms: int, streamed: bool = False, trapped: str | None = None) -> tuple[int, str]:
         """Log and count a handler call that did not return HP_OK (HTTP or
-        WebSocket); return the HTTP status and message that describe it."""
+        WebSocket); return the HTTP status and message that describe it.
+        ``streamed``: its response had begun, and is cut short. ``trapped``:
+        the forbidden call of a SIGSYS crash on another thread (the fast path's)."""
+        status, message = self._fault(rc, signo, module, path, handler, request_id, timeout_ms, trapped)
+        if streamed:
+            log.warning("[module=%s route=%s req=%s] the streamed response was cut short: %s", module, path,
+                        request_id, message)
+        return status, message
+
+    def _fault(self, rc: int, signo: int, module: str, path: str, handler: str, request_id: str,
+               timeout_ms: int, trapped: str | None) -> tuple[int, str]:
         where = f"module={module} route={path} req={request_id}"
         if rc == RT_HANDLER_ERROR:
             log.warning("[%s] handler %s returned HP_ERROR", where, handler)
@@ -236,7 +244,7 @@ class Dispatcher:
         if rc == RT_CRASHED:
             name = signal.Signals(signo).name if signo else "a signal"
             if signo == signal.SIGSYS:
-                name += (f": it called {self.ffi.string(self.lib.hp_rt_trapped_call()).decode()}, which modules may "
+                name += (f": it called {trapped or self.ffi.string(self.lib.hp_rt_trapped_call()).decode()}, which modules may "
                          "not (deploy.yaml `unconfined:` lifts the filter)")
             elif self.config.sanitize and (found := sanitize.take_report(Path(self.config.sanitize))):
                 name += ", sanitizer report:\n" + found

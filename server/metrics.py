@@ -29,3 +29,19 @@ WS_CONNECTIONS = Gauge("hotplate_websocket_connections", "Open WebSocket connect
 def request(module: str, route: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(module, route, f"{status // 100}xx").inc()
     HTTP_DURATION.labels(module, route).observe(seconds)
+
+
+def requests(module: str, route: str, classes: list[int], buckets: list[int], seconds: float) -> None:
+    """Many requests at once, as the fast path counted them (server/fastpath.py):
+    per status class (1xx first), per duration bucket (each request in the
+    first that holds it, +Inf last) and their total time. prometheus_client
+    keeps its histogram that way too, but offers only observe(), one request
+    at a time: its per-bucket values are added to directly."""
+    for i, n in enumerate(classes):
+        if n:
+            HTTP_REQUESTS.labels(module, route, f"{i + 1}xx").inc(n)
+    child = HTTP_DURATION.labels(module, route)
+    for i, n in enumerate(buckets):
+        if n:
+            child._buckets[i].inc(n)
+    child._sum.inc(seconds)

@@ -46,8 +46,8 @@ class Counters:
         finally:
             os.close(fd)
 
-    def add(self, field: int) -> None:
-        self.values[field] += 1
+    def add(self, field: int, n: int = 1) -> None:
+        self.values[field] += n
         struct.pack_into("<Q", self.buf, field * 8, self.values[field])
 
 

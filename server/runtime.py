@@ -47,7 +47,13 @@ EXPORTS = RUNTIME_DIR / "exports.map"
 
 
 def runtime_sources() -> list[Path]:
-    return sorted(RUNTIME_DIR.glob("*.c")) + sorted(RUNTIME_DIR.glob("*.h")) + [HEADER, EXPORTS]
+    return sorted(RUNTIME_DIR.glob("*.c")) + sorted(RUNTIME_DIR.glob("vendor/*.c")) + \
+        sorted(RUNTIME_DIR.glob("*.h")) + sorted(RUNTIME_DIR.glob("vendor/*.h")) + [HEADER, EXPORTS]
+
+
+def c_sources() -> list[Path]:
+    """The runtime's C files, the vendored parser's included (what every build of it compiles)."""
+    return [p for p in runtime_sources() if p.suffix == ".c"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,7 +82,7 @@ def build_runtime(cache_dir: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
     os.close(fd)
-    sources = [str(p) for p in sorted(RUNTIME_DIR.glob("*.c"))]
+    sources = [str(p) for p in c_sources()]
     cmd = ["cc", *CFLAGS, f"-Wl,--version-script={EXPORTS}", f"-I{INCLUDE_DIR}", "-o", tmp, *sources, *LIBS]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:

@@ -24,12 +24,13 @@ from functools import partial
 from pathlib import Path
 
 from gunicorn import util
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 from werkzeug.exceptions import HTTPException
 
 from . import metrics, report
 from .config import RESERVED_PREFIX
 from .dispatch import REASONS
+from .fastpath import FastPath
 from .runtime import RT_HANDLER_ERROR
 from .websocket import calls, handshake
 
@@ -93,6 +94,8 @@ class HotplateWorker(ThreadWorker):
     #: resident memory in bytes past which this worker is replaced (0: never);
     #: set per release in server/gunicorn_app.py
     max_rss = 0
+    #: the C fast path (server/fastpath.py), in a worker that serves a release
+    fast: FastPath | None = None
 
     # -- request heads, read on the main thread (slow clients) ----------------
 
@@ -174,14 +177,46 @@ class HotplateWorker(ThreadWorker):
         return self._date[1]
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        """When the worker stops for good, tell the controller at once (a roll
-        is live only once every old worker has) and start moving its
-        WebSocket connections to the new generation."""
-        super().set_accept_enabled(enabled)
+        """Accept in C when the fast path runs (gunicorn's poller no longer
+        sees the listeners). When the worker stops for good, tell the
+        controller at once (a roll is live only once every old worker has),
+        drain the fast path and start moving WebSocket connections to the
+        new generation."""
+        if self.fast is None:
+            super().set_accept_enabled(enabled)
+        elif enabled != self._accepting:
+            self.fast.accept(enabled)
+            self._accepting = enabled
         if not enabled and not self.alive:
             report.retire(self.app.reports)
+            if self.fast is not None:
+                self.fast.drain()
             if self.wsgi.hub is not None:
                 self.wsgi.hub.retire_threadsafe()
+
+    def adopt(self, sock: socket.socket, client: tuple[str, int], data: bytes) -> None:
+        """A connection the fast path hands over (not a module route), with
+        the bytes it read: served here like any gunicorn connection."""
+        sock.setblocking(True)
+        conn = TConn(self.cfg, sock, client, sock.getsockname())
+        conn.prefetched, conn.data_ready = data, True
+        self.nr_conns += 1
+        super().enqueue_req(conn)
+
+    def start_fast_path(self) -> None:
+        """In a worker with a release, unless it is off or cannot serve as
+        the Python path would (TLS, hotplate dev's error page and sanitizer
+        reports): on failure, the Python path serves."""
+        d = self.wsgi
+        if not (d.config.fast_path and d.modules is not None and d.routes and not self.cfg.is_ssl
+                and not d.config.dev_errors and not d.config.sanitize):
+            return
+        try:
+            self.fast = FastPath(self, d)
+        except (OSError, RuntimeError) as e:
+            log.error("worker %d: the fast path did not start (%s); module routes go the Python way", os.getpid(), e)
+            return
+        self.poller.register(self.fast.fd, selectors.EVENT_READ, self.fast.take)
 
     def is_parent_alive(self) -> bool:
         """A worker whose master died stops for good, like a retired one: it
@@ -196,10 +231,15 @@ class HotplateWorker(ThreadWorker):
         """After gunicorn's own drain, move the WebSockets opened meanwhile,
         and exit only once every connection has left."""
         self.inflight: dict[int, Call] = {}
-        self.abandoned: set[int] = set()
+        self.abandoned: set = set()
         self.heads = set()
+        self.start_fast_path()
         threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
+        started = time.monotonic()
         super().run()
+        if self.fast is not None:
+            self.fast.drain()  # (again: a worker whose master died leaves the loop without it)
+            self.fast.wait(self.cfg.graceful_timeout - (time.monotonic() - started))
         hub = self.wsgi.hub
         if hub is not None:
             moved = hub.retire_threadsafe()
@@ -223,24 +263,34 @@ class HotplateWorker(ThreadWorker):
             for token, call in list(self.inflight.items()):
                 if now > call.deadline and token not in self.abandoned:
                     self.abandon(token, call)
+            if self.fast is not None:
+                self.fast.flush()
+                if (stuck := self.fast.stuck(STUCK_AFTER_S)) is not None:  # C answered its 504
+                    self.abandoned.add(stuck[1])
+                    self.stuck(*stuck)
             if self.max_rss and self.alive and not self.wsgi.retiring and (rss := resident_bytes()) > self.max_rss:
                 log.warning("worker %d uses %d MiB, over its %d MiB ceiling (limits.max_rss); replacing it once "
                             "its requests are done", os.getpid(), rss >> 20, self.max_rss >> 20)
                 self.wsgi.retire()
 
+    def stuck(self, route, request_id: str) -> None:
+        """Log and count a handler stuck past its deadline, and replace this worker."""
+        log.error("[module=%s route=%s req=%s] handler %s is stuck past its %d ms limit outside the module's "
+                  "code (a lock or a system call); answering 504 and replacing this worker",
+                  route.module.name, route.spec.path, request_id, route.spec.handler, route.spec.timeout_ms)
+        self.wsgi.counters.add(report.TIMEOUTS)
+        metrics.HANDLER_TIMEOUTS.labels(route.module.name).inc()
+        self.wsgi.retire()
+
     def abandon(self, token: int, call: Call) -> None:
         self.abandoned.add(token)
         dispatcher = self.wsgi
         route = call.route
-        log.error("[module=%s route=%s req=%s] handler %s is stuck past its %d ms limit outside the module's "
-                  "code (a lock or a system call); answering 504 and replacing this worker",
-                  route.module.name, route.spec.path, call.request_id, route.spec.handler, route.spec.timeout_ms)
         status, headers, body = dispatcher.error(504, route, call.request_id,
                                                  f"handler {route.spec.handler} did not answer within {route.spec.timeout_ms} ms")
-        for field in (report.REQUESTS, report.ERRORS_5XX, report.TIMEOUTS):
+        for field in (report.REQUESTS, report.ERRORS_5XX):
             dispatcher.counters.add(field)
         metrics.request(route.module.name, route.spec.path, 504, route.spec.timeout_ms / 1000 + STUCK_AFTER_S)
-        metrics.HANDLER_TIMEOUTS.labels(route.module.name).inc()
         try:
             if call.stream is None or not call.stream.started:  # else only the close can tell the client
                 self.respond(call.req, call.conn, status, headers, body, False)
@@ -248,7 +298,7 @@ class HotplateWorker(ThreadWorker):
         except OSError:
             pass
         self.method_queue.defer(self.forget_stuck)
-        dispatcher.retire()
+        self.stuck(route, call.request_id)
 
     def forget_stuck(self) -> None:
         """On the main thread: the stuck connection no longer holds up the drain."""
@@ -280,7 +330,7 @@ class HotplateWorker(ThreadWorker):
         self.nr += 1
         close = req.should_close() or not self.alive or not self.cfg.keepalive \
             or len(self.keepalived_conns) >= self.max_keepalived
-        if self.nr >= self.max_requests:
+        if self.nr + (self.fast.requests() if self.fast is not None else 0) >= self.max_requests:
             if self.alive:
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False

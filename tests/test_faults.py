@@ -129,7 +129,9 @@ def down_metrics(server) -> str:
 def test_deploy_waits_visibly_for_a_dead_server(up, tmp_path):
     """A push that lands while the master is down ends, and says what it
     waited for; the dead master's workers, busy with keep-alive clients, do
-    not hold up the roll."""
+    not hold up the roll. (Its workers are stopped meanwhile: they hold the
+    port, so no new master can start until they go, and the push meets the
+    server down however fast the restart would be.)"""
     server, work = first_deploy(up, tmp_path)
     work.commit("v2", {"hello.c": hello("v2")})
     stop = threading.Event()
@@ -145,10 +147,30 @@ def test_deploy_waits_visibly_for_a_dead_server(up, tmp_path):
     clients = [threading.Thread(target=client) for _ in range(3)]
     for c in clients:
         c.start()
+    master = int((server.state / "run" / "server.pid").read_text())
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                              text=True).stdout.split()]
     try:
-        os.kill(int((server.state / "run" / "server.pid").read_text()), signal.SIGKILL)
-        out, took = timed_push(work)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(master, signal.SIGKILL)
+        started = time.monotonic()
+        push = subprocess.Popen(["git", "push", "origin", "main"], cwd=work.path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        out = ""
+        for line in push.stdout:
+            out += line
+            if "the app server is down" in line:
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+        push.wait()
+        took = time.monotonic() - started
     finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         stop.set()
         for c in clients:
             c.join()

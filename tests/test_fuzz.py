@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
-from hotplate.server.runtime import LIBS
+from hotplate.server.runtime import LIBS, c_sources
 
 from .conftest import ROOT
 
@@ -27,7 +27,7 @@ def test_c_request_parsing_survives_fuzzing(tmp_path):
     exe = tmp_path / "request_fuzz"
     subprocess.run(["clang", "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
                     f"-I{INCLUDE_DIR}", f"-I{RUNTIME_DIR}", str(FUZZ / "request_fuzz.c"),
-                    *sorted(str(p) for p in RUNTIME_DIR.glob("*.c")), *LIBS, "-o", str(exe)], check=True)
+                    *map(str, c_sources()), *LIBS, "-o", str(exe)], check=True)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for seed in ("request-seed", "form-seed"):

@@ -2,6 +2,7 @@
 import subprocess
 
 from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
+from hotplate.server.runtime import c_sources
 from hotplate.server.runtime import LIBS
 
 from .conftest import ROOT
@@ -9,7 +10,7 @@ from .conftest import ROOT
 
 def test_sdk_unit_tests_pass_under_sanitizers(tmp_path):
     exe = tmp_path / "test_sdk"
-    sources = sorted(str(p) for p in RUNTIME_DIR.glob("*.c"))
+    sources = [str(p) for p in c_sources()]
     subprocess.run(["cc", "-std=gnu11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                     "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE_DIR}", f"-I{RUNTIME_DIR}", "-o", str(exe),
                     str(ROOT / "tests/c/test_sdk.c"), *sources, *LIBS], check=True)

@@ -45,13 +45,16 @@ FAULTS_APP = """\
     """
 
 
-@pytest.fixture(params=["direct", "wsgi"])
+@pytest.fixture(params=["fast", "direct", "wsgi"])
 def echo(request, serve, tmp_path):
-    """The echo app, served both ways a module request can go: the worker's
-    direct path, and WSGI (taken when an access log is on)."""
+    """The echo app, served each way a module request can go: the C fast
+    path (with its access log on), and with the fast path off the Python
+    worker's direct path, and WSGI (taken when an access log is on)."""
     app = write_app(tmp_path / "echo", ECHO_APP, copy=("echo.c",))
     env = {"HOTPLATE_MAX_BODY": "65536"}
-    if request.param == "wsgi":
+    if request.param != "fast":
+        env["HOTPLATE_FAST_PATH"] = "0"
+    if request.param != "direct":
         env["HOTPLATE_ACCESSLOG"] = "-"
     server = serve(app, extra_env=env)
     server.path = request.param
@@ -187,10 +190,10 @@ def rss(pid: int) -> int:
 
 
 def test_a_100_mb_streamed_response_keeps_worker_memory_bounded(echo):
-    mb = 100 if echo.path == "direct" else 2  # the WSGI path buffers: the response goes whole
+    mb = 2 if echo.path == "wsgi" else 100  # the WSGI path buffers: the response goes whole
     with requests.get(echo.url + "/stream", params={"mb": mb}, stream=True, timeout=60) as r:
-        assert r.headers["X-Streamed"] == ("yes" if echo.path == "direct" else "no")
-        assert ("Transfer-Encoding" in r.headers) == (echo.path == "direct")
+        assert r.headers["X-Streamed"] == ("no" if echo.path == "wsgi" else "yes")
+        assert ("Transfer-Encoding" in r.headers) == (echo.path != "wsgi")
         pid, total, peak, blocks = int(r.headers["X-Worker"]), 0, 0, 0
         start = rss(pid)
         for chunk in r.iter_content(64 * 1024):
@@ -200,7 +203,7 @@ def test_a_100_mb_streamed_response_keeps_worker_memory_bounded(echo):
             blocks += chunk[:1] == bytes([ord("a") + (total - len(chunk)) // 65536 % 26])
     assert total == mb << 20
     assert blocks >= total // 65536 * 0.9  # the blocks arrive in order
-    if echo.path == "direct":
+    if echo.path != "wsgi":
         assert peak - start < 16 << 20, f"worker RSS grew {(peak - start) >> 20} MiB while streaming"
     assert requests.head(echo.url + "/stream", timeout=5).headers["X-Streamed"] == "no"
     # a client that leaves midway: the handler's writes fail, it returns, the worker serves on
@@ -268,7 +271,7 @@ def test_routing_errors_and_limits(echo):
     huge_header = requests.get(echo.url + "/echo/x", headers={"X-Big": "z" * 9000}, timeout=5)
     assert huge_header.status_code in (400, 431)
     assert "[module=echo route=/users/<int:id> req=" in echo.output() and "looked up user 7" in echo.output()
-    assert ('"GET /users/7 HTTP/1.1" 200' in echo.output()) == (echo.path == "wsgi")
+    assert ('"GET /users/7 HTTP/1.1" 200' in echo.output()) == (echo.path != "direct")  # the access log
 
 
 @pytest.fixture

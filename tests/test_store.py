@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
+from hotplate.server.runtime import c_sources
 from hotplate.server.runtime import LIBS
 
 from .conftest import ROOT, Work, free_port, terminate, wait_for
@@ -35,7 +36,7 @@ modules:
 def store_test(tmp_path_factory):
     """tests/c/test_store.c, built with the runtime under ASan and UBSan."""
     exe = tmp_path_factory.mktemp("store") / "test_store"
-    sources = sorted(str(p) for p in RUNTIME_DIR.glob("*.c"))
+    sources = [str(p) for p in c_sources()]
     subprocess.run(["cc", "-std=gnu11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                     "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE_DIR}", f"-I{RUNTIME_DIR}", "-o", str(exe),
                     str(ROOT / "tests/c/test_store.c"), *sources, *LIBS], check=True)

@@ -37,6 +37,7 @@
 static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS, SIGABRT};
 static hp_rt_log_fn log_sink;
 static hp_rt_stream_fn stream_sink;
+static __thread hp_rt_stream_fn thread_sink; /* the fast path's threads write their own (serve.c) */
 
 /* Per thread: where to jump when module code faults or overruns, and
  * whose code may be jumped out of (NULL: any, while dlopen runs). */
@@ -244,12 +245,18 @@ void hp_rt_set_stream_sink(hp_rt_stream_fn sink)
     stream_sink = sink;
 }
 
+void hp_set_thread_stream_sink(hp_rt_stream_fn sink)
+{
+    thread_sink = sink;
+}
+
 /* Calls the stream sink with the guard lifted, as for the log sink. */
 int hp_stream_emit(int first, const hp_response *res, const char *data, size_t len)
 {
     int was_active = guard_active;
     guard_active = 0;
-    int rc = stream_sink ? stream_sink(first, res->status, res->headers.data, res->headers.len, data, len) : -1;
+    hp_rt_stream_fn sink = thread_sink ? thread_sink : stream_sink;
+    int rc = sink ? sink(first, res->status, res->headers.data, res->headers.len, data, len) : -1;
     guard_active = was_active;
     return rc;
 }
@@ -499,7 +506,7 @@ int hp_rt_dispatch(void *module, void *handler,
     hp_request *req = hp_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
-    req->res.can_stream = can_stream && stream_sink;
+    req->res.can_stream = can_stream && (thread_sink || stream_sink);
     struct call_args args = {.handler = handler, .req = req};
     if (run_call(call_handler, &args, timeout_ms, out) == HP_RT_OK && !req->res.stream_started &&
         hp_response_finish(&req->res))

@@ -140,3 +140,91 @@ void hp_rt_release(hp_rt_result *out);
 
 /* The ABI level this runtime provides (HP_ABI_VERSION it was built with). */
 int hp_rt_abi_version(void);
+
+/* The fast path (serve.c): module routes answered in C from accept to
+ * write, on threads of this worker; everything else handed to Python. */
+typedef struct {
+    int threads;                  /* threads serving connections */
+    size_t max_body;              /* larger bodies get 413 */
+    size_t head_limit;            /* longer heads go to Python (its 431) */
+    size_t max_request_line;      /* and so do longer request lines, */
+    size_t max_header_size;       /* longer header fields, */
+    size_t max_header_fields;     /* and more header fields than this */
+    unsigned header_timeout_ms;   /* for a request's head to arrive */
+    unsigned body_timeout_ms;     /* between parts of a body, and for a slow reader */
+    unsigned keepalive_ms;        /* an idle keep-alive connection waits this long */
+    unsigned linger_ms;           /* ... and this long once the worker drains */
+    int access_log_fd;            /* a line per request written here; -1: none */
+    unsigned long long max_requests; /* drain after this many requests (HP_RT_EV_LIMIT); 0: never */
+} hp_rt_serve_config;
+
+/* What the fast path gives Python (hp_rt_serve_next). */
+typedef struct {
+    int kind;                     /* HP_RT_EV_* */
+    int fd;                       /* CONNECTION: the socket, Python's from now on */
+    char *data;                   /* CONNECTION: what was read of it; PUBLISH: a handler's outbox */
+    size_t data_len;
+    int route;                    /* FAULT: the route's index */
+    int result;                   /* FAULT: HP_RT_* of the call */
+    int signal;                   /* FAULT: the signal that stopped a crashed handler */
+    char request_id[64];
+    char client[64];              /* CONNECTION: the peer's address */
+    int port;
+    int streamed;                 /* FAULT: the response had begun (hp_res_stream) and is cut short */
+    char trapped[32];             /* FAULT: the forbidden call of a SIGSYS crash (hp_rt_trapped_call) */
+} hp_rt_event;
+
+enum {
+    HP_RT_EV_CONNECTION = 1,
+    HP_RT_EV_PUBLISH = 2,
+    HP_RT_EV_FAULT = 3,
+    HP_RT_EV_LIMIT = 4            /* max_requests reached: the fast path drains, the worker should go */
+};
+
+/* Buckets of request durations: server/metrics.py's BUCKETS, then +Inf. */
+enum { HP_RT_BUCKETS = 15 };
+
+typedef struct {
+    unsigned long long classes[5];                 /* 1xx to 5xx */
+    unsigned long long buckets[HP_RT_BUCKETS + 1]; /* each request in the first bucket that holds it */
+    double seconds;
+} hp_rt_route_stats;
+
+/* Adds a route the fast path serves (before hp_rt_serve_start): methods
+ * like "GET,POST", a werkzeug pattern. Returns 0, or -1 for a pattern it
+ * leaves to Python (converters other than string, int and a last path). */
+int hp_rt_serve_route(const char *methods, const char *pattern, void *module, void *handler,
+                      const char *handler_name, unsigned timeout_ms, int index);
+
+/* Starts serving the listening sockets (not accepting until
+ * hp_rt_serve_accept(1)). Returns a descriptor that becomes readable (an
+ * eventfd) when events wait for hp_rt_serve_next(), or -1. */
+int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve_config *config,
+                      const double *buckets);
+
+/* Accept new connections, or stop. */
+void hp_rt_serve_accept(int enabled);
+
+/* Stop accepting; idle connections close after linger_ms, and requests
+ * that arrive meanwhile are answered with Connection: close. */
+void hp_rt_serve_drain(void);
+
+/* Waits up to timeout_ms for every connection to close, but those of calls
+ * given up on (hp_rt_serve_abandon_stuck); how many are left. */
+size_t hp_rt_serve_wait(unsigned timeout_ms);
+
+/* The next event for Python: 1 and *out (free it with
+ * hp_rt_serve_event_free), or 0 if none waits. */
+int hp_rt_serve_next(hp_rt_event *out);
+void hp_rt_serve_event_free(hp_rt_event *ev);
+
+/* A route's counts since the last call, taken (zeroed); returns its requests. */
+unsigned long long hp_rt_serve_stats(int index, hp_rt_route_stats *out);
+
+/* Requests the fast path answered since it started. */
+unsigned long long hp_rt_serve_requests(void);
+
+/* Answers 504 for one call stuck stuck_after_ms past its deadline outside
+ * the module's code, shuts its connection, and returns 1 with *out saying
+ * which; 0 if none is. */
+int hp_rt_serve_abandon_stuck(unsigned stuck_after_ms, hp_rt_event *out);

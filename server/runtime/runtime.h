@@ -196,6 +196,8 @@ extern const struct hp_api hp_api_table;
 /* Sends the status and headers (first) or a part of the body of a streamed
  * response through the host's sink (host.c); 0, or -1 once the client is gone. */
 int hp_stream_emit(int first, const hp_response *res, const char *data, size_t len);
+/* This thread's sink of streamed responses, over the one Python installed (NULL: that one). */
+void hp_set_thread_stream_sink(hp_rt_stream_fn sink);
 
 /* The log sink (hp_rt_setup); logs a formatted message. */
 void hp_log_emit(int level, const hp_module *mod, const hp_request *req, const char *fmt, va_list ap);

@@ -1,0 +1,1213 @@
+/* The fast path: module routes answered by C from accept to write, inside
+ * each gunicorn worker (issue 10).
+ *
+ * gunicorn still owns the processes (spawn, roll, retire, signals); the
+ * worker's Python side starts this with the listening sockets and the
+ * routes it may serve (server/fastpath.py). Its threads share one epoll
+ * set; every socket is armed one-shot, so a connection is only ever in one
+ * thread's hands, and a handler that blocks holds its own connection, not
+ * the others. Requests are parsed with picohttpparser (vendor/) and run
+ * through hp_rt_dispatch(), the call the Python path makes, under the same
+ * crash guard and deadline.
+ *
+ * Anything else goes to Python with the bytes already read: paths that are
+ * not module routes, a route whose pattern this matcher does not cover,
+ * WebSocket handshakes, a head too large or malformed (Python answers 431
+ * or 400). Python also gets what only it can do: the publications of
+ * hp_publish, and the faults to log, count and retire the worker for.
+ *
+ * A slow client costs a file descriptor here, never a thread: heads and
+ * bodies are read without blocking, and the sweeper thread shuts down a
+ * connection whose head or body is late. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+#include "vendor/picohttpparser.h"
+
+#define MAX_ROUTES 1024
+#define MAX_SEGMENTS 32
+#define MAX_HEADERS 128
+#define MAX_THREADS 64
+#define FIRST_BUFFER 4096
+#define SWEEP_MS 50
+
+enum seg_kind { SEG_LITERAL, SEG_STRING, SEG_INT, SEG_PATH };
+
+typedef struct {
+    enum seg_kind kind;
+    char *text; /* the literal, or the parameter's name */
+} segment;
+
+typedef struct {
+    char methods[128]; /* ",GET,HEAD," */
+    char *pattern, *handler_name;
+    segment segs[MAX_SEGMENTS];
+    int nsegs, nparams;
+    void *module, *handler;
+    unsigned timeout_ms;
+    int index;
+} route;
+
+typedef struct {
+    _Atomic unsigned long long classes[5];
+    _Atomic unsigned long long buckets[HP_RT_BUCKETS + 1];
+    _Atomic unsigned long long micros;
+} route_stats;
+
+typedef struct conn {
+    int fd;
+    struct conn *prev, *next; /* every open connection, for the sweeper */
+    char *buf;
+    size_t len, cap;
+    size_t head_len;          /* of the request being read, once parsed */
+    int chunked;
+    struct phr_chunked_decoder dec;
+    size_t dec_end;           /* end of the decoded body (chunked) */
+    int continued;            /* 100 Continue sent for this request */
+    _Atomic long long deadline_ms; /* 0: not watched (in a handler, or between reads of a whole request) */
+    _Atomic int expired;      /* the sweeper shut it down: its body was late */
+    long long head_started_ms;
+    struct sockaddr_storage peer;
+    char client[INET6_ADDRSTRLEN];
+    int port;
+} conn;
+
+typedef struct event {
+    hp_rt_event ev;
+    struct event *next;
+} event;
+
+/* What the watchdog needs of each thread's call in progress. */
+typedef struct {
+    _Atomic long long deadline_ms; /* 0: no call */
+    _Atomic int abandoned;
+    conn *c;
+    int route;
+    char request_id[64];
+    int minor;
+} slot;
+
+static struct {
+    hp_rt_serve_config cfg;
+    double buckets[HP_RT_BUCKETS];
+    route routes[MAX_ROUTES];
+    route_stats stats[MAX_ROUTES];
+    int nroutes;
+    int epfd, notify_fd;
+    int listeners[8];
+    size_t nlisteners;
+    _Atomic int accepting, draining, stopping;
+    pthread_mutex_t lock; /* the connection list and the event queue */
+    conn *conns;
+    size_t nconns;
+    event *events, *events_tail;
+    pthread_t threads[MAX_THREADS];
+    slot slots[MAX_THREADS];
+    int nthreads;
+    pthread_t sweeper;
+    _Atomic unsigned long long requests, ids;
+    _Atomic size_t abandoned; /* connections of calls the watchdog gave up on: never closed */
+    char pid_hex[16];
+} S = {.lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .notify_fd = -1};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* -- routes ------------------------------------------------------------- */
+
+/* Splits a werkzeug rule into segments; 0, or -1 for a rule this matcher
+ * leaves to Python (a converter other than string, int or a final path,
+ * a parameter that is not a whole segment). */
+static int compile_pattern(route *r, const char *pattern)
+{
+    if (pattern[0] != '/')
+        return -1;
+    char *copy = strdup(pattern + 1);
+    if (!copy)
+        return -1;
+    char *p = copy;
+    r->nsegs = r->nparams = 0;
+    for (;;) {
+        char *slash = strchr(p, '/');
+        if (slash)
+            *slash = 0;
+        if (r->nsegs == MAX_SEGMENTS)
+            return -1;
+        segment *s = &r->segs[r->nsegs++];
+        if (p[0] == '<') {
+            size_t n = strlen(p);
+            if (n < 3 || p[n - 1] != '>')
+                return -1;
+            p[n - 1] = 0;
+            char *name = p + 1, *colon = strchr(name, ':');
+            s->kind = SEG_STRING;
+            if (colon) {
+                *colon = 0;
+                if (!strcmp(name, "int"))
+                    s->kind = SEG_INT;
+                else if (!strcmp(name, "path"))
+                    s->kind = SEG_PATH;
+                else if (strcmp(name, "string"))
+                    return -1;
+                name = colon + 1;
+            }
+            if (!*name || strpbrk(name, "()<>,="))
+                return -1;
+            if (s->kind == SEG_PATH && slash)
+                return -1; /* only as the last segment */
+            s->text = name;
+            r->nparams++;
+        } else {
+            if (strchr(p, '<') || strchr(p, '>'))
+                return -1;
+            s->kind = SEG_LITERAL;
+            s->text = p;
+        }
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+    return 0;
+}
+
+int hp_rt_serve_route(const char *methods, const char *pattern, void *module, void *handler,
+                      const char *handler_name, unsigned timeout_ms, int index)
+{
+    if (S.nroutes == MAX_ROUTES || index < 0 || index >= MAX_ROUTES || strlen(methods) + 3 > sizeof S.routes[0].methods)
+        return -1;
+    route *r = &S.routes[S.nroutes];
+    memset(r, 0, sizeof *r);
+    if (compile_pattern(r, pattern))
+        return -1;
+    snprintf(r->methods, sizeof r->methods, ",%s,", methods);
+    r->pattern = strdup(pattern);
+    r->handler_name = strdup(handler_name);
+    r->module = module;
+    r->handler = handler;
+    r->timeout_ms = timeout_ms;
+    r->index = index;
+    if (!r->pattern || !r->handler_name)
+        return -1;
+    S.nroutes++;
+    return 0;
+}
+
+static int method_ok(const route *r, const char *method, size_t len)
+{
+    char want[40];
+    if (len > 32)
+        return 0;
+    snprintf(want, sizeof want, ",%.*s,", (int)len, method);
+    if (strstr(r->methods, want))
+        return 1;
+    return len == 4 && !memcmp(method, "HEAD", 4) && strstr(r->methods, ",GET,");
+}
+
+typedef struct {
+    const char *start;
+    size_t len;
+} span;
+
+/* Matches a decoded path against a route; fills params (int values
+ * without leading zeros, as werkzeug gives them). */
+static int match_route(const route *r, const char *path, size_t plen, span *params)
+{
+    const char *p = path + 1, *end = path + plen;
+    int np = 0;
+    for (int i = 0; i < r->nsegs; i++) {
+        const segment *s = &r->segs[i];
+        if (p > end)
+            return 0;
+        if (s->kind == SEG_PATH) {
+            if (p == end || *p == '/')
+                return 0;
+            params[np++] = (span){p, (size_t)(end - p)};
+            return 1;
+        }
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *seg_end = slash ? slash : end;
+        size_t n = (size_t)(seg_end - p);
+        if (s->kind == SEG_LITERAL) {
+            if (n != strlen(s->text) || memcmp(p, s->text, n))
+                return 0;
+        } else {
+            if (n == 0)
+                return 0;
+            if (s->kind == SEG_INT) {
+                for (size_t k = 0; k < n; k++)
+                    if (!isdigit((unsigned char)p[k]))
+                        return 0;
+                while (n > 1 && *p == '0')
+                    p++, n--;
+            }
+            params[np++] = (span){p, n};
+        }
+        if (i == r->nsegs - 1)
+            return seg_end == end;
+        if (!slash)
+            return 0;
+        p = seg_end + 1;
+    }
+    return 0;
+}
+
+/* The route for a request: a route without parameters first (werkzeug
+ * prefers static parts); NULL when none matches, or when two routes with
+ * parameters would, which werkzeug's weighting decides (Python). */
+static const route *find_route(const char *method, size_t mlen, const char *path, size_t plen, span *params)
+{
+    const route *found = NULL;
+    int candidates = 0;
+    span scratch[MAX_SEGMENTS];
+    for (int i = 0; i < S.nroutes; i++) {
+        const route *r = &S.routes[i];
+        if (r->nparams == 0 && match_route(r, path, plen, scratch)) {
+            if (method_ok(r, method, mlen))
+                return r;
+        }
+    }
+    for (int i = 0; i < S.nroutes; i++) {
+        const route *r = &S.routes[i];
+        if (r->nparams && match_route(r, path, plen, scratch)) {
+            if (method_ok(r, method, mlen)) {
+                candidates++;
+                found = r;
+                memcpy(params, scratch, sizeof scratch[0] * (size_t)r->nparams);
+            }
+        }
+    }
+    return candidates == 1 ? found : NULL;
+}
+
+/* -- events for Python --------------------------------------------------- */
+
+static char *memdup(const char *data, size_t len)
+{
+    char *copy = malloc(len ? len : 1);
+    if (copy)
+        memcpy(copy, data, len);
+    return copy;
+}
+
+static void push_event(const hp_rt_event *ev)
+{
+    event *e = malloc(sizeof *e);
+    if (!e) {
+        if (ev->kind == HP_RT_EV_CONNECTION)
+            close(ev->fd);
+        free(ev->data);
+        return;
+    }
+    e->ev = *ev;
+    e->next = NULL;
+    pthread_mutex_lock(&S.lock);
+    if (S.events_tail)
+        S.events_tail->next = e;
+    else
+        S.events = e;
+    S.events_tail = e;
+    pthread_mutex_unlock(&S.lock);
+    uint64_t one = 1;
+    if (write(S.notify_fd, &one, sizeof one) < 0) {
+        /* the counter is saturated: Python is reading already */
+    }
+}
+
+int hp_rt_serve_next(hp_rt_event *out)
+{
+    pthread_mutex_lock(&S.lock);
+    event *e = S.events;
+    if (e) {
+        S.events = e->next;
+        if (!S.events)
+            S.events_tail = NULL;
+    }
+    pthread_mutex_unlock(&S.lock);
+    if (!e)
+        return 0;
+    *out = e->ev;
+    free(e);
+    return 1;
+}
+
+void hp_rt_serve_event_free(hp_rt_event *ev)
+{
+    free(ev->data);
+    ev->data = NULL;
+}
+
+/* -- connections ----------------------------------------------------------- */
+
+static void arm(conn *c, int op)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+    epoll_ctl(S.epfd, op, c->fd, &ev);
+}
+
+static void forget(conn *c)
+{
+    pthread_mutex_lock(&S.lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        S.conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    S.nconns--;
+    pthread_mutex_unlock(&S.lock);
+    free(c->buf);
+    free(c);
+}
+
+static void close_conn(conn *c)
+{
+    epoll_ctl(S.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    forget(c);
+}
+
+/* Gives the connection, and what was read of it, to Python. */
+static void hand_off(conn *c)
+{
+    epoll_ctl(S.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    hp_rt_event ev = {.kind = HP_RT_EV_CONNECTION, .fd = c->fd, .data = c->buf, .data_len = c->len,
+                      .port = c->port};
+    snprintf(ev.client, sizeof ev.client, "%s", c->client);
+    c->buf = NULL;
+    forget(c);
+    push_event(&ev);
+}
+
+static int grow(conn *c, size_t limit)
+{
+    if (c->cap >= limit)
+        return -1;
+    size_t cap = c->cap ? c->cap * 2 : FIRST_BUFFER;
+    if (cap > limit)
+        cap = limit;
+    char *buf = realloc(c->buf, cap);
+    if (!buf)
+        return -1;
+    c->buf = buf;
+    c->cap = cap;
+    return 0;
+}
+
+/* Writes everything, waiting (bounded) while the client's window is full. */
+static int send_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                return -1;
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            if (poll(&p, 1, (int)S.cfg.body_timeout_ms) <= 0)
+                return -1;
+            continue;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++, n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static int send_text(int fd, const char *text, size_t len)
+{
+    struct iovec iov = {(void *)text, len};
+    return send_all(fd, &iov, 1);
+}
+
+/* -- responses ------------------------------------------------------------- */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a Teapot";
+    case 422: return "Unprocessable Content";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* The Date header's value, formatted once per second per thread. */
+static const char *http_date(void)
+{
+    static __thread time_t at;
+    static __thread char text[40];
+    time_t now = time(NULL);
+    if (now != at) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        at = now;
+    }
+    return text;
+}
+
+typedef struct {
+    const char *method;
+    size_t method_len;
+    const char *target; /* as sent: path and query */
+    size_t target_len;
+    int minor;
+    int head;
+    int keep;
+    const char *referer, *agent;
+    size_t referer_len, agent_len;
+    char request_id[64];
+    int status;
+    size_t sent;
+} request_line;
+
+/* The status line and the server's headers, then the handler's. */
+static int format_head(char *out, size_t size, const request_line *rl, int status, const char *headers,
+                       size_t headers_len, const char *extra)
+{
+    int n = snprintf(out, size, "HTTP/1.%d %d %s\r\nServer: hotplate\r\nDate: %s\r\nConnection: %s\r\n",
+                     rl->minor, status, reason(status), http_date(), rl->keep ? "keep-alive" : "close");
+    for (const char *p = headers, *end = headers + headers_len; p < end && n > 0 && (size_t)n < size;) {
+        const char *name = p, *value = name + strlen(name) + 1;
+        if (value >= end)
+            break;
+        n += snprintf(out + n, size - (size_t)n, "%s: %s\r\n", name, value);
+        p = value + strlen(value) + 1;
+    }
+    if (n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, "%s\r\n", extra);
+    return n > 0 && (size_t)n < size ? n : -1;
+}
+
+static void access_log(const conn *c, const request_line *rl)
+{
+    if (S.cfg.access_log_fd < 0)
+        return;
+    char when[40], line[2048];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    int n = snprintf(line, sizeof line, "%s - - [%s] \"%.*s %.*s HTTP/1.%d\" %d %zu \"%.*s\" \"%.*s\"\n", c->client,
+                     when, (int)rl->method_len, rl->method, (int)(rl->target_len > 1024 ? 1024 : rl->target_len),
+                     rl->target, rl->minor, rl->status, rl->sent, rl->referer ? (int)rl->referer_len : 1,
+                     rl->referer ? rl->referer : "-", rl->agent ? (int)(rl->agent_len > 256 ? 256 : rl->agent_len) : 1,
+                     rl->agent ? rl->agent : "-");
+    if (n > 0 && write(S.cfg.access_log_fd, line, (size_t)n > sizeof line ? sizeof line : (size_t)n) < 0) {
+        /* a full disk loses log lines, never requests */
+    }
+}
+
+void hp_rt_serve_drain(void);
+
+static void count(const route *r, int status, long long micros)
+{
+    route_stats *st = &S.stats[r->index];
+    int cls = status / 100 - 1;
+    atomic_fetch_add(&st->classes[cls < 0 ? 0 : cls > 4 ? 4 : cls], 1);
+    double seconds = (double)micros / 1e6;
+    int b = 0;
+    while (b < HP_RT_BUCKETS && seconds > S.buckets[b])
+        b++;
+    atomic_fetch_add(&st->buckets[b], 1);
+    atomic_fetch_add(&st->micros, (unsigned long long)micros);
+    if (atomic_fetch_add(&S.requests, 1) + 1 == S.cfg.max_requests) {
+        hp_rt_serve_drain();
+        push_event(&(hp_rt_event){.kind = HP_RT_EV_LIMIT});
+    }
+}
+
+/* A JSON error as Python's Dispatcher.error() writes it. */
+static int send_error(conn *c, request_line *rl, const route *r, int status, const char *message)
+{
+    char body[1024], head[1024], extra[256];
+    int blen = snprintf(body, sizeof body, "{\"error\": \"%s\", \"module\": \"%s\", \"route\": \"%s\", "
+                        "\"request_id\": \"%s\"}", message, r ? ((const hp_module *)r->module)->name : "",
+                        r ? r->pattern : "", rl->request_id);
+    if (blen < 0 || (size_t)blen >= sizeof body)
+        blen = snprintf(body, sizeof body, "{\"error\": \"%d\"}", status);
+    snprintf(extra, sizeof extra, "Content-Type: application/json\r\nContent-Length: %d\r\nX-Request-Id: %s\r\n",
+             blen, rl->request_id);
+    int hlen = format_head(head, sizeof head, rl, status, "", 0, extra);
+    if (hlen < 0)
+        return -1;
+    struct iovec iov[2] = {{head, (size_t)hlen}, {body, rl->head ? 0 : (size_t)blen}};
+    rl->status = status;
+    rl->sent = rl->head ? 0 : (size_t)blen;
+    return send_all(c->fd, iov, 2);
+}
+
+/* -- streamed responses (hp_res_stream) --------------------------------------- */
+
+static __thread conn *stream_conn;
+static __thread request_line *stream_line;
+static __thread int stream_broken;
+
+static int stream_part(int first, int status, const char *headers, size_t headers_len, const char *data, size_t len)
+{
+    if (stream_broken)
+        return -1;
+    if (first) {
+        char head[16384];
+        stream_line->status = status;
+        int n = format_head(head, sizeof head, stream_line, status, headers, headers_len,
+                            "Transfer-Encoding: chunked\r\n");
+        if (n < 0 || send_text(stream_conn->fd, head, (size_t)n))
+            return stream_broken = 1, -1;
+        return 0;
+    }
+    if (!len)
+        return 0;
+    char size[32];
+    int n = snprintf(size, sizeof size, "%zx\r\n", len);
+    struct iovec iov[3] = {{size, (size_t)n}, {(void *)data, len}, {"\r\n", 2}};
+    if (send_all(stream_conn->fd, iov, 3))
+        return stream_broken = 1, -1;
+    stream_line->sent += len;
+    return 0;
+}
+
+/* -- one request ------------------------------------------------------------ */
+
+static int percent_decode(const char *in, size_t n, char *out, size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == '%' && i + 2 < n && isxdigit((unsigned char)in[i + 1]) && isxdigit((unsigned char)in[i + 2])) {
+            char hex[3] = {in[i + 1], in[i + 2], 0};
+            out[o++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            out[o++] = in[i];
+        }
+        if (out[o - 1] == 0)
+            return -1;
+    }
+    *out_len = o;
+    return 0;
+}
+
+static int header_is(const struct phr_header *h, const char *name)
+{
+    return h->name_len == strlen(name) && !strncasecmp(h->name, name, h->name_len);
+}
+
+static int contains_token(const char *value, size_t len, const char *token)
+{
+    size_t t = strlen(token);
+    for (size_t i = 0; i + t <= len; i++)
+        if (!strncasecmp(value + i, token, t))
+            return 1;
+    return 0;
+}
+
+/* Appends a NUL-terminated field to the blob. */
+static int put(char **blob, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t cap2 = (*cap ? *cap * 2 : 4096) + n + 1;
+        char *b = realloc(*blob, cap2);
+        if (!b)
+            return -1;
+        *blob = b;
+        *cap = cap2;
+    }
+    memcpy(*blob + *len, s, n);
+    (*blob)[*len + n] = 0;
+    *len += n + 1;
+    return 0;
+}
+
+static void fault_event(const route *r, int result, int sig, const char *request_id, int streamed)
+{
+    hp_rt_event ev = {.kind = HP_RT_EV_FAULT, .route = r->index, .result = result, .signal = sig,
+                      .streamed = streamed};
+    if (sig == SIGSYS)
+        snprintf(ev.trapped, sizeof ev.trapped, "%s", hp_rt_trapped_call());
+    snprintf(ev.request_id, sizeof ev.request_id, "%s", request_id);
+    push_event(&ev);
+}
+
+/* Runs a request through its handler and writes the answer; 0, or -1 if
+ * the connection must close. */
+static int run_request(conn *c, slot *sl, const route *r, request_line *rl, const char *path, size_t plen,
+                       const char *query, size_t qlen, const span *params, const struct phr_header *headers,
+                       size_t nheaders, const char *body, size_t body_len)
+{
+    static __thread char *blob;
+    static __thread size_t blob_cap;
+    size_t blen = 0;
+    int bad = put(&blob, &blen, &blob_cap, rl->method, rl->method_len) ||
+              put(&blob, &blen, &blob_cap, path, plen) || put(&blob, &blen, &blob_cap, query, qlen) ||
+              put(&blob, &blen, &blob_cap, c->client, strlen(c->client)) ||
+              put(&blob, &blen, &blob_cap, rl->request_id, strlen(rl->request_id)) ||
+              put(&blob, &blen, &blob_cap, r->pattern, strlen(r->pattern));
+    for (int i = 0; i < r->nparams && !bad; i++) {
+        const segment *s = NULL;
+        for (int k = 0, seen = 0; k < r->nsegs; k++)
+            if (r->segs[k].kind != SEG_LITERAL && seen++ == i)
+                s = &r->segs[k];
+        bad = put(&blob, &blen, &blob_cap, s->text, strlen(s->text)) ||
+              put(&blob, &blen, &blob_cap, params[i].start, params[i].len);
+    }
+    for (size_t i = 0; i < nheaders && !bad; i++)
+        bad = put(&blob, &blen, &blob_cap, headers[i].name, headers[i].name_len) ||
+              put(&blob, &blen, &blob_cap, headers[i].value, headers[i].value_len);
+    if (bad)
+        return send_error(c, rl, r, 500, "out of memory"), -1;
+
+    hp_rt_result out;
+    long long started = now_ms();
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sl->c = c;
+    sl->route = r->index;
+    sl->minor = rl->minor;
+    snprintf(sl->request_id, sizeof sl->request_id, "%s", rl->request_id);
+    atomic_store(&sl->deadline_ms, started + r->timeout_ms);
+    stream_conn = c;
+    stream_line = rl;
+    stream_broken = 0;
+    int can_stream = rl->minor >= 1 && !rl->head;
+    int rc = hp_rt_dispatch(r->module, r->handler, blob, blen, (size_t)r->nparams, nheaders, body, body_len,
+                            r->timeout_ms, can_stream, &out);
+    atomic_store(&sl->deadline_ms, 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long long micros = (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000;
+    if (atomic_load(&sl->abandoned)) { /* the watchdog answered 504 for it, and this worker goes */
+        hp_rt_release(&out);
+        return -1;
+    }
+    int result = -1;
+    if (out.streamed) {
+        if (rc == HP_RT_OK && !stream_broken) {
+            if (out.outbox_len)
+                push_event(&(hp_rt_event){.kind = HP_RT_EV_PUBLISH, .data = memdup(out.outbox, out.outbox_len),
+                                          .data_len = out.outbox_len});
+            char size[32];
+            int n = out.body_len ? snprintf(size, sizeof size, "%zx\r\n", out.body_len) : 0;
+            struct iovec iov[3] = {{size, (size_t)n}, {(void *)out.body, out.body_len},
+                                   {out.body_len ? "\r\n0\r\n\r\n" : "0\r\n\r\n", out.body_len ? 7 : 5}};
+            rl->sent += out.body_len;
+            result = send_all(c->fd, iov, 3) ? -1 : 0;
+        }
+        if (rc != HP_RT_OK)
+            fault_event(r, rc, out.signal, rl->request_id, 1);
+        count(r, rc == HP_RT_OK ? rl->status : 500, micros);
+        hp_rt_release(&out);
+        return rl->keep && result == 0 ? 0 : -1;
+    }
+    if (rc != HP_RT_OK) {
+        fault_event(r, rc, out.signal, rl->request_id, 0);
+        hp_rt_release(&out);
+        char message[256];
+        const char *h = r->handler_name;
+        int status = 500;
+        if (rc == HP_RT_HANDLER_ERROR)
+            snprintf(message, sizeof message, "handler %s failed", h);
+        else if (rc == HP_RT_CRASHED && out.signal == SIGSYS)
+            snprintf(message, sizeof message, "handler %s crashed (SIGSYS: it called %s, which modules may not "
+                     "(deploy.yaml `unconfined:` lifts the filter))", h, hp_rt_trapped_call());
+        else if (rc == HP_RT_CRASHED)
+            snprintf(message, sizeof message, "handler %s crashed (SIG%s)", h,
+                     sigabbrev_np(out.signal) ? sigabbrev_np(out.signal) : "?");
+        else if (rc == HP_RT_TIMED_OUT)
+            status = 504, snprintf(message, sizeof message, "handler %s did not answer within %u ms", h, r->timeout_ms);
+        else
+            snprintf(message, sizeof message, "out of memory");
+        result = send_error(c, rl, r, status, message);
+        count(r, status, micros);
+        return result || !rl->keep ? -1 : 0;
+    }
+    if (out.outbox_len)
+        push_event(&(hp_rt_event){.kind = HP_RT_EV_PUBLISH, .data = memdup(out.outbox, out.outbox_len),
+                                  .data_len = out.outbox_len});
+    int status = out.status;
+    int no_body = status < 200 || status == 204 || status == 304 || rl->head;
+    char extra[64] = "";
+    if (status >= 200 && status != 204)
+        snprintf(extra, sizeof extra, "Content-Length: %zu\r\n", out.body_len);
+    static __thread char head[16384];
+    int hlen = format_head(head, sizeof head, rl, status, out.headers, out.headers_len, extra);
+    if (hlen < 0) {
+        hp_rt_release(&out);
+        result = send_error(c, rl, r, 500, "response headers too large (over 16 KiB)");
+        count(r, 500, micros);
+        return -1;
+    }
+    struct iovec iov[2] = {{head, (size_t)hlen}, {(void *)out.body, no_body ? 0 : out.body_len}};
+    rl->status = status;
+    rl->sent = no_body ? 0 : out.body_len;
+    result = send_all(c->fd, iov, 2);
+    hp_rt_release(&out);
+    count(r, status, micros);
+    return result || !rl->keep ? -1 : 0;
+}
+
+/* Serves every whole request in the buffer. Returns 1 to wait for more,
+ * 0 once the connection is closed or handed to Python. */
+static int serve_buffer(conn *c, slot *sl, int eof)
+{
+    static __thread char path[65536];
+    for (;;) {
+        if (c->len == 0) {
+            if (eof)
+                return close_conn(c), 0;
+            long long wait = atomic_load(&S.draining) ? S.cfg.linger_ms : S.cfg.keepalive_ms;
+            atomic_store(&c->deadline_ms, now_ms() + wait);
+            return 1;
+        }
+        if (!c->head_len && !c->head_started_ms)
+            c->head_started_ms = now_ms();
+        const char *method, *target;
+        size_t method_len, target_len, nheaders = MAX_HEADERS;
+        struct phr_header headers[MAX_HEADERS];
+        int minor;
+        int r = phr_parse_request(c->buf, c->head_len ? c->head_len : c->len, &method, &method_len, &target,
+                                  &target_len, &minor, headers, &nheaders, 0);
+        if (r == -2) {
+            if (c->len >= S.cfg.head_limit || eof)
+                return eof ? (close_conn(c), 0) : (hand_off(c), 0); /* Python answers 431 */
+            atomic_store(&c->deadline_ms, c->head_started_ms + S.cfg.header_timeout_ms);
+            return 1;
+        }
+        if (r < 0)
+            return hand_off(c), 0; /* Python answers 400 */
+        c->head_len = (size_t)r;
+        request_line rl = {.method = method, .method_len = method_len, .target = target, .target_len = target_len,
+                           .minor = minor, .head = method_len == 4 && !memcmp(method, "HEAD", 4)};
+        const char *q = memchr(target, '?', target_len);
+        size_t raw_path_len = q ? (size_t)(q - target) : target_len, plen;
+        if (target[0] != '/' || raw_path_len >= sizeof path || percent_decode(target, raw_path_len, path, &plen) ||
+            memmem(path, plen, "//", 2))
+            return hand_off(c), 0;
+        span params[MAX_SEGMENTS];
+        const route *rt = find_route(method, method_len, path, plen, params);
+        if (!rt)
+            return hand_off(c), 0;
+        if (method_len + target_len + 10 > S.cfg.max_request_line || nheaders > S.cfg.max_header_fields)
+            return hand_off(c), 0; /* gunicorn's limits, and its answers */
+        long long length = -1;
+        int chunked = 0, expect = 0, close_asked = 0, keep_asked = 0, refused = 0;
+        const char *given_id = NULL;
+        size_t given_id_len = 0;
+        for (size_t i = 0; i < nheaders; i++) {
+            const struct phr_header *h = &headers[i];
+            if (!h->name || h->name_len + h->value_len + 2 > S.cfg.max_header_size) {
+                refused = 1; /* a folded line, or a field over gunicorn's limit */
+                continue;
+            }
+            if (header_is(h, "Content-Length")) {
+                if (length >= 0 || h->value_len == 0 || h->value_len > 18)
+                    return hand_off(c), 0;
+                length = 0;
+                for (size_t k = 0; k < h->value_len; k++) {
+                    if (!isdigit((unsigned char)h->value[k]))
+                        return hand_off(c), 0;
+                    length = length * 10 + (h->value[k] - '0');
+                }
+            } else if (header_is(h, "Transfer-Encoding")) {
+                if (h->value_len != 7 || strncasecmp(h->value, "chunked", 7))
+                    return hand_off(c), 0;
+                chunked = 1;
+            } else if (header_is(h, "Expect")) {
+                expect = h->value_len == 12 && !strncasecmp(h->value, "100-continue", 12);
+            } else if (header_is(h, "Connection")) {
+                close_asked |= contains_token(h->value, h->value_len, "close");
+                keep_asked |= contains_token(h->value, h->value_len, "keep-alive");
+            } else if (header_is(h, "X-Request-Id")) {
+                given_id = h->value, given_id_len = h->value_len;
+            } else if (header_is(h, "Referer")) {
+                rl.referer = h->value, rl.referer_len = h->value_len;
+            } else if (header_is(h, "User-Agent")) {
+                rl.agent = h->value, rl.agent_len = h->value_len;
+            }
+        }
+        if (refused || (chunked && length >= 0) || minor > 1)
+            return hand_off(c), 0; /* gunicorn refuses these with their reason */
+        rl.keep = (minor == 1 ? !close_asked : keep_asked) && !atomic_load(&S.draining);
+        if (given_id && given_id_len < sizeof rl.request_id)
+            snprintf(rl.request_id, sizeof rl.request_id, "%.*s", (int)given_id_len, given_id);
+        else
+            snprintf(rl.request_id, sizeof rl.request_id, "%s-c%llx", S.pid_hex,
+                     (unsigned long long)atomic_fetch_add(&S.ids, 1) + 1);
+        if (length > (long long)S.cfg.max_body) {
+            rl.keep = 0; /* a refused body is not read: the connection cannot go on */
+            send_error(c, &rl, rt, 413, "request body too large");
+            count(rt, 413, 0);
+            access_log(c, &rl);
+            return close_conn(c), 0;
+        }
+        /* the body */
+        const char *body;
+        size_t body_len, end;
+        int whole = 0;
+        if (chunked) {
+            if (!c->chunked) {
+                c->chunked = 1;
+                memset(&c->dec, 0, sizeof c->dec);
+                c->dec.consume_trailer = 1;
+                c->dec_end = c->head_len;
+            }
+            ssize_t left = -2;
+            if (c->len > c->dec_end) {
+                size_t size = c->len - c->dec_end;
+                left = phr_decode_chunked(&c->dec, c->buf + c->dec_end, &size);
+                c->dec_end += size;
+                c->len = left >= 0 ? c->dec_end + (size_t)left : c->dec_end;
+            }
+            if (left == -1 || c->dec_end - c->head_len > S.cfg.max_body) {
+                rl.keep = 0;
+                send_error(c, &rl, rt, left == -1 ? 400 : 413,
+                           left == -1 ? "malformed chunked body" : "request body too large");
+                count(rt, left == -1 ? 400 : 413, 0);
+                access_log(c, &rl);
+                return close_conn(c), 0;
+            }
+            whole = left >= 0;
+            body = c->buf + c->head_len;
+            body_len = c->dec_end - c->head_len;
+            end = c->dec_end;
+        } else {
+            body_len = length > 0 ? (size_t)length : 0;
+            whole = c->len >= c->head_len + body_len;
+            body = c->buf + c->head_len;
+            end = c->head_len + body_len;
+        }
+        if (!whole) {
+            if (atomic_load(&c->expired) || eof) {
+                if (atomic_load(&c->expired)) {
+                    rl.keep = 0;
+                    send_error(c, &rl, rt, 408, "the request body did not arrive in time");
+                    count(rt, 408, 0);
+                    access_log(c, &rl);
+                }
+                return close_conn(c), 0;
+            }
+            if (expect && minor == 1 && !c->continued) {
+                c->continued = 1;
+                if (send_text(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25))
+                    return close_conn(c), 0;
+            }
+            if (grow(c, S.cfg.head_limit + S.cfg.max_body + S.cfg.max_body / 4 + 65536) && c->len == c->cap)
+                return close_conn(c), 0;
+            atomic_store(&c->deadline_ms, now_ms() + S.cfg.body_timeout_ms);
+            return 1;
+        }
+        atomic_store(&c->deadline_ms, 0);
+        const char *query = q ? q + 1 : "";
+        size_t qlen = q ? target_len - raw_path_len - 1 : 0;
+        int rc = run_request(c, sl, rt, &rl, path, plen, query, qlen, params, headers, nheaders, body, body_len);
+        access_log(c, &rl);
+        if (atomic_load(&sl->abandoned)) {
+            atomic_store(&sl->abandoned, 0);
+            return close_conn(c), 0;
+        }
+        if (rc)
+            return close_conn(c), 0;
+        memmove(c->buf, c->buf + end, c->len - end);
+        c->len -= end;
+        c->head_len = 0;
+        c->chunked = 0;
+        c->continued = 0;
+        c->head_started_ms = 0;
+    }
+}
+
+/* Reads what the client sent, then serves it. */
+static void on_readable(conn *c, slot *sl)
+{
+    int eof = 0;
+    size_t limit = S.cfg.head_limit + (c->head_len ? S.cfg.max_body + S.cfg.max_body / 4 + 65536 : 0);
+    for (;;) {
+        if (c->len == c->cap && grow(c, limit))
+            break; /* full: serve what is there (a head this long goes to Python) */
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (n > 0) {
+            c->len += (size_t)n;
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            eof = 1;
+        if (n < 0 && errno == EINTR)
+            continue;
+        break;
+    }
+    if (serve_buffer(c, sl, eof))
+        arm(c, EPOLL_CTL_MOD);
+}
+
+static void accept_all(int listener)
+{
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(listener, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            break;
+        conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->peer = peer;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (peer.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&peer;
+            inet_ntop(AF_INET, &a->sin_addr, c->client, sizeof c->client);
+            c->port = ntohs(a->sin_port);
+        } else if (peer.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&peer;
+            inet_ntop(AF_INET6, &a->sin6_addr, c->client, sizeof c->client);
+            c->port = ntohs(a->sin6_port);
+        }
+        atomic_store(&c->deadline_ms, now_ms() + S.cfg.header_timeout_ms);
+        pthread_mutex_lock(&S.lock);
+        c->next = S.conns;
+        if (S.conns)
+            S.conns->prev = c;
+        S.conns = c;
+        S.nconns++;
+        pthread_mutex_unlock(&S.lock);
+        arm(c, EPOLL_CTL_ADD);
+    }
+}
+
+static void arm_listeners(int op)
+{
+    for (size_t i = 0; i < S.nlisteners; i++) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = (void *)&S.listeners[i]};
+        epoll_ctl(S.epfd, op, S.listeners[i], &ev);
+    }
+}
+
+static void *loop(void *arg)
+{
+    slot *sl = arg;
+    sigset_t all;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV), sigdelset(&all, SIGBUS), sigdelset(&all, SIGFPE), sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGSYS), sigdelset(&all, SIGABRT), sigdelset(&all, SIGRTMIN + 1);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* gunicorn's signals are the main thread's */
+    hp_set_thread_stream_sink(stream_part);
+    while (!atomic_load(&S.stopping)) {
+        struct epoll_event ev;
+        int n = epoll_wait(S.epfd, &ev, 1, 200);
+        if (n <= 0)
+            continue;
+        int *listener = ev.data.ptr;
+        if (listener >= S.listeners && listener < S.listeners + S.nlisteners) {
+            accept_all(*listener);
+            if (atomic_load(&S.accepting)) {
+                struct epoll_event again = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = listener};
+                epoll_ctl(S.epfd, EPOLL_CTL_MOD, *listener, &again);
+            }
+            continue;
+        }
+        on_readable(ev.data.ptr, sl);
+    }
+    return NULL;
+}
+
+/* Shuts down connections whose head, body or keep-alive wait is over:
+ * their thread then reads the end and closes them (or answers 408). */
+static void *sweep(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    while (!atomic_load(&S.stopping)) {
+        struct timespec ts = {0, SWEEP_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        long long now = now_ms();
+        int draining = atomic_load(&S.draining);
+        pthread_mutex_lock(&S.lock);
+        for (conn *c = S.conns; c; c = c->next) {
+            long long d = atomic_load(&c->deadline_ms);
+            if (draining && d && c->len == 0 && d > now + S.cfg.linger_ms)
+                atomic_store(&c->deadline_ms, d = now + S.cfg.linger_ms);
+            if (d && now > d) {
+                atomic_store(&c->deadline_ms, 0);
+                atomic_store(&c->expired, 1);
+                shutdown(c->fd, c->head_len ? SHUT_RD : SHUT_RDWR);
+            }
+        }
+        pthread_mutex_unlock(&S.lock);
+    }
+    return NULL;
+}
+
+int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve_config *config,
+                      const double *buckets)
+{
+    if (nlisteners == 0 || nlisteners > sizeof S.listeners / sizeof *S.listeners || config->threads < 1 ||
+        config->threads > MAX_THREADS)
+        return -1;
+    S.cfg = *config;
+    memcpy(S.buckets, buckets, sizeof S.buckets);
+    snprintf(S.pid_hex, sizeof S.pid_hex, "%x", (unsigned)getpid());
+    S.epfd = epoll_create1(EPOLL_CLOEXEC);
+    S.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (S.epfd < 0 || S.notify_fd < 0)
+        return -1;
+    memcpy(S.listeners, listeners, nlisteners * sizeof *listeners);
+    S.nlisteners = nlisteners;
+    for (int i = 0; i < config->threads; i++) {
+        if (pthread_create(&S.threads[i], NULL, loop, &S.slots[i]))
+            return -1;
+        S.nthreads++;
+    }
+    if (pthread_create(&S.sweeper, NULL, sweep, NULL))
+        return -1;
+    return S.notify_fd;
+}
+
+void hp_rt_serve_accept(int enabled)
+{
+    if (atomic_exchange(&S.accepting, enabled) != enabled)
+        arm_listeners(enabled ? EPOLL_CTL_ADD : EPOLL_CTL_DEL);
+}
+
+void hp_rt_serve_drain(void)
+{
+    hp_rt_serve_accept(0);
+    atomic_store(&S.draining, 1);
+}
+
+size_t hp_rt_serve_wait(unsigned timeout_ms)
+{
+    long long until = now_ms() + timeout_ms;
+    for (;;) {
+        pthread_mutex_lock(&S.lock);
+        size_t open = S.nconns - atomic_load(&S.abandoned);
+        pthread_mutex_unlock(&S.lock);
+        if (open == 0 || now_ms() >= until)
+            return open;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+unsigned long long hp_rt_serve_stats(int index, hp_rt_route_stats *out)
+{
+    if (index < 0 || index >= MAX_ROUTES)
+        return 0;
+    route_stats *st = &S.stats[index];
+    unsigned long long total = 0;
+    for (int i = 0; i < 5; i++)
+        total += out->classes[i] = atomic_exchange(&st->classes[i], 0);
+    for (int i = 0; i <= HP_RT_BUCKETS; i++)
+        out->buckets[i] = atomic_exchange(&st->buckets[i], 0);
+    out->seconds = (double)atomic_exchange(&st->micros, 0) / 1e6;
+    return total;
+}
+
+unsigned long long hp_rt_serve_requests(void)
+{
+    return atomic_load(&S.requests);
+}
+
+int hp_rt_serve_abandon_stuck(unsigned stuck_after_ms, hp_rt_event *out)
+{
+    long long now = now_ms();
+    for (int i = 0; i < S.nthreads; i++) {
+        slot *sl = &S.slots[i];
+        long long d = atomic_load(&sl->deadline_ms);
+        if (!d || now <= d + stuck_after_ms || atomic_exchange(&sl->abandoned, 1))
+            continue;
+        const route *r = NULL;
+        for (int k = 0; k < S.nroutes; k++)
+            if (S.routes[k].index == sl->route)
+                r = &S.routes[k];
+        request_line rl = {.minor = sl->minor, .keep = 0};
+        snprintf(rl.request_id, sizeof rl.request_id, "%s", sl->request_id);
+        char message[256];
+        snprintf(message, sizeof message, "handler %s did not answer within %u ms",
+                 r ? r->handler_name : "?", r ? r->timeout_ms : 0);
+        send_error(sl->c, &rl, r, 504, message);
+        shutdown(sl->c->fd, SHUT_RDWR);
+        atomic_fetch_add(&S.abandoned, 1);
+        if (r)
+            count(r, 504, (long long)(now - d + r->timeout_ms) * 1000);
+        *out = (hp_rt_event){.kind = HP_RT_EV_FAULT, .route = sl->route, .result = HP_RT_TIMED_OUT};
+        snprintf(out->request_id, sizeof out->request_id, "%s", sl->request_id);
+        return 1;
+    }
+    return 0;
+}

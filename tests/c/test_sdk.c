@@ -122,6 +122,26 @@ static void test_strings(void)
     hp_request_free(r);
 }
 
+/* Doubles come out as the shortest decimal that reads back the same where
+ * the writer's quick way finds one, else with 17 digits: always exact. */
+static void test_json_doubles(void)
+{
+    static const struct { double v; const char *text; } cases[] = {
+        {0.1, "0.1"}, {1.25, "1.25"}, {-0.5, "-0.5"}, {3.0, "3"}, {-17.0, "-17"}, {123456.789, "123456.789"},
+        {0.000001, "0.000001"}, {1e20, "1e+20"}, {1e15, "1000000000000000"}, {0.0, "0"}, {-0.0, "-0"}, {2.675, "2.675"},
+        {1.0 / 3.0, "0.33333333333333331"}, {9007199254740993.0, "9007199254740992"}, {5e-324, "4.9406564584124654e-324"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        hp_request *r = make_request("", 0);
+        hp_buf *b = hp_buf_new(r);
+        hp_json *j = hp_json_new(b);
+        CHECK(hp_json_double(j, NULL, cases[i].v) == HP_OK);
+        CHECK_STR(hp_buf_data(b), cases[i].text);
+        CHECK(strtod(hp_buf_data(b), NULL) == cases[i].v);
+        hp_request_free(r);
+    }
+}
+
 static void test_json_writer(void)
 {
     hp_request *r = make_request("", 0);
@@ -417,6 +437,7 @@ int main(void)
     test_arena_and_buffers();
     test_strings();
     test_json_writer();
+    test_json_doubles();
     test_response();
     test_websocket();
     test_abi3();

@@ -286,7 +286,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--workers", type=int, help="worker processes (default 2)")
         sp.add_argument("--threads", type=int, help="threads per worker (default 8)")
         sp.add_argument("--max-requests", type=int, help="replace a worker after this many requests, plus up to "
-                        "10%% jitter (default 100000; 0: never; deploy.yaml `limits:` overrides)")
+                        "10%% jitter (default 1000000; 0: never; deploy.yaml `limits:` overrides)")
         sp.add_argument("--max-rss-mib", type=int, help="replace a worker once its memory passes this many MiB "
                         "(default 1024; 0: never; deploy.yaml `limits:` overrides)")
         sp.add_argument("--store", help="the modules' shared key-value store (hp_kv_*): lmdb:PATH[?map_mib=N&sync=1] "

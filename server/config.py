@@ -74,7 +74,7 @@ class ServerConfig:
     ws_ping_interval: int = 20
     ws_ping_timeout: int = 20
     ws_replay_seconds: float = 30.0
-    max_requests: int = 100_000
+    max_requests: int = 1_000_000
     max_rss: int = 1024 ** 3
     user: str | None = None
     sanitize: str | None = None

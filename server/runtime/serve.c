@@ -1100,7 +1100,9 @@ static void *sweep(void *arg)
         pthread_mutex_lock(&S.lock);
         for (conn *c = S.conns; c; c = c->next) {
             long long d = atomic_load(&c->deadline_ms);
-            if (draining && d && c->len == 0 && d > now + S.cfg.linger_ms)
+            /* draining: no head yet, or only part of one (a slow client
+             * must not hold a retiring worker): closed after the linger */
+            if (draining && d && !c->head_len && d > now + S.cfg.linger_ms)
                 atomic_store(&c->deadline_ms, d = now + S.cfg.linger_ms);
             if (d && now > d) {
                 atomic_store(&c->deadline_ms, 0);

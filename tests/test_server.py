@@ -440,3 +440,50 @@ def test_slow_clients_cost_a_descriptor_not_a_thread(serve, tmp_path):
             s.close()
     stalled = raw_exchange(server.url, b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab", b"}")
     assert stalled.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in stalled
+
+
+def test_the_fast_path_hands_what_it_does_not_serve_to_python_on_the_same_connection(echo):
+    """Module routes on the fast path; a reserved path after one, pipelined on
+    the same connection, goes to Python with the bytes read, and the rest of
+    that connection with it. Parameters as werkzeug gives them (int: 007 is 7)."""
+    three = (b"GET /users/007 HTTP/1.1\r\nHost: x\r\n\r\nGET /_hotplate/release HTTP/1.1\r\nHost: x\r\n\r\n"
+             b"GET /users/6 HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = raw_exchange(echo.url, three, b"user 6\n")
+    first, second, third = got.split(b"HTTP/1.1 200")[1:]
+    assert first.endswith(b"user 7\n") and b'"release"' in second and third.endswith(b"user 6\n")
+    server_of = lambda part: part.split(b"Server: ")[1].split(b"\r\n")[0]
+    assert server_of(first) == (b"hotplate" if echo.path == "fast" else b"gunicorn")
+    assert server_of(third) == b"gunicorn"  # the connection stayed with Python
+    assert requests.get(echo.url + "/users/x", timeout=5).status_code == 404  # not an int: werkzeug's answer
+    merged = raw_exchange(echo.url, b"GET //users/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"\0never")
+    assert b"Server: gunicorn" in merged  # werkzeug's slash merging decides what // means
+
+
+def test_a_retiring_worker_does_not_wait_for_slow_clients(serve, tmp_path):
+    """A worker replaced after max_requests closes connections that have not
+    sent a whole head after a short linger, not after header_timeout: a
+    slow client cannot keep it (and its memory) alive."""
+    app = write_app(tmp_path / "bounded", """\
+        limits: {max_requests: 20}
+        modules:
+          faults:
+            source: modules/faults.c
+            routes:
+              - {path: /ok, handler: ok}
+        """, copy=("faults.c",))
+    server = serve(app, workers=1, extra_env={"HOTPLATE_HEADER_TIMEOUT": "120"})
+    host, port = server.url.removeprefix("http://").split(":")
+    pid = worker_pid(server)
+    slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(50)]
+    try:
+        for s in slow:
+            s.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        started = time.monotonic()
+        for _ in range(25):
+            requests.get(server.url + "/ok", timeout=10)
+        wait_for_new_worker(server, pid, timeout=15)
+        assert time.monotonic() - started < 15
+        assert slow[0].recv(1) == b""  # closed by the retiring worker
+    finally:
+        for s in slow:
+            s.close()

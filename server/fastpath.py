@@ -55,6 +55,7 @@ class FastPath:
         if self.fd < 0:
             raise OSError("the fast path did not start")
         self.event, self.stuck_event = ffi.new("hp_rt_event *"), ffi.new("hp_rt_event *")
+        self.draining = self.drained = False
         self.stats = ffi.new("hp_rt_route_stats *")
         log.info("worker %d: %d of %d module routes on the fast path", os.getpid(), len(self.routes),
                  len(dispatcher.routes))
@@ -63,6 +64,12 @@ class FastPath:
         self.lib.hp_rt_serve_accept(int(enabled))
 
     def drain(self) -> None:
+        """Stop accepting and close connections as they go idle. Until C
+        says it is drained, the worker counts one connection more, so that
+        gunicorn's drain goes on taking what C hands over meanwhile."""
+        if not self.draining:
+            self.draining = True
+            self.worker.nr_conns += 0 if self.drained else 1
         self.lib.hp_rt_serve_drain()
 
     def wait(self, seconds: float) -> int:
@@ -86,6 +93,9 @@ class FastPath:
                     self.worker.adopt(socket.socket(fileno=ev.fd), (ffi.string(ev.client).decode(), ev.port), data)
                 elif ev.kind == lib.HP_RT_EV_PUBLISH:
                     self.dispatcher.publish(data)
+                elif ev.kind == lib.HP_RT_EV_DRAINED:  # (max_requests drains C before Python drains)
+                    self.drained = True
+                    self.worker.nr_conns -= 1 if self.draining else 0
                 elif ev.kind == lib.HP_RT_EV_LIMIT:
                     log.info("worker %d: %d requests served (max_requests); replacing it", os.getpid(),
                              self.requests())

@@ -487,3 +487,30 @@ def test_a_retiring_worker_does_not_wait_for_slow_clients(serve, tmp_path):
     finally:
         for s in slow:
             s.close()
+
+
+def test_a_draining_worker_still_answers_what_it_hands_to_python(serve, tmp_path):
+    """A request the fast path hands to Python while the worker drains (here
+    on a kept-alive connection, after max_requests) is answered, with
+    Connection: close, not dropped: the worker's drain waits for C's."""
+    app = write_app(tmp_path / "bounded", """\
+        limits: {max_requests: 5}
+        modules:
+          faults:
+            source: modules/faults.c
+            routes:
+              - {path: /ok, handler: ok}
+        """, copy=("faults.c",))
+    server = serve(app, workers=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as kept:
+        kept.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"HTTP/1.1 200" in kept.recv(65536)
+        with requests.Session() as s:
+            while "max_requests" not in server.output():
+                s.get(server.url + "/ok", timeout=10)
+        kept.sendall(b"GET /_hotplate/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := kept.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer, answer

@@ -178,7 +178,8 @@ enum {
     HP_RT_EV_CONNECTION = 1,
     HP_RT_EV_PUBLISH = 2,
     HP_RT_EV_FAULT = 3,
-    HP_RT_EV_LIMIT = 4            /* max_requests reached: the fast path drains, the worker should go */
+    HP_RT_EV_LIMIT = 4,           /* max_requests reached: the fast path drains, the worker should go */
+    HP_RT_EV_DRAINED = 5          /* draining, and its last connection is closed or handed over */
 };
 
 /* Buckets of request durations: server/metrics.py's BUCKETS, then +Inf. */

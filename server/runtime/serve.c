@@ -114,7 +114,7 @@ static struct {
     int epfd, notify_fd;
     int listeners[8];
     size_t nlisteners;
-    _Atomic int accepting, draining, stopping;
+    _Atomic int accepting, draining, stopping, drained;
     pthread_mutex_t lock; /* the connection list and the event queue */
     conn *conns;
     size_t nconns;
@@ -366,6 +366,17 @@ static void arm(conn *c, int op)
     epoll_ctl(S.epfd, op, c->fd, &ev);
 }
 
+/* Draining, with no connection left but those of abandoned calls: tell
+ * Python once (its drain waits for this, and meanwhile takes hand-overs). */
+static void check_drained(void)
+{
+    pthread_mutex_lock(&S.lock);
+    int done = atomic_load(&S.draining) && S.nconns <= atomic_load(&S.abandoned);
+    pthread_mutex_unlock(&S.lock);
+    if (done && !atomic_exchange(&S.drained, 1))
+        push_event(&(hp_rt_event){.kind = HP_RT_EV_DRAINED});
+}
+
 static void forget(conn *c)
 {
     pthread_mutex_lock(&S.lock);
@@ -379,6 +390,7 @@ static void forget(conn *c)
     pthread_mutex_unlock(&S.lock);
     free(c->buf);
     free(c);
+    check_drained();
 }
 
 static void close_conn(conn *c)
@@ -1150,6 +1162,7 @@ void hp_rt_serve_drain(void)
 {
     hp_rt_serve_accept(0);
     atomic_store(&S.draining, 1);
+    check_drained();
 }
 
 size_t hp_rt_serve_wait(unsigned timeout_ms)
@@ -1205,6 +1218,7 @@ int hp_rt_serve_abandon_stuck(unsigned stuck_after_ms, hp_rt_event *out)
         send_error(sl->c, &rl, r, 504, message);
         shutdown(sl->c->fd, SHUT_RDWR);
         atomic_fetch_add(&S.abandoned, 1);
+        check_drained();
         if (r)
             count(r, 504, (long long)(now - d + r->timeout_ms) * 1000);
         *out = (hp_rt_event){.kind = HP_RT_EV_FAULT, .route = sl->route, .result = HP_RT_TIMED_OUT};

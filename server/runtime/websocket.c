@@ -115,7 +115,7 @@ int hp_ws_api_unsubscribe(hp_ws *ws, const char *topic)
 int hp_ws_api_send_position(hp_ws *ws, const char *prefix)
 {
     size_t len = prefix ? strnlen(prefix, 65) : 0;
-    if (len > 64)
+    if (len > 64 || !hp_utf8_valid(prefix ? prefix : "", len))
         return HP_ERROR;
     return emit(ws->req, HP_RT_OUT_SEND_POSITION, HP_WS_TEXT, 0, prefix ? prefix : "", len, NULL, 0);
 }

@@ -506,9 +506,10 @@ def test_a_draining_worker_still_answers_what_it_hands_to_python(serve, tmp_path
     with socket.create_connection((host, int(port)), timeout=10) as kept:
         kept.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"HTTP/1.1 200" in kept.recv(65536)
-        with requests.Session() as s:
-            while "max_requests" not in server.output():
-                s.get(server.url + "/ok", timeout=10)
+        with requests.Session() as s:  # 5 in all (limits of 5 have no jitter): the last one starts the drain
+            for _ in range(4):
+                assert s.get(server.url + "/ok", timeout=10).ok
+        wait_for(lambda: "max_requests" in server.output(), 5, "the worker to drain")  # idle ones close in 2 s
         kept.sendall(b"GET /_hotplate/health HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = b""
         while chunk := kept.recv(65536):

@@ -112,8 +112,7 @@ class Fleet:
             try:
                 if self.lease is None or self.lease.refresh() <= 0:
                     self.lease = self.client.lease(TTL_S)
-                self.client.put(self.prefix + "hosts/" + self.host, json.dumps(self.report()), lease=self.lease)
-                self.contact = time.time()
+                self.put_report()
                 if not self.candidate:
                     return False
                 return self.client.create(self.prefix + "leader", self.host, lease=self.lease) or \
@@ -123,12 +122,16 @@ class Fleet:
                 self.lease = None
                 return False
 
+    def put_report(self) -> None:
+        self.client.put(self.prefix + "hosts/" + self.host, json.dumps(self.report()), lease=self.lease)
+        self.contact = time.time()
+
     def tell(self) -> None:
         """Put this host's report now (after a deploy), not at the next beat."""
         if self.lease is not None:
             with self.lock:
                 try:
-                    self.client.put(self.prefix + "hosts/" + self.host, json.dumps(self.report()), lease=self.lease)
+                    self.put_report()
                 except Exception as e:
                     log.debug("fleet: etcd: %s", e)
 
@@ -157,13 +160,24 @@ class Fleet:
                 from None
 
     def hosts(self) -> dict[str, dict]:
-        """The reports of the hosts alive now, by host."""
+        """The reports of the hosts alive now, by host; a report that is not
+        one (anyone with access to etcd can write there) counts as empty."""
         rows = self.call("hosts", self.client.get_prefix, self.prefix + "hosts/")
-        return {meta["key"].decode().rpartition("/")[2]: json.loads(value) for value, meta in rows}
+        return {meta["key"].decode().rpartition("/")[2]: _mapping(value) for value, meta in rows}
 
     def rollout(self) -> Rollout | None:
+        """The rollout in etcd, or None.
+
+        :raises StalledError: ``BadRollout`` if the key holds something else."""
         values = self.call("rollout", self.client.get, self.prefix + "rollout")
-        return Rollout(**json.loads(values[0])) if values else None
+        if not values:
+            return None
+        try:
+            return Rollout(**json.loads(values[0]))
+        except (ValueError, TypeError) as e:
+            raise StalledError(f"{self.prefix}rollout in {self.url} is not a rollout ({e}); the leader's next "
+                               "deploy replaces it, and until then every host keeps what it serves",
+                               "BadRollout") from None
 
     def put_rollout(self, rollout: Rollout) -> None:
         """Write the rollout if this host still holds ``leader`` (two hosts
@@ -178,6 +192,14 @@ class Fleet:
             self.leading.clear()
             raise RetryableError(f"{self.host} no longer leads the fleet (its lease ran out); the new leader "
                                  "ends this rollout", "LeaderLost")
+
+
+def _mapping(value: bytes) -> dict:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class FleetSource(RegistrySource):

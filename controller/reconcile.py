@@ -140,6 +140,9 @@ class Controller:
             except RetryableError as e:
                 self.last_error = f"{e.reason}: {e}"
                 log.warning("%s (will retry)", e)
+            except HotplateError as e:  # said whole by its message: no trace
+                self.last_error = f"{e.reason}: {e}"
+                log.warning("%s", e)
             except Exception as e:  # the loop must survive anything
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.exception("reconcile failed")
@@ -169,8 +172,9 @@ class Controller:
         (stalled until a new commit) or backing off after an error."""
         if self.fleet is not None:
             self.source = self.build_source if self.leads() else self.follow_source
-            if self.leads() and self.waves.unfinished():
-                self.end_rollout()
+            left = self.waves.unfinished() if self.leads() else None
+            if left is not None:
+                self.end_rollout(left)
         if self.source is None:
             return
         self.source.fetch()
@@ -206,11 +210,11 @@ class Controller:
         stages = COMMIT if self.source.builds else FOLLOW
         return self.execute(Attempt(trigger, commit=sha, meta=info), leading(stages) if self.leads() else stages)
 
-    def end_rollout(self) -> Deploy:
+    def end_rollout(self, left) -> Deploy:
         """Lead a fleet whose last rollout was left unfinished (its leader
         was lost): put every host back on the release before it, recorded
         as a deploy of that release; the tip is then deployed afresh."""
-        back = self.waves.unfinished().previous or {}
+        back = left.previous or {}
         a = Attempt("fleet", commit=back.get("commit"), target=back.get("release"),
                     meta={k: v for k, v in back.items() if k in ("message", "author")})
         return self.execute(a, ("abandon", *ROLLBACK) if a.target else ("abandon",))

@@ -79,10 +79,12 @@ def fleet(c) -> dict | None:
     out = {"host": c.fleet.host, "etcd": c.fleet.url, "connected": c.fleet.connected(),
            "last_contact": c.fleet.contact, "rollout": None, "hosts": []}
     try:
-        rollout, hosts = c.fleet.rollout(), c.fleet.hosts()
-    except HotplateError as e:
-        out["error"] = str(e)
-        return out
+        hosts = c.fleet.hosts()
+        rollout = c.fleet.rollout()
+    except HotplateError as e:  # etcd gone (no hosts either), or a rollout key that holds garbage
+        out["error"], rollout = str(e), None
+        if e.reason != "BadRollout":
+            return out
     if rollout is not None:
         out["rollout"] = {"release": rollout.target["release"], "commit": rollout.target.get("commit"),
                           "previous": (rollout.previous or {}).get("release"), "state": rollout.state,
@@ -90,7 +92,7 @@ def fleet(c) -> dict | None:
                           "reason": rollout.reason}
     for host, r in sorted(hosts.items()):
         want = (rollout.desired(host) or {}).get("release") if rollout else r.get("release")
-        state = "Progressing" if r.get("deploying") is not None else \
+        state = "Unreadable" if not r else "Progressing" if r.get("deploying") is not None else \
             "Failed" if (r.get("failed") or {}).get("release") == want and want else \
             "Synced" if r.get("release") == want else "Stale"
         out["hosts"].append({"host": host, "role": r.get("role"), "release": r.get("release"), "desired": want,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .appconfig import ConfigStore
-from .errors import RetryableError, RolloutError
+from .errors import RetryableError, RolloutError, StalledError
 from .fleet import Fleet, Rollout
 from .registry import push
 
@@ -57,7 +57,7 @@ class Waves:
     def roll_out(self, target: dict, previous: dict | None, emit: Callable[[str], None]) -> None:
         """Admit the fleet's hosts wave after wave; raises (after ending the
         rollout ``RolledBack``) if a host fails or a wave takes too long."""
-        hosts = sorted(h for h in self.fleet.hosts() if h != self.fleet.host)
+        hosts = sorted(h for h, report in self.fleet.hosts().items() if h != self.fleet.host and report)
         size = max(1, self.settings.size)
         rollout = Rollout(target, previous, [[self.fleet.host]] + [hosts[i:i + size] for i in range(0, len(hosts), size)],
                           self.fleet.host)
@@ -133,6 +133,10 @@ class Waves:
 
     def unfinished(self) -> Rollout | None:
         """A rollout still ``Progressing`` while no deploy of this leader runs
-        it: its leader was lost, or could not end it."""
-        rollout = self.fleet.rollout()
+        it: its leader was lost, or could not end it. None for a key that
+        holds no rollout: nothing to end, the next rollout replaces it."""
+        try:
+            rollout = self.fleet.rollout()
+        except StalledError:
+            return None
         return rollout if rollout and rollout.state == "Progressing" else None

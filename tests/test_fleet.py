@@ -9,9 +9,11 @@ import time
 import pytest
 import requests
 import websockets
+from etcd3gw.client import Etcd3Client
 
 from hotplate.controller import localfleet
-from hotplate.controller.fleet import TTL_S
+from hotplate.controller.errors import RetryableError
+from hotplate.controller.fleet import TTL_S, Fleet, Rollout
 from hotplate.controller.localfleet import LocalFleet
 from hotplate.controller.registry import RegistrySource
 
@@ -384,3 +386,49 @@ def test_config_set_on_the_leader_reaches_every_host_encrypted_to_each(up, tmp_p
     follower.wait(lambda: follower.status()["state"] == "Synced", what="the follower Synced, config and all")
     blobs = [p.read_bytes() for p in storage.rglob("data") if p.is_file()]
     assert blobs and not any(b"s3cret-greeting" in b for b in blobs), "the registry holds the secret in plaintext"
+
+
+def test_only_the_holder_of_the_lease_can_write_the_rollout(etcd_url):
+    """Two candidates that both think they lead, for a moment (one lost its
+    lease and does not know yet): only the holder's rollout is written."""
+    fleets = [Fleet(etcd_url, "fenced", name, candidate=True, report=lambda: {}) for name in ("x", "y")]
+    try:
+        leader = wait_for(lambda: next((f for f in fleets if f.leading.is_set()), None), 10, "a leader")
+        other = fleets[1] if leader is fleets[0] else fleets[0]
+        mine = Rollout({"release": "r000000000001"}, None, [[leader.host]], leader.host)
+        leader.put_rollout(mine)
+        other.leading.set()  # believes it leads
+        with pytest.raises(RetryableError, match="no longer leads"):
+            other.put_rollout(Rollout({"release": "r000000000002"}, None, [[other.host]], other.host))
+        assert not other.leading.is_set()
+        assert leader.rollout().target["release"] == "r000000000001"
+    finally:
+        for f in fleets:
+            f.stop()
+
+
+def test_garbage_in_etcd_leaves_every_host_serving_and_status_says_so(up, tmp_path, registry, etcd_url):
+    url, _ = registry
+    work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
+    work.commit("v1", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
+    leader = up(str(work.path), "--fleet", etcd_url, "--publish", url, "--poll", "0.3", "--host-name", "a")
+    follower = up("--follow", url, "--fleet", etcd_url, "--poll", "0.2", "--host-name", "b")
+    for host in (leader, follower):
+        host.wait(lambda: text(host) == "v1", timeout=60, what="v1 everywhere")
+    leader.wait(lambda: rollout(leader).get("state") == "Done", what="the first rollout to end")
+    client = etcd_client(etcd_url)
+    client.put("/hotplate/demo/rollout", "{not json")
+    client.put("/hotplate/demo/hosts/intruder", "\xff garbage")
+    follower.wait(lambda: "BadRollout" in (follower.status()["last_error"] or ""), what="the follower to say why")
+    assert "not a rollout" in follower.status()["fleet"]["error"] and text(follower) == "v1"
+    shown = {h["host"]: h["state"] for h in leader.status()["fleet"]["hosts"]}
+    assert shown["intruder"] == "Unreadable"  # shown, not a crash; and no wave waits for it
+    work.commit("v2", {"hello.c": hello("v2")})  # the leader's next rollout replaces the garbage
+    for host in (leader, follower):
+        host.wait(lambda: text(host) == "v2", timeout=60, what="v2 everywhere")
+    follower.wait(lambda: rollout(follower).get("state") == "Done", what="a rollout in place of the garbage")
+
+
+def etcd_client(etcd_url: str) -> Etcd3Client:
+    host, port = etcd_url.removeprefix("etcd://").split(":")
+    return Etcd3Client(host, int(port), timeout=2)

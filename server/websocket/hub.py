@@ -198,10 +198,7 @@ class Hub:
         if any(topic.startswith(JOB_PREFIX) for topic in conn.session.topics):
             self.jobs.wake()
         if moved_in and conn.session.topics:  # a new connection has no topics yet: nothing to replay
-            for at, publisher, seq, topic, kind, data in self.recent:
-                since = conn.session.topics.get(topic)
-                if since is not None and at >= since:
-                    conn.publication(publisher, seq, kind, data)
+            self.replay(conn, lambda at, publisher, since: at >= since)
         if self.retiring:
             self.loop.create_task(self.retire())
 
@@ -244,8 +241,15 @@ class Hub:
         mine = conn.session.seen
         for publisher, seq in seen.items():
             mine[publisher] = max(mine.get(publisher, 0), seq)
+        self.replay(conn, lambda at, publisher, since: publisher in seen or at >= made)
+
+    def replay(self, conn: Connection, wanted) -> None:
+        """Send ``conn`` the publications kept here on its topics that
+        ``wanted(at, publisher, subscribed_at)``, unless it had them already."""
+        topics = conn.session.topics
         for at, publisher, seq, topic, kind, data in list(self.recent):
-            if topic in conn.session.topics and (publisher in seen or at >= made):
+            since = topics.get(topic)
+            if since is not None and wanted(at, publisher, since):
                 conn.publication(publisher, seq, kind, data)
 
     def publish(self, topic: str, kind: int, data: bytes) -> None:

@@ -583,8 +583,6 @@ static void access_log(const conn *c, const request_line *rl)
     }
 }
 
-void hp_rt_serve_drain(void);
-
 static void count(const route *r, int status, long long micros)
 {
     route_stats *st = &S.stats[r->index];
@@ -742,9 +740,9 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
         return send_error(c, rl, r, 500, "out of memory"), -1;
 
     hp_rt_result out;
-    long long started = now_ms();
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long started = (long long)t0.tv_sec * 1000 + t0.tv_nsec / 1000000;
     sl->c = c;
     sl->route = r->index;
     sl->minor = rl->minor;

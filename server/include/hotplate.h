@@ -812,7 +812,8 @@ static inline char *hp_html_escape(hp_request *req, const char *s) { return hp__
 **
 ** hp_json_new() makes a writer on any buffer. Strings must be UTF-8;
 ** hp_json_stringn() takes a length and may contain NULs (written as \u0000).
-** Doubles that are NaN or infinite are written as null. Each call returns
+** Doubles that are NaN or infinite are written as null; others read back
+** as the same double (1.25, 0.1, or 17 digits where no shorter form does). Each call returns
 ** HP_ERROR, and writes nothing, when it would make invalid JSON (a key inside
 ** an array, no key inside an object, unbalanced end, nesting deeper than 64)
 ** or when out of memory. Since ABI 1.

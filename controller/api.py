@@ -16,7 +16,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
+
+from hotplate.server.metrics import WorkerMetrics
 
 from .appconfig import COMMITTED, ConfigStore
 from .errors import HotplateError
@@ -253,7 +254,7 @@ def metrics():
     own facts and the workers' metrics merged from their files."""
     registry = CollectorRegistry()
     registry.register(ControllerMetrics(ctl()))
-    MultiProcessCollector(registry, path=str(ctl().state.metrics))
+    registry.register(WorkerMetrics(ctl().state.metrics))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pwd
 import re
+import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -29,8 +32,10 @@ import yaml
 from pyrage import x25519
 
 from .errors import HotplateError, StalledError
+from .plan import safe_load
 from .state import State, write_atomic
 
+log = logging.getLogger("hotplate.controller")
 #: The committed file, next to deploy.yaml.
 COMMITTED = "config.yaml"
 KEY = re.compile(r"[A-Z_][A-Z0-9_]{0,127}\Z")
@@ -152,7 +157,7 @@ class ConfigStore:
         if text is None:
             return {}
         try:
-            data = yaml.safe_load(text)
+            data = safe_load(text)
         except yaml.YAMLError as e:
             raise StalledError(f"{COMMITTED}: not valid YAML: {e}", "BadConfig") from None
         if data is None:
@@ -219,37 +224,85 @@ class ConfigStore:
         self._seal(path, values)
 
     def render(self, d: str | None) -> None:
-        """Put set ``d`` where the workers read it (tmpfs), readable by their
-        account only.
+        """Put set ``d`` where the workers read it (tmpfs): a directory of
+        root's that nobody else may write (so module code cannot plant a
+        link where root writes), each set a file made anew, readable by
+        the workers' group only.
 
         :raises HotplateError: if the set was never sealed here."""
-        if d is None:
+        dfd = self._render_dir()  # made even for no set: the name must be root's before module code can take it
+        try:
+            if d is None:
+                return
+            sealed = self.dir / "sets" / f"{d}.age"
+            name = f"{d}.json"
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                    return
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            if not sealed.exists():
+                raise HotplateError(f"config set {d} is not in {sealed.parent}: the release was made by another "
+                                    "controller; deploy a new commit", "ConfigMissing")
+            data = json.dumps(self._open(sealed)).encode()
+            tmp = f".{name}.{os.getpid()}.{threading.get_ident()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400,
+                         dir_fd=dfd)
+            try:
+                os.write(fd, data)
+                if self.state.worker_user:
+                    os.fchown(fd, -1, pwd.getpwnam(self.state.worker_user).pw_gid)
+                    os.fchmod(fd, 0o440)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+
+    def _render_dir(self) -> int:
+        """A descriptor of the render directory, made if missing. Its name
+        is known in advance in a directory anyone can write (/dev/shm): one
+        that is not this process's own, private directory was planted, and
+        is removed (and said so) before a real one is made."""
+        path = self.state.config_render
+        for _ in range(3):
+            try:
+                os.mkdir(path, 0o711)
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                fd = None
+            if fd is not None:
+                st = os.fstat(fd)
+                if st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+                    return fd
+                os.close(fd)
+            log.warning("%s was not made by hotplate (a link, a file, or another account's directory); removing it",
+                        path)
+            _remove(path)
+        raise HotplateError(f"{path}: something keeps replacing the directory of rendered config sets; "
+                            "find the process that makes it", "ConfigUnreadable")
+
+    def forget_rendered(self) -> None:
+        """Remove every rendered set (the instance stops: no plaintext stays behind)."""
+        path = self.state.config_render
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
             return
-        target = self.state.config_render / f"{d}.json"
-        if target.exists():
-            return
-        sealed = self.dir / "sets" / f"{d}.age"
-        if not sealed.exists():
-            raise HotplateError(f"config set {d} is not in {sealed.parent}: the release was made by another "
-                                "controller; deploy a new commit", "ConfigMissing")
-        render = self.state.config_render
-        render.mkdir(mode=0o700, exist_ok=True)
-        owner = pwd.getpwnam(self.state.worker_user) if self.state.worker_user else None
-        if owner:
-            os.chown(render, owner.pw_uid, owner.pw_gid)
-        fd = os.open(f"{target}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._open(sealed), f)
-        if owner:
-            os.chown(f"{target}.tmp", owner.pw_uid, owner.pw_gid)
-        os.replace(f"{target}.tmp", target)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+            shutil.rmtree(path, ignore_errors=True)
 
     def listing(self, committed_text: str | None) -> list[dict]:
         """Every key with its source; secrets' values hidden. Committed
         values that were encrypted count as secret."""
         rows = {}
         try:
-            data = yaml.safe_load(committed_text or "") or {}
+            data = safe_load(committed_text or "") or {}
         except yaml.YAMLError:
             data = {}
         for key, value in (data.items() if isinstance(data, dict) else ()):
@@ -260,3 +313,14 @@ class ConfigStore:
             rows[key] = {"key": key, "value": None if v["secret"] else v["value"], "secret": v["secret"],
                          "source": "hotplate config"}
         return sorted(rows.values(), key=lambda r: r["key"])
+
+
+def _remove(path: Path) -> None:
+    """Remove whatever is at ``path``, never following a link (shutil.rmtree does not)."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass

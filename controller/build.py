@@ -35,6 +35,8 @@ from .state import write_atomic
 CC = os.environ.get("CC", "cc")
 #: Seconds one module's compile may take: hostile or broken C must not hold a deploy.
 COMPILE_TIMEOUT_S = float(os.environ.get("HOTPLATE_COMPILE_TIMEOUT", 120))
+#: The address space each compile may use (gcc, cc1, ld: each process), in MiB.
+COMPILE_MEMORY_MIB = int(os.environ.get("HOTPLATE_COMPILE_MEMORY_MIB", 2048))
 #: Strict warnings and hardening on every module; -z defs turns a missing
 #: library into a build error instead of a load error in a worker.
 BASE_FLAGS = (
@@ -197,6 +199,7 @@ class Builder:
             state = self.cache.resolve().parent  # hidden when it lies inside the app (dev, build, serve)
             cmd = sandbox.wrap(cmd, self.root, [self.root, INCLUDE_DIR],
                                [state] if self.root in state.parents else [], [Path(tmp).resolve()])
+            cmd = ["prlimit", f"--as={COMPILE_MEMORY_MIB << 20}", f"--cpu={int(COMPILE_TIMEOUT_S) + 1}", "--", *cmd]
             proc = _run_bounded(cmd, self.root, COMPILE_TIMEOUT_S)
             if proc is None:
                 return ModuleBuild(module.name, module.source, "", False, False, time.monotonic() - start,
@@ -280,6 +283,9 @@ def _with_hints(stderr: str) -> str:
     """Compiler output verbatim, plus a hint for mistakes specific to hotplate."""
     if "hp__api" in stderr:
         stderr += "hint: add `HP_MODULE;` once after `#include <hotplate.h>`\n"
+    if "out of memory allocating" in stderr or "virtual memory exhausted" in stderr:
+        stderr += (f"hint: the compile passed its memory bound ({COMPILE_MEMORY_MIB} MiB, "
+                   "HOTPLATE_COMPILE_MEMORY_MIB); a huge initializer or macro expansion?\n")
     if "undefined reference to" in stderr:
         stderr += "hint: name the library that defines it under the module's `libs:` or `pkg-config:` in deploy.yaml\n"
     return stderr

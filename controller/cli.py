@@ -20,7 +20,7 @@ from pathlib import Path
 
 import argcomplete
 
-from hotplate.server.config import ServerConfig
+from hotplate.server.config import ServerConfig, server_environment
 
 from . import client, devloop
 from .account import keep_to_itself, worker_user
@@ -39,8 +39,9 @@ def _state(args, default: Path) -> State:
     code (those with ``--user``), with the workers' account (controller/account.py)."""
     if hasattr(args, "user"):
         keep_to_itself()
-    user = worker_user(args.user) if hasattr(args, "user") else None
-    return State(client.state_root(args, default), user).make()
+    root = client.state_root(args, default)
+    user = worker_user(args.user, root, args.share_user) if hasattr(args, "user") else None
+    return State(root, user).make()
 
 
 # -- build and serve (no git) -------------------------------------------------
@@ -86,6 +87,9 @@ def cmd_serve(args) -> int:
     outcome = _build(args, state)
     state.switch(outcome.release.id, None)
     config = _server_config(args, state)
+    kept = server_environment(tuple(args.pass_env))
+    os.environ.clear()  # gunicorn runs in this process: what module code inherits is what stays here
+    os.environ.update(kept)
     print(f"serving release {outcome.release.id} on http://{config.bind}/", flush=True)
     HotplateServer(state.current, config, state.run, state.data).run()
     return 0
@@ -95,7 +99,7 @@ def _server_config(args, state: State) -> ServerConfig:
     return ServerConfig.from_env(bind=args.bind, workers=args.workers, threads=args.threads,
                                  max_requests=args.max_requests, user=state.worker_user, store=args.store,
                                  jobs=args.jobs, nats=args.nats,
-                                 sanitize=str(state.workers) if getattr(args, "sanitize", False) else None,
+                                 sanitize=str(state.sanitizer) if getattr(args, "sanitize", False) else None,
                                  max_rss=args.max_rss_mib * 1024 ** 2 if args.max_rss_mib is not None else None)
 
 
@@ -200,7 +204,8 @@ def _history(state: State) -> History:
 def _start_server(state: State, args, console: bool = False, dev_errors: str | None = None) -> ServerProcess:
     """Adopt the app server a stopped controller left running, or start one
     on a socket this process holds (so restarts keep it); then supervise it."""
-    server = ServerProcess(state, replace(_server_config(args, state), dev_errors=dev_errors), console)
+    server = ServerProcess(state, replace(_server_config(args, state), dev_errors=dev_errors), console,
+                           tuple(args.pass_env))
     if server.pid is None:
         server.listen()
     server.start()
@@ -294,11 +299,17 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--jobs", type=int, help="background jobs (hp_job_start) run at once (default 2; 0: none)")
         sp.add_argument("--nats", help="NATS server that carries WebSocket publications to the other hosts of a "
                         "fleet (nats://HOST:PORT; default: this host only)")
+        sp.add_argument("--pass-env", action="append", default=[], metavar="NAME",
+                        help="also give the app server (and so module code) this variable of your environment "
+                             "(repeatable; by default it gets only PATH, HOME, the locale, TZ and HOTPLATE_*)")
         user_flag(sp)
 
     def user_flag(sp):
         sp.add_argument("--user", help="account that runs module code, made if missing (started as root only; "
-                        "default: hotplate as root, else your own)")
+                        "default: an account of this state directory's own, hp-NAME-HASH)")
+        sp.add_argument("--share-user", action="store_true",
+                        help="let --user be an account another state directory already uses (its module code then "
+                             "reaches this app's data, secrets and processes)")
         return sp
 
     user_flag(command("build", "validate deploy.yaml and build a release", cmd_build, app=True, json_out=False,

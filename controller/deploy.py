@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Callable
 
 from hotplate.server import sanitize
 from hotplate.server.contract import ReleaseSpec
-from hotplate.server.report import read_reports
 
 from .appconfig import COMMITTED, ConfigStore
 from .build import Builder, BuildResult, ModuleBuild
 from .errors import DISK_FULL, RetryableError, StalledError
 from .plan import Manifest, load_manifest
 from .registry import pull
-from .release import Release, assemble, smoke_check
+from .release import Check, Release, assemble, smoke_check
 from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
 from .state import State
 from .verify import Policy
@@ -154,9 +153,8 @@ class Pipeline:
 
     def release(self, a: Attempt) -> None:
         meta = {"commit": a.commit, "trigger": a.trigger} if a.commit else {"trigger": a.trigger}
-        env = sanitize.environment(self.state.workers) if self.sanitized else None
-        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, self.state.worker_user, env,
-                             a.config, self.state.config_render)
+        env = sanitize.environment(self.state.sanitizer) if self.sanitized else None
+        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, a.config, self.check(env))
         a.target = a.release.id
         self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
 
@@ -178,7 +176,11 @@ class Pipeline:
             shared = release_dir / "config.age"
             config.adopt(spec.config, shared.read_bytes() if shared.exists() else b"")
             config.render(spec.config)
-        smoke_check(release_dir, worker_user=self.state.worker_user, config_dir=self.state.config_render)
+        smoke_check(release_dir, self.check())
+
+    def check(self, env: dict | None = None) -> Check:
+        """How this host's smoke checks run: as its workers do."""
+        return Check(self.state.worker_user, env, self.state.config_render, self.state.run)
 
     def publish(self, a: Attempt) -> None:
         """A fleet's leader: the release goes to the registry before it goes
@@ -223,7 +225,7 @@ class Pipeline:
         """Start a generation on the target, unless every worker serves it
         already (a commit that changes no module, a save that changes no
         source): new workers would load the same code."""
-        serving = [r for r in read_reports(self.state.workers).values() if not r.retiring]
+        serving = [r for r in self.server.reports().values() if not r.retiring]
         if a.target == a.previous and serving and all(r.release == a.target for r in serving):
             self.emit(f"release {a.target} is live already: nothing to roll")
             return

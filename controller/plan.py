@@ -88,7 +88,7 @@ _CFLAG_OK = re.compile(r"^-(O[0-3sgz]?|Ofast|[DU][A-Za-z_][A-Za-z0-9_]*(=.*)?|W(
                        r"f[a-z0-9][a-z0-9_=+,.-]*|std=[a-z0-9+]+|g[a-z0-9]*|m[a-z0-9][a-z0-9_=+,.-]*|"
                        r"pedantic(-errors)?|ansi|pthread)$")
 #: -f options that load code or read or write files of their choosing.
-_CFLAG_FILES = ("-fplugin", "-fprofile", "-fauto-profile", "-fdump", "-fsave-optimization-record",
+_CFLAG_FILES = ("-fplugin", "-fprofile", "-fauto-profile", "-fdump", "-fsave-optimization-record", "-fself-test",
                 "-fcallgraph-info", "-fopt-info", "-fstack-usage", "-fcoverage", "-fdebug-prefix",
                 "-ffile-prefix", "-fmacro-prefix")
 
@@ -97,8 +97,9 @@ def refused_cflag(flag: str) -> str | None:
     """Why a compiler flag is refused, or None if a module may use it."""
     if flag.startswith("@"):
         return "it reads more flags from a file"
-    if flag.startswith(("-Wl,", "-Wa,", "-Wp,", "-Xlinker", "-Xassembler", "-Xpreprocessor")):
-        return "it passes options to the linker, assembler or preprocessor; name libraries under `libs:`"
+    if flag.startswith(("-Wl,", "-Wa,", "-Wp,", "-Xlinker", "-Xassembler", "-Xpreprocessor", "-fcompare-debug")):
+        return ("it passes options on to the linker, assembler, preprocessor or a second compilation; name "
+                "libraries under `libs:`")
     if flag.startswith(("-I", "-isystem", "-iquote", "-idirafter", "-iprefix", "-iwithprefix", "--sysroot", "-L")):
         return "it names a directory; list include directories inside the app under `include:`"
     if flag.startswith(_CFLAG_FILES):
@@ -108,6 +109,33 @@ def refused_cflag(flag: str) -> str | None:
     if not _CFLAG_OK.match(flag):
         return "not one of the flags modules may set"
     return None
+
+
+#: The most YAML nodes a manifest or config.yaml may have: far beyond any
+#: app's, and a bound on what a hostile document can make root build.
+MAX_NODES = 100_000
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``), and with a cap on
+    nodes: a few hundred bytes of nested aliases would otherwise build
+    millions of nodes as root (billion laughs). Refused before anything is
+    built, with the line."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed; write the value out",
+                                              mark)
+        self.nodes = getattr(self, "nodes", 0) + 1
+        if self.nodes > MAX_NODES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES} nodes", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def safe_load(text: str):
+    """``yaml.safe_load`` through :class:`StrictLoader`."""
+    return yaml.load(text, Loader=StrictLoader)
 
 
 class _Located:
@@ -158,7 +186,7 @@ def load_manifest(app_root: Path, text: str | None = None) -> Manifest:
         text = path.read_text()
     loc = _Located(MANIFEST)
     try:  # composing finds syntax errors; converting, scalars no safe loader reads (`=`, `!!python/...`)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=StrictLoader)
         data = loc.convert(node, "") if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -23,18 +23,34 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from hotplate.server import smoke
+from hotplate.server import cgroups, smoke
 from hotplate.server.contract import ModuleSpec, ReleaseSpec
 
 from .build import BuildResult
 from .errors import SmokeCheckError
 from .plan import MANIFEST, Manifest
 
-SMOKE_TIMEOUT_S = 60
-HANGS = f"smoke check did not finish in {SMOKE_TIMEOUT_S}s: a module's hp_init or constructor hangs"
+SMOKE_TIMEOUT_S = float(os.environ.get("HOTPLATE_SMOKE_TIMEOUT", 60))
+HANGS = f"smoke check did not finish in {SMOKE_TIMEOUT_S:g}s: a module's hp_init or constructor hangs"
 _FORKS = multiprocessing.get_context("forkserver")
 # The children re-import the main module (multiprocessing does): preload the CLI too, so that costs nothing.
 _FORKS.set_forkserver_preload(["hotplate.server.smoke", "hotplate.controller.cli"])
+
+
+@dataclass(frozen=True)
+class Check:
+    """How a smoke check runs module code: as the workers do.
+
+    :param worker_user: the account (None: this process's own).
+    :param env: the environment of a sanitizer build (a fresh interpreter).
+    :param config_dir: where the release's config set is rendered.
+    :param run_dir: the server's run directory, which names the check's cgroup.
+    """
+
+    worker_user: str | None = None
+    env: dict | None = None
+    config_dir: Path | None = None
+    run_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -58,15 +74,13 @@ def describe(manifest: Manifest, build: BuildResult, config: str | None = None) 
 
 
 def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_dir: Path,
-             meta: dict | None = None, worker_user: str | None = None, env: dict | None = None,
-             config: str | None = None, config_dir: Path | None = None) -> Release:
+             meta: dict | None = None, config: str | None = None, check: Check = Check()) -> Release:
     """Create (or reuse) the release for this build and return it.
 
     :param meta: extra facts for ``build.json`` (commit, trigger...).
     :param config: the digest of the release's config set, rendered in
-        ``config_dir`` for the smoke check.
-    :param worker_user: the account the smoke check runs module code as.
-    :param env: the smoke check's environment, for a sanitizer build.
+        ``check.config_dir`` for the smoke check.
+    :param check: how the smoke check runs.
     :raises SmokeCheckError: when a module fails to load or init.
     """
     spec = describe(manifest, build, config)
@@ -77,7 +91,7 @@ def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_di
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=releases_dir))
     try:
         _fill(staging, Path(app_root), spec, build, meta or {})
-        smoke_check(staging, worker_user, env, config_dir)
+        smoke_check(staging, check)
         os.rename(staging, final)
     except FileExistsError:
         # Another build of the same content won the race: same bytes, use it.
@@ -112,21 +126,22 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def smoke_check(release_dir: Path, worker_user: str | None = None, env: dict | None = None,
-                config_dir: Path | None = None) -> None:
+def smoke_check(release_dir: Path, check: Check = Check()) -> None:
     """Load the release in a throwaway process; raise with every failure found.
 
-    It runs module code as the workers do: as ``worker_user`` if given,
-    confined the same way, with the release's config set (from
-    ``config_dir``), in an empty directory of its own (what hp_init writes
-    there is thrown away)."""
+    It runs module code as the workers do (:class:`Check`): as their
+    account, confined the same way, in a cgroup of its own (ended
+    afterwards with whatever it forked), with the release's config set, in
+    an empty directory of its own (what hp_init writes there is thrown away)."""
     scratch = Path(tempfile.mkdtemp(prefix=".smoke-", dir=Path(release_dir).parent))
-    if worker_user:
-        account = pwd.getpwnam(worker_user)
+    if check.worker_user:
+        account = pwd.getpwnam(check.worker_user)
         os.chown(scratch, account.pw_uid, account.pw_gid)
     try:
-        args = [str(release_dir), str(scratch), worker_user or "", str(config_dir or "")]
-        failures = _fork_check(args) if env is None else _fresh_check(args, env)
+        args = [str(release_dir), str(scratch), check.worker_user or "", str(check.config_dir or ""),
+                str(check.run_dir or "")]
+        failures = _fork_check(args, check.run_dir) if check.env is None else \
+            _fresh_check(args, check.env, check.run_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if failures:
@@ -134,7 +149,7 @@ def smoke_check(release_dir: Path, worker_user: str | None = None, env: dict | N
         raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))
 
 
-def _fork_check(args: list[str]) -> list[dict]:
+def _fork_check(args: list[str], run_dir: Path | None) -> list[dict]:
     """Check in a child of a fork server that has the loader imported
     already: a check costs a fork, not a Python start."""
     receiver, sender = _FORKS.Pipe(duplex=False)
@@ -151,19 +166,31 @@ def _fork_check(args: list[str]) -> list[dict]:
         raise SmokeCheckError(_died(proc.exitcode)) from None
     finally:
         receiver.close()
+        _end(run_dir, proc.pid)
     proc.join()
     return failures
 
 
-def _fresh_check(args: list[str], env: dict) -> list[dict]:
+def _end(run_dir: Path | None, pid: int | None) -> None:
+    """End a check's cgroup: whatever hp_init forked, or a check that hangs."""
+    if run_dir is not None and pid is not None:
+        cgroups.app_tree(run_dir, f"smoke-{pid}").kill()
+
+
+def _fresh_check(args: list[str], env: dict, run_dir: Path | None) -> list[dict]:
     """Check in a new interpreter with ``env`` (a sanitizer build, whose
     runtime must be loaded before anything else)."""
     cmd = [sys.executable, "-m", "hotplate.server.smoke", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env},
-                                timeout=SMOKE_TIMEOUT_S)
+        out, err = proc.communicate(timeout=SMOKE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         raise SmokeCheckError(HANGS) from None
+    finally:
+        _end(run_dir, proc.pid)
+    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     try:
         return json.loads(result.stdout)
     except ValueError:

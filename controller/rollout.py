@@ -23,10 +23,10 @@ from pathlib import Path
 
 from gunicorn.ctl.client import ControlClient
 
-from hotplate.server import sanitize
-from hotplate.server.config import ServerConfig
+from hotplate.server import cgroups, pidfile, sanitize
+from hotplate.server.config import ServerConfig, server_environment
 from hotplate.server.contract import ReleaseSpec
-from hotplate.server.report import pid_alive, read_reports
+from hotplate.server.report import Report, pid_alive, read_reports
 
 from .appconfig import ConfigStore
 from .errors import HotplateError, RetryableError, RolloutError
@@ -47,10 +47,13 @@ class ServerProcess:
     :param console: send the server's output to this process's (``hotplate
         dev``: module logs and crashes on the developer's console), not to
         ``run/server.log``.
+    :param pass_env: variables of this process's environment the server
+        gets besides the kept ones (server/config.py).
     """
 
-    def __init__(self, state: State, config: ServerConfig, console: bool = False):
+    def __init__(self, state: State, config: ServerConfig, console: bool = False, pass_env: tuple[str, ...] = ()):
         self.state = state
+        self.pass_env = pass_env
         self.config = config
         self.proc: subprocess.Popen | None = None
         self.listener: socket.socket | None = None
@@ -62,18 +65,14 @@ class ServerProcess:
 
     @property
     def pid(self) -> int | None:
-        try:
-            pid = int(self.state.server_pid.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) else None
+        return pidfile.read(self.state.server_pid)
 
     def start(self, timeout: float = 30) -> None:
         """Start the server unless one is already running for this state directory."""
         if self.pid is not None:
             self.up.set()
             return
-        self.state.server_pid.unlink(missing_ok=True)
+        pidfile.write(self.state.server_pid, None)
         fds = (self.listener.fileno(),) if self.listener is not None else ()
         cmd = [sys.executable, "-m", "hotplate.server", "--current", str(self.state.current), "--run-dir", str(self.state.run),
                "--workdir", str(self.state.data), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
@@ -91,7 +90,7 @@ class ServerProcess:
         live = self.state.release(self.state.live_release())
         ConfigStore(self.state).render(live.config if live else None)  # tmpfs: gone after a reboot
         cmd += ["--config-dir", str(self.state.config_render)]
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.state.metrics),
+        env = {**server_environment(self.pass_env), "PROMETHEUS_MULTIPROC_DIR": str(self.state.metrics),
                **(sanitize.environment(Path(self.config.sanitize)) if self.config.sanitize else {})}
         with contextlib.nullcontext() if self.console else self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, pass_fds=fds,
@@ -172,15 +171,19 @@ class ServerProcess:
         return False
 
     def stop(self, timeout: float = 30) -> None:
+        """Stop the app: the master and its workers, then whatever of the
+        app's module code is left (its cgroups), and the rendered config
+        sets. Nothing of the instance outlives this."""
         pid = self.pid
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            if self.proc is not None:
-                self.proc.poll()
-            time.sleep(0.05)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                if self.proc is not None:
+                    self.proc.poll()
+                time.sleep(0.05)
+        cgroups.app_tree(self.state.run).kill()
+        ConfigStore(self.state).forget_rendered()
 
     def command(self, text: str, attempts: int = 20) -> dict:
         """Send a control-socket command. gunicorn pauses its control server
@@ -194,12 +197,25 @@ class ServerProcess:
                 time.sleep(0.01 * (attempt + 1))
         raise RetryableError(f"gunicorn control socket: {text!r} failed: {error}", "ServerUnreachable")
 
-    def workers(self) -> list[int]:
+    def workers(self, attempts: int = 20) -> list[int]:
         """Pids of the workers gunicorn currently counts (oldest first)."""
         try:
-            return [w["pid"] for w in self.command("show workers")["workers"]]
+            return [w["pid"] for w in self.command("show workers", attempts)["workers"]]
         except RetryableError:
             return []
+
+    def reports(self) -> dict[int, Report]:
+        """The workers' reports, believed only for workers gunicorn itself
+        counts (its control socket): a file in the run directory is no
+        worker. While the master cannot be asked (it pauses its control
+        socket around each fork), the reports of live pids: only the
+        master makes files there."""
+        reports = read_reports(self.state.workers)
+        try:
+            known = {w["pid"] for w in self.command("show workers", 3)["workers"]}
+        except RetryableError:
+            return reports
+        return {pid: r for pid, r in reports.items() if pid in known}
 
 
 @dataclass
@@ -209,7 +225,7 @@ class Generation:
     release: str
     pids: list[int]
     seconds: float
-    reports: dict[int, dict] = field(default_factory=dict)
+    reports: dict[int, Report] = field(default_factory=dict)
 
 
 def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation:
@@ -226,7 +242,7 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
         added = server.command(f"worker add {draining}")
     deadline = start + timeout
     while True:
-        reports = read_reports(server.state.workers)
+        reports = server.reports()
         fresh = [pid for pid, r in reports.items()
                  if pid not in before and r.release == release]
         if len(fresh) >= want:
@@ -246,7 +262,7 @@ def _wait_serving(server: ServerProcess, release: str, want: int, deadline: floa
     worker that does serves ``release``: the moment the deploy is live and the
     arbiter has settled on the new worker count."""
     while True:
-        reports = {pid: r for pid, r in read_reports(server.state.workers).items()
+        reports = {pid: r for pid, r in server.reports().items()
                    if not r.retiring}
         stale = [pid for pid, r in reports.items() if r.release != release]
         if len(reports) == want and not stale:
@@ -285,7 +301,7 @@ def health_gate(server: ServerProcess, gen: Generation, release: ReleaseSpec, se
     end = time.monotonic() + settings.bake_seconds
     while time.monotonic() < end:
         time.sleep(0.1)
-        reports = {pid: r for pid, r in read_reports(server.state.workers).items()
+        reports = {pid: r for pid, r in server.reports().items()
                    if r.release == gen.release and not r.retiring}
         seen |= set(reports)
         requests = sum(r.counters["requests"] for r in reports.values())

@@ -83,6 +83,11 @@ class State:
         return self.run / "workers"
 
     @property
+    def sanitizer(self) -> Path:
+        """Sanitizer reports of a ``dev --sanitize`` server (server/sanitize.py), written by module processes."""
+        return self.run / "sanitizer"
+
+    @property
     def verify_file(self) -> Path:
         """The signed-commit policy of ``hotplate up --verify`` (controller/verify.py)."""
         return self.root / "verify.json"
@@ -130,19 +135,24 @@ class State:
         """Create the layout. The token, the history, the repository and the
         build cache are the controller's alone; a separate workers' account
         may only pass through the root (0711) to the releases, and write its
-        reports and its data."""
-        for path in (self.root, self.releases, self.commits, self.workers, self.metrics, self.data):
+        data (and a sanitizer's reports). The directories of the workers'
+        reports and metrics are root's: the gunicorn master makes each
+        worker's files there (server/report.py), so module code cannot
+        plant a link, a FIFO or a forged report where root reads."""
+        for path in (self.root, self.releases, self.commits, self.run, self.workers, self.metrics, self.data,
+                     self.sanitizer):
             path.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(mode=0o700, exist_ok=True)
         self.cache.chmod(0o700)
         self.root.chmod(0o711)
+        for path in (self.run, self.workers, self.metrics):
+            _own(path, os.geteuid(), os.getegid(), 0o755)
         if self.worker_user:
             check_reachable(self.worker_user, self.root,
                             "or put the state directory elsewhere (e.g. /var/lib/hotplate)")
             account = pwd.getpwnam(self.worker_user)
-            for path in (self.workers, self.metrics, self.data):
-                os.chown(path, account.pw_uid, account.pw_gid)
-            self.data.chmod(0o700)
+            for path in (self.data, self.sanitizer):
+                _own(path, account.pw_uid, account.pw_gid, 0o700)
         return self
 
 
@@ -229,6 +239,17 @@ class State:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return default
+
+
+def _own(path: Path, uid: int, gid: int, mode: int) -> None:
+    """Give directory ``path`` its owner and mode, never through a link
+    (an older layout let the workers' account own some of these)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 #: The name part of a link for a tree deployed without a commit (dev, serve).

@@ -27,7 +27,7 @@ def status(c) -> dict:
     except sqlite3.Error as e:
         failure = None
         notices.append(f"the deploy history cannot be read ({e}): failed commits are not shown")
-    workers, exited = read_all(c.state.workers)
+    workers, exited = _workers(c)
     spec = c.state.release(live)
     modules = spec.modules if spec else ()
     config = {"live": spec.config if spec else None, "desired": c.desired_config(tip)}
@@ -62,11 +62,17 @@ def status(c) -> dict:
 def report(c) -> dict:
     """What this host tells its fleet (controller/fleet.py): what it serves, how healthy, its last failure."""
     live = c.state.live_release()
-    workers, _ = read_all(c.state.workers)
+    workers, _ = _workers(c)
     return {"release": live, "commit": c.state.live_commit(), "health": health(c, live, workers)["state"],
             "deploying": c.active.commit or "" if c.active else None, "failed": c.last_failure,
             "role": "leader" if c.leads() else "follower", "at": time.time(),
             "recipient": ConfigStore(c.state).recipient()}  # the leader shares config sets with it
+
+
+def _workers(c):
+    """The live workers' reports (those gunicorn counts) and the exited ones' totals."""
+    _, exited = read_all(c.state.workers)
+    return c.server.reports(), exited
 
 
 def fleet(c) -> dict | None:
@@ -132,6 +138,7 @@ def health(c, live: str | None, workers: dict[int, dict]) -> dict:
         why.append(f"{len(serving)} of {want} workers accept connections")
     why += sorted({f"module {m.name} failed to load: {m.error}" for w in serving if w.release == live
                    for m in w.modules if not m.ok})
+    why += [f"worker {w.pid} serves no release: {w.error}" for w in serving if w.error]
     return {"state": "Degraded" if why else "Healthy", "why": why}
 
 

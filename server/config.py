@@ -8,6 +8,19 @@ from dataclasses import dataclass, fields, replace
 RESERVED_PREFIX = "/_hotplate"
 
 
+#: What of its starter's environment the app server keeps (module code can
+#: read it from /proc/self/environ): where programs and caches are, the
+#: locale and the time zone, and hotplate's own settings; anything else
+#: (a cloud key, a token) only when named with ``--pass-env``.
+KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "XDG_CACHE_HOME")
+
+
+def server_environment(pass_env: tuple[str, ...] = (), environ=os.environ) -> dict[str, str]:
+    """The environment the app server starts with (:data:`KEPT_ENVIRONMENT`)."""
+    return {k: v for k, v in environ.items()
+            if k in KEPT_ENVIRONMENT or k.startswith(("HOTPLATE_", "LC_")) or k in pass_env}
+
+
 #: How an environment variable's text becomes a setting, by the field's type.
 PARSE = {"int": int, "float": float, "bool": lambda raw: raw.strip().lower() not in ("0", "false", "no", "off", "")}
 

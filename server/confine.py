@@ -8,6 +8,7 @@ workers (server/gunicorn_app.py) and in the controller's smoke check
 from __future__ import annotations
 
 import ctypes
+import grp
 import logging
 import os
 import pwd
@@ -26,6 +27,13 @@ DEFAULT_PROCESSES = 4096
 CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 PR_SET_DUMPABLE = 4
+#: Address space left for what threads reserve and never touch: 8 MiB of
+#: stack each, and glibc's malloc arenas (64 MiB each, one per thread in use).
+STACKS = 2 << 30
+#: The group every app's account is in, for passage only: the directories on
+#: the way to Python (such as /root for a pyenv Python) let it through
+#: (scripts/setup), and no file is ever given to it.
+PASSAGE_GROUP = "hotplate-apps"
 _RLIMITS = (("address_space", resource.RLIMIT_AS), ("open_files", resource.RLIMIT_NOFILE),
             ("processes", resource.RLIMIT_NPROC))
 
@@ -54,24 +62,44 @@ def set_dumpable(dumpable: bool) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
 
 
+def drop_groups() -> None:
+    """Leave root's supplementary groups (they would still open group-readable
+    files), keeping only the passage group."""
+    try:
+        os.setgroups([grp.getgrnam(PASSAGE_GROUP).gr_gid])
+    except KeyError:
+        os.setgroups([])
+
+
 def become(user: str) -> None:
     """Switch this process (root) to ``user`` for good: its uid, its group
-    and no supplementary groups (root's would still open group-readable files)."""
+    and no supplementary group but the passage group."""
     account = pwd.getpwnam(user)
-    os.setgroups([])
+    drop_groups()
     os.setgid(account.pw_gid)
     os.setuid(account.pw_uid)
 
 
-def limits_for(spec: ReleaseSpec, dedicated: bool) -> dict[int, int]:
-    """Each resource's limit: the manifest's, else the default."""
-    chosen = {"open_files": DEFAULT_OPEN_FILES, "processes": DEFAULT_PROCESSES if dedicated else None}
+def limits_for(spec: ReleaseSpec, dedicated: bool, max_rss: int | None = None) -> dict[int, int]:
+    """Each resource's limit: the manifest's, else the default. Unless the
+    manifest sets ``address_space``, ``max_rss`` bounds it: what the process
+    maps now plus twice ``max_rss`` and room for threads' stacks and arenas, so that no
+    single call can reserve the host's memory (its cgroup, where there is
+    one, holds what it touches to less: server/cgroups.py)."""
+    chosen = {"open_files": DEFAULT_OPEN_FILES, "processes": DEFAULT_PROCESSES if dedicated else None,
+              "address_space": mapped_bytes() + 2 * max_rss + STACKS if max_rss else None}
     chosen.update({name: value for name in ("address_space", "open_files", "processes")
                    if (value := getattr(spec.limits, name)) is not None})
     return {res: chosen[name] for name, res in _RLIMITS if chosen.get(name) is not None}
 
 
-def confine(spec: ReleaseSpec, dedicated: bool, sanitized: bool = False) -> None:
+def mapped_bytes() -> int:
+    """This process's address space now (VmSize)."""
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmSize"))) * 1024
+
+
+def confine(spec: ReleaseSpec, dedicated: bool, sanitized: bool = False, max_rss: int | None = None) -> None:
     """Set the resource limits (soft and hard: a module cannot raise them) and
     install the system-call filter, unless a module of the release opted out
     with a reason (``unconfined:``), which is logged.
@@ -79,9 +107,10 @@ def confine(spec: ReleaseSpec, dedicated: bool, sanitized: bool = False) -> None
     :param dedicated: whether the process runs under an account of its own.
     :param sanitized: a sanitizer build (dev only): no address-space limit
         and no filter (see server/sanitize.py).
+    :param max_rss: the process's memory ceiling (see :func:`limits_for`).
     :raises OSError: when the filter cannot be installed.
     """
-    limits = limits_for(spec, dedicated)
+    limits = limits_for(spec, dedicated, max_rss)
     if sanitized:
         limits.pop(resource.RLIMIT_AS, None)
         log.warning("sanitizer build: no system-call filter and no address-space limit (dev only)")

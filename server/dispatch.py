@@ -21,6 +21,7 @@ import time
 from http import HTTPStatus
 from pathlib import Path
 
+from gunicorn.http.errors import InvalidChunkSize
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
@@ -39,6 +40,39 @@ BODY_ERRORS = {400: "bad Content-Length", 408: "the request body did not arrive 
 #: (status, headers, body): a response, whatever carries it to the client;
 #: headers None: the handler streamed it to the client already (server/worker.py Stream).
 Reply = tuple[int, list[tuple[str, str]] | None, bytes]
+
+
+class ChunkTooLarge(ValueError):
+    """A chunk's size line names more than the body cap."""
+
+
+def cap_chunks(stream, limit: int) -> None:
+    """Refuse a chunk whose size line is over ``limit`` as soon as it is
+    read, instead of waiting for data that would be refused anyway (the
+    fast path does the same: serve.c)."""
+    reader = getattr(stream, "reader", None)
+    parse = getattr(reader, "parse_chunk_size", None)
+    if parse is None:
+        return
+
+    def bounded(unreader, data=None):
+        size, rest = parse(unreader, data)
+        if size >= 1 << 64:  # not a size at all (the fast path's parser says so too): malformed, 400
+            raise InvalidChunkSize(b"%x" % size)
+        if size > limit:
+            raise ChunkTooLarge(f"a chunk of {size} bytes")
+        return size, rest
+    reader.parse_chunk_size = bounded
+
+
+def transfer_error(codings: list[str]) -> tuple[int, str] | None:
+    """What a module route answers for a request's Transfer-Encoding
+    (RFC 9112 6.1), the fast path's rule too: only ``chunked`` alone is
+    served; chunked after other codings is 501 (none is supported; gunicorn
+    refuses the malformed lists and HTTP/1.0 with 400 before this)."""
+    if codings and codings != ["chunked"]:
+        return 501, f"transfer coding {', '.join(codings)} is not supported; send chunked alone"
+    return None
 
 
 class Dispatcher:
@@ -206,7 +240,10 @@ class Dispatcher:
                 self.hub.publish_threadsafe(topic.decode(), kind, data)
 
     def read_body(self, length: str | None, chunked: bool, stream) -> bytes | int:
-        """The request body, or 413/400 as an int, within the configured cap."""
+        """The request body, or 413/400 as an int, within the configured cap.
+        A chunk that says it is larger than the cap is refused at once."""
+        if chunked:
+            cap_chunks(stream, self.config.max_body)
         if length:
             try:
                 n = int(length)
@@ -214,7 +251,10 @@ class Dispatcher:
                 return 400
             return 413 if n > self.config.max_body else stream.read(n)
         if chunked:
-            data = stream.read(self.config.max_body + 1)
+            try:
+                data = stream.read(self.config.max_body + 1)
+            except ChunkTooLarge:
+                return 413
             return 413 if len(data) > self.config.max_body else data
         return b""
 
@@ -295,8 +335,12 @@ class Dispatcher:
         for k in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if k in environ:
                 headers += (k, environ[k])
-        body = self.read_body(environ.get("CONTENT_LENGTH"),
-                              environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked", environ["wsgi.input"])
+        codings = [c.strip().lower() for c in environ.get("HTTP_TRANSFER_ENCODING", "").split(",") if c.strip()]
+        if (refused := transfer_error(codings)) is not None:
+            status, reply_headers, payload = self.error(refused[0], target[0], self.request_id(None), refused[1])
+            start_response(f"{status} {REASONS.get(status, 'Unknown')}", reply_headers)
+            return [payload]
+        body = self.read_body(environ.get("CONTENT_LENGTH"), bool(codings), environ["wsgi.input"])
         status, reply_headers, payload = self.handle(
             target[0], target[1], environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", ""),
             environ.get("REMOTE_ADDR", ""), self.request_id(environ.get("HTTP_X_REQUEST_ID")), headers, body)

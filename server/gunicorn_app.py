@@ -22,11 +22,11 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
-from . import report, runtime
+from . import cgroups, metrics, pidfile, report, runtime
 from .app import create_app
 from .config import ServerConfig
-from .confine import confine, hide_other_processes, set_dumpable
-from .contract import Limits, ReleaseSpec
+from .confine import confine, drop_groups, hide_other_processes
+from .contract import ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
 from .websocket.fleet import host_id
 from .websocket.hub import Hub
@@ -78,7 +78,10 @@ class HotplateServer(BaseApplication):
         self.config = config
         self.run_dir = Path(run_dir)
         self.reports = self.run_dir / "workers"
+        self.metrics_dir = self.run_dir / "metrics"
         self.workdir = Path(workdir)
+        self.channel: report.Channel | None = None  # in a worker: its report files (post_fork)
+        self.release: Path | None = None  # in a worker: the release it loads, resolved once (post_fork)
         self.dispatcher = create_app(config)
         self.job_runner: Supervised | None = None
         self.host = host_id()  # with the workers' pids, names publishers across a fleet
@@ -97,7 +100,8 @@ class HotplateServer(BaseApplication):
             "when_ready": self.when_ready, "post_fork": self.post_fork, "post_worker_init": self.post_worker_init,
             "worker_exit": self.worker_exit, "on_exit": self.on_exit,
             "child_exit": self.child_exit,
-            "proc_name": "hotplate", "pidfile": str(self.run_dir / "server.pid"),
+            "proc_name": "hotplate",
+            "worker_tmp_dir": "/dev/shm" if os.access("/dev/shm", os.W_OK) else None,  # heartbeats: no disk
             "control_socket": str(self.run_dir / "gunicorn.ctl"),
         }
         if c.user:  # gunicorn sets each worker's gid and uid after post_fork (its initgroups would keep gid 0)
@@ -109,6 +113,16 @@ class HotplateServer(BaseApplication):
     def load(self):
         return self.dispatcher
 
+    def run(self) -> None:
+        """Serve, the pid file in place meanwhile (gunicorn's own would be replaced, needing a new block)."""
+        master = os.getpid()
+        pidfile.write(self.run_dir / "server.pid", master)
+        try:
+            super().run()
+        finally:
+            if os.getpid() == master:  # (a worker leaves through here too)
+                pidfile.write(self.run_dir / "server.pid", None)
+
     def when_ready(self, server) -> None:
         """Once the app is preloaded and before the first fork, move the
         master's objects out of the collector's reach, so that a new worker's
@@ -118,10 +132,12 @@ class HotplateServer(BaseApplication):
         (Workers set their own resource limits: server/confine.py.)"""
         self.reports.mkdir(parents=True, exist_ok=True)
         report.fold_dead(self.reports)
+        self.sweep()
         gc.collect()
         gc.freeze()
         if self.config.jobs:
             cmd = [sys.executable, "-m", "hotplate.server.jobs", "--db", str(self.workdir / "jobs.db"),
+                   "--run-dir", str(self.run_dir),
                    "--releases", str(self.current.parent / "releases"), "--jobs", str(self.config.jobs),
                    "--store", self.store_url, *(["--config-dir", self.config.config_dir] if self.config.config_dir
                                                 else []), *(["--user", self.config.user] if self.config.user else [])]
@@ -130,62 +146,107 @@ class HotplateServer(BaseApplication):
     def on_exit(self, server) -> None:
         if self.job_runner is not None:
             self.job_runner.stop()
+        self.sweep(everything=True)
+        cgroups.app_tree(self.run_dir).remove()
+
+    def sweep(self, everything: bool = False, runner: bool = True) -> None:
+        """End the process trees of this app that nothing will end: what
+        module code forked from a worker that is gone, and (``runner``) a
+        job runner a killed master left. A worker of a killed master that
+        still drains its requests is left to finish them, unless
+        ``everything`` (exit: nothing of the app may outlive its master)."""
+        for name in cgroups.app_tree(self.run_dir).children():
+            tree = cgroups.app_tree(self.run_dir, name)
+            if name.startswith("w") and name[1:].isdigit():
+                if everything or int(name[1:]) not in tree.pids():
+                    tree.kill()
+            elif name == "jobs" and (runner or everything):
+                tree.kill()
 
     @property
     def store_url(self) -> str:
         return self.config.store or f"lmdb:{self.workdir.resolve() / 'store'}"
 
     def post_fork(self, server, worker) -> None:
-        """In the new worker, still root when a workers' account is set: no
-        supplementary groups (root's would stay), and a /proc that shows
-        nothing of the controller or the master."""
+        """In the new worker, still root (gunicorn drops to the workers'
+        account after this): make and open its report, counter and metric
+        files (their directories are root's, so module code cannot plant
+        anything there), put it in a cgroup of its own (memory and tasks
+        bounded by the kernel; whatever it forks dies with it), and give it
+        no groups but the passage group, and a /proc that shows nothing of
+        the controller, the master or the other workers. Never raises: a
+        worker boot error would halt the server."""
+        log = logging.getLogger("hotplate")
+        pid = os.getpid()
+        try:
+            self.channel = report.open_channel(self.reports, pid)
+            metrics.prepare(self.metrics_dir, pid, pwd.getpwnam(self.config.user).pw_uid if self.config.user else None)
+        except OSError as e:
+            log.error("worker %d: cannot make its report files (%s); it cannot report", pid, e)
+        self.release = Path(os.path.realpath(self.current)) if self.current.exists() else None
+        try:
+            self.enclose(pid)
+        except (OSError, ValueError) as e:
+            log.error("worker %d: no cgroup of its own (%s): the kernel does not bound its memory, and what it "
+                      "forks may outlive it", pid, e)
         if self.config.user:
-            os.setgroups([])
+            drop_groups()
             hide_other_processes()
 
+    def enclose(self, pid: int) -> None:
+        """Put this worker in its cgroup, memory bounded at the release's max_rss plus a margin."""
+        if cgroups.available() is not None:
+            return
+        spec = ReleaseSpec.load(self.release) if self.release is not None else None
+        max_rss = self.max_rss(spec)
+        tasks = spec.limits.processes if spec is not None else None
+        tree = cgroups.app_tree(self.run_dir, f"w{pid}")
+        tree.make(memory=cgroups.memory_limit(max_rss) if max_rss else None, tasks=tasks)
+        tree.join()
+
     def post_worker_init(self, worker) -> None:
-        """Load the current release's modules into this worker and report.
+        """Load the release resolved at fork into this worker and report.
         Never raises: a worker boot error would make gunicorn halt the server."""
         logger = logging.getLogger("hotplate")
         logger.handlers = worker.log.error_log.handlers
         logger.setLevel(worker.log.error_log.level)
         logger.propagate = False
+        channel = self.channel or report.Channel(os.open(os.devnull, os.O_WRONLY), -1)
         try:
             os.chdir(self.workdir)
-            self.reports.mkdir(parents=True, exist_ok=True)
-            self.dispatcher.counters = report.Counters(self.reports / f"{os.getpid()}.stats")
-            if not self.current.exists():
+            if self.channel is not None:
+                self.dispatcher.counters = self.channel.counters()
+            if self.release is None:
                 logger.info("worker %d: no release yet; serving only /_hotplate/", os.getpid())
-                report.publish(self.reports, None, [])
+                channel.publish(None, [])
                 return
             setup_process()
             open_store(self.store_url)
-            release = Path(os.path.realpath(self.current))
-            if self.config.user:
-                # The switch of account made it not dumpable: with hidepid, the
-                # workers would not see each other (their peer checks read /proc).
-                set_dumpable(True)
-            spec = ReleaseSpec.load(release)
+            spec = ReleaseSpec.load(self.release)
             load_config(spec, self.config.config_dir)
             open_jobs(self.workdir.resolve() / "jobs.db", spec.id)
-            confine(spec, dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize))
-            modules = ModuleSet.load(release)
-            self.bound(worker, modules.spec.limits)
+            confine(spec, dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize),
+                    max_rss=self.max_rss(spec))
+            modules = ModuleSet.load(self.release)
+            self.bound(worker, modules.spec)
             self.dispatcher.attach(modules)
             self.start_hub(logger)
-            report.publish(self.reports, modules.release_id,
-                           [report.ModuleReport(m.name, m.ok, m.error) for m in modules.modules],
-                           hub=self.dispatcher.hub is not None)
+            channel.publish(modules.release_id, [report.ModuleReport(m.name, m.ok, m.error) for m in modules.modules],
+                            hub=self.dispatcher.hub is not None)
             logger.info("worker %d serves release %s", os.getpid(), modules.release_id)
         except Exception as e:
-            logger.exception("worker %d could not load release %s; serving only /_hotplate/", os.getpid(), self.current)
-            report.publish(self.reports, None, [], error=f"{type(e).__name__}: {e}")
+            logger.exception("worker %d could not load release %s; serving only /_hotplate/", os.getpid(), self.release)
+            channel.publish(None, [], error=f"{type(e).__name__}: {e}")
 
-    def bound(self, worker, limits: Limits) -> None:
+    def max_rss(self, spec: ReleaseSpec | None) -> int:
+        """The release's memory ceiling per worker: its manifest's, else the server's."""
+        return self.config.max_rss if spec is None or spec.limits.max_rss is None else spec.limits.max_rss
+
+    def bound(self, worker, spec: ReleaseSpec) -> None:
         """Apply the per-worker limits: the manifest's, else the server's."""
-        requests = self.config.max_requests if limits.max_requests is None else limits.max_requests
+        requests = self.config.max_requests if spec.limits.max_requests is None else spec.limits.max_requests
         worker.max_requests = requests + random.randint(0, requests // 10) if requests else sys.maxsize
-        worker.max_rss = self.config.max_rss if limits.max_rss is None else limits.max_rss
+        worker.max_rss = self.max_rss(spec)
 
     def start_hub(self, logger: logging.Logger) -> None:
         """Start the WebSocket hub; without one, HTTP still serves and
@@ -201,8 +262,17 @@ class HotplateServer(BaseApplication):
         self.dispatcher.hub = hub
 
     def child_exit(self, server, worker) -> None:
-        """In the master, once a worker is gone (however it died): keep its
-        counters, and drop its live gauges (its counters' files stay: totals)."""
+        """In the master, once a worker is gone (however it died): end what
+        its module code forked, say so if the kernel killed it for its
+        memory, keep its counters, and drop its live gauges (its counters'
+        files stay: totals)."""
+        tree = cgroups.app_tree(self.run_dir, f"w{worker.pid}")
+        if tree.oom_kills():
+            logging.getLogger("hotplate").error(
+                "worker %d was killed by the kernel: its memory passed its limit (limits.max_rss plus a margin) "
+                "while a call ran", worker.pid)
+        tree.kill()
+        self.sweep(runner=False)
         report.fold_dead(self.reports)
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             multiprocess.mark_process_dead(worker.pid)

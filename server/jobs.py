@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import runtime
-from .confine import become, confine, hide_other_processes
+from . import cgroups, runtime
+from .confine import become, confine, hide_other_processes, mapped_bytes
 from .contract import ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
 
@@ -220,9 +220,7 @@ def bound_memory(allowance: int) -> None:
     """Let the job map ``allowance`` bytes more than the process has mapped
     now (Python, the runtime, the release): job_memory is what the job
     itself may allocate."""
-    with open("/proc/self/status") as f:
-        mapped = int(next(line.split()[1] for line in f if line.startswith("VmSize"))) * 1024
-    limit = mapped + allowance
+    limit = mapped_bytes() + allowance
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit if hard == resource.RLIM_INFINITY else min(limit, hard)))
 
@@ -235,15 +233,21 @@ def main() -> None:
     p.add_argument("--config-dir")
     p.add_argument("--store", required=True)
     p.add_argument("--user")
+    p.add_argument("--run-dir", type=Path, help="the server's run directory: the runner's cgroup is named after it")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="[jobs] %(message)s", stream=sys.stderr)
-    die_with_parent(signal.SIGTERM)  # the master is gone: so is the runner
-    if os.getppid() == 1:
-        return
+    master = os.getppid()
+    if args.run_dir and cgroups.available() is None:  # the runner and every job it forks: one tree, ended whole
+        tree = cgroups.app_tree(args.run_dir, "jobs")
+        tree.make()
+        tree.join()
     runtime.load()  # before the switch: the workers' account may not read the runtime's cache
     if args.user:
         hide_other_processes()
         become(args.user)
+    die_with_parent(signal.SIGTERM)  # after the switch, which clears it (prctl(2)): the master gone, so is the runner
+    if os.getppid() != master:
+        return
     open_jobs(args.db, "")  # makes the tables
     JobRunner(args.db, args.releases, args.jobs, args.config_dir, args.store, bool(args.user)).run()
 

@@ -4,9 +4,10 @@
 hp_init and hp_fini, and lists ``{"module", "source", "error"}`` for each
 failure. It runs in a child of the controller's fork server
 (controller/release.py), or as ``python -m hotplate.server.smoke RELEASE_DIR
-WORKDIR USER CONFIG_DIR`` (empty strings for none), which prints that list as JSON (a sanitizer build, whose
-runtime must be preloaded into a fresh interpreter). A module that kills the process fails the release,
-not a server.
+WORKDIR USER CONFIG_DIR RUN_DIR`` (empty strings for none), which prints that list as JSON (a sanitizer build,
+whose runtime must be preloaded into a fresh interpreter). A module that kills the process fails the release,
+not a server. Given the server's run directory, the check runs in a cgroup of its own
+(``smoke-PID``, server/cgroups.py), which the controller ends afterwards with all that hp_init forked.
 """
 from __future__ import annotations
 
@@ -15,15 +16,22 @@ import os
 import sys
 from pathlib import Path
 
+from . import cgroups
+from .config import ServerConfig
 from .confine import become, confine, hide_other_processes
 from .contract import ReleaseSpec
 from .modules import ModuleSet, load_config, open_store, setup_process
 
 
-def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "") -> list[dict]:
+def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", run_dir: str = "") -> list[dict]:
     """Load, init and fini every module in ``workdir``, as ``user`` (from
-    root) if given, confined like a worker, with the release's config set
-    from ``config_dir``; return the failures."""
+    root) if given, confined like a worker (in its own cgroup, given the
+    server's ``run_dir``), with the release's config set from
+    ``config_dir``; return the failures."""
+    spec = ReleaseSpec.load(Path(release_dir))
+    max_rss = spec.limits.max_rss or ServerConfig.max_rss
+    if run_dir:
+        enclose(Path(run_dir), spec, max_rss)
     setup_process()  # loads the runtime, which the workers' account may not be able to read
     if workdir:
         os.chdir(workdir)
@@ -31,28 +39,36 @@ def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str =
         hide_other_processes()
         become(user)
     open_store("lmdb:store")  # an empty store of its own, in the scratch directory
-    spec = ReleaseSpec.load(Path(release_dir))
     try:
         load_config(spec, config_dir or None)
     except OSError as e:
         return [{"module": "(config)", "source": "hotplate config", "error": str(e)}]
-    confine(spec, dedicated=bool(user), sanitized=bool(os.environ.get("HOTPLATE_SANITIZE")))
+    confine(spec, dedicated=bool(user), sanitized=bool(os.environ.get("HOTPLATE_SANITIZE")),
+            max_rss=max_rss)
     modules = ModuleSet.load(release_dir)
     modules.close()
     return [{"module": m.name, "source": m.source, "error": m.error} for m in modules.modules if not m.ok]
 
 
-def check_into(release_dir: str, workdir: str, user: str, config_dir: str, conn) -> None:
+def enclose(run_dir: Path, spec: ReleaseSpec, max_rss: int) -> None:
+    """Join this check's cgroup, bounded as a worker of the release is."""
+    if cgroups.available() is None:
+        tree = cgroups.app_tree(run_dir, f"smoke-{os.getpid()}")
+        tree.make(memory=cgroups.memory_limit(max_rss), tasks=spec.limits.processes)
+        tree.join()
+
+
+def check_into(release_dir: str, workdir: str, user: str, config_dir: str, run_dir: str, conn) -> None:
     """Run :func:`check` and send the result through a pipe (fork-server child)."""
-    conn.send(check(release_dir, workdir, user, config_dir))
+    conn.send(check(release_dir, workdir, user, config_dir, run_dir))
     conn.close()
 
 
-def main(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "") -> int:
-    failures = check(release_dir, workdir, user, config_dir)
+def main(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", run_dir: str = "") -> int:
+    failures = check(release_dir, workdir, user, config_dir, run_dir)
     print(json.dumps(failures))
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:5]))
+    sys.exit(main(*sys.argv[1:6]))

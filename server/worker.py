@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import metrics, report
 from .config import RESERVED_PREFIX
-from .dispatch import REASONS
+from .dispatch import REASONS, transfer_error
 from .fastpath import FastPath
 from .runtime import RT_HANDLER_ERROR
 from .websocket import calls, handshake
@@ -40,6 +40,13 @@ log = logging.getLogger("hotplate")
 #: plus a margin: the call is stuck outside module code for good.
 STUCK_AFTER_S = 1.5
 HEAD_CHUNK = 65536
+
+
+def head_ends(data: bytes) -> bool:
+    """Whether a request head is all there: an empty line, CRLF or a bare LF
+    (which gunicorn then refuses with 400, as the fast path does: one
+    answer, at once, on both paths)."""
+    return b"\r\n\r\n" in data or b"\n\n" in data or b"\n\r\n" in data
 
 
 def resident_bytes() -> int:
@@ -107,7 +114,7 @@ class HotplateWorker(ThreadWorker):
         if self.cfg.is_ssl or conn.parser is not None and conn.parser.unreader.buf.getvalue():
             return super().enqueue_req(conn)  # TLS bytes are not a head; pipelined bytes are read already
         try:  # the usual case, a keep-alive request arrived whole: straight to a thread
-            if b"\r\n\r\n" in conn.sock.recv(HEAD_CHUNK, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+            if head_ends(conn.sock.recv(HEAD_CHUNK, socket.MSG_PEEK | socket.MSG_DONTWAIT)):
                 conn.data_ready = True
                 return super().enqueue_req(conn)
         except (BlockingIOError, InterruptedError):
@@ -128,7 +135,7 @@ class HotplateWorker(ThreadWorker):
         except OSError:
             data = b""
         conn.head += data
-        if data and b"\r\n\r\n" not in conn.head and len(conn.head) <= self.head_limit:
+        if data and not head_ends(conn.head) and len(conn.head) <= self.head_limit:
             return
         self.drop_head(conn)
         if not conn.head:  # closed before a request
@@ -188,7 +195,8 @@ class HotplateWorker(ThreadWorker):
             self.fast.accept(enabled)
             self._accepting = enabled
         if not enabled and not self.alive:
-            report.retire(self.app.reports)
+            if self.app.channel is not None:
+                self.app.channel.retire()
             if self.fast is not None:
                 self.fast.drain()
             if self.wsgi.hub is not None:
@@ -357,7 +365,7 @@ class HotplateWorker(ThreadWorker):
     def handle_module_request(self, req, conn, dispatcher, target, path) -> bool:
         """Answer a module route; return whether to keep the connection open."""
         keep = self.keepalive(req)
-        headers, request_id, length, chunked, expect = [], None, None, False, False
+        headers, request_id, length, codings, expect = [], None, None, [], False
         for name, value in req.headers:
             headers += (name, value)
             if name == "X-REQUEST-ID":
@@ -365,9 +373,14 @@ class HotplateWorker(ThreadWorker):
             elif name == "CONTENT-LENGTH":
                 length = value
             elif name == "TRANSFER-ENCODING":
-                chunked = "chunked" in value.lower()
+                codings += [c.strip().lower() for c in value.split(",")]
             elif name == "EXPECT":
                 expect = value.lower() == "100-continue"
+        chunked = bool(codings)
+        if (refused := transfer_error(codings)) is not None:
+            status, reply_headers, payload = dispatcher.error(refused[0], target[0], dispatcher.request_id(request_id),
+                                                              refused[1])
+            return self.respond(req, conn, status, reply_headers, payload, False)
         if expect and req.version >= (1, 1) and (chunked or (length or "").isdigit() and
                                                  0 < int(length) <= dispatcher.config.max_body):
             conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before the body

@@ -30,6 +30,20 @@ def reachable_tmp(tmp_path):
         path.chmod(path.stat().st_mode | 0o111)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def app_accounts():
+    """Each state directory gets an account of its own (controller/account.py):
+    remove those the tests made, and their claims, once the session ends."""
+    import pwd
+    from hotplate.controller.account import CLAIMS
+    before = {p.pw_name for p in pwd.getpwall()}
+    yield
+    for name in sorted({p.pw_name for p in pwd.getpwall()} - before):
+        if name.startswith("hp-"):
+            subprocess.run(["userdel", name], capture_output=True)
+            (CLAIMS / name).unlink(missing_ok=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,14 +147,14 @@ class Up:
     """``hotplate up`` (hosted repository) on loopback ports, stopped at the end of the test."""
 
     def __init__(self, tmp: Path, *extra: str, bake: float = 0.3, workers: int = 2, env: dict | None = None,
-                 user: str | None = None):
+                 user: str | None = None, state: Path | None = None):
         self.tmp = tmp
         self.env = {**os.environ, **(env or {})}
         self.runner = ["runuser", "-u", user, "--"] if user else []  # unprivileged: it owns its directory
         tmp.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(tmp, user, user)
-        self.state = tmp / "state"
+        self.state = state or tmp / "state"
         self.port, self.api_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"http://127.0.0.1:{self.api_port}"

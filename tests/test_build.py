@@ -207,14 +207,16 @@ def test_release_is_content_addressed_with_unique_object_names(tmp_path):
 
 
 def test_a_compile_that_never_ends_is_stopped(tmp_path, monkeypatch):
-    """gcc reading an endless include: the build fails with a reason, and
-    no compiler process is left behind."""
+    """gcc waiting on an include that never comes (a FIFO nobody writes):
+    the build fails with a reason, and no compiler process is left behind.
+    (An endless one, /dev/zero, meets the memory bound first: test_fences.py.)"""
     import subprocess
 
     from hotplate.controller import build
     monkeypatch.setattr(build, "COMPILE_TIMEOUT_S", 2)
     app = write_app(tmp_path / "app", "modules:\n  z: {source: z.c, routes: [{path: /, handler: h}]}\n",
-                    {"z.c": '#include "/dev/zero"\n'})
+                    {"z.c": '#include "never.h"\n'})
+    os.mkfifo(app / "never.h")
     with pytest.raises(BuildError) as e:
         build_release(app, State(tmp_path / "state"))
     assert "the compiler did not finish within 2s" in e.value.results[0].diagnostics

@@ -192,7 +192,7 @@ def test_cflags_are_an_allowlist(tmp_path):
     refused = {"-wrapper": "changes which programs", "-B/tmp/evil": "changes which programs",
                "-specs=/tmp/x": "changes which programs", "-fplugin=/tmp/p.so": "loads a plugin",
                "@/etc/flags": "reads more flags from a file", "-o/tmp/out": "changes which programs",
-               "-Wl,-rpath,/tmp": "passes options to the linker", "-Xlinker": "passes options to the linker",
+               "-Wl,-rpath,/tmp": "passes options on to the linker", "-Xlinker": "passes options on to the linker",
                "-I/etc": "names a directory", "-fprofile-use=/etc/shadow": "reads or writes files",
                "--help": "not one of the flags"}
     for flag, why in refused.items():

@@ -555,3 +555,33 @@ def test_the_fast_path_survives_garbage(serve, tmp_path):
                 pass
     assert requests.get(server.url + "/users/1", timeout=5).text == "user 1\n"
     assert int(requests.get(server.url + "/_hotplate/release", timeout=5).json()["pid"]) == pid, "a worker died"
+
+
+def status_of(url: str, data: bytes, timeout: float = 5) -> int:
+    """The status of the first answer to raw bytes, within ``timeout`` (0 if none came)."""
+    try:
+        got = raw_exchange(url, data, b"\r\n", timeout=timeout)
+    except socket.timeout:
+        return 0
+    return int(got.split()[1]) if got.startswith(b"HTTP/1.") else 0
+
+
+def test_framing_rules_are_the_same_on_every_path(echo):
+    """RFC 9112's Transfer-Encoding rules, chunk sizes past the cap, and a
+    bare LF: one answer, at once, whichever path serves the route (issue 19)."""
+    post = b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+    cases = {
+        post + b"Transfer-Encoding: identity, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n": 501,
+        post + b"Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n": 501,
+        post + b"Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n": 400,
+        post + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n": 400,
+        post.replace(b"HTTP/1.1", b"HTTP/1.0") + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n": 400,
+        post + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nhello": 413,
+        post + b"Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\nhello": 400,
+        post + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n": 200,
+        b"GET /users/5 HTTP/1.1\nHost: x\n\n": 400,
+    }
+    started = time.monotonic()
+    got = {data: status_of(echo.url, data) for data in cases}
+    assert got == cases, {k: v for k, v in got.items() if v != cases[k]}
+    assert time.monotonic() - started < 5 * len(cases) / 2, "none waited for a timeout"

@@ -670,6 +670,16 @@ static int percent_decode(const char *in, size_t n, char *out, size_t *out_len)
     return 0;
 }
 
+/* Whether a request head ends a line with a bare LF: both paths refuse it
+ * (RFC 9112 2.2 lets a server accept it; one answer everywhere matters more). */
+static int bare_lf(const char *head, size_t len)
+{
+    for (const char *p = memchr(head, '\n', len); p; p = memchr(p + 1, '\n', len - (size_t)(p + 1 - head)))
+        if (p == head || p[-1] != '\r')
+            return 1;
+    return 0;
+}
+
 static int header_is(const struct phr_header *h, const char *name)
 {
     return h->name_len == strlen(name) && !strncasecmp(h->name, name, h->name_len);
@@ -854,7 +864,7 @@ static int serve_buffer(conn *c, slot *sl, int eof)
             atomic_store(&c->deadline_ms, c->head_started_ms + S.cfg.header_timeout_ms);
             return 1;
         }
-        if (r < 0)
+        if (r < 0 || bare_lf(c->buf, (size_t)r))
             return hand_off(c), 0; /* Python answers 400 */
         c->head_len = (size_t)r;
         request_line rl = {.method = method, .method_len = method_len, .target = target, .target_len = target_len,
@@ -890,8 +900,8 @@ static int serve_buffer(conn *c, slot *sl, int eof)
                     length = length * 10 + (h->value[k] - '0');
                 }
             } else if (header_is(h, "Transfer-Encoding")) {
-                if (h->value_len != 7 || strncasecmp(h->value, "chunked", 7))
-                    return hand_off(c), 0;
+                if (chunked || h->value_len != 7 || strncasecmp(h->value, "chunked", 7))
+                    return hand_off(c), 0; /* Python answers 400 or 501 (RFC 9112 6.1) */
                 chunked = 1;
             } else if (header_is(h, "Expect")) {
                 expect = h->value_len == 12 && !strncasecmp(h->value, "100-continue", 12);
@@ -906,7 +916,7 @@ static int serve_buffer(conn *c, slot *sl, int eof)
                 rl.agent = h->value, rl.agent_len = h->value_len;
             }
         }
-        if (refused || (chunked && length >= 0) || minor > 1)
+        if (refused || (chunked && (length >= 0 || minor == 0)) || minor > 1)
             return hand_off(c), 0; /* gunicorn refuses these with their reason */
         rl.keep = (minor == 1 ? !close_asked : keep_asked) && !atomic_load(&S.draining);
         if (given_id && given_id_len < sizeof rl.request_id)
@@ -939,7 +949,8 @@ static int serve_buffer(conn *c, slot *sl, int eof)
                 c->dec_end += size;
                 c->len = left >= 0 ? c->dec_end + (size_t)left : c->dec_end;
             }
-            if (left == -1 || c->dec_end - c->head_len > S.cfg.max_body) {
+            if (left == -1 || c->dec_end - c->head_len > S.cfg.max_body ||
+                c->dec.bytes_left_in_chunk > S.cfg.max_body) { /* a chunk that says it is too large: at once */
                 rl.keep = 0;
                 send_error(c, &rl, rt, left == -1 ? 400 : 413,
                            left == -1 ? "malformed chunked body" : "request body too large");

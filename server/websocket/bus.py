@@ -39,14 +39,14 @@ def parse(message: bytes) -> tuple[float, int, int, str, int, bytes]:
 class Reader(asyncio.Protocol):
     """One peer's stream of publications into this worker."""
 
-    def __init__(self, deliver):
-        self.deliver = deliver
+    def __init__(self, deliver, run_dir: Path):
+        self.deliver, self.run_dir = deliver, run_dir
         self.buf = bytearray()
 
     def connection_made(self, transport) -> None:
         """Hang up on anything but a worker of this server (see transfer.py)."""
         pid, uid = peer_of(transport.get_extra_info("socket"))
-        if not is_sibling(pid, uid):
+        if not is_sibling(self.run_dir, pid, uid):
             log.warning("bus: refused a connection from pid %d (uid %d), which is not a worker of this server",
                         pid, uid)
             transport.abort()  # before the transport starts reading: nothing it sent is read
@@ -99,12 +99,13 @@ class Bus:
         self.links: dict[int, Link] = {}
         self.peers: list[int] = []
         self.stamp = None
+        self.booting = False
         self.server = None
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(address(self.run_dir, os.getpid(), "bus"))
-        self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver), sock=sock)
+        self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver, self.run_dir), sock=sock)
 
     def send(self, at: float, origin: int, seq: int, topic: str, kind: int, data: bytes) -> None:
         message = frame(at, origin, seq, topic.encode(), kind, data)
@@ -116,14 +117,18 @@ class Bus:
             link.write(message)
 
     def current_peers(self) -> list[int]:
+        """The workers with a hub, read again when the directory changes, and
+        while a worker there has not reported yet (the master makes its files
+        before it writes them)."""
         try:
             stamp = self.reports.stat().st_mtime_ns
         except OSError:
             return []
-        if stamp != self.stamp:
+        if stamp != self.stamp or self.booting:
             self.stamp = stamp
-            self.peers = [pid for pid, r in report.read_reports(self.reports).items()
-                          if pid != os.getpid() and r.hub]
+            reports = report.read_reports(self.reports)
+            self.booting = len(reports) < len(report.worker_pids(self.reports))
+            self.peers = [pid for pid, r in reports.items() if pid != os.getpid() and r.hub]
             for pid in set(self.links) - set(self.peers):
                 link = self.links.pop(pid)
                 if link.transport:

@@ -127,7 +127,7 @@ class Hub:
         acknowledgements of the batches this one sent."""
         while True:
             try:
-                received = transfer.receive(self.inbox)
+                received = transfer.receive(self.inbox, self.run_dir)
             except OSError as e:
                 log.error("ws: %s", e)
                 return  # called again while more is waiting
@@ -191,7 +191,7 @@ class Hub:
     def register(self, conn: Connection, moved_in: bool) -> None:
         self.dispatcher.counters.add(WS_MOVED_IN if moved_in else WS_OPENED)
         metrics.WS_EVENTS.labels("moved_in" if moved_in else "opened").inc()
-        metrics.WS_CONNECTIONS.inc()
+        metrics.ws_connections().inc()
         self.connections.add(conn)
         for topic in conn.session.topics:
             self.topics[topic].add(conn)
@@ -205,7 +205,7 @@ class Hub:
     def unregister(self, conn: Connection, moved_out: bool) -> None:
         self.dispatcher.counters.add(WS_MOVED_OUT if moved_out else WS_CLOSED)
         metrics.WS_EVENTS.labels("moved_out" if moved_out else "closed").inc()
-        metrics.WS_CONNECTIONS.dec()
+        metrics.ws_connections().dec()
         self.connections.discard(conn)
         for topic in conn.session.topics:
             subscribers = self.topics.get(topic)

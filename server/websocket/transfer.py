@@ -8,9 +8,11 @@ it sent, and ``.bus``, a stream socket for publications
 (server/websocket/bus.py).
 
 Any local process can reach an abstract socket, so both take only what a
-sibling sends: a process of this worker's uid whose parent is this worker's
-gunicorn master, as the kernel reports it (SCM_CREDENTIALS on ``.move``,
-SO_PEERCRED on ``.bus``), never as the message says.
+sibling sends: a process of this worker's uid that the master made a report
+for (only the master can make files in ``run/workers``), as the kernel
+reports it (SCM_CREDENTIALS on ``.move``, SO_PEERCRED on ``.bus``), never as
+the message says. (Workers cannot see each other in /proc: each is hidden
+from the others, hidepid=2 and not dumpable.)
 """
 from __future__ import annotations
 
@@ -42,16 +44,10 @@ def bind(run_dir: Path) -> socket.socket:
     return sock
 
 
-def is_sibling(pid: int, uid: int) -> bool:
+def is_sibling(run_dir: Path, pid: int, uid: int) -> bool:
     """Whether ``pid`` is another worker of this worker's master, running as
     this worker's user."""
-    if uid != os.getuid() or pid == os.getpid():
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return int(stat[stat.rindex(")") + 2:].split()[1]) == os.getppid()
+    return uid == os.getuid() and pid != os.getpid() and report.is_worker(Path(run_dir) / "workers", pid)
 
 
 def peer_of(sock: socket.socket) -> tuple[int, int]:
@@ -86,7 +82,7 @@ def send(run_dir: Path, pid: int, message: dict, fds: list[int] = ()) -> None:
         sock.close()
 
 
-def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
+def receive(sock: socket.socket, run_dir: Path) -> tuple[dict, list[int]] | None:
     """The next message on this worker's socket, or None."""
     try:
         payload, ancillary, flags, _ = sock.recvmsg(
@@ -101,7 +97,7 @@ def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
         elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
             sender = _UCRED.unpack(data)[:2]
     why = ("arrived truncated" if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)
-           else None if is_sibling(*sender) else f"came from pid {sender[0]}, which is not a worker of this server")
+           else None if is_sibling(run_dir, *sender) else f"came from pid {sender[0]}, which is not a worker of this server")
     if why:
         for fd in fds:
             os.close(fd)

@@ -71,7 +71,8 @@ def _print_diagnostics(title: str, result) -> None:
 def cmd_fleet(args) -> int:
     from .localfleet import up
 
-    return up(Path(args.state or ".hotplate-fleet"), os.path.abspath(args.source), args.hosts, args.port)
+    return up(Path(args.state or ".hotplate-fleet"), os.path.abspath(args.source), args.hosts, args.port,
+              args.base_port)
 
 
 def cmd_build(args) -> int:
@@ -151,7 +152,8 @@ def cmd_up(args) -> int:
             fleet = Fleet(args.fleet, registry.rstrip("/").rpartition("/")[2],
                           args.host_name or f"{socket.gethostname()}:{server.config.bind.rpartition(':')[2]}",
                           candidate=not args.follow, report=lambda: report(controller),
-                          on_change=lambda leading: controller.wake("fleet"))
+                          on_change=lambda leading: controller.wake("fleet"),
+                          on_rollout=lambda: None if controller.leads() else controller.wake("fleet"))
             waves = WaveSettings(args.wave_size, args.wave_bake, args.wave_timeout)
             controller.join_fleet(fleet, Waves(fleet, args.publish, waves) if args.publish else None,
                                   FleetSource(registry, fleet))
@@ -370,7 +372,8 @@ def parser() -> argparse.ArgumentParser:
     def wait_flags(sp, flag: bool = True):
         if flag:
             sp.add_argument("--wait", action="store_true", help="then wait until the commit is live (exit 0), its "
-                            "deploy failed (1) or --timeout passed (2)")
+                            "deploy failed (1), --timeout passed (2), a rollback's pin keeps it back (3) or the "
+                            "controller cannot be reached (4)")
         sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
         return sp
 
@@ -379,7 +382,7 @@ def parser() -> argparse.ArgumentParser:
     status_cmd.add_argument("--exit-code", action="store_true",
                             help="exit 1 when Failed or OutOfSync, or Degraded or Down (for CI and scripts)")
     wait = wait_flags(command("wait", "wait until the head (or --commit) is live, for CI: exit 0 live, 1 failed, "
-                                      "2 timed out", client.cmd_wait,
+                                      "2 timed out, 3 pinned by a rollback, 4 controller unreachable", client.cmd_wait,
                               example='hotplate wait --commit "$(git rev-parse HEAD)" --for healthy --timeout 300'),
                       flag=False)
     wait.add_argument("--for", dest="until", choices=("live", "healthy"), default="live",
@@ -443,6 +446,10 @@ def parser() -> argparse.ArgumentParser:
     fleet.add_argument("source", nargs="?", default=".", help="the app's repository the fleet builds (default: .)")
     fleet.add_argument("--hosts", type=int, default=3, help="hosts: two candidates to lead, the rest followers")
     fleet.add_argument("--port", type=int, default=8080, help="the load balancer's port on 127.0.0.1")
+    fleet.add_argument("--base-port", type=int, metavar="N",
+                       help="put every other service on ports from N up: etcd N (its peers N+1), the registry N+2, "
+                            "NATS N+3, then each host's app and controller API in turn (host1: N+4, N+5; ...); "
+                            "default: free ports, printed at start")
     init = command("init", "scaffold a new app repository", cmd_init, example="hotplate init myapp && hotplate dev myapp")
     init.add_argument("dir")
     init.add_argument("--branch", default="main", help="the branch to commit to, the one `hotplate up` tracks "

@@ -45,7 +45,11 @@ def _call(args, method: str, path: str, body: dict | None = None):
             pass
         raise HotplateError(f"{method} {path}: {e.code}: {detail}") from None
     except OSError as e:
-        raise HotplateError(f"cannot reach the controller at {url}: {e}") from None
+        raise Unreachable(f"cannot reach the controller at {url}: {e}") from None
+
+
+class Unreachable(HotplateError):
+    """The controller did not answer (stopped, restarting, another host)."""
 
 
 def _stream(args, path: str):
@@ -72,7 +76,9 @@ def say(args, data: dict, text: str) -> None:
 def cmd_status(args) -> int:
     s = _call(args, "GET", "/api/status")
     _emit(args, s, _format_status)
-    unwell = s["state"] in ("Failed", "OutOfSync") or s["health"]["state"] in ("Degraded", "Down")
+    unwell = s["state"] in ("Failed", "OutOfSync") or s["health"]["state"] in ("Degraded", "Down") or \
+        any(h["state"] in UNWELL_HOSTS for h in (s.get("fleet") or {}).get("hosts", [])) or \
+        bool(s.get("fleet") and not s["fleet"]["connected"])
     return 1 if args.exit_code and unwell else 0
 
 
@@ -80,30 +86,57 @@ WAIT_POLL_S = 0.2
 APP_LOG_POLL_S = 0.2
 
 
+#: ``hotplate wait``'s exit codes (and every ``--wait``'s).
+WAIT_LIVE, WAIT_FAILED, WAIT_TIMED_OUT, WAIT_PINNED, WAIT_UNREACHABLE = 0, 1, 2, 3, 4
+#: Seconds the controller may be unreachable (a restart) before a wait gives up.
+UNREACHABLE_S = 10.0
+
+
 def _wait(args, target: str | None, until: str, timeout: float) -> int:
     """Poll status until ``target`` (default: the head the controller last
-    saw) is live, and healthy if asked: 0; 1 as soon as its deploy failed;
-    2 at the timeout. For CI."""
+    saw) is live, and healthy if asked: 0. The head is live only with the
+    config set it is to run with (a config rollback keeps the commit but
+    not the set). 1 as soon as its deploy failed; 2 at the timeout; 3 at
+    once when a rollback's pin keeps it from deploying; 4 when the
+    controller stays unreachable. For CI."""
     deadline = time.monotonic() + timeout
+    lost: float | None = None
     while True:
-        s = _call(args, "GET", "/api/status")
+        try:
+            s = _call(args, "GET", "/api/status")
+            lost = None
+        except Unreachable as e:
+            lost = lost or time.monotonic()
+            if time.monotonic() - lost >= UNREACHABLE_S or time.monotonic() >= deadline:
+                say(args, {"outcome": "unreachable", "commit": target, "error": str(e)},
+                    f"gave up waiting: {e} (for {UNREACHABLE_S:g}s); is `hotplate up` running?")
+                return WAIT_UNREACHABLE
+            time.sleep(WAIT_POLL_S)
+            continue
         target = target or s["head"]["commit"]
         deploying = s["progressing"] and s["progressing"]["commit"] == target
         facts = {"commit": target, "state": s["state"], "health": s["health"]["state"], "live": s["live"]}
-        if s["live"]["commit"] == target and not deploying and (until == "live" or s["health"]["state"] == "Healthy"):
+        configured = s["pinned"] or target != s["head"]["commit"] or s["config"]["live"] == s["config"]["desired"]
+        if s["live"]["commit"] == target and configured and not deploying and \
+                (until == "live" or s["health"]["state"] == "Healthy"):
             say(args, {"outcome": "live", **facts},
-                 f"live: {target[:12]} (release {s['live']['release']}), health {s['health']['state']}")
-            return 0
+                f"live: {target[:12]} (release {s['live']['release']}), health {s['health']['state']}")
+            return WAIT_LIVE
         if s["failure"] and s["head"]["commit"] == target and not deploying:
             say(args, {"outcome": "failed", "failure": s["failure"], **facts},
-                 f"FAILED: {target[:12]}: deploy {s['failure']['deploy']} {s['failure']['reason']}; "
-                 f"see `hotplate logs {s['failure']['deploy']}`")
-            return 1
+                f"FAILED: {target[:12]}: deploy {s['failure']['deploy']} {s['failure']['reason']}; "
+                f"see `hotplate logs {s['failure']['deploy']}`")
+            return WAIT_FAILED
+        if s["pinned"] and not deploying:
+            say(args, {"outcome": "pinned", "pinned": s["pinned"], **facts},
+                f"not deploying: live is pinned to {s['pinned']} by a rollback, so {target[:12]} does not deploy "
+                "until `hotplate resume`")
+            return WAIT_PINNED
         if time.monotonic() >= deadline:
             say(args, {"outcome": "timed_out", **facts},
-                 f"timed out after {timeout:g}s waiting for {(target or 'the head')[:12]} to be {until}: "
-                 f"state {s['state']}, health {s['health']['state']}, live {(s['live']['commit'] or '-')[:12]}")
-            return 2
+                f"timed out after {timeout:g}s waiting for {(target or 'the head')[:12]} to be {until}: "
+                f"state {s['state']}, health {s['health']['state']}, live {(s['live']['commit'] or '-')[:12]}")
+            return WAIT_TIMED_OUT
         time.sleep(WAIT_POLL_S)
 
 
@@ -162,8 +195,20 @@ def _format_fleet(f: dict | None) -> list[str]:
                    f"{len(r['waves']) - 1} [{waves}], leader {r['leader']}" + (f": {r['reason']}" if r["reason"] else ""))
     out.append("\nhost                  role      release         desired         health    state")
     out += [f"{h['host']:<21} {h['role'] or '-':<9} {h['release'] or '-':<15} {h['desired'] or '-':<15} "
-            f"{h['health'] or '-':<9} {_mark(h['state'], h['state'] == 'Synced')}" for h in f["hosts"]]
+            f"{h['health'] or '-':<9} {_mark(h['state'], h['state'] == 'Synced')}{_host_note(h)}" for h in f["hosts"]]
     return out
+
+
+def _host_note(h: dict) -> str:
+    if h["state"] == "Missing" and h.get("since"):
+        return f" since {time.strftime('%H:%M:%S', time.localtime(h['since']))} (no report: down or cut off)"
+    if h["state"] in ("Failed", "Stale") and h.get("failed"):
+        return f" ({h['failed'].get('reason')})"
+    return ""
+
+
+#: Host states that make ``status --exit-code`` fail: the fleet is not all on what it should serve.
+UNWELL_HOSTS = ("Missing", "Stale", "Failed", "Unreadable")
 
 
 def cmd_history(args) -> int:

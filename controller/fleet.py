@@ -12,8 +12,13 @@ lease of ``TTL_S`` seconds alive and, under its fleet's prefix
     it. A host that cannot reach etcd never builds on its own.
 ``hosts/<host>``
     Each host's report: the release it serves, its health, its last failed
-    deploy. Bound to the host's lease, so a host that is gone drops out
-    within the TTL.
+    deploy (with its outcome: only ``failed`` and ``rolled_back`` are the
+    release's fault). Bound to the host's lease, so a host that is gone
+    drops out within the TTL.
+``members/<host>``
+    When each host that ever joined last reported, not bound to a lease: a
+    host whose report is gone is ``Missing`` since then, never forgotten
+    (``etcdctl del`` the key to forget one for good).
 ``rollout``
     The rollout (:class:`Rollout`): the release rolling out and the one
     before it, its waves, how far it got and how it ended. Only the
@@ -68,16 +73,54 @@ class Rollout:
         return self.previous
 
 
+#: The outcomes of a host's deploy that are the release's fault (it ran it
+#: and its smoke check or gate failed); any other (``errored``: a lost
+#: lease, etcd or the registry cut off, a full disk) is the host's
+#: environment, and never fails a rollout.
+BLAMES = ("failed", "rolled_back")
+
+
+def blames(failed: dict | None) -> bool:
+    """Whether a host's last failure is the release's fault (reports of
+    an older version, without an outcome, count as such)."""
+    return bool(failed) and failed.get("outcome", "failed") in BLAMES
+
+
+def condition(report: dict | None, want: str | None) -> str:
+    """One host against the release the rollout names for it: the one
+    derivation that status, the dashboard and the waves read.
+
+    ``Missing`` (no report: its lease ran out), ``Unreadable`` (a key that
+    holds no report), ``Progressing`` (deploying), ``Failed`` (its smoke
+    check or gate failed on ``want``), ``Synced``, or ``Stale`` (serves
+    something else, or could not take part: its last failure was not the
+    release's)."""
+    if report is None:
+        return "Missing"
+    if not report:
+        return "Unreadable"
+    if report.get("deploying") is not None:
+        return "Progressing"
+    failed = report.get("failed") or {}
+    if want and failed.get("release") == want and blames(failed):
+        return "Failed"
+    return "Synced" if report.get("release") == want else "Stale"
+
+
 class Fleet:
     """This host's membership of a fleet: its lease, its report, and (for a
     candidate) the leader's key.
 
     :param report: called for this host's report (a JSON-able dict).
     :param on_change: called with True or False when this host starts or stops leading.
+    :param on_rollout: called when the rollout key changes (etcd's watch), and
+        after each reconnect of the watch (a change may have been missed):
+        a follower acts on a new wave at once, not at its next poll.
     """
 
     def __init__(self, url: str, name: str, host: str, candidate: bool, report: Callable[[], dict],
-                 on_change: Callable[[bool], None] = lambda leading: None):
+                 on_change: Callable[[bool], None] = lambda leading: None,
+                 on_rollout: Callable[[], None] = lambda: None):
         parsed = urlparse(url)
         if parsed.scheme != "etcd" or not parsed.hostname:
             raise StalledError(f"{url}: the fleet's etcd is etcd://HOST:PORT", "BadFleet")
@@ -85,13 +128,15 @@ class Fleet:
         self.client = Etcd3Client(parsed.hostname, parsed.port or 2379, timeout=2)
         self.prefix = f"/hotplate/{name}/"
         self.host, self.candidate = host, candidate
-        self.report, self.on_change = report, on_change
+        self.report, self.on_change, self.on_rollout = report, on_change, on_rollout
         self.leading = threading.Event()
         self.lease = None
         self.contact: float | None = None  # time.time() of the last answer from etcd
         self.lock = threading.Lock()  # one beat at a time: the keeper's, or a report after a deploy
         self.stopping = threading.Event()
+        self.cancel_watch: Callable[[], None] | None = None
         threading.Thread(target=self.keep, name="fleet", daemon=True).start()
+        threading.Thread(target=self.watch, name="fleet-watch", daemon=True).start()
 
     # -- membership ------------------------------------------------------
 
@@ -122,9 +167,26 @@ class Fleet:
                 self.lease = None
                 return False
 
+    def watch(self) -> None:
+        """Wake this host whenever the rollout changes; reconnect (and wake
+        once, to resync) whenever the watch breaks."""
+        while not self.stopping.is_set():
+            try:
+                events, self.cancel_watch = self.client.watch(self.prefix + "rollout")
+                self.on_rollout()
+                for _ in events:
+                    if self.stopping.is_set():
+                        break
+                    self.on_rollout()
+            except Exception as e:  # etcd gone: the polls go on meanwhile
+                log.debug("fleet: watch: %s", e)
+            self.stopping.wait(1.0)
+
     def put_report(self) -> None:
+        now = time.time()
         self.client.put(self.prefix + "hosts/" + self.host, json.dumps(self.report()), lease=self.lease)
-        self.contact = time.time()
+        self.client.put(self.prefix + "members/" + self.host, json.dumps({"seen": now}))
+        self.contact = now
 
     def tell(self) -> None:
         """Put this host's report now (after a deploy), not at the next beat."""
@@ -144,6 +206,11 @@ class Fleet:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.cancel_watch is not None:
+            try:
+                self.cancel_watch()
+            except Exception:
+                pass
         if self.lease is not None:
             try:
                 self.lease.revoke()  # the next leader need not wait for the TTL
@@ -164,6 +231,12 @@ class Fleet:
         one (anyone with access to etcd can write there) counts as empty."""
         rows = self.call("hosts", self.client.get_prefix, self.prefix + "hosts/")
         return {meta["key"].decode().rpartition("/")[2]: _mapping(value) for value, meta in rows}
+
+    def members(self) -> dict[str, float]:
+        """Every host that ever joined, with when it last reported."""
+        rows = self.call("members", self.client.get_prefix, self.prefix + "members/")
+        return {meta["key"].decode().rpartition("/")[2]: float(_mapping(value).get("seen") or 0)
+                for value, meta in rows}
 
     def rollout(self) -> Rollout | None:
         """The rollout in etcd, or None.

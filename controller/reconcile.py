@@ -32,7 +32,7 @@ from .notify import Notifier
 from .record import History
 from .rollout import GateSettings, ServerProcess, roll
 from .source import Source
-from .state import State
+from .state import State, Verified
 from .verify import Policy
 
 log = logging.getLogger("hotplate.controller")
@@ -120,8 +120,11 @@ class Controller:
         n = self.history.interrupt_unfinished()
         if n:
             log.warning("%d deploy(s) were interrupted by a controller stop", n)
-        good, commit = next(iter(self.history.live_releases(1)), (None, None))
-        if good and self.state.live_release() != good and self.state.pinned() is None:
+        verified = self.state.verified()
+        good, commit = (verified.release, verified.commit) if verified else \
+            next(iter(self.history.live_releases(1)), (None, None))
+        if good and self.state.release(good) is not None and self.state.live_release() != good \
+                and self.state.pinned() is None:
             log.warning("current was %s (not verified); restoring %s", self.state.live_release(), good)
             self.state.switch(good, commit)
             if self.server.pid is not None:
@@ -175,6 +178,7 @@ class Controller:
             left = self.waves.unfinished() if self.leads() else None
             if left is not None:
                 self.end_rollout(left)
+            self.vouch_fleet()
         if self.source is None:
             return
         self.source.fetch()
@@ -183,6 +187,23 @@ class Controller:
             self.cond.notify_all()
         if not self.settled(tip):
             self.deploy_commit(tip, trigger)
+
+    def vouch_fleet(self) -> None:
+        """A follower's live release is verified once the fleet's rollout
+        that names it for this host is over (Done, or RolledBack to it):
+        until then, its master would go back to the one before if this
+        controller died (server/gunicorn_app.py's fence)."""
+        if self.leads():
+            return
+        try:
+            rollout = self.fleet.rollout()
+        except HotplateError:
+            return
+        live = self.state.live_release()
+        want = (rollout.desired(self.fleet.host) or {}) if rollout else {}
+        if rollout and rollout.state != "Progressing" and live and want.get("release") == live and \
+                (self.state.verified() or Verified("")).release != live:
+            self.state.vouch(live, self.state.live_commit())
 
     def settled(self, tip: str | None) -> bool:
         """Whether there is nothing to do for ``tip`` now: it is live, pinned,
@@ -258,7 +279,7 @@ class Controller:
             pipeline.cleanup(a)
             self.backoff.record(a.commit, outcome)
             self.last_failure = None if outcome == "succeeded" else \
-                {"release": a.target or a.meta.get("release"), "commit": a.commit, "reason": reason}
+                {"release": a.target or a.meta.get("release"), "commit": a.commit, "reason": reason, "outcome": outcome}
             if outcome != "succeeded" and a.commit and a.trigger != "rollback":
                 self.config_failed = (a.commit, self.desired_config(a.commit))
             self.emit(d, self.final_line(a, outcome, reason))
@@ -281,6 +302,8 @@ class Controller:
                                release=a.target if outcome == "succeeded" else self.state.live_release(),
                                reason=reason)
         if outcome == "succeeded":
+            if self.fleet is None or self.leads():  # a follower: once the fleet's rollout is over (vouch_fleet)
+                self.state.vouch(a.target, a.commit)
             self.prune()
 
     def publish_live(self) -> str:

@@ -10,11 +10,12 @@ import json
 import os
 import pwd
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotplate.server import layout
 from hotplate.server.contract import ReleaseSpec
+from hotplate.server.layout import WORKTREE, Verified
 
 from .account import check_reachable
 from .errors import HotplateError
@@ -166,8 +167,7 @@ class State:
 
     def live_release(self) -> str | None:
         """The id of the release ``current`` leads to, if it exists."""
-        target = Path(os.path.realpath(self.current))
-        return target.name if target.parent == self.releases and target.is_dir() else None
+        return layout.live_release(self.root)
 
     def live_commit(self) -> str | None:
         """The commit ``current`` names (``commits/<sha>``), if it names one."""
@@ -188,12 +188,16 @@ class State:
             return None
 
     def switch(self, release_id: str, commit: str | None) -> None:
-        """Point ``current`` at a release atomically, through the link of the
-        commit that built it (``commits/<sha>``; a working tree without git
-        has none): readers see the old pair or the new pair, never a mix."""
-        name = commit or f"{WORKTREE}-{release_id}"
-        _link(self.commits / name, os.path.join("..", "releases", release_id))
-        _link(self.current, os.path.join("commits", name))
+        """Point ``current`` at a release atomically (server/layout.py)."""
+        layout.switch(self.root, release_id, commit)
+
+    def verified(self) -> Verified | None:
+        """The release that last passed everything it had to (server/layout.py)."""
+        return Verified.read(self.root)
+
+    def vouch(self, release_id: str, commit: str | None) -> None:
+        """Record ``release_id`` as verified for this host."""
+        Verified(release_id, commit).write(self.root)
 
     def prune_commits(self) -> None:
         """Drop commit links whose release was pruned."""
@@ -252,22 +256,4 @@ def _own(path: Path, uid: int, gid: int, mode: int) -> None:
         os.close(fd)
 
 
-#: The name part of a link for a tree deployed without a commit (dev, serve).
-WORKTREE = "worktree"
-
-
-def _link(path: Path, target: str) -> None:
-    """Make ``path`` a symlink to ``target``, replacing any old one atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, path)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write a file so readers see the old or the new content, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+write_atomic = layout.write_atomic

@@ -15,6 +15,7 @@ from hotplate.server.report import read_all
 from .appconfig import ConfigStore
 from .build import Builder
 from .errors import HotplateError
+from .fleet import condition
 from .plan import load_manifest
 
 
@@ -96,13 +97,17 @@ def fleet(c) -> dict | None:
                           "previous": (rollout.previous or {}).get("release"), "state": rollout.state,
                           "wave": rollout.wave, "waves": rollout.waves, "leader": rollout.leader,
                           "reason": rollout.reason}
-    for host, r in sorted(hosts.items()):
-        want = (rollout.desired(host) or {}).get("release") if rollout else r.get("release")
-        state = "Unreadable" if not r else "Progressing" if r.get("deploying") is not None else \
-            "Failed" if (r.get("failed") or {}).get("release") == want and want else \
-            "Synced" if r.get("release") == want else "Stale"
-        out["hosts"].append({"host": host, "role": r.get("role"), "release": r.get("release"), "desired": want,
-                             "health": r.get("health"), "state": state})
+    try:
+        members = c.fleet.members()
+    except HotplateError:
+        members = {}
+    for host in sorted(hosts.keys() | members.keys()):
+        r = hosts.get(host)
+        want = (rollout.desired(host) or {}).get("release") if rollout else (r or {}).get("release")
+        out["hosts"].append({"host": host, "role": (r or {}).get("role"), "release": (r or {}).get("release"),
+                             "desired": want, "health": (r or {}).get("health"), "state": condition(r, want),
+                             "since": members.get(host) if r is None else None,
+                             "failed": (r or {}).get("failed")})
     return out
 
 

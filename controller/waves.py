@@ -19,7 +19,7 @@ from typing import Callable
 
 from .appconfig import ConfigStore
 from .errors import RetryableError, RolloutError, StalledError
-from .fleet import Fleet, Rollout
+from .fleet import Fleet, Rollout, condition
 from .registry import push
 
 #: Seconds between looks at the hosts' reports while a wave rolls.
@@ -81,41 +81,53 @@ class Waves:
 
     def wait(self, rollout: Rollout, wave: list[str], deadline: float, emit, baking: bool = False) -> None:
         """Until every host of ``wave`` serves the target healthy (or, baking,
-        until ``deadline`` passes with none failing)."""
+        until ``deadline`` passes with none failing). A host that fails the
+        release (its smoke check, its gate) rolls the fleet back; one that
+        leaves or cannot take part (its failure is its environment's) is
+        waited for until ``deadline``, then gone on without: it converges
+        on the fleet's release when it can."""
         release = rollout.target["release"]
         back = (rollout.previous or {}).get("release") or "no release"
-        pending, gone = set(wave), set()
+        pending, gone, hindered = set(wave), set(), {}
         while True:
             if not self.fleet.leading.is_set():
                 raise RetryableError(f"{self.fleet.host} lost the fleet's lease mid-rollout", "LeaderLost")
             reports = self.fleet.hosts()
             for host in sorted(pending):
-                report = reports.get(host)
-                if report is None and host != self.fleet.host:
+                report = reports.get(host, {} if host == self.fleet.host else None)
+                state = condition(report, release)
+                if state == "Missing":
                     if host not in gone:
                         gone.add(host)
                         emit(f"  {host} left the fleet (its lease ran out): not waited for")
                     continue
-                failed = (report or {}).get("failed") or {}
-                if failed.get("release") == release:
+                if state == "Failed":
+                    failed = report["failed"]
                     raise RolloutError(f"wave {rollout.wave}: {host} could not serve {release} "
                                        f"({failed.get('reason')}); the whole fleet goes back to {back}",
                                        "FleetGateFailed")
-                healthy = report is not None and report.get("release") == release and \
-                    report.get("health") != "Down" and not report.get("deploying")
+                healthy = state == "Synced" and report.get("health") != "Down"
                 if baking and not healthy and host != self.fleet.host:
                     raise RolloutError(f"wave {rollout.wave}: {host} stopped serving {release} healthy while it "
-                                       f"baked ({report.get('health') if report else 'gone'}); the whole fleet "
-                                       f"goes back to {back}", "FleetGateFailed")
+                                       f"baked ({report.get('health')}); the whole fleet goes back to {back}",
+                                       "FleetGateFailed")
                 if healthy and not baking:
                     pending.discard(host)
                     emit(f"  {host} serves {release}, healthy")
+                elif (failed := report.get("failed") or {}).get("release") == release:
+                    hindered[host] = failed.get("reason")
             if time.monotonic() >= deadline:
                 if baking:
                     return
-                raise RolloutError(f"wave {rollout.wave}: {', '.join(sorted(pending - gone))} did not serve "
-                                   f"{release} within {self.settings.timeout:g}s; the whole fleet goes back to {back}",
-                                   "FleetTimeout")
+                stuck = pending - gone - set(hindered)
+                if stuck:
+                    raise RolloutError(f"wave {rollout.wave}: {', '.join(sorted(stuck))} did not serve {release} "
+                                       f"within {self.settings.timeout:g}s; the whole fleet goes back to {back}",
+                                       "FleetTimeout")
+                for host in sorted(pending - gone):
+                    emit(f"  {host} could not take part ({hindered[host]}, not the release's fault): going on "
+                         "without it; it converges on the fleet's release when it can")
+                return
             if not baking and pending <= gone:
                 return
             time.sleep(LOOK_S)

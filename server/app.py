@@ -5,6 +5,7 @@ import os
 
 from flask import Blueprint, Flask, current_app, jsonify
 
+from . import layout
 from .config import RESERVED_PREFIX, ServerConfig
 from .dispatch import Dispatcher
 
@@ -23,6 +24,24 @@ def health():
     ok = modules is not None and not failed
     return jsonify(status="ok" if ok else "degraded", release=modules.release_id if modules else None,
                    pid=os.getpid(), failed_modules=failed), 200 if ok else 503
+
+
+@bp.get("/ready")
+def ready():
+    """200 while this worker serves a release this host may serve: the one
+    verified for it (it passed its gate and, in a fleet, the fleet's
+    rollout), or the live one unless the controller gating it died; else 503. What
+    a load balancer probes (the master's fence, server/gunicorn_app.py,
+    says which: a controller killed mid-gate makes it 503 at once)."""
+    dispatcher = current_app.extensions["hotplate"]
+    modules = dispatcher.modules
+    root = dispatcher.state_root
+    verified = layout.Verified.read(root) if root else None
+    release = modules.release_id if modules else None
+    ok = release is not None and root is not None and layout.ready(root, release) and \
+        all(m.ok for m in modules.modules)
+    return jsonify(ready=ok, release=release, verified=verified.release if verified else None,
+                   pid=os.getpid()), 200 if ok else 503
 
 
 @bp.get("/release")

@@ -91,6 +91,7 @@ class Dispatcher:
         self.counters = Counters()
         self.socket_adapter = None
         self.socket_routes: list[Socket] = []
+        self.state_root: Path | None = None  # the state directory (server/layout.py), set by the server
         self.hub = None  # the worker's WebSocket hub (server/websocket/hub.py), once started
 
     def attach(self, modules: ModuleSet) -> None:

@@ -10,19 +10,22 @@ their requests and exit with theirs.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import pwd
 import random
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
-from . import cgroups, metrics, pidfile, report, runtime
+from . import cgroups, layout, metrics, pidfile, report, runtime
 from .app import create_app
 from .config import ServerConfig
 from .confine import confine, drop_groups, hide_other_processes
@@ -63,6 +66,60 @@ class Supervised:
                 self.proc.kill()
 
 
+class Fence:
+    """The master's guard for when its controller dies mid-deploy (issue 20).
+
+    The master outlives a controller killed with -9. If that controller had
+    switched ``current`` to a release that had not passed everything (its
+    gate, a fleet's rollout), the master would go on serving code nobody
+    verified. So while a controller's record says it runs
+    (``run/controller.json``) but its process is gone, the master puts
+    ``current`` back on ``verified`` and rolls its workers onto it itself
+    (SIGHUP: new workers first). A controller that stopped on purpose
+    removes its record: nothing to fence then.
+
+    It also tells the workers, for ``/_hotplate/ready``, whether a living
+    controller gates the live release (:data:`layout.FENCED` absent)."""
+
+    INTERVAL_S = 0.5
+
+    def __init__(self, root: Path, arbiter, workers: int):
+        self.root, self.arbiter, self.workers = root, arbiter, workers
+        self.told: bool | None = None  # whether a living controller gates live, as last written
+        threading.Thread(target=self.watch, daemon=True, name="fence").start()
+
+    def watch(self) -> None:
+        while True:
+            try:
+                self.check()
+            except Exception:  # the master must survive anything here
+                logging.getLogger("hotplate").exception("fence: checking the live release failed")
+            time.sleep(self.INTERVAL_S)
+
+    def check(self) -> None:
+        try:
+            pid = int(json.loads((self.root / "run" / "controller.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid = None
+        verified, live = layout.Verified.read(self.root), layout.live_release(self.root)
+        gated = pid is None or report.pid_alive(pid)  # (no record: stopped on purpose, or `serve`)
+        if not gated and verified is not None and live != verified.release and \
+                (self.root / "releases" / verified.release).is_dir():
+            logging.getLogger("hotplate").error(
+                "fence: the controller (pid %s) is gone and %s is live but was never verified; going back to %s",
+                pid, live, verified.release)
+            layout.switch(self.root, verified.release, verified.commit)
+            self.arbiter.num_workers = self.workers  # (a roll cut short may have left more)
+            os.kill(os.getpid(), signal.SIGHUP)
+            live = verified.release
+        if gated != self.told:
+            if gated:
+                (self.root / layout.FENCED).unlink(missing_ok=True)
+            else:
+                (self.root / layout.FENCED).touch()
+            self.told = gated
+
+
 class HotplateServer(BaseApplication):
     """A gunicorn application serving the release that ``current`` points to.
 
@@ -83,6 +140,7 @@ class HotplateServer(BaseApplication):
         self.channel: report.Channel | None = None  # in a worker: its report files (post_fork)
         self.release: Path | None = None  # in a worker: the release it loads, resolved once (post_fork)
         self.dispatcher = create_app(config)
+        self.dispatcher.state_root = self.run_dir.parent
         self.job_runner: Supervised | None = None
         self.host = host_id()  # with the workers' pids, names publishers across a fleet
         runtime.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
@@ -130,9 +188,14 @@ class HotplateServer(BaseApplication):
         Only once: objects the master makes later, roll after roll, must stay
         collectable. Fold the counters of workers a dead master left behind.
         (Workers set their own resource limits: server/confine.py.)"""
+        logger = logging.getLogger("hotplate")  # gunicorn's error log, in the master and (forked) its workers
+        logger.handlers = server.log.error_log.handlers
+        logger.setLevel(server.log.error_log.level)
+        logger.propagate = False
         self.reports.mkdir(parents=True, exist_ok=True)
         report.fold_dead(self.reports)
         self.sweep()
+        Fence(self.run_dir.parent, server, self.config.workers)
         gc.collect()
         gc.freeze()
         if self.config.jobs:
@@ -208,9 +271,6 @@ class HotplateServer(BaseApplication):
         """Load the release resolved at fork into this worker and report.
         Never raises: a worker boot error would make gunicorn halt the server."""
         logger = logging.getLogger("hotplate")
-        logger.handlers = worker.log.error_log.handlers
-        logger.setLevel(worker.log.error_log.level)
-        logger.propagate = False
         channel = self.channel or report.Channel(os.open(os.devnull, os.O_WRONLY), -1)
         try:
             os.chdir(self.workdir)

@@ -147,20 +147,24 @@ class Up:
     """``hotplate up`` (hosted repository) on loopback ports, stopped at the end of the test."""
 
     def __init__(self, tmp: Path, *extra: str, bake: float = 0.3, workers: int = 2, env: dict | None = None,
-                 user: str | None = None, state: Path | None = None):
+                 user: str | None = None, state: Path | None = None, netns: tuple[str, str] | None = None):
+        """``netns``: (network namespace, its address) to run in, a host of its own (tests/netlab.py)."""
         self.tmp = tmp
         self.env = {**os.environ, **(env or {})}
         self.runner = ["runuser", "-u", user, "--"] if user else []  # unprivileged: it owns its directory
+        if netns:
+            self.runner = ["ip", "netns", "exec", netns[0], *self.runner]
+        address = netns[1] if netns else "127.0.0.1"
         tmp.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(tmp, user, user)
         self.state = state or tmp / "state"
         self.port, self.api_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.url = f"http://{address}:{self.port}"
+        self.api = f"http://{address}:{self.api_port}"
         self.log = tmp / "up.log"
-        self.args = ["up", "--state", str(self.state), "--bind", f"127.0.0.1:{self.port}",
-                     "--api", f"127.0.0.1:{self.api_port}", "--bake", str(bake), "--workers", str(workers),
+        self.args = ["up", "--state", str(self.state), "--bind", f"{address}:{self.port}",
+                     "--api", f"{address}:{self.api_port}", "--bake", str(bake), "--workers", str(workers),
                      "--threads", "4", *extra]
         self.start()
 

@@ -28,12 +28,16 @@ def test_wait_and_exit_codes_tell_a_ci_job_what_happened(up, tmp_path):
     good = work.commit("v3", {"hello.c": hello("v3")})
     server.update_branch(work, good)
     assert server.cli("diff", "--exit-code").returncode == 1, "something to deploy"
-    timed_out = server.cli("wait", "--commit", good, "--timeout", "1")
-    assert timed_out.returncode == 2 and "timed out after 1s" in timed_out.stdout, timed_out
+    started = time.monotonic()
+    pinned = server.cli("wait", "--commit", good, "--timeout", "60")
+    assert pinned.returncode == 3 and "pinned" in pinned.stdout, pinned
+    assert time.monotonic() - started < 10, "a pinned head is said at once, not at the timeout"
     resumed = server.cli("resume", "--wait", "--timeout", "60")
     assert resumed.returncode == 0 and f"live: {good[:12]}" in resumed.stdout, resumed
     assert text(server) == "v3"
     assert server.cli("wait", "--for", "healthy", "--commit", good, "--timeout", "60").returncode == 0
+    timed_out = server.cli("wait", "--commit", "0" * 40, "--timeout", "1")
+    assert timed_out.returncode == 2 and "timed out after 1s" in timed_out.stdout, timed_out
 
     bad = work.commit("broken", {"hello.c": "this is not C\n"})
     server.update_branch(work, bad)
@@ -43,6 +47,9 @@ def test_wait_and_exit_codes_tell_a_ci_job_what_happened(up, tmp_path):
     logs = server.cli("logs")
     assert logs.returncode == 0 and "failed" in logs.stdout.splitlines()[0] and "this is not C" in logs.stdout
     assert text(server) == "v3", "live kept serving"
+    server.kill()  # kill -9: its record says it runs, nobody answers
+    gone = server.cli("wait", "--timeout", "60")
+    assert gone.returncode == 4 and "cannot reach the controller" in gone.stdout, gone
 
 
 def test_one_version_everywhere():

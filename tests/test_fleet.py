@@ -319,21 +319,31 @@ def test_a_leader_killed_mid_rollout_is_replaced_and_its_rollout_ends(up, tmp_pa
     other.wait(lambda: rollout(other).get("commit") == v2 and rollout(other)["state"] == "Progressing",
                timeout=60, what="the rollout of v2 to start")
     lost = leader.status()["fleet"]["host"]
+    before = max(d["id"] for d in other.deploys())
     leader.kill()  # kill -9 mid-rollout (baking the canary, or in wave 1)
     killed = time.monotonic()
+    # its app server outlives it: it goes back to v1, the release the fleet verified, by itself (issue 20)
+    wait_for(lambda: text(leader) == "v1", 15, "the killed leader's server back on the verified v1")
     other.wait(lambda: other.status()["role"] == "leader", timeout=20, what="the other candidate to lead")
     took = time.monotonic() - killed
     assert took < TTL_S + 3, f"the new leader took {took:.1f}s"
-    ended = other.wait(lambda: next((d for d in other.deploys() if d["trigger"] == "fleet" and d["finished"]), None),
-                       timeout=30, what="the new leader to end the rollout it found")
+
+    def abandoned():
+        ended = [d for d in other.deploys() if d["trigger"] == "fleet" and d["finished"] and d["id"] > before]
+        return next((d for d in ended if f"begun by {lost} stopped at wave" in other.cli("logs", str(d["id"])).stdout),
+                    None)
+    ended = other.wait(abandoned, timeout=30, what="the new leader to end the rollout it found")
     assert ended["outcome"] == "succeeded", ended
-    assert f"begun by {lost} stopped at wave" in other.cli("logs", str(ended["id"])).stdout
     # then it deploys the tip itself, canary first: the fleet ends on v2, verified by the new leader's waves
     other.wait(lambda: rollout(other).get("state") == "Done" and rollout(other)["leader"] != lost,
                timeout=90, what="the new leader's rollout of v2 to end")
     assert rollout(other)["commit"] == v2
     for host in (other, follower):
         assert text(host) == "v2"
+    assert text(leader) == "v1", "the killed host never serves what the fleet did not verify"
+    shown = {h["host"]: h for h in other.status()["fleet"]["hosts"]}
+    assert shown[lost]["state"] == "Missing" and shown[lost]["since"], shown
+    assert other.cli("status", "--exit-code").returncode == 1, "a Missing host is not all well"
 
 
 def test_hosts_cut_off_from_etcd_keep_serving_and_converge_when_it_is_back(up, tmp_path, registry):
@@ -354,6 +364,10 @@ def test_hosts_cut_off_from_etcd_keep_serving_and_converge_when_it_is_back(up, t
         for host in (leader, other, follower):
             host.wait(lambda: text(host) == "v2", timeout=60, what="v2 everywhere once etcd is back")
         assert rollout(follower)["commit"] == v2
+        follower.wait(lambda: rollout(follower)["state"] == "Done", timeout=60, what="the rollout of v2 to end")
+        for host in (leader, other, follower):  # a leadership change is never the commit's fault (issue 20)
+            blamed = [d for d in host.deploys() if d["outcome"] in ("failed", "rolled_back")]
+            assert not blamed, blamed
         late = up("--follow", url, "--fleet", etcd_url, "--poll", "0.2", "--host-name", "late")
         late.wait(lambda: text(late) == "v2", timeout=60, what="v2 on a host that joined")
         late.wait(lambda: {h["host"]: h["state"] for h in late.status()["fleet"]["hosts"]}.get("late") == "Synced",

@@ -32,6 +32,7 @@ def test_the_pods_run_a_command_hotplate_accepts_with_a_health_probe():
     args = parser().parse_args(container["args"])  # exits (fails) on an unknown flag
     assert args.command == "up" and args.nats == "nats://nats:4222" and args.store.startswith("redis://")
     assert args.fleet == "etcd://etcd:2379" and args.publish == "http://registry:5000/app" and args.source
-    assert container["readinessProbe"]["httpGet"]["path"] == "/_hotplate/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/_hotplate/ready"  # verified code only
+    assert container["livenessProbe"]["httpGet"]["path"] == "/_hotplate/health"
     services = {d["metadata"]["name"] for _, d in documents() if d["kind"] == "Service"}
     assert {"nats", "redis", "etcd", "registry"} <= services  # what the flags name

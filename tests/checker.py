@@ -207,13 +207,13 @@ class Promises(RuleBasedStateMachine):
 
     @rule()
     def push_broken(self):
-        self.work.commit("does not compile", {"app.c": app_source("x", broken=True)})
+        self.work.commit("does not compile", {"app.c": app_source(f"x{len(self.trees)}", broken=True)})
         self.tip(None)
         self.push(expect="not deployed" if self.pinned() else "deploy FAILED")
 
     @rule()
     def push_unhealthy(self):
-        self.work.commit("fails its health route", {"app.c": app_source("sick", health=500)})
+        self.work.commit("fails its health route", {"app.c": app_source(f"sick{len(self.trees)}", health=500)})
         self.tip(None)
         self.push(expect="not deployed" if self.pinned() else "deploy ROLLED BACK")
 
@@ -274,7 +274,10 @@ class Promises(RuleBasedStateMachine):
         assert got == self.answers[live], f"status says {live} is live ({self.answers[live]!r}); the app says {got!r}"
 
     def teardown(self):
-        self.server.stop()
-        left = subprocess.run(["pgrep", "-f", str(self.server.state)], capture_output=True, text=True).stdout.split()
-        assert not left, f"processes outlived the instance: {left}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            self.server.stop()
+            left = subprocess.run(["pgrep", "-f", str(self.server.state)], capture_output=True,
+                                  text=True).stdout.split()
+            assert not left, f"processes outlived the instance: {left}"
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)

@@ -2,6 +2,7 @@
 random sequences of operator actions against a real instance."""
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 from .checker import Promises
@@ -13,3 +14,4 @@ Promises.TestCase.settings = settings(
     suppress_health_check=list(HealthCheck), database=None)
 
 TestPromises = Promises.TestCase
+TestPromises.pytestmark = [pytest.mark.timeout(1800)]  # (every example in one test; each command is bounded itself)

@@ -290,6 +290,7 @@ class HotplateServer(BaseApplication):
             modules = ModuleSet.load(self.release)
             self.bound(worker, modules.spec)
             self.dispatcher.attach(modules)
+            metrics.declare(modules.routes)
             self.start_hub(logger)
             channel.publish(modules.release_id, [report.ModuleReport(m.name, m.ok, m.error) for m in modules.modules],
                             hub=self.dispatcher.hub is not None)

@@ -53,6 +53,15 @@ def ws_connections() -> Gauge:
     return Gauge("hotplate_websocket_connections", "Open WebSocket connections", multiprocess_mode="livesum")
 
 
+def declare(routes) -> None:
+    """Every module's crash and timeout series, and every route's 5xx, at 0
+    from a worker's start: an alert on a series that is missing never fires."""
+    for route in routes:
+        HANDLER_CRASHES.labels(route.module.name)
+        HANDLER_TIMEOUTS.labels(route.module.name)
+        HTTP_REQUESTS.labels(route.module.name, route.spec.path, "5xx")
+
+
 def request(module: str, route: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(module, route, f"{status // 100}xx").inc()
     HTTP_DURATION.labels(module, route).observe(seconds)

@@ -37,3 +37,7 @@ def test_metrics_per_route_per_module_and_per_deploy(up, tmp_path):
     assert value('hotplate_deploys_total{outcome="succeeded"}') == 2
     assert value('hotplate_deploy_stage_seconds_count{stage="build"}') == 2
     assert value("hotplate_up") == 1 and value('hotplate_health{state="Healthy"}') == 1
+    # series an alert watches exist at 0 before their first event (issue 21)
+    assert value('hotplate_handler_crashes_total{module="hello"}') == 0
+    assert value('hotplate_handler_timeouts_total{module="hello"}') == 0
+    assert value('hotplate_http_requests_total{code="5xx",module="hello",route="/health"}') == 0

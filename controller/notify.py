@@ -93,7 +93,9 @@ class Target:
 
 
 class Notifier:
-    """Sends each event to every target, in order, retrying with backoff."""
+    """Sends each event to every target, in order, retrying with backoff:
+    a queue and a thread per target, so that one that is down delays only
+    its own events."""
 
     def __init__(self, targets: list[Target], secret: str | None, history: History, token: str | None = None):
         self.targets = targets
@@ -101,28 +103,28 @@ class Notifier:
         self.token = token  # for commit statuses
         self.history = history
         self.stopping = threading.Event()  # set by stop(): no more attempts or waits
-        self.queue: queue.Queue[dict] = queue.Queue()
-        if targets:
-            threading.Thread(target=self.run, name="notify", daemon=True).start()
+        self.queues: list[queue.Queue[dict]] = [queue.Queue() for _ in targets]
+        for target, events in zip(targets, self.queues):
+            threading.Thread(target=self.run, args=(target, events), name="notify", daemon=True).start()
 
     def send(self, event: str, deploy: int, commit: str | None, summary: str, **facts) -> None:
         """Queue ``deploy.<event>`` for every target (returns at once)."""
-        if self.targets:
-            self.queue.put({"event": f"deploy.{event}", "deploy": deploy, "commit": commit, "summary": summary,
-                            "at": time.time(), **facts})
+        event = {"event": f"deploy.{event}", "deploy": deploy, "commit": commit, "summary": summary,
+                 "at": time.time(), "release": None, "reason": None, **facts}  # (every event has every field)
+        for events in self.queues:
+            events.put(event)
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def run(self) -> None:
+    def run(self, target: Target, events: "queue.Queue[dict]") -> None:
         while not self.stopping.is_set():
             try:
-                event = self.queue.get(timeout=0.5)
+                event = events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            for target in self.targets:
-                if event["commit"] or not target.status:  # a working tree has no commit to mark
-                    self.deliver(target, event)
+            if event["commit"] or not target.status:  # a working tree has no commit to mark
+                self.deliver(target, event)
 
     def deliver(self, target: Target, event: dict) -> None:
         delivery = str(uuid.uuid4())

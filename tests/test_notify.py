@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from .conftest import free_port
 from .test_controller import first_deploy
 
 SECRET = "notify-s3cret"
@@ -64,12 +65,14 @@ def receiver():
 
 
 def test_deploys_are_notified_signed_retried_and_logged(up, tmp_path, receiver):
-    server, work = first_deploy(up, tmp_path, "--notify", f"{receiver.url}/hook", "--notify",
+    down = f"http://127.0.0.1:{free_port()}/down"  # a receiver that is down delays only its own events
+    server, work = first_deploy(up, tmp_path, "--notify", down, "--notify", f"{receiver.url}/hook", "--notify",
                                 f"slack:{receiver.url}/slack", env={"HOTPLATE_NOTIFY_SECRET": SECRET})
     work.commit("broken", {"hello.c": "not C\n"})
     assert "deploy FAILED" in work.push()
     hooks = lambda: [e for path, e in receiver.events if path == "/hook"]
-    server.wait(lambda: len(hooks()) == 4, what="four signed events")
+    server.wait(lambda: len(hooks()) == 4, timeout=10, what="four signed events, the receiver that is down aside")
+    assert {"release", "reason", "trigger"} <= set(hooks()[0]), "every event has every field"
     events = [(e["event"], e["deploy"]) for e in hooks()]
     assert events == [("deploy.started", 1), ("deploy.succeeded", 1), ("deploy.started", 2), ("deploy.failed", 2)]
     assert hooks()[3]["reason"] == "BuildFailed" and "deploy FAILED (BuildFailed)" in hooks()[3]["summary"]

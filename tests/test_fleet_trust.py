@@ -130,7 +130,7 @@ def test_a_follower_cut_off_mid_rollout_keeps_its_verified_release_and_converges
         leader.wait(lambda: {h["host"]: h["state"] for h in leader.status()["fleet"]["hosts"]}["c"] == "Missing",
                     timeout=20, what="c Missing in the leader's view")
         assert leader.cli("status", "--exit-code").returncode == 1
-        assert cut.status()["fleet"]["connected"] is False
+        cut.wait(lambda: cut.status()["fleet"]["connected"] is False, timeout=20, what="c to say it is cut off")
         assert not [d for d in leader.deploys() if d["outcome"] != "succeeded"], "the commit is not blamed"
         lab.mend(spots[2])
         cut.wait(lambda: text(cut) == "v2", timeout=60, what="c on v2 once its link is back")

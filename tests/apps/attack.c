@@ -162,18 +162,23 @@ HP_EXPORT int reserve(hp_request *req, hp_response *res)
     return answer(res, 0);
 }
 
+/* What a clone returned: the child leaves at once, the parent reaps it. */
+static int cloned(hp_response *res, long pid)
+{
+    if (pid == 0)
+        _exit(0);
+    if (pid > 0)
+        waitpid((pid_t)pid, NULL, 0);
+    return answer(res, pid > 0 ? 0 : -1);
+}
+
 /* GET /clone?ns=user|mount|net|pid: a child in a new namespace. */
 HP_EXPORT int clone_ns(hp_request *req, hp_response *res)
 {
     const char *ns = q(req, "ns");
     long flag = !strcmp(ns, "user") ? CLONE_NEWUSER : !strcmp(ns, "mount") ? CLONE_NEWNS
               : !strcmp(ns, "net") ? CLONE_NEWNET : CLONE_NEWPID;
-    long pid = syscall(SYS_clone, flag | SIGCHLD, 0, 0, 0, 0);
-    if (pid == 0)
-        _exit(0);
-    if (pid > 0)
-        waitpid((pid_t)pid, NULL, 0);
-    return answer(res, pid > 0 ? 0 : -1);
+    return cloned(res, syscall(SYS_clone, flag | SIGCHLD, 0, 0, 0, 0));
 }
 
 /* GET /clone3: clone3 itself (libc falls back to clone on ENOSYS). */
@@ -182,12 +187,7 @@ HP_EXPORT int clone3_call(hp_request *req, hp_response *res)
     (void)req;
     struct { unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls; } args = {
         .exit_signal = SIGCHLD};
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0)
-        _exit(0);
-    if (pid > 0)
-        waitpid((pid_t)pid, NULL, 0);
-    return answer(res, pid > 0 ? 0 : -1);
+    return cloned(res, syscall(SYS_clone3, &args, sizeof args));
 }
 
 /* GET /io_uring: set up a ring. */

@@ -185,17 +185,25 @@ class ServerProcess:
         cgroups.app_tree(self.state.run).kill()
         ConfigStore(self.state).forget_rendered()
 
-    def command(self, text: str, attempts: int = 20) -> dict:
+    def command(self, text: str, attempts: int = 20, within: float = 30) -> dict:
         """Send a control-socket command. gunicorn pauses its control server
-        around each fork, so a refused or reset connection is tried again."""
+        around each fork, so a refused or reset connection is tried again,
+        all of it ``within`` seconds (a master busy forking never holds a
+        caller longer)."""
+        deadline = time.monotonic() + within
+        error: Exception | None = None
         for attempt in range(attempts):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                with ControlClient(str(self.state.control_socket), timeout=10) as client:
+                with ControlClient(str(self.state.control_socket), timeout=min(10, left)) as client:
                     return client.send_command(text)
             except Exception as e:
                 error = e
-                time.sleep(0.01 * (attempt + 1))
-        raise RetryableError(f"gunicorn control socket: {text!r} failed: {error}", "ServerUnreachable")
+                time.sleep(min(0.01 * (attempt + 1), max(0, deadline - time.monotonic())))
+        raise RetryableError(f"gunicorn control socket: {text!r} failed: {error or 'no answer in time'}",
+                             "ServerUnreachable")
 
     def workers(self, attempts: int = 20) -> list[int]:
         """Pids of the workers gunicorn currently counts (oldest first)."""
@@ -209,10 +217,11 @@ class ServerProcess:
         counts (its control socket): a file in the run directory is no
         worker. While the master cannot be asked (it pauses its control
         socket around each fork), the reports of live pids: only the
-        master makes files there."""
+        master makes files there. Bounded to a second: ``status`` answers
+        while the master is busy."""
         reports = read_reports(self.state.workers)
         try:
-            known = {w["pid"] for w in self.command("show workers", 3)["workers"]}
+            known = {w["pid"] for w in self.command("show workers", 3, within=1)["workers"]}
         except RetryableError:
             return reports
         return {pid: r for pid, r in reports.items() if pid in known}

@@ -119,6 +119,23 @@ def test_killed_app_server_is_restarted_and_status_tells(up, tmp_path):
     assert text(server) == "v2"
 
 
+def test_status_answers_while_the_master_does_not(up, tmp_path):
+    """A master that does not run (stopped here; busy forking on a bad day)
+    accepts on its control socket and never answers: status, /metrics and the
+    dashboard's API answer anyway, each within the client's 5 s timeout."""
+    server, work = first_deploy(up, tmp_path)
+    master = int((server.state / "run" / "server.pid").read_text())
+    os.kill(master, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            s = server.status()  # (a ReadTimeout fails the test)
+            assert s["live"]["commit"] and s["server"]["pid"] == master, s
+        assert "hotplate_up 1" in requests.get(server.api + "/metrics", timeout=5).text
+    finally:
+        os.kill(master, signal.SIGCONT)
+    assert server.status()["health"]["state"] == "Healthy" and text(server) == "v1"
+
+
 def down_metrics(server) -> str:
     """/metrics while the master is down (the window lasts as long as its restart)."""
     os.kill(int((server.state / "run" / "server.pid").read_text()), signal.SIGKILL)

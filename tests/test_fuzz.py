@@ -3,6 +3,7 @@ manifest validator, webhook verification and the git-HTTP path check
 (atheris), and the C runtime's request and JSON code (libFuzzer, under ASan
 and UBSan). Each run is bounded by a count of inputs, not by time; longer
 runs: scripts/fuzz."""
+import os
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ FUZZ = ROOT / "tests" / "fuzz"
 @pytest.mark.parametrize("target", ["manifest", "webhook", "git_path"])
 def test_python_parsers_survive_fuzzing(target, tmp_path):
     result = subprocess.run([sys.executable, "-m", "tests.fuzz.targets", target, "-runs=20000", "-seed=1",
-                             f"-artifact_prefix={tmp_path}/"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             f"-artifact_prefix={tmp_path}/"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})  # (its app directory: libFuzzer's exit skips cleanup)
     assert result.returncode == 0 and "Done 20000 runs" in result.stderr, result.stderr[-3000:]
 
 

@@ -31,9 +31,11 @@ import pyrage
 import yaml
 from pyrage import x25519
 
+from hotplate.server.contract.layout import write_atomic
+
 from .errors import HotplateError, StalledError
 from .plan import safe_load
-from .state import State, write_atomic
+from .state import State
 
 log = logging.getLogger("hotplate.controller")
 #: The committed file, next to deploy.yaml.

@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotplate.server.contract.layout import write_atomic
 from hotplate.server.paths import INCLUDE_DIR
 from hotplate.server.runtime import compiler_version, sdk_digest
 
 from . import sandbox
 from .errors import BuildError
 from .plan import Manifest, Module
-from .state import write_atomic
 
 CC = os.environ.get("CC", "cc")
 #: Seconds one module's compile may take: hostile or broken C must not hold a deploy.
@@ -108,6 +108,10 @@ class Builder:
         for sub in ("objects", "deps"):
             (self.cache / sub).mkdir(parents=True, exist_ok=True)
 
+    def object(self, key: str, kind: str = "so") -> Path:
+        """Where the cache keeps a built object (``so``) and its compiler output (``log``)."""
+        return self.cache / "objects" / f"{key}.{kind}"
+
     def build(self, manifest: Manifest, on_result=None) -> BuildResult:
         """Build every module, in parallel; raise BuildError if any fails.
 
@@ -184,12 +188,12 @@ class Builder:
             return ModuleBuild(module.name, module.source, "", False, False, 0.0, str(e), None)
         pre = self.pre_key(module, args)
         key = self.cached_key(pre)
-        if key and (self.cache / "objects" / f"{key}.so").exists():
-            os.utime(self.cache / "objects" / f"{key}.so")  # recently used: pruned last
-            log = self.cache / "objects" / f"{key}.log"
+        if key and self.object(key).exists():
+            os.utime(self.object(key))  # recently used: pruned last
+            log = self.object(key, "log")
             diagnostics = log.read_text() if log.exists() else ""
             return ModuleBuild(module.name, module.source, key, True, True,
-                               time.monotonic() - start, diagnostics, self.cache / "objects" / f"{key}.so")
+                               time.monotonic() - start, diagnostics, self.object(key))
         return self.compile(module, args, pre, start)
 
     def compile(self, module: Module, args: list[str], pre: str, start: float) -> ModuleBuild:
@@ -214,8 +218,8 @@ class Builder:
                                    time.monotonic() - start, diagnostics, None)
             deps = {name: self.file_digest(name) or "" for name in self.dependencies(depfile)}
             key = self.object_key(pre, deps)
-            target = self.cache / "objects" / f"{key}.so"
-            (self.cache / "objects" / f"{key}.log").write_text(diagnostics)
+            target = self.object(key)
+            self.object(key, "log").write_text(diagnostics)
             os.replace(out, target)
             (self.cache / "deps" / pre).mkdir(exist_ok=True)
             write_atomic(self.cache / "deps" / pre / f"{key}.json", json.dumps(deps, sort_keys=True))

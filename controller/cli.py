@@ -21,6 +21,7 @@ from pathlib import Path
 import argcomplete
 
 from hotplate.server.config import ServerConfig, server_environment
+from hotplate.server.contract.layout import write_atomic
 
 from . import client, devloop
 from .account import keep_to_itself, worker_user
@@ -29,7 +30,7 @@ from .errors import BuildError, HotplateError
 from .notify import Notifier, Target
 from .record import History
 from .rollout import GateSettings, ServerProcess
-from .state import State, write_atomic
+from .state import State
 from .verify import Policy
 from .verify import save as save_policy
 
@@ -92,7 +93,7 @@ def cmd_serve(args) -> int:
     os.environ.clear()  # gunicorn runs in this process: what module code inherits is what stays here
     os.environ.update(kept)
     print(f"serving release {outcome.release.id} on http://{config.bind}/", flush=True)
-    HotplateServer(state.current, config, state.run, state.data).run()
+    HotplateServer(state, config).run()
     return 0
 
 
@@ -244,7 +245,7 @@ def cmd_dev(args) -> int:
     state = _state(args, app / ".hotplate-dev")
     state.lock("dev")
     history = _history(state)
-    errors = state.run / "dev-error.txt"
+    errors = state.dev_errors
     errors.unlink(missing_ok=True)
     server = _start_server(state, args, console=True, dev_errors=str(errors))
     controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0), sanitize=args.sanitize),

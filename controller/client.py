@@ -204,6 +204,8 @@ def _host_note(h: dict) -> str:
         return f" since {time.strftime('%H:%M:%S', time.localtime(h['since']))} (no report: down or cut off)"
     if h["state"] in ("Failed", "Stale") and h.get("failed"):
         return f" ({h['failed'].get('reason')})"
+    if h["state"] == "Unreadable" and h.get("error"):
+        return f" (its key holds no report: {h['error']})"
     return ""
 
 
@@ -248,7 +250,7 @@ def cmd_logs(args) -> int:
 def _app_log(args) -> int:
     """The app server's log (run/server.log), filtered by module and route;
     with --follow, then what it appends, as it comes."""
-    path = State(state_root(args, Path(".hotplate"))).run / "server.log"
+    path = State(state_root(args, Path(".hotplate"))).server_log
     tags = [t for t in (args.module and f"module={args.module}", args.route and f"route={args.route}") if t]
     try:
         log = path.open(errors="replace")

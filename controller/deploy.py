@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from hotplate.server import sanitize
-from hotplate.server.contract import ReleaseSpec
+from hotplate.server.contract.fleet import Target
+from hotplate.server.contract.release import ReleaseSpec
 
 from .appconfig import COMMITTED, ConfigStore
 from .build import Builder, BuildResult, ModuleBuild
@@ -180,7 +181,7 @@ class Pipeline:
 
     def check(self, env: dict | None = None) -> Check:
         """How this host's smoke checks run: as its workers do."""
-        return Check(self.state.worker_user, env, self.state.config_render, self.state.run)
+        return Check(self.state.worker_user, env, self.state)
 
     def publish(self, a: Attempt) -> None:
         """A fleet's leader: the release goes to the registry before it goes
@@ -201,17 +202,16 @@ class Pipeline:
         rollout = self.fleet.unfinished()
         if rollout is None:
             return
-        back = (rollout.previous or {}).get("release") or "no release"
         self.fleet.end(rollout, f"LeaderLost: {rollout.leader} was lost at wave {rollout.wave} of "
                                 f"{len(rollout.waves) - 1}")
-        self.emit(f"the rollout of {rollout.target['release']} begun by {rollout.leader} stopped at wave "
-                  f"{rollout.wave} of {len(rollout.waves) - 1} (its leader was lost); every host goes back to {back}")
+        self.emit(f"the rollout of {rollout.target.release} begun by {rollout.leader} stopped at wave "
+                  f"{rollout.wave} of {len(rollout.waves) - 1} (its leader was lost); every host goes back to "
+                  f"{rollout.back}")
 
-    def described(self, release: str, commit: str | None, meta: dict) -> dict:
+    def described(self, release: str, commit: str | None, meta: dict) -> Target:
         """A release as a fleet's rollout names it."""
         spec = self.state.release(release)
-        return {"release": release, "commit": commit, "message": meta.get("message", ""),
-                "author": meta.get("author", ""), "config": spec.config if spec else None}
+        return Target(release, commit, meta.get("message", ""), meta.get("author", ""), spec.config if spec else None)
 
     def switch(self, a: Attempt) -> None:
         """Point ``current`` at the target: new workers load it (and its

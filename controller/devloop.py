@@ -13,9 +13,10 @@ from pathlib import Path
 
 import watchfiles
 
+from hotplate.server.contract.layout import write_atomic
+
 from .deploy import TREE, Attempt
 from .plan import MANIFEST
-from .state import write_atomic
 
 SOURCE_SUFFIXES = (".c", ".h")
 DEBOUNCE_MS = 20  # a save is usually a burst of events: build once it is over

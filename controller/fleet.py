@@ -20,23 +20,26 @@ lease of ``TTL_S`` seconds alive and, under its fleet's prefix
     host whose report is gone is ``Missing`` since then, never forgotten
     (``etcdctl del`` the key to forget one for good).
 ``rollout``
-    The rollout (:class:`Rollout`): the release rolling out and the one
+    The rollout: the release rolling out and the one
     before it, its waves, how far it got and how it ended. Only the
     leader writes it, in a transaction that checks it still holds
     ``leader``; every other host deploys what it names for that host.
+
+The records themselves (typed, versioned, read as untrusted) are
+server/contract/fleet.py's.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 from urllib.parse import urlparse
 
 from etcd3gw.client import Etcd3Client
 from etcd3gw.utils import _encode
+
+from hotplate.server.contract.fleet import HostReport, Member, Rollout, Unreadable
 
 from .errors import RetryableError, StalledError
 from .registry import RegistrySource
@@ -45,48 +48,7 @@ log = logging.getLogger("hotplate.controller")
 TTL_S = 5
 
 
-@dataclass
-class Rollout:
-    """One release rolling out over the fleet, wave after wave.
-
-    ``target`` and ``previous`` are ``{"release", "commit", "message",
-    "author"}``; ``waves[0]`` is the leader (the canary), then batches of
-    the other hosts. A host serves ``target`` once its wave is admitted
-    (``wave`` is the last admitted one), and every host does once the
-    rollout is ``Done``; before that, and after ``RolledBack``, it serves
-    ``previous``.
-    """
-
-    target: dict
-    previous: dict | None
-    waves: list[list[str]]
-    leader: str
-    wave: int = 0
-    state: str = "Progressing"  # Done, RolledBack
-    reason: str | None = None
-    started: float = field(default_factory=time.time)
-
-    def desired(self, host: str) -> dict | None:
-        admitted = any(host in wave for wave in self.waves[:self.wave + 1])
-        if self.state == "Done" or (self.state == "Progressing" and admitted):
-            return self.target
-        return self.previous
-
-
-#: The outcomes of a host's deploy that are the release's fault (it ran it
-#: and its smoke check or gate failed); any other (``errored``: a lost
-#: lease, etcd or the registry cut off, a full disk) is the host's
-#: environment, and never fails a rollout.
-BLAMES = ("failed", "rolled_back")
-
-
-def blames(failed: dict | None) -> bool:
-    """Whether a host's last failure is the release's fault (reports of
-    an older version, without an outcome, count as such)."""
-    return bool(failed) and failed.get("outcome", "failed") in BLAMES
-
-
-def condition(report: dict | None, want: str | None) -> str:
+def condition(report: HostReport | None, want: str | None) -> str:
     """One host against the release the rollout names for it: the one
     derivation that status, the dashboard and the waves read.
 
@@ -97,28 +59,27 @@ def condition(report: dict | None, want: str | None) -> str:
     release's)."""
     if report is None:
         return "Missing"
-    if not report:
+    if report.error is not None:
         return "Unreadable"
-    if report.get("deploying") is not None:
+    if report.deploying is not None:
         return "Progressing"
-    failed = report.get("failed") or {}
-    if want and failed.get("release") == want and blames(failed):
+    if want and report.failed and report.failed.release == want and report.failed.blames():
         return "Failed"
-    return "Synced" if report.get("release") == want else "Stale"
+    return "Synced" if report.release == want else "Stale"
 
 
 class Fleet:
     """This host's membership of a fleet: its lease, its report, and (for a
     candidate) the leader's key.
 
-    :param report: called for this host's report (a JSON-able dict).
+    :param report: called for this host's report.
     :param on_change: called with True or False when this host starts or stops leading.
     :param on_rollout: called when the rollout key changes (etcd's watch), and
         after each reconnect of the watch (a change may have been missed):
         a follower acts on a new wave at once, not at its next poll.
     """
 
-    def __init__(self, url: str, name: str, host: str, candidate: bool, report: Callable[[], dict],
+    def __init__(self, url: str, name: str, host: str, candidate: bool, report: Callable[[], HostReport],
                  on_change: Callable[[bool], None] = lambda leading: None,
                  on_rollout: Callable[[], None] = lambda: None):
         parsed = urlparse(url)
@@ -184,8 +145,8 @@ class Fleet:
 
     def put_report(self) -> None:
         now = time.time()
-        self.client.put(self.prefix + "hosts/" + self.host, json.dumps(self.report()), lease=self.lease)
-        self.client.put(self.prefix + "members/" + self.host, json.dumps({"seen": now}))
+        self.client.put(self.prefix + "hosts/" + self.host, self.report().dump(), lease=self.lease)
+        self.client.put(self.prefix + "members/" + self.host, Member(now).dump())
         self.contact = now
 
     def tell(self) -> None:
@@ -226,17 +187,17 @@ class Fleet:
             raise RetryableError(f"the fleet's etcd {self.url} did not answer ({what}): {e}", "EtcdUnreachable") \
                 from None
 
-    def hosts(self) -> dict[str, dict]:
-        """The reports of the hosts alive now, by host; a report that is not
-        one (anyone with access to etcd can write there) counts as empty."""
+    def hosts(self) -> dict[str, HostReport]:
+        """The reports of the hosts alive now, by host; a key that holds no
+        report (anyone with access to etcd can write there) gives one that
+        says why (``error``)."""
         rows = self.call("hosts", self.client.get_prefix, self.prefix + "hosts/")
-        return {meta["key"].decode().rpartition("/")[2]: _mapping(value) for value, meta in rows}
+        return {meta["key"].decode().rpartition("/")[2]: HostReport.load(value) for value, meta in rows}
 
     def members(self) -> dict[str, float]:
         """Every host that ever joined, with when it last reported."""
         rows = self.call("members", self.client.get_prefix, self.prefix + "members/")
-        return {meta["key"].decode().rpartition("/")[2]: float(_mapping(value).get("seen") or 0)
-                for value, meta in rows}
+        return {meta["key"].decode().rpartition("/")[2]: Member.load(value).seen for value, meta in rows}
 
     def rollout(self) -> Rollout | None:
         """The rollout in etcd, or None.
@@ -246,8 +207,8 @@ class Fleet:
         if not values:
             return None
         try:
-            return Rollout(**json.loads(values[0]))
-        except (ValueError, TypeError) as e:
+            return Rollout.load(values[0])
+        except Unreadable as e:
             raise StalledError(f"{self.prefix}rollout in {self.url} is not a rollout ({e}); the leader's next "
                                "deploy replaces it, and until then every host keeps what it serves",
                                "BadRollout") from None
@@ -259,20 +220,12 @@ class Fleet:
         result = self.call("write the rollout", self.client.transaction, {
             "compare": [{"key": key, "result": "EQUAL", "target": "VALUE", "value": _encode(self.host)}],
             "success": [{"request_put": {"key": _encode(self.prefix + "rollout"),
-                                         "value": _encode(json.dumps(asdict(rollout)))}}],
+                                         "value": _encode(rollout.dump())}}],
             "failure": []})
         if not result.get("succeeded"):
             self.leading.clear()
             raise RetryableError(f"{self.host} no longer leads the fleet (its lease ran out); the new leader "
                                  "ends this rollout", "LeaderLost")
-
-
-def _mapping(value: bytes) -> dict:
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 class FleetSource(RegistrySource):
@@ -286,4 +239,4 @@ class FleetSource(RegistrySource):
     def fetch(self) -> None:
         rollout = self.fleet.rollout()
         desired = rollout.desired(self.fleet.host) if rollout else None
-        self.live = {f"hotplate.{k}": v for k, v in (desired or {}).items()}
+        self.live = desired.annotations() if desired else {}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hotplate.server import pidfile
+from hotplate.server.contract.layout import Layout
 
 from .errors import HotplateError
 
@@ -220,7 +221,7 @@ class LocalFleet:
                 proc.kill()
         self.procs.clear()
         for i in range(self.hosts):  # a host killed with -9 leaves its app server running: stop it too
-            master = pidfile.read(self.root / f"host{i + 1}" / "run" / "server.pid")
+            master = pidfile.read(Layout(self.root / f"host{i + 1}").server_pid)
             if master is not None:
                 os.kill(master, signal.SIGTERM)
 

@@ -16,7 +16,7 @@ import yaml
 from werkzeug.routing import Map, Rule
 
 from hotplate.server.config import RESERVED_PREFIX
-from hotplate.server.contract import Limits, Route, Socket
+from hotplate.server.contract.release import Limits, Route, Socket
 
 from .errors import ManifestError
 

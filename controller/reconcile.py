@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 
+from hotplate.server.contract.fleet import Failure
+
 from .appconfig import COMMITTED, ConfigStore, digest
 from .build import prune_cache
 from .registry import push
@@ -32,7 +34,7 @@ from .notify import Notifier
 from .record import History
 from .rollout import GateSettings, ServerProcess, roll
 from .source import Source
-from .state import State, Verified
+from .state import State
 from .verify import Policy
 
 log = logging.getLogger("hotplate.controller")
@@ -100,7 +102,7 @@ class Controller:
         # and what this host deploys from when it leads and when not
         self.fleet = self.waves = None
         self.build_source, self.follow_source = source, None
-        self.last_failure: dict | None = None  # this host's last deploy that did not succeed, for the fleet
+        self.last_failure: Failure | None = None  # this host's last deploy that did not succeed, for the fleet
         self.publishing = threading.Lock()
         # (commit, config set) whose deploy failed: not tried again by itself
         self.config_failed: tuple[str, str | None] | None = None
@@ -200,9 +202,9 @@ class Controller:
         except HotplateError:
             return
         live = self.state.live_release()
-        want = (rollout.desired(self.fleet.host) or {}) if rollout else {}
-        if rollout and rollout.state != "Progressing" and live and want.get("release") == live and \
-                (self.state.verified() or Verified("")).release != live:
+        want = rollout.desired(self.fleet.host) if rollout else None
+        if rollout and rollout.state != "Progressing" and live and want and want.release == live and \
+                getattr(self.state.verified(), "release", None) != live:
             self.state.vouch(live, self.state.live_commit())
 
     def settled(self, tip: str | None) -> bool:
@@ -235,9 +237,9 @@ class Controller:
         """Lead a fleet whose last rollout was left unfinished (its leader
         was lost): put every host back on the release before it, recorded
         as a deploy of that release; the tip is then deployed afresh."""
-        back = left.previous or {}
-        a = Attempt("fleet", commit=back.get("commit"), target=back.get("release"),
-                    meta={k: v for k, v in back.items() if k in ("message", "author")})
+        back = left.previous
+        a = Attempt("fleet", commit=back and back.commit, target=back and back.release,
+                    meta={"message": back.message, "author": back.author} if back else {})
         return self.execute(a, ("abandon", *ROLLBACK) if a.target else ("abandon",))
 
     def execute(self, a: Attempt, stages: tuple[str, ...]) -> Deploy:
@@ -279,7 +281,7 @@ class Controller:
             pipeline.cleanup(a)
             self.backoff.record(a.commit, outcome)
             self.last_failure = None if outcome == "succeeded" else \
-                {"release": a.target or a.meta.get("release"), "commit": a.commit, "reason": reason, "outcome": outcome}
+                Failure(a.target or a.meta.get("release"), a.commit, reason, outcome)
             if outcome != "succeeded" and a.commit and a.trigger != "rollback":
                 self.config_failed = (a.commit, self.desired_config(a.commit))
             self.emit(d, self.final_line(a, outcome, reason))

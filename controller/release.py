@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hotplate.server import cgroups, smoke
-from hotplate.server.contract import ModuleSpec, ReleaseSpec
+from hotplate.server.contract.layout import Layout
+from hotplate.server.contract.release import ModuleSpec, ReleaseSpec
 
 from .build import BuildResult
 from .errors import SmokeCheckError
@@ -43,14 +44,13 @@ class Check:
 
     :param worker_user: the account (None: this process's own).
     :param env: the environment of a sanitizer build (a fresh interpreter).
-    :param config_dir: where the release's config set is rendered.
-    :param run_dir: the server's run directory, which names the check's cgroup.
+    :param state: the server's state directory: where the release's config
+        set is rendered, and the name of the check's cgroup.
     """
 
     worker_user: str | None = None
     env: dict | None = None
-    config_dir: Path | None = None
-    run_dir: Path | None = None
+    state: Layout | None = None
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,10 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
         account = pwd.getpwnam(check.worker_user)
         os.chown(scratch, account.pw_uid, account.pw_gid)
     try:
-        args = [str(release_dir), str(scratch), check.worker_user or "", str(check.config_dir or ""),
-                str(check.run_dir or "")]
-        failures = _fork_check(args, check.run_dir) if check.env is None else \
-            _fresh_check(args, check.env, check.run_dir)
+        args = [str(release_dir), str(scratch), check.worker_user or "",
+                str(check.state.config_render) if check.state else "", str(check.state.root) if check.state else ""]
+        failures = _fork_check(args, check.state) if check.env is None else \
+            _fresh_check(args, check.env, check.state)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if failures:
@@ -149,7 +149,7 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
         raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))
 
 
-def _fork_check(args: list[str], run_dir: Path | None) -> list[dict]:
+def _fork_check(args: list[str], state: Layout | None) -> list[dict]:
     """Check in a child of a fork server that has the loader imported
     already: a check costs a fork, not a Python start."""
     receiver, sender = _FORKS.Pipe(duplex=False)
@@ -166,18 +166,18 @@ def _fork_check(args: list[str], run_dir: Path | None) -> list[dict]:
         raise SmokeCheckError(_died(proc.exitcode)) from None
     finally:
         receiver.close()
-        _end(run_dir, proc.pid)
+        _end(state, proc.pid)
     proc.join()
     return failures
 
 
-def _end(run_dir: Path | None, pid: int | None) -> None:
+def _end(state: Layout | None, pid: int | None) -> None:
     """End a check's cgroup: whatever hp_init forked, or a check that hangs."""
-    if run_dir is not None and pid is not None:
-        cgroups.app_tree(run_dir, f"smoke-{pid}").kill()
+    if state is not None and pid is not None:
+        cgroups.app_tree(state, f"smoke-{pid}").kill()
 
 
-def _fresh_check(args: list[str], env: dict, run_dir: Path | None) -> list[dict]:
+def _fresh_check(args: list[str], env: dict, state: Layout | None) -> list[dict]:
     """Check in a new interpreter with ``env`` (a sanitizer build, whose
     runtime must be loaded before anything else)."""
     cmd = [sys.executable, "-m", "hotplate.server.smoke", *args]
@@ -189,7 +189,7 @@ def _fresh_check(args: list[str], env: dict, run_dir: Path | None) -> list[dict]
         proc.communicate()
         raise SmokeCheckError(HANGS) from None
     finally:
-        _end(run_dir, proc.pid)
+        _end(state, proc.pid)
     result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     try:
         return json.loads(result.stdout)

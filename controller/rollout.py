@@ -25,8 +25,8 @@ from gunicorn.ctl.client import ControlClient
 
 from hotplate.server import cgroups, pidfile, sanitize
 from hotplate.server.config import ServerConfig, server_environment
-from hotplate.server.contract import ReleaseSpec
-from hotplate.server.report import Report, pid_alive, read_reports
+from hotplate.server.contract.release import ReleaseSpec
+from hotplate.server.contract.report import Report, pid_alive, read_reports
 
 from .appconfig import ConfigStore
 from .errors import HotplateError, RetryableError, RolloutError
@@ -57,7 +57,7 @@ class ServerProcess:
         self.config = config
         self.proc: subprocess.Popen | None = None
         self.listener: socket.socket | None = None
-        self.log = state.run / "server.log"
+        self.log = state.server_log
         self.console = console
         self.down_reason: str | None = None
         self.restarts = 0
@@ -74,8 +74,7 @@ class ServerProcess:
             return
         pidfile.write(self.state.server_pid, None)
         fds = (self.listener.fileno(),) if self.listener is not None else ()
-        cmd = [sys.executable, "-m", "hotplate.server", "--current", str(self.state.current), "--run-dir", str(self.state.run),
-               "--workdir", str(self.state.data), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
+        cmd = [sys.executable, "-m", "hotplate.server", "--state", str(self.state.root), "--bind", f"fd://{fds[0]}" if fds else self.config.bind,
                "--workers", str(self.config.workers), "--threads", str(self.config.threads),
                "--max-requests", str(self.config.max_requests), "--max-rss", str(self.config.max_rss)]
         if self.config.user:
@@ -182,7 +181,7 @@ class ServerProcess:
                 if self.proc is not None:
                     self.proc.poll()
                 time.sleep(0.05)
-        cgroups.app_tree(self.state.run).kill()
+        cgroups.app_tree(self.state).kill()
         ConfigStore(self.state).forget_rendered()
 
     def command(self, text: str, attempts: int = 20, within: float = 30) -> dict:

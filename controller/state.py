@@ -1,11 +1,9 @@
-"""The state directory: everything hotplate keeps, under one root.
-
-Like Piku's settings block: every path is derived here, nowhere else.
-"""
+"""The state directory as the controller keeps it: its paths are the
+contract's (server/contract/layout.py, the one place a path under STATE is
+built); what only the controller does with them is here."""
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import pwd
@@ -13,124 +11,24 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotplate.server import layout
-from hotplate.server.contract import ReleaseSpec
-from hotplate.server.layout import WORKTREE, Verified
+from hotplate.server.contract.layout import Layout, write_atomic
+from hotplate.server.contract.release import ReleaseSpec
 
 from .account import check_reachable
 from .errors import HotplateError
 
 
 @dataclass(frozen=True)
-class State:
-    """Paths under the state root (``.hotplate/`` by default).
-
-    ``repo.git`` the hosted (or mirrored) repository, ``cache/`` build cache,
-    ``releases/`` release directories, ``commits/`` one link per deployed
-    commit to the release it built, ``current`` the live link (to a commit's
-    link, so one readlink says the live commit and its target the live
-    release), ``pinned`` a rollback's pin, ``run/`` pid files and worker
-    reports, ``data/`` the workers' working directory (module files such as
-    SQLite databases), ``hotplate.db`` deploy history.
+class State(Layout):
+    """The state directory as the controller keeps it: its layout
+    (server/contract/layout.py, every path) and what only the controller
+    does with it (make it, take it, pin, read releases).
 
     :param worker_user: the account the workers run as (controller/account.py),
-        which owns ``data/`` and ``run/workers/``; None: the controller's own.
+        which owns ``data/``; None: the controller's own.
     """
 
-    root: Path
     worker_user: str | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root).resolve())
-
-    @property
-    def repo(self) -> Path:
-        return self.root / "repo.git"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def releases(self) -> Path:
-        return self.root / "releases"
-
-    @property
-    def sources(self) -> Path:
-        return self.root / "src"
-
-    @property
-    def commits(self) -> Path:
-        return self.root / "commits"
-
-    @property
-    def pin_file(self) -> Path:
-        return self.root / "pinned"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / "lock"
-
-    @property
-    def current(self) -> Path:
-        return self.root / "current"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def workers(self) -> Path:
-        return self.run / "workers"
-
-    @property
-    def sanitizer(self) -> Path:
-        """Sanitizer reports of a ``dev --sanitize`` server (server/sanitize.py), written by module processes."""
-        return self.run / "sanitizer"
-
-    @property
-    def verify_file(self) -> Path:
-        """The signed-commit policy of ``hotplate up --verify`` (controller/verify.py)."""
-        return self.root / "verify.json"
-
-    @property
-    def metrics(self) -> Path:
-        """The workers' metric files (prometheus_client's multiprocess mode: server/metrics.py)."""
-        return self.run / "metrics"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def db(self) -> Path:
-        return self.root / "hotplate.db"
-
-    @property
-    def server_pid(self) -> Path:
-        return self.run / "server.pid"
-
-    @property
-    def control_socket(self) -> Path:
-        return self.run / "gunicorn.ctl"
-
-    @property
-    def controller_info(self) -> Path:
-        return self.run / "controller.json"
-
-    @property
-    def config(self) -> Path:
-        """The app's config and secrets, encrypted (controller/appconfig.py)."""
-        return self.root / "config"
-
-    @property
-    def config_render(self) -> Path:
-        """Where the workers read a release's config set as plaintext: a
-        directory in memory (tmpfs), never on disk; one per state directory."""
-        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        shm = Path("/dev/shm")
-        return shm / f"hotplate-{os.getuid()}-{tag}" if shm.is_dir() and os.access(shm, os.W_OK) \
-            else self.run / "config"
 
     def make(self) -> "State":
         """Create the layout. The token, the history, the repository and the
@@ -138,7 +36,7 @@ class State:
         may only pass through the root (0711) to the releases, and write its
         data (and a sanitizer's reports). The directories of the workers'
         reports and metrics are root's: the gunicorn master makes each
-        worker's files there (server/report.py), so module code cannot
+        worker's files there (server/contract/report.py), so module code cannot
         plant a link, a FIFO or a forged report where root reads."""
         for path in (self.root, self.releases, self.commits, self.run, self.workers, self.metrics, self.data,
                      self.sanitizer):
@@ -156,26 +54,12 @@ class State:
                 _own(path, account.pw_uid, account.pw_gid, 0o700)
         return self
 
-
-
     def token(self) -> str:
         """The API token for state-changing calls; made on first use, mode 0600."""
-        path = self.root / "token"
+        path = self.token_file
         if not path.exists():
             write_atomic(path, secrets.token_urlsafe(32), mode=0o600)
         return path.read_text().strip()
-
-    def live_release(self) -> str | None:
-        """The id of the release ``current`` leads to, if it exists."""
-        return layout.live_release(self.root)
-
-    def live_commit(self) -> str | None:
-        """The commit ``current`` names (``commits/<sha>``), if it names one."""
-        try:
-            link = Path(os.readlink(self.current))
-        except OSError:
-            return None
-        return link.name if link.parent.name == "commits" and WORKTREE not in link.name else None
 
     def release_path(self, release_id: str) -> Path:
         return self.releases / release_id
@@ -186,18 +70,6 @@ class State:
             return ReleaseSpec.load(self.release_path(release_id)) if release_id else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
-
-    def switch(self, release_id: str, commit: str | None) -> None:
-        """Point ``current`` at a release atomically (server/layout.py)."""
-        layout.switch(self.root, release_id, commit)
-
-    def verified(self) -> Verified | None:
-        """The release that last passed everything it had to (server/layout.py)."""
-        return Verified.read(self.root)
-
-    def vouch(self, release_id: str, commit: str | None) -> None:
-        """Record ``release_id`` as verified for this host."""
-        Verified(release_id, commit).write(self.root)
 
     def prune_commits(self) -> None:
         """Drop commit links whose release was pruned."""
@@ -255,5 +127,3 @@ def _own(path: Path, uid: int, gid: int, mode: int) -> None:
     finally:
         os.close(fd)
 
-
-write_atomic = layout.write_atomic

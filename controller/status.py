@@ -7,10 +7,12 @@ import shutil
 import sqlite3
 import tarfile
 import time
+from dataclasses import asdict
 
 import git
 
-from hotplate.server.report import read_all
+from hotplate.server.contract.fleet import HostReport
+from hotplate.server.contract.report import read_all
 
 from .appconfig import ConfigStore
 from .build import Builder
@@ -60,14 +62,14 @@ def status(c) -> dict:
     }
 
 
-def report(c) -> dict:
+def report(c) -> HostReport:
     """What this host tells its fleet (controller/fleet.py): what it serves, how healthy, its last failure."""
     live = c.state.live_release()
     workers, _ = _workers(c)
-    return {"release": live, "commit": c.state.live_commit(), "health": health(c, live, workers)["state"],
-            "deploying": c.active.commit or "" if c.active else None, "failed": c.last_failure,
-            "role": "leader" if c.leads() else "follower", "at": time.time(),
-            "recipient": ConfigStore(c.state).recipient()}  # the leader shares config sets with it
+    return HostReport(release=live, commit=c.state.live_commit(), health=health(c, live, workers)["state"],
+                      deploying=c.active.commit or "" if c.active else None, failed=c.last_failure,
+                      role="leader" if c.leads() else "follower", at=time.time(),
+                      recipient=ConfigStore(c.state).recipient())  # the leader shares config sets with it
 
 
 def _workers(c):
@@ -93,8 +95,8 @@ def fleet(c) -> dict | None:
         if e.reason != "BadRollout":
             return out
     if rollout is not None:
-        out["rollout"] = {"release": rollout.target["release"], "commit": rollout.target.get("commit"),
-                          "previous": (rollout.previous or {}).get("release"), "state": rollout.state,
+        out["rollout"] = {"release": rollout.target.release, "commit": rollout.target.commit,
+                          "previous": rollout.previous.release if rollout.previous else None, "state": rollout.state,
                           "wave": rollout.wave, "waves": rollout.waves, "leader": rollout.leader,
                           "reason": rollout.reason}
     try:
@@ -103,11 +105,15 @@ def fleet(c) -> dict | None:
         members = {}
     for host in sorted(hosts.keys() | members.keys()):
         r = hosts.get(host)
-        want = (rollout.desired(host) or {}).get("release") if rollout else (r or {}).get("release")
-        out["hosts"].append({"host": host, "role": (r or {}).get("role"), "release": (r or {}).get("release"),
-                             "desired": want, "health": (r or {}).get("health"), "state": condition(r, want),
+        if rollout is not None:
+            want = desired.release if (desired := rollout.desired(host)) else None
+        else:
+            want = r and r.release
+        out["hosts"].append({"host": host, "role": r and r.role, "release": r and r.release, "desired": want,
+                             "health": r and r.health, "state": condition(r, want),
                              "since": members.get(host) if r is None else None,
-                             "failed": (r or {}).get("failed")})
+                             "failed": asdict(r.failed) if r and r.failed else None,
+                             "error": r and r.error})
     return out
 
 
@@ -172,7 +178,7 @@ def diff(c) -> dict:
         for mod in manifest.modules:
             key = builder.cached_key(builder.pre_key(mod, builder.command(mod)))
             change = "unchanged" if key and key == live_keys.get(mod.name) else \
-                "cached" if key and (c.state.cache / "objects" / f"{key}.so").exists() else "rebuild"
+                "cached" if key and builder.object(key).exists() else "rebuild"
             modules.append({"name": mod.name, "source": mod.source, "change": change})
         modules += [{"name": n, "change": "removed"} for n in live_keys if n not in {m.name for m in manifest.modules}]
     except HotplateError as e:

@@ -19,8 +19,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotplate.server.contract.layout import write_atomic
+
 from .errors import HotplateError, RetryableError, StalledError
-from .state import write_atomic
 
 KINDS = ("ssh", "gpg")
 VERIFY_TIMEOUT_S = 30

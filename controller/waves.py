@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from hotplate.server.contract.fleet import HostReport, Rollout, Target
+
 from .appconfig import ConfigStore
 from .errors import RetryableError, RolloutError, StalledError
-from .fleet import Fleet, Rollout, condition
+from .fleet import Fleet, condition
 from .registry import push
 
 #: Seconds between looks at the hosts' reports while a wave rolls.
@@ -42,22 +44,22 @@ class Waves:
     def __init__(self, fleet: Fleet, registry: str, settings: WaveSettings = WaveSettings()):
         self.fleet, self.registry, self.settings = fleet, registry, settings
 
-    def publish(self, release_dir, target: dict, config: ConfigStore) -> str:
+    def publish(self, release_dir, target: Target, config: ConfigStore) -> str:
         """Push a release to the registry, with its config set encrypted to
         every host of the fleet now; the line that says so. Raises when the
         registry refuses: no host could pull what the waves name."""
         extra = {}
-        if target.get("config"):
-            recipients = [r["recipient"] for r in self.fleet.hosts().values() if r.get("recipient")]
-            extra["config.age"] = config.share(target["config"], recipients)
-        sent = push(release_dir, self.registry, tags=(target["commit"],) if target.get("commit") else (),
-                    annotations={f"hotplate.{k}": v or "" for k, v in target.items() if k != "release"}, extra=extra)
-        return f"published {target['release']} to {self.registry} ({sent.moved} new blobs)"
+        if target.config:
+            recipients = [r.recipient for r in self.fleet.hosts().values() if r.recipient]
+            extra["config.age"] = config.share(target.config, recipients)
+        sent = push(release_dir, self.registry, tags=(target.commit,) if target.commit else (),
+                    annotations=target.annotations(), extra=extra)
+        return f"published {target.release} to {self.registry} ({sent.moved} new blobs)"
 
-    def roll_out(self, target: dict, previous: dict | None, emit: Callable[[str], None]) -> None:
+    def roll_out(self, target: Target, previous: Target | None, emit: Callable[[str], None]) -> None:
         """Admit the fleet's hosts wave after wave; raises (after ending the
         rollout ``RolledBack``) if a host fails or a wave takes too long."""
-        hosts = sorted(h for h, report in self.fleet.hosts().items() if h != self.fleet.host and report)
+        hosts = sorted(h for h, report in self.fleet.hosts().items() if h != self.fleet.host and not report.error)
         size = max(1, self.settings.size)
         rollout = Rollout(target, previous, [[self.fleet.host]] + [hosts[i:i + size] for i in range(0, len(hosts), size)],
                           self.fleet.host)
@@ -77,7 +79,7 @@ class Waves:
             self.end(rollout, f"{getattr(e, 'reason', type(e).__name__)}: {e}")
             raise
         served = sum(len(w) for w in rollout.waves)
-        emit(f"fleet: {served} host{'s' if served > 1 else ''} serve {target['release']}")
+        emit(f"fleet: {served} host{'s' if served > 1 else ''} serve {target.release}")
 
     def wait(self, rollout: Rollout, wave: list[str], deadline: float, emit, baking: bool = False) -> None:
         """Until every host of ``wave`` serves the target healthy (or, baking,
@@ -86,15 +88,15 @@ class Waves:
         leaves or cannot take part (its failure is its environment's) is
         waited for until ``deadline``, then gone on without: it converges
         on the fleet's release when it can."""
-        release = rollout.target["release"]
-        back = (rollout.previous or {}).get("release") or "no release"
+        release, back = rollout.target.release, rollout.back
         pending, gone, hindered = set(wave), set(), {}
         while True:
             if not self.fleet.leading.is_set():
                 raise RetryableError(f"{self.fleet.host} lost the fleet's lease mid-rollout", "LeaderLost")
             reports = self.fleet.hosts()
             for host in sorted(pending):
-                report = reports.get(host, {} if host == self.fleet.host else None)
+                report = reports.get(host, HostReport(error="its report is not in etcd yet")
+                                     if host == self.fleet.host else None)
                 state = condition(report, release)
                 if state == "Missing":
                     if host not in gone:
@@ -102,20 +104,19 @@ class Waves:
                         emit(f"  {host} left the fleet (its lease ran out): not waited for")
                     continue
                 if state == "Failed":
-                    failed = report["failed"]
                     raise RolloutError(f"wave {rollout.wave}: {host} could not serve {release} "
-                                       f"({failed.get('reason')}); the whole fleet goes back to {back}",
+                                       f"({report.failed.reason}); the whole fleet goes back to {back}",
                                        "FleetGateFailed")
-                healthy = state == "Synced" and report.get("health") != "Down"
+                healthy = state == "Synced" and report.health != "Down"
                 if baking and not healthy and host != self.fleet.host:
                     raise RolloutError(f"wave {rollout.wave}: {host} stopped serving {release} healthy while it "
-                                       f"baked ({report.get('health')}); the whole fleet goes back to {back}",
+                                       f"baked ({report.health}); the whole fleet goes back to {back}",
                                        "FleetGateFailed")
                 if healthy and not baking:
                     pending.discard(host)
                     emit(f"  {host} serves {release}, healthy")
-                elif (failed := report.get("failed") or {}).get("release") == release:
-                    hindered[host] = failed.get("reason")
+                elif report.failed and report.failed.release == release:
+                    hindered[host] = report.failed.reason
             if time.monotonic() >= deadline:
                 if baking:
                     return

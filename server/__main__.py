@@ -1,4 +1,4 @@
-"""``python -m hotplate.server``: serve the release a ``current`` link points to.
+"""``python -m hotplate.server --state STATE``: serve the release STATE's ``current`` link points to.
 
 The controller starts the server this way (``hotplate up``, ``hotplate serve``)
 so that the gunicorn master is its own process with its own pid file.
@@ -6,17 +6,16 @@ so that the gunicorn master is its own process with its own pid file.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .config import ServerConfig
+from .contract.layout import Layout
 from .gunicorn_app import HotplateServer
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m hotplate.server")
-    p.add_argument("--current", required=True, type=Path, help="the release link to serve")
-    p.add_argument("--run-dir", required=True, type=Path, help="pid file, control socket, worker reports")
-    p.add_argument("--workdir", required=True, type=Path, help="workers' working directory")
+    p.add_argument("--state", required=True, type=Layout,
+                   help="the state directory: its current link is served (server/contract/layout.py)")
     p.add_argument("--bind")
     p.add_argument("--workers", type=int)
     p.add_argument("--threads", type=int)
@@ -34,7 +33,7 @@ def main() -> None:
                                    dev_errors=args.dev_errors, store=args.store,
                                    config_dir=args.config_dir, jobs=args.jobs,
                                    nats=args.nats)
-    HotplateServer(args.current, config, args.run_dir, args.workdir).run()
+    HotplateServer(args.state, config).run()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import os
 
 from flask import Blueprint, Flask, current_app, jsonify
 
-from . import layout
 from .config import RESERVED_PREFIX, ServerConfig
 from .dispatch import Dispatcher
 
@@ -35,10 +34,10 @@ def ready():
     says which: a controller killed mid-gate makes it 503 at once)."""
     dispatcher = current_app.extensions["hotplate"]
     modules = dispatcher.modules
-    root = dispatcher.state_root
-    verified = layout.Verified.read(root) if root else None
+    layout = dispatcher.layout
+    verified = layout.verified() if layout else None
     release = modules.release_id if modules else None
-    ok = release is not None and root is not None and layout.ready(root, release) and \
+    ok = release is not None and layout is not None and layout.ready(release) and \
         all(m.ok for m in modules.modules)
     return jsonify(ready=ok, release=release, verified=verified.release if verified else None,
                    pid=os.getpid()), 200 if ok else 503

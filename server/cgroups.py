@@ -18,13 +18,14 @@ address-space limit for memory, and no tree to kill.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .contract.layout import Layout
 
 log = logging.getLogger("hotplate")
 MOUNTS = Path("/proc/self/mounts")
@@ -212,6 +213,6 @@ def memory_limit(max_rss: int) -> int:
     return max_rss + max(max_rss // 2, 64 << 20)
 
 
-def app_tree(run_dir: Path, *name: str) -> Tree:
-    """The tree of one app (one state directory, named by its run directory), or one under it."""
-    return Tree(hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:12], *name)
+def app_tree(layout: Layout, *name: str) -> Tree:
+    """The tree of one app (one state directory: server/contract/layout.py), or one under it."""
+    return Tree(layout.tag, *name)

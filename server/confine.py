@@ -15,7 +15,7 @@ import pwd
 import resource
 
 from . import runtime
-from .contract import ReleaseSpec
+from .contract.release import ReleaseSpec
 
 log = logging.getLogger("hotplate")
 

@@ -26,10 +26,11 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
 from . import metrics, runtime, sanitize
-from .runtime import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
 from .config import RESERVED_PREFIX, ServerConfig
+from .contract.layout import Layout
+from .contract.report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
 from .modules import ModuleSet, Route, Socket
-from .report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
+from .runtime import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
 from .websocket.calls import PUBLISH, parse_outbox
 
 log = logging.getLogger("hotplate")
@@ -91,7 +92,7 @@ class Dispatcher:
         self.counters = Counters()
         self.socket_adapter = None
         self.socket_routes: list[Socket] = []
-        self.state_root: Path | None = None  # the state directory (server/layout.py), set by the server
+        self.layout: Layout | None = None  # the state directory (server/contract/layout.py), set by the server
         self.hub = None  # the worker's WebSocket hub (server/websocket/hub.py), once started
 
     def attach(self, modules: ModuleSet) -> None:

@@ -22,7 +22,7 @@ import os
 import socket
 
 from . import metrics, runtime
-from .report import ERRORS_5XX, REQUESTS
+from .contract.report import ERRORS_5XX, REQUESTS
 
 log = logging.getLogger("hotplate")
 #: Seconds an idle kept-alive connection stays open once the worker drains

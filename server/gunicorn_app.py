@@ -25,11 +25,13 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
-from . import cgroups, layout, metrics, pidfile, report, runtime
+from . import cgroups, metrics, pidfile, runtime
+from .contract import report
+from .contract.layout import Layout
 from .app import create_app
 from .config import ServerConfig
 from .confine import confine, drop_groups, hide_other_processes
-from .contract import ReleaseSpec
+from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
 from .websocket.fleet import host_id
 from .websocket.hub import Hub
@@ -79,12 +81,12 @@ class Fence:
     removes its record: nothing to fence then.
 
     It also tells the workers, for ``/_hotplate/ready``, whether a living
-    controller gates the live release (:data:`layout.FENCED` absent)."""
+    controller gates the live release (:attr:`Layout.fenced` absent)."""
 
     INTERVAL_S = 0.5
 
-    def __init__(self, root: Path, arbiter, workers: int):
-        self.root, self.arbiter, self.workers = root, arbiter, workers
+    def __init__(self, layout: Layout, arbiter, workers: int):
+        self.layout, self.arbiter, self.workers = layout, arbiter, workers
         self.told: bool | None = None  # whether a living controller gates live, as last written
         threading.Thread(target=self.watch, daemon=True, name="fence").start()
 
@@ -98,49 +100,43 @@ class Fence:
 
     def check(self) -> None:
         try:
-            pid = int(json.loads((self.root / "run" / "controller.json").read_text())["pid"])
+            pid = int(json.loads(self.layout.controller_info.read_text())["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             pid = None
-        verified, live = layout.Verified.read(self.root), layout.live_release(self.root)
+        verified, live = self.layout.verified(), self.layout.live_release()
         gated = pid is None or report.pid_alive(pid)  # (no record: stopped on purpose, or `serve`)
         if not gated and verified is not None and live != verified.release and \
-                (self.root / "releases" / verified.release).is_dir():
+                (self.layout.releases / verified.release).is_dir():
             logging.getLogger("hotplate").error(
                 "fence: the controller (pid %s) is gone and %s is live but was never verified; going back to %s",
                 pid, live, verified.release)
-            layout.switch(self.root, verified.release, verified.commit)
+            self.layout.switch(verified.release, verified.commit)
             self.arbiter.num_workers = self.workers  # (a roll cut short may have left more)
             os.kill(os.getpid(), signal.SIGHUP)
             live = verified.release
         if gated != self.told:
             if gated:
-                (self.root / layout.FENCED).unlink(missing_ok=True)
+                self.layout.fenced.unlink(missing_ok=True)
             else:
-                (self.root / layout.FENCED).touch()
+                self.layout.fenced.touch()
             self.told = gated
 
 
 class HotplateServer(BaseApplication):
     """A gunicorn application serving the release that ``current`` points to.
 
-    :param current: path of the release (usually the ``current`` symlink).
-    :param run_dir: pid file, control socket, and ``workers/`` where each
-        worker reports the release it serves and its request counters.
-    :param workdir: the workers' working directory (module files like SQLite
-        databases), usually the state directory.
+    :param layout: the state directory (server/contract/layout.py): the
+        ``current`` link, the run directory (pid file, control socket, the
+        workers' reports and metrics), the workers' working directory.
     """
 
-    def __init__(self, current: Path, config: ServerConfig, run_dir: Path, workdir: Path):
-        self.current = Path(current)
+    def __init__(self, layout: Layout, config: ServerConfig):
+        self.layout = layout
         self.config = config
-        self.run_dir = Path(run_dir)
-        self.reports = self.run_dir / "workers"
-        self.metrics_dir = self.run_dir / "metrics"
-        self.workdir = Path(workdir)
         self.channel: report.Channel | None = None  # in a worker: its report files (post_fork)
         self.release: Path | None = None  # in a worker: the release it loads, resolved once (post_fork)
         self.dispatcher = create_app(config)
-        self.dispatcher.state_root = self.run_dir.parent
+        self.dispatcher.layout = layout
         self.job_runner: Supervised | None = None
         self.host = host_id()  # with the workers' pids, names publishers across a fleet
         runtime.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
@@ -160,7 +156,7 @@ class HotplateServer(BaseApplication):
             "child_exit": self.child_exit,
             "proc_name": "hotplate",
             "worker_tmp_dir": "/dev/shm" if os.access("/dev/shm", os.W_OK) else None,  # heartbeats: no disk
-            "control_socket": str(self.run_dir / "gunicorn.ctl"),
+            "control_socket": str(self.layout.control_socket),
         }
         if c.user:  # gunicorn sets each worker's gid and uid after post_fork (its initgroups would keep gid 0)
             settings.update(user=c.user, group=pwd.getpwnam(c.user).pw_gid)
@@ -174,12 +170,12 @@ class HotplateServer(BaseApplication):
     def run(self) -> None:
         """Serve, the pid file in place meanwhile (gunicorn's own would be replaced, needing a new block)."""
         master = os.getpid()
-        pidfile.write(self.run_dir / "server.pid", master)
+        pidfile.write(self.layout.server_pid, master)
         try:
             super().run()
         finally:
             if os.getpid() == master:  # (a worker leaves through here too)
-                pidfile.write(self.run_dir / "server.pid", None)
+                pidfile.write(self.layout.server_pid, None)
 
     def when_ready(self, server) -> None:
         """Once the app is preloaded and before the first fork, move the
@@ -192,16 +188,15 @@ class HotplateServer(BaseApplication):
         logger.handlers = server.log.error_log.handlers
         logger.setLevel(server.log.error_log.level)
         logger.propagate = False
-        self.reports.mkdir(parents=True, exist_ok=True)
-        report.fold_dead(self.reports)
+        self.layout.workers.mkdir(parents=True, exist_ok=True)
+        report.fold_dead(self.layout.workers)
         self.sweep()
-        Fence(self.run_dir.parent, server, self.config.workers)
+        Fence(self.layout, server, self.config.workers)
         gc.collect()
         gc.freeze()
         if self.config.jobs:
-            cmd = [sys.executable, "-m", "hotplate.server.jobs", "--db", str(self.workdir / "jobs.db"),
-                   "--run-dir", str(self.run_dir),
-                   "--releases", str(self.current.parent / "releases"), "--jobs", str(self.config.jobs),
+            cmd = [sys.executable, "-m", "hotplate.server.jobs", "--state", str(self.layout.root),
+                   "--jobs", str(self.config.jobs),
                    "--store", self.store_url, *(["--config-dir", self.config.config_dir] if self.config.config_dir
                                                 else []), *(["--user", self.config.user] if self.config.user else [])]
             self.job_runner = Supervised(cmd, "the job runner")
@@ -210,7 +205,7 @@ class HotplateServer(BaseApplication):
         if self.job_runner is not None:
             self.job_runner.stop()
         self.sweep(everything=True)
-        cgroups.app_tree(self.run_dir).remove()
+        cgroups.app_tree(self.layout).remove()
 
     def sweep(self, everything: bool = False, runner: bool = True) -> None:
         """End the process trees of this app that nothing will end: what
@@ -218,8 +213,8 @@ class HotplateServer(BaseApplication):
         job runner a killed master left. A worker of a killed master that
         still drains its requests is left to finish them, unless
         ``everything`` (exit: nothing of the app may outlive its master)."""
-        for name in cgroups.app_tree(self.run_dir).children():
-            tree = cgroups.app_tree(self.run_dir, name)
+        for name in cgroups.app_tree(self.layout).children():
+            tree = cgroups.app_tree(self.layout, name)
             if name.startswith("w") and name[1:].isdigit():
                 if everything or int(name[1:]) not in tree.pids():
                     tree.kill()
@@ -228,7 +223,7 @@ class HotplateServer(BaseApplication):
 
     @property
     def store_url(self) -> str:
-        return self.config.store or f"lmdb:{self.workdir.resolve() / 'store'}"
+        return self.config.store or f"lmdb:{self.layout.store}"
 
     def post_fork(self, server, worker) -> None:
         """In the new worker, still root (gunicorn drops to the workers'
@@ -242,11 +237,11 @@ class HotplateServer(BaseApplication):
         log = logging.getLogger("hotplate")
         pid = os.getpid()
         try:
-            self.channel = report.open_channel(self.reports, pid)
-            metrics.prepare(self.metrics_dir, pid, pwd.getpwnam(self.config.user).pw_uid if self.config.user else None)
+            self.channel = report.open_channel(self.layout.workers, pid)
+            metrics.prepare(self.layout.metrics, pid, pwd.getpwnam(self.config.user).pw_uid if self.config.user else None)
         except OSError as e:
             log.error("worker %d: cannot make its report files (%s); it cannot report", pid, e)
-        self.release = Path(os.path.realpath(self.current)) if self.current.exists() else None
+        self.release = Path(os.path.realpath(self.layout.current)) if self.layout.current.exists() else None
         try:
             self.enclose(pid)
         except (OSError, ValueError) as e:
@@ -263,7 +258,7 @@ class HotplateServer(BaseApplication):
         spec = ReleaseSpec.load(self.release) if self.release is not None else None
         max_rss = self.max_rss(spec)
         tasks = spec.limits.processes if spec is not None else None
-        tree = cgroups.app_tree(self.run_dir, f"w{pid}")
+        tree = cgroups.app_tree(self.layout, f"w{pid}")
         tree.make(memory=cgroups.memory_limit(max_rss) if max_rss else None, tasks=tasks)
         tree.join()
 
@@ -273,7 +268,7 @@ class HotplateServer(BaseApplication):
         logger = logging.getLogger("hotplate")
         channel = self.channel or report.Channel(os.open(os.devnull, os.O_WRONLY), -1)
         try:
-            os.chdir(self.workdir)
+            os.chdir(self.layout.data)
             if self.channel is not None:
                 self.dispatcher.counters = self.channel.counters()
             if self.release is None:
@@ -284,7 +279,7 @@ class HotplateServer(BaseApplication):
             open_store(self.store_url)
             spec = ReleaseSpec.load(self.release)
             load_config(spec, self.config.config_dir)
-            open_jobs(self.workdir.resolve() / "jobs.db", spec.id)
+            open_jobs(self.layout.jobs_db, spec.id)
             confine(spec, dedicated=bool(self.config.user), sanitized=bool(self.config.sanitize),
                     max_rss=self.max_rss(spec))
             modules = ModuleSet.load(self.release)
@@ -312,8 +307,7 @@ class HotplateServer(BaseApplication):
     def start_hub(self, logger: logging.Logger) -> None:
         """Start the WebSocket hub; without one, HTTP still serves and
         WebSocket routes answer 503."""
-        hub = Hub(self.dispatcher, self.config, self.run_dir, self.current, self.workdir.resolve() / "jobs.db",
-                  self.host)
+        hub = Hub(self.dispatcher, self.config, self.layout, self.host)
         try:
             hub.start()
         except OSError as e:
@@ -327,14 +321,14 @@ class HotplateServer(BaseApplication):
         its module code forked, say so if the kernel killed it for its
         memory, keep its counters, and drop its live gauges (its counters'
         files stay: totals)."""
-        tree = cgroups.app_tree(self.run_dir, f"w{worker.pid}")
+        tree = cgroups.app_tree(self.layout, f"w{worker.pid}")
         if tree.oom_kills():
             logging.getLogger("hotplate").error(
                 "worker %d was killed by the kernel: its memory passed its limit (limits.max_rss plus a margin) "
                 "while a call ran", worker.pid)
         tree.kill()
         self.sweep(runner=False)
-        report.fold_dead(self.reports)
+        report.fold_dead(self.layout.workers)
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             multiprocess.mark_process_dead(worker.pid)
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from . import cgroups, runtime
 from .confine import become, confine, hide_other_processes, mapped_bytes
-from .contract import ReleaseSpec
+from .contract.layout import Layout
+from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
 
 log = logging.getLogger("hotplate.jobs")
@@ -227,18 +228,17 @@ def bound_memory(allowance: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m hotplate.server.jobs")
-    p.add_argument("--db", required=True, type=Path)
-    p.add_argument("--releases", required=True, type=Path)
+    p.add_argument("--state", required=True, type=Layout, help="the state directory (server/contract/layout.py): "
+                   "its jobs database, its releases, and the runner's cgroup named after it")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--config-dir")
     p.add_argument("--store", required=True)
     p.add_argument("--user")
-    p.add_argument("--run-dir", type=Path, help="the server's run directory: the runner's cgroup is named after it")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="[jobs] %(message)s", stream=sys.stderr)
     master = os.getppid()
-    if args.run_dir and cgroups.available() is None:  # the runner and every job it forks: one tree, ended whole
-        tree = cgroups.app_tree(args.run_dir, "jobs")
+    if cgroups.available() is None:  # the runner and every job it forks: one tree, ended whole
+        tree = cgroups.app_tree(args.state, "jobs")
         tree.make()
         tree.join()
     runtime.load()  # before the switch: the workers' account may not read the runtime's cache
@@ -248,8 +248,8 @@ def main() -> None:
     die_with_parent(signal.SIGTERM)  # after the switch, which clears it (prctl(2)): the master gone, so is the runner
     if os.getppid() != master:
         return
-    open_jobs(args.db, "")  # makes the tables
-    JobRunner(args.db, args.releases, args.jobs, args.config_dir, args.store, bool(args.user)).run()
+    open_jobs(args.state.jobs_db, "")  # makes the tables
+    JobRunner(args.state.jobs_db, args.state.releases, args.jobs, args.config_dir, args.store, bool(args.user)).run()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .report import pid_alive
+from .contract.report import pid_alive
 
 #: Room for any pid, padded with spaces.
 SIZE = 16

@@ -19,19 +19,20 @@ from pathlib import Path
 from . import cgroups
 from .config import ServerConfig
 from .confine import become, confine, hide_other_processes
-from .contract import ReleaseSpec
+from .contract.layout import Layout
+from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_store, setup_process
 
 
-def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", run_dir: str = "") -> list[dict]:
+def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", state: str = "") -> list[dict]:
     """Load, init and fini every module in ``workdir``, as ``user`` (from
     root) if given, confined like a worker (in its own cgroup, given the
-    server's ``run_dir``), with the release's config set from
+    server's ``state`` directory), with the release's config set from
     ``config_dir``; return the failures."""
     spec = ReleaseSpec.load(Path(release_dir))
     max_rss = spec.limits.max_rss or ServerConfig.max_rss
-    if run_dir:
-        enclose(Path(run_dir), spec, max_rss)
+    if state:
+        enclose(Layout(state), spec, max_rss)
     setup_process()  # loads the runtime, which the workers' account may not be able to read
     if workdir:
         os.chdir(workdir)
@@ -50,22 +51,22 @@ def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str =
     return [{"module": m.name, "source": m.source, "error": m.error} for m in modules.modules if not m.ok]
 
 
-def enclose(run_dir: Path, spec: ReleaseSpec, max_rss: int) -> None:
+def enclose(layout: Layout, spec: ReleaseSpec, max_rss: int) -> None:
     """Join this check's cgroup, bounded as a worker of the release is."""
     if cgroups.available() is None:
-        tree = cgroups.app_tree(run_dir, f"smoke-{os.getpid()}")
+        tree = cgroups.app_tree(layout, f"smoke-{os.getpid()}")
         tree.make(memory=cgroups.memory_limit(max_rss), tasks=spec.limits.processes)
         tree.join()
 
 
-def check_into(release_dir: str, workdir: str, user: str, config_dir: str, run_dir: str, conn) -> None:
+def check_into(release_dir: str, workdir: str, user: str, config_dir: str, state: str, conn) -> None:
     """Run :func:`check` and send the result through a pipe (fork-server child)."""
-    conn.send(check(release_dir, workdir, user, config_dir, run_dir))
+    conn.send(check(release_dir, workdir, user, config_dir, state))
     conn.close()
 
 
-def main(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", run_dir: str = "") -> int:
-    failures = check(release_dir, workdir, user, config_dir, run_dir)
+def main(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", state: str = "") -> int:
+    failures = check(release_dir, workdir, user, config_dir, state)
     print(json.dumps(failures))
     return 1 if failures else 0
 

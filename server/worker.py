@@ -27,7 +27,8 @@ from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from werkzeug.exceptions import HTTPException
 
-from . import metrics, report
+from . import metrics
+from .contract import report
 from .config import RESERVED_PREFIX
 from .dispatch import REASONS, transfer_error
 from .fastpath import FastPath

@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 

@@ -31,15 +31,21 @@ def reachable_tmp(tmp_path):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def app_accounts():
+def app_accounts(tmp_path_factory):
     """Each state directory gets an account of its own (controller/account.py):
-    remove those the tests made, and their claims, once the session ends."""
+    remove those this session's state directories claimed, and their claims,
+    once it ends (another session's, running beside it, are its own)."""
     import pwd
     from hotplate.controller.account import CLAIMS
+    base = tmp_path_factory.getbasetemp().resolve()
     before = {p.pw_name for p in pwd.getpwall()}
     yield
     for name in sorted({p.pw_name for p in pwd.getpwall()} - before):
-        if name.startswith("hp-"):
+        try:
+            claimed = Path((CLAIMS / name).read_text().strip())
+        except OSError:
+            claimed = None
+        if name.startswith("hp-") and (claimed is None or base in claimed.parents):
             subprocess.run(["userdel", name], capture_output=True)
             (CLAIMS / name).unlink(missing_ok=True)
 

@@ -3,12 +3,9 @@ rolled to the workers, hidden, encrypted at rest, restored by rollback."""
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
-import pwd
 import subprocess
 
-import pytest
 import requests
 
 from .conftest import Work

@@ -2,7 +2,6 @@
 an attacker with push access would: a module served by hotplate plants the
 link, the FIFO, the forged report or the garbage file, fills the disk,
 forks and detaches, reads another app, reserves and touches memory."""
-import json
 import os
 import pwd
 import signal
@@ -19,8 +18,9 @@ from hotplate.controller.account import app_account
 from hotplate.controller.plan import load_manifest
 from hotplate.controller.errors import ManifestError
 from hotplate.controller.state import State
+from hotplate.server.contract.layout import Layout
 
-from .conftest import APPS, ROOT, Work, free_port, wait_for
+from .conftest import APPS, ROOT, Work, wait_for
 
 ROUTES = ("plant", "read_file", "fork_away", "fill", "alloc", "reserve", "clone_ns", "clone3_call", "uring",
           "getfd", "send_signal", "own_pid", "env")
@@ -168,9 +168,9 @@ def test_nothing_module_code_forks_outlives_its_worker_or_the_app(up, tmp_path):
 
 def cgroup_procs(server, prefix: str) -> list[int]:
     from hotplate.server import cgroups
-    tree = cgroups.app_tree(server.state / "run")
-    return [p for name in tree.children() if name.startswith(prefix) for p in cgroups.app_tree(
-        server.state / "run", name).pids()]
+    layout = Layout(server.state)
+    return [p for name in cgroups.app_tree(layout).children() if name.startswith(prefix)
+            for p in cgroups.app_tree(layout, name).pids()]
 
 
 def test_two_apps_on_one_host_are_two_accounts(up, tmp_path):
@@ -208,7 +208,7 @@ def test_the_filter_closes_namespaces_rings_and_other_processes(up, tmp_path):
         assert ask(server, "clone_ns", ns=ns) == "EPERM", ns
     assert ask(server, "clone3_call") == "ENOSYS"
     assert ask(server, "fork_away").isdigit(), "a plain fork still works (clone without namespace flags)"
-    runner = int(subprocess.run(["pgrep", "-f", f"jobs --db {server.state}/data/jobs.db"], capture_output=True,
+    runner = int(subprocess.run(["pgrep", "-f", f"hotplate.server.jobs --state {server.state} "], capture_output=True,
                                 text=True).stdout.split()[0])
     assert pwd.getpwuid(Path(f"/proc/{runner}").stat().st_uid).pw_name == app_account(server.state)
     assert ask(server, "send_signal", pid=runner, sig=signal.SIGSTOP) == "EPERM"

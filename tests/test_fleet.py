@@ -13,7 +13,8 @@ from etcd3gw.client import Etcd3Client
 
 from hotplate.controller import localfleet
 from hotplate.controller.errors import RetryableError
-from hotplate.controller.fleet import TTL_S, Fleet, Rollout
+from hotplate.controller.fleet import TTL_S, Fleet
+from hotplate.server.contract.fleet import HostReport, Rollout
 from hotplate.controller.localfleet import LocalFleet
 from hotplate.controller.registry import RegistrySource
 
@@ -405,7 +406,7 @@ def test_config_set_on_the_leader_reaches_every_host_encrypted_to_each(up, tmp_p
 def test_only_the_holder_of_the_lease_can_write_the_rollout(etcd_url):
     """Two candidates that both think they lead, for a moment (one lost its
     lease and does not know yet): only the holder's rollout is written."""
-    fleets = [Fleet(etcd_url, "fenced", name, candidate=True, report=lambda: {}) for name in ("x", "y")]
+    fleets = [Fleet(etcd_url, "fenced", name, candidate=True, report=HostReport) for name in ("x", "y")]
     try:
         leader = wait_for(lambda: next((f for f in fleets if f.leading.is_set()), None), 10, "a leader")
         other = fleets[1] if leader is fleets[0] else fleets[0]
@@ -415,7 +416,7 @@ def test_only_the_holder_of_the_lease_can_write_the_rollout(etcd_url):
         with pytest.raises(RetryableError, match="no longer leads"):
             other.put_rollout(Rollout({"release": "r000000000002"}, None, [[other.host]], other.host))
         assert not other.leading.is_set()
-        assert leader.rollout().target["release"] == "r000000000001"
+        assert leader.rollout().target.release == "r000000000001"
     finally:
         for f in fleets:
             f.stop()

@@ -1,6 +1,7 @@
 """A host serves only what was verified for it (issue 20): its own gate,
 and in a fleet the fleet's rollout; whatever dies, the rest says so."""
 import threading
+from dataclasses import replace
 
 from .conftest import wait_for
 from .netlab import lab  # noqa: F401  (a fixture)
@@ -44,14 +45,14 @@ def test_only_a_failure_of_the_release_itself_fails_a_host():
     host whose last deploy failed for its environment (a lost lease, etcd
     cut off) could not take part, which never blames the release."""
     from hotplate.controller.fleet import condition
-    lost = {"release": "r0", "health": "Healthy", "deploying": None,
-            "failed": {"release": "r1", "reason": "LeaderLost", "outcome": "errored"}}
+    from hotplate.server.contract.fleet import Failure, HostReport
+    lost = HostReport(release="r0", health="Healthy", failed=Failure("r1", reason="LeaderLost", outcome="errored"))
     assert condition(lost, "r1") == "Stale"
-    gated = {**lost, "failed": {"release": "r1", "reason": "RolloutFailed", "outcome": "rolled_back"}}
+    gated = replace(lost, failed=Failure("r1", reason="RolloutFailed", outcome="rolled_back"))
     assert condition(gated, "r1") == "Failed"
-    assert condition({**gated, "release": "r1", "failed": None}, "r1") == "Synced"
-    assert condition(None, "r1") == "Missing" and condition({}, "r1") == "Unreadable"
-    assert condition({**lost, "deploying": "abc"}, "r1") == "Progressing"
+    assert condition(replace(gated, release="r1", failed=None), "r1") == "Synced"
+    assert condition(None, "r1") == "Missing" and condition(HostReport.load(b"[]"), "r1") == "Unreadable"
+    assert condition(replace(lost, deploying="abc"), "r1") == "Progressing"
 
 
 def test_fleet_up_supervises_its_hosts_and_stops_on_sigterm(tmp_path):

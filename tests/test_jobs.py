@@ -138,7 +138,7 @@ def test_a_job_runner_killed_midway_is_restarted_and_the_job_recorded_interrupte
     job = start(server, "1000 10")
     wait_for(lambda: status(server, job)["progress"] > 0, what="the job to run")
     def runners() -> list[int]:  # the runner and its job processes (forks of it), oldest first
-        return [int(p) for p in subprocess.run(["pgrep", "-f", f"hotplate.server.jobs --db {server.state / 'data'}"],
+        return [int(p) for p in subprocess.run(["pgrep", "-f", f"hotplate.server.jobs --state {server.state} "],
                                                capture_output=True, text=True).stdout.split()]
 
     os.kill(runners()[0], signal.SIGKILL)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from hotplate.server.contract.layout import Layout
 from hotplate.server.websocket import bus, transfer
 
 from .test_controller import MANIFEST, first_deploy, hello, text
@@ -61,17 +62,17 @@ def test_a_local_process_cannot_reach_the_workers_sockets(serve, tmp_path):
     which any local process can reach: what it sends is dropped."""
     server = serve(write_app(tmp_path / "app", manifest(), copy=("wsecho.c",)))
     sock, worker = raw_connect(server, "/ws/r1")
-    run_dir = server.state / "run"
+    layout = Layout(server.state)
 
     forged = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    forged.connect(transfer.address(run_dir, worker, "bus"))
+    forged.connect(transfer.address(layout, worker, "bus"))
     try:
         forged.sendall(bus.frame(time.time(), 1, 1, b"r1", 1, b"forged"))
     except (BrokenPipeError, ConnectionResetError):
         pass  # refused before it was sent
     mine, theirs = socket.socketpair()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as move:
-        move.connect(transfer.address(run_dir, worker, "move"))
+        move.connect(transfer.address(layout, worker, "move"))
         socket.send_fds(move, [json.dumps({"sender": 1, "batch": 1, "connections": [{}]}).encode()],
                         [theirs.fileno()])
     theirs.close()

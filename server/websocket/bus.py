@@ -16,9 +16,8 @@ import logging
 import os
 import socket
 import struct
-from pathlib import Path
-
-from .. import report
+from ..contract import report
+from ..contract.layout import Layout
 from .transfer import address, is_sibling, peer_of
 
 log = logging.getLogger("hotplate")
@@ -39,14 +38,14 @@ def parse(message: bytes) -> tuple[float, int, int, str, int, bytes]:
 class Reader(asyncio.Protocol):
     """One peer's stream of publications into this worker."""
 
-    def __init__(self, deliver, run_dir: Path):
-        self.deliver, self.run_dir = deliver, run_dir
+    def __init__(self, deliver, layout: Layout):
+        self.deliver, self.layout = deliver, layout
         self.buf = bytearray()
 
     def connection_made(self, transport) -> None:
         """Hang up on anything but a worker of this server (see transfer.py)."""
         pid, uid = peer_of(transport.get_extra_info("socket"))
-        if not is_sibling(self.run_dir, pid, uid):
+        if not is_sibling(self.layout, pid, uid):
             log.warning("bus: refused a connection from pid %d (uid %d), which is not a worker of this server",
                         pid, uid)
             transport.abort()  # before the transport starts reading: nothing it sent is read
@@ -91,10 +90,10 @@ class Link(asyncio.Protocol):
 
 
 class Bus:
-    def __init__(self, loop: asyncio.AbstractEventLoop, run_dir: Path, deliver):
+    def __init__(self, loop: asyncio.AbstractEventLoop, layout: Layout, deliver):
         self.loop = loop
-        self.run_dir = Path(run_dir)
-        self.reports = self.run_dir / "workers"
+        self.layout = layout
+        self.reports = layout.workers
         self.deliver = deliver
         self.links: dict[int, Link] = {}
         self.peers: list[int] = []
@@ -104,8 +103,8 @@ class Bus:
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(address(self.run_dir, os.getpid(), "bus"))
-        self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver, self.run_dir), sock=sock)
+        sock.bind(address(self.layout, os.getpid(), "bus"))
+        self.server = await self.loop.create_unix_server(lambda: Reader(self.deliver, self.layout), sock=sock)
 
     def send(self, at: float, origin: int, seq: int, topic: str, kind: int, data: bytes) -> None:
         message = frame(at, origin, seq, topic.encode(), kind, data)
@@ -139,7 +138,7 @@ class Bus:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await self.loop.sock_connect(sock, address(self.run_dir, pid, "bus"))
+            await self.loop.sock_connect(sock, address(self.layout, pid, "bus"))
             await self.loop.create_unix_connection(lambda: link, sock=sock)
         except OSError as e:
             sock.close()

@@ -26,7 +26,7 @@ from wsproto.connection import Connection as Protocol, ConnectionState
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 
 from ..modules import Socket
-from ..report import WS_MESSAGES
+from ..contract.report import WS_MESSAGES
 from .. import metrics
 from . import calls
 from .calls import Session

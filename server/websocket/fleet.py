@@ -22,7 +22,7 @@ import re
 import nats
 from nats.errors import Error as NatsError
 
-from .. import report
+from ..contract import report
 from .bus import frame, parse
 
 log = logging.getLogger("hotplate")

@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 from collections import defaultdict, deque
-from pathlib import Path
 
 from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
@@ -26,7 +25,8 @@ from wsproto.events import CloseConnection
 
 from .. import metrics
 from ..config import ServerConfig
-from ..report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
+from ..contract.layout import Layout
+from ..contract.report import WS_CLOSED, WS_MOVED_IN, WS_MOVED_OUT, WS_OPENED
 from . import calls, transfer
 from .bus import Bus
 from .calls import Session
@@ -46,16 +46,15 @@ SEEN_MAX = 32  # publishers remembered per connection before the dead ones are f
 class Hub:
     """One per worker process; see the module docstring."""
 
-    def __init__(self, dispatcher, config: ServerConfig, run_dir: Path, current: Path, jobs_db: Path, host: int):
+    def __init__(self, dispatcher, config: ServerConfig, layout: Layout, host: int):
         self.dispatcher = dispatcher
         self.config = config
-        self.run_dir = Path(run_dir)
-        self.current = Path(current)
+        self.layout = layout
         self.sockets = {s.spec.path: s for s in dispatcher.modules.sockets}
         self.connections: set[Connection] = set()
         self.topics: dict[str, set[Connection]] = defaultdict(set)
         self.loop = asyncio.new_event_loop()
-        self.bus = Bus(self.loop, self.run_dir, self.deliver)
+        self.bus = Bus(self.loop, layout, self.deliver)
         self.inbox: socket.socket | None = None
         self.retiring = False
         self.moving = asyncio.Lock()
@@ -66,7 +65,7 @@ class Hub:
         self.batches = itertools.count(1)
         self.recent: deque[tuple[float, int, int, str, int, bytes]] = deque()
         self.recent_bytes = 0
-        self.jobs = JobFeed(self, jobs_db)
+        self.jobs = JobFeed(self, layout.jobs_db)
         self.me = origin(host)
         self.fleet = FleetBus(config.nats, dispatcher.modules.spec.app, self.me, self.deliver) if config.nats else None
 
@@ -83,7 +82,7 @@ class Hub:
         asyncio.set_event_loop(self.loop)
         self.loop.set_exception_handler(self.report_error)
         try:
-            self.inbox = transfer.bind(self.run_dir)
+            self.inbox = transfer.bind(self.layout)
             self.loop.add_reader(self.inbox, self.arrive)
             self.loop.run_until_complete(self.bus.start())
         except OSError as e:
@@ -127,7 +126,7 @@ class Hub:
         acknowledgements of the batches this one sent."""
         while True:
             try:
-                received = transfer.receive(self.inbox, self.run_dir)
+                received = transfer.receive(self.inbox, self.layout)
             except OSError as e:
                 log.error("ws: %s", e)
                 return  # called again while more is waiting
@@ -160,7 +159,7 @@ class Hub:
                                        meta["paused_at"]))
         await asyncio.gather(*adopting, return_exceptions=True)
         try:
-            transfer.send(self.run_dir, message["sender"], {"ack": message["batch"]})
+            transfer.send(self.layout, message["sender"], {"ack": message["batch"]})
         except OSError:
             pass  # the sender is gone: nothing waits for this
         if not self.pauses_logged:
@@ -322,9 +321,9 @@ class Hub:
         """Workers to move to. After a plain SIGHUP the new workers start as
         the old ones stop, so wait a little (TARGET_WAIT) for one to report;
         during a roll they are there already, and at shutdown none comes."""
-        release = os.path.basename(os.path.realpath(self.current))
+        release = os.path.basename(os.path.realpath(self.layout.current))
         deadline = self.loop.time() + TARGET_WAIT
-        while not (found := transfer.targets(self.run_dir, release)) and self.loop.time() < deadline:
+        while not (found := transfer.targets(self.layout, release)) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         return found
 
@@ -336,7 +335,7 @@ class Hub:
         batch = next(self.batches)
         taken = self.acks[batch] = self.loop.create_future()
         try:
-            transfer.send(self.run_dir, pid, {"sender": os.getpid(), "batch": batch,
+            transfer.send(self.layout, pid, {"sender": os.getpid(), "batch": batch,
                                               "connections": [meta for _, meta in moving]},
                           [fd for fd, _ in moving])
         except OSError as e:

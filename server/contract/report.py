@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import untrusted
+from .. import untrusted
 
 log = logging.getLogger("hotplate")
 

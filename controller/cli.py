@@ -186,13 +186,17 @@ def _secret(path: str | None, variable: str, what: str) -> str | None:
         return os.environ.pop(variable, None) or None
     try:
         mode = os.stat(path).st_mode
-        secret = Path(path).read_text().strip()
+        secret = Path(path).read_text().removesuffix("\n").removesuffix("\r")  # (the newline an editor ends with)
     except OSError as e:
         raise HotplateError(f"cannot read the {what} file: {e}") from None
     if mode & 0o077:
         raise HotplateError(f"{path} can be read by others (mode {mode & 0o777:o}); run `chmod 600 {path}`")
-    if not secret:
+    if not secret.strip():
         raise HotplateError(f"{path} is empty; put the {what} in it")
+    if secret != secret.strip() or "\n" in secret:
+        raise HotplateError(f"{path}: the {what} begins or ends with whitespace, or spans lines; hotplate takes the "
+                            "file as it is (but for one final newline), so the other side would have to use the same "
+                            "bytes: remove the whitespace")
     return secret
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 
 from . import metrics, runtime
 from .contract.report import ERRORS_5XX, REQUESTS
@@ -57,6 +58,7 @@ class FastPath:
         self.event, self.stuck_event = ffi.new("hp_rt_event *"), ffi.new("hp_rt_event *")
         self.draining = self.drained = False
         self.stats = ffi.new("hp_rt_route_stats *")
+        self.folding = threading.Lock()  # the watchdog's folds and the worker's last one share self.stats
         log.info("worker %d: %d of %d module routes on the fast path", os.getpid(), len(self.routes),
                  len(dispatcher.routes))
 
@@ -117,13 +119,15 @@ class FastPath:
     def flush(self) -> None:
         """Fold what C counted since the last call into the worker's counters and metrics."""
         st, counters = self.stats, self.dispatcher.counters
-        for i in self.routes:
-            n = self.lib.hp_rt_serve_stats(i, st)
-            if n:
-                route = self.dispatcher.routes[i]
-                metrics.requests(route.module.name, route.spec.path, list(st.classes), list(st.buckets), st.seconds)
-                counters.add(REQUESTS, n)
-                counters.add(ERRORS_5XX, st.classes[4])
+        with self.folding:
+            for i in self.routes:
+                n = self.lib.hp_rt_serve_stats(i, st)
+                if n:
+                    route = self.dispatcher.routes[i]
+                    metrics.requests(route.module.name, route.spec.path, list(st.classes), list(st.buckets),
+                                     st.seconds)
+                    counters.add(REQUESTS, n)
+                    counters.add(ERRORS_5XX, st.classes[4])
 
     def stuck(self, after_s: float):
         """A call stuck past its deadline outside module code, answered 504 by C: (route, request id), or None."""

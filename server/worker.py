@@ -249,6 +249,7 @@ class HotplateWorker(ThreadWorker):
         if self.fast is not None:
             self.fast.drain()  # (again: a worker whose master died leaves the loop without it)
             self.fast.wait(self.cfg.graceful_timeout - (time.monotonic() - started))
+            self.fast.flush()  # what C counted since the watchdog's last fold: a crash's own 500, say
         hub = self.wsgi.hub
         if hub is not None:
             moved = hub.retire_threadsafe()

@@ -256,6 +256,11 @@ def test_webhooks_verify_signatures(up, tmp_path):
                               "--webhook-secret-file", str(secret)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "chmod 600" in refused.stderr, "a secret others can read is refused"
     secret.chmod(0o600)
+    secret.write_text(" s3cret \n")  # taken as is, it would differ from what the sender signs with: said, not stripped
+    refused = subprocess.run([sys.executable, "-m", "hotplate.controller.cli", "up", "--state", str(tmp_path / "s"),
+                              "--webhook-secret-file", str(secret)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "begins or ends with whitespace" in refused.stderr, refused.stderr
+    secret.write_text("s3cret\n")  # one final newline, as an editor leaves it: fine
     server, work = first_deploy(up, tmp_path, "--webhook-secret-file", str(secret))
     assert "s3cret" not in open(f"/proc/{server.proc.pid}/cmdline").read(), "never on the command line"
     hook = server.api + "/webhook"

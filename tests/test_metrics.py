@@ -41,3 +41,30 @@ def test_metrics_per_route_per_module_and_per_deploy(up, tmp_path):
     assert value('hotplate_handler_crashes_total{module="hello"}') == 0
     assert value('hotplate_handler_timeouts_total{module="hello"}') == 0
     assert value('hotplate_http_requests_total{code="5xx",module="hello",route="/health"}') == 0
+
+
+def test_crash_answers_count_as_5xx_everywhere_the_gate_and_alerts_read(up, tmp_path):
+    """Each crash replaces its worker, which used to exit before the fast
+    path's last counts were folded in: the 500s it answered went missing
+    from the requests' 5xx (what the health gate and alerts read), though
+    the crashes were counted (issue 21)."""
+    server, work = first_deploy(up, tmp_path)
+    work.commit("v2", {"hello.c": hello("v2", boom="*(volatile int *)0 = 1; return HP_OK;")})
+    assert "deploy succeeded" in work.push()
+    crashes = 4
+    for _ in range(crashes):
+        assert server.get("/boom").status_code == 500
+    want = f'\nhotplate_handler_crashes_total{{module="hello"}} {crashes}.0'
+    server.wait(lambda: want in requests.get(server.api + "/metrics", timeout=5).text, timeout=20,
+                what="the crashes counted")
+
+    def counted() -> tuple[float, int]:
+        text = requests.get(server.api + "/metrics", timeout=5).text
+        found = re.search(r'^hotplate_http_requests_total\{code="5xx",module="hello",route="/boom"\} (\S+)$', text, re.M)
+        s = server.status()
+        return float(found.group(1)) if found else 0.0, \
+            sum(w["errors_5xx"] for w in s["workers"]) + s["exited_workers"]["errors_5xx"]
+
+    # every worker that answered one has exited by now: nothing is left to fold in later
+    server.wait(lambda: all(w["release"] for w in server.status()["workers"]) and counted() == (crashes, crashes),
+                timeout=20, what=f"{crashes} crash 500s in /metrics' 5xx and in status' (got {counted()})")

@@ -223,12 +223,19 @@ class Pipeline:
 
     def roll(self, a: Attempt) -> None:
         """Start a generation on the target, unless every worker serves it
-        already (a commit that changes no module, a save that changes no
-        source): new workers would load the same code."""
-        serving = [r for r in self.server.reports().values() if not r.retiring]
-        if a.target == a.previous and serving and all(r.release == a.target for r in serving):
-            self.emit(f"release {a.target} is live already: nothing to roll")
-            return
+        already with every module loaded (a commit that changes no module, a
+        save that changes no source): new workers would load the same code.
+        Those workers still go through the gate (its checks, not its bake)."""
+        serving = {pid: r for pid, r in self.server.reports().items() if not r.retiring}
+        if a.target == a.previous and a.trigger != "restart" and serving and \
+                all(r.release == a.target for r in serving.values()):
+            broken = sorted({m.name for r in serving.values() for m in r.modules if not m.ok})
+            if not broken:
+                self.emit(f"release {a.target} is live already: nothing to roll")
+                a.generation = Generation(a.target, sorted(serving), 0.0, serving, reused=True)
+                return
+            self.emit(f"release {a.target} is live, but module {', '.join(broken)} did not load in its workers: "
+                      "rolling fresh ones")
         a.generation = roll(self.server, a.target)
         self.emit(f"live: {len(a.generation.pids)} workers serve {a.target} "
                   f"(roll took {a.generation.seconds * 1000:.0f} ms)")

@@ -234,6 +234,7 @@ class Generation:
     pids: list[int]
     seconds: float
     reports: dict[int, Report] = field(default_factory=dict)
+    reused: bool = False  # the workers serving it already: nothing new to bake
 
 
 def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation:
@@ -302,7 +303,7 @@ def health_gate(server: ServerProcess, gen: Generation, release: ReleaseSpec, se
             if not 200 <= status < 300:
                 raise RolloutError(f"health route {mod.health} of module {mod.name} answered {status}")
             emit(f"health {mod.health}: {status}")
-    if settings.bake_seconds <= 0:
+    if settings.bake_seconds <= 0 or gen.reused:
         return
     emit(f"baking for {settings.bake_seconds:g}s: watching for crash loops and 5xx")
     seen: set[int] = set(gen.pids)

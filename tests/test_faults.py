@@ -365,3 +365,34 @@ def test_the_state_directory_is_the_controllers_alone(up, tmp_path):
         assert ((server.state / private).stat().st_mode & 0o777) == 0o700, private
     assert ((server.state / "token").stat().st_mode & 0o777) == 0o600
     assert ((server.state / "hotplate.db").stat().st_mode & 0o777) == 0o600
+
+
+POISONED_INIT = """
+HP_EXPORT int hp_init(hp_module *m) { return access("poison", F_OK) == 0 ? HP_ERROR : HP_OK; }
+"""
+
+
+def test_workers_that_cannot_load_are_rolled_again_never_said_to_pass(up, tmp_path):
+    """A module whose hp_init fails only in the workers (their directory,
+    not the smoke check's, holds what makes it fail): the gate rolls back to
+    a release that fails the same way, and the app is Degraded. A push of
+    the same tree then rolls fresh workers (it used to say "nothing to roll"
+    and "passed its health gate"), and fails while the cause stays."""
+    server, work = first_deploy(up, tmp_path)
+    work.commit("v2", {"hello.c": hello("v2") + POISONED_INIT})
+    assert "deploy succeeded" in work.push()
+    poison = server.state / "data" / "poison"
+    poison.write_text("")
+    os.chown(poison, (server.state / "data").stat().st_uid, -1)
+    work.commit("v3", {"hello.c": hello("v3") + POISONED_INIT})
+    out = work.push()
+    assert "ROLLED BACK" in out, out
+    server.wait(lambda: server.status()["health"]["state"] in ("Degraded", "Down"), what="the app Degraded")
+    work.commit("v2 again", {"hello.c": hello("v2") + POISONED_INIT})  # the tree live serves
+    out = work.push()
+    assert "did not load in its workers: rolling fresh ones" in out and "passed its health gate" not in out, out
+    poison.unlink()
+    work.git("commit", "-q", "--allow-empty", "-m", "v2, its cause gone")
+    out = work.push()
+    assert "rolling fresh ones" in out and "deploy succeeded" in out, out
+    assert server.status()["health"]["state"] == "Healthy" and text(server) == "v2"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import pwd
@@ -36,6 +37,7 @@ HANGS = f"smoke check did not finish in {SMOKE_TIMEOUT_S:g}s: a module's hp_init
 _FORKS = multiprocessing.get_context("forkserver")
 # The children re-import the main module (multiprocessing does): preload the CLI too, so that costs nothing.
 _FORKS.set_forkserver_preload(["hotplate.server.smoke", "hotplate.controller.cli"])
+log = logging.getLogger("hotplate.controller")
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,14 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
     It runs module code as the workers do (:class:`Check`): as their
     account, confined the same way, in a cgroup of its own (ended
     afterwards with whatever it forked), with the release's config set, in
-    an empty directory of its own (what hp_init writes there is thrown away)."""
+    a directory of its own laid out as the workers' (``STATE/data``'s
+    directories, none of its files: what hp_init writes there is thrown
+    away, and a relative path that opens in the workers opens here)."""
     scratch = Path(tempfile.mkdtemp(prefix=".smoke-", dir=Path(release_dir).parent))
-    if check.worker_user:
-        account = pwd.getpwnam(check.worker_user)
+    account = pwd.getpwnam(check.worker_user) if check.worker_user else None
+    if check.state is not None:
+        _empty_copy(check.state.data, scratch, account)
+    if account:
         os.chown(scratch, account.pw_uid, account.pw_gid)
     try:
         args = [str(release_dir), str(scratch), check.worker_user or "",
@@ -147,6 +153,30 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
     if failures:
         lines = [f"  module {f['module']} ({f['source']}): {f['error']}" for f in failures]
         raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))
+
+
+#: At most this many of the workers' directories are laid out for a smoke check.
+LAYOUT_DIRS = 256
+
+
+def _empty_copy(data: Path, scratch: Path, account) -> None:
+    """Make ``data``'s directories (not its files) under ``scratch``. The
+    workers can write ``data``, so it is walked by descriptor, never through
+    a link (os.fwalk), and only so far: a module cannot slow a deploy down
+    with a million directories."""
+    made = 0
+    try:
+        for top, dirs, _, _ in os.fwalk(data, follow_symlinks=False):
+            for name in dirs:
+                if made >= LAYOUT_DIRS:
+                    return
+                target = scratch / os.path.relpath(os.path.join(top, name), data)
+                target.mkdir(mode=0o700)
+                if account:
+                    os.lchown(target, account.pw_uid, account.pw_gid)
+                made += 1
+    except OSError as e:  # (a directory gone meanwhile): the check runs in what was made
+        log.warning("smoke check: could not lay out the workers' directories (%s)", e)
 
 
 def _fork_check(args: list[str], state: Layout | None) -> list[dict]:

@@ -396,3 +396,31 @@ def test_workers_that_cannot_load_are_rolled_again_never_said_to_pass(up, tmp_pa
     out = work.push()
     assert "rolling fresh ones" in out and "deploy succeeded" in out, out
     assert server.status()["health"]["state"] == "Healthy" and text(server) == "v2"
+
+
+DIRECTORY_INIT = """
+#include <fcntl.h>
+HP_EXPORT int hp_init(hp_module *m) {
+    int fd = open("db/notes.log", O_CREAT | O_WRONLY | O_APPEND, 0600);  /* the workers' layout */
+    if (fd < 0) return HP_ERROR;
+    close(fd);
+    return HP_OK;
+}
+"""
+
+
+def test_the_smoke_check_runs_in_the_workers_layout(up, tmp_path):
+    """hp_init that opens a file in a subdirectory of the workers' directory
+    passes the smoke check as it passes the workers (issue 21: the check ran
+    in an empty directory and refused what the workers would run); what the
+    check writes stays out of the workers' directory."""
+    server, work = first_deploy(up, tmp_path)
+    data = server.state / "data"
+    (data / "db").mkdir()
+    os.chown(data / "db", data.stat().st_uid, data.stat().st_gid)
+    os.symlink("/", data / "planted")  # (a link module code made: never walked into)
+    work.commit("v2", {"hello.c": hello("v2") + DIRECTORY_INIT})
+    out = work.push()
+    assert "deploy succeeded" in out, out
+    assert (data / "db" / "notes.log").exists() and text(server) == "v2"
+    assert not list(server.state.glob("releases/.smoke-*")), "the check's directory is gone"

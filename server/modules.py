@@ -18,7 +18,12 @@ from .contract import release as contract
 log = logging.getLogger("hotplate")
 LEVELS = {10: logging.DEBUG, 20: logging.INFO, 30: logging.WARNING, 40: logging.ERROR}
 HOOK_TIMEOUT_MS = 10_000
+#: Lines of a module's own log kept with the error of an hp_init that fails.
+INIT_LOG_LINES = 10
 _log_callback: Any = None
+#: While a module's hp_init runs: its name and the lines it logs (they go
+#: with its error to the push, the deploy's log and status, not only to a log).
+_init_log: tuple[str, list[str]] | None = None
 
 
 def setup_process() -> None:
@@ -35,7 +40,11 @@ def setup_process() -> None:
         tags = f"module={ffi.string(module).decode(errors='replace')}"
         if route != ffi.NULL and ffi.string(route):
             tags += f" route={ffi.string(route).decode(errors='replace')} req={ffi.string(request_id).decode(errors='replace')}"
-        log.log(LEVELS.get(level, logging.INFO), "[%s] %s", tags, ffi.string(message).decode(errors="replace"))
+        text = ffi.string(message).decode(errors="replace")
+        log.log(LEVELS.get(level, logging.INFO), "[%s] %s", tags, text)
+        if _init_log is not None and _init_log[0] == ffi.string(module).decode(errors="replace"):
+            del _init_log[1][:-INIT_LOG_LINES + 1]
+            _init_log[1].append(text)
 
     _log_callback = ffi.callback("hp_rt_log_fn", sink)
     if lib.hp_rt_setup(_log_callback) != 0:
@@ -191,6 +200,23 @@ def _bind(release_dir: Path, spec: contract.ModuleSpec, mod: ModuleState, run_in
     if missing:
         return (f"handler(s) {', '.join(sorted(set(missing)))} not exported by {mod.source}; "
                 "mark each with HP_EXPORT, with the signature hotplate.h gives for it")
-    if run_init and lib.hp_rt_module_init(handle, HOOK_TIMEOUT_MS, err, 1024) != 0:
-        return ffi.string(err).decode(errors="replace")
+    if run_init:
+        return _init(lib, handle, mod.name, err)
     return None
+
+
+def _init(lib, handle, name: str, err) -> str | None:
+    """Run the module's hp_init; on failure, the error with the last lines it logged."""
+    global _init_log
+    ffi, _ = runtime.load()
+    _init_log = (name, [])
+    try:
+        if lib.hp_rt_module_init(handle, HOOK_TIMEOUT_MS, err, 1024) == 0:
+            return None
+        lines = _init_log[1]
+    finally:
+        _init_log = None
+    error = ffi.string(err).decode(errors="replace")
+    if not lines:
+        return error.replace("; see the module's log lines", "; it logged nothing (say why with hp_log)")
+    return error + ", which said:" + "".join(f"\n    | {line}" for line in lines)

@@ -424,3 +424,23 @@ def test_the_smoke_check_runs_in_the_workers_layout(up, tmp_path):
     assert "deploy succeeded" in out, out
     assert (data / "db" / "notes.log").exists() and text(server) == "v2"
     assert not list(server.state.glob("releases/.smoke-*")), "the check's directory is gone"
+
+
+LOGGING_INIT = """
+HP_EXPORT int hp_init(hp_module *m) {
+    hp_module_log(m, HP_LOG_ERROR, "cannot open the notes database: %s", "permission denied");
+    return HP_ERROR;
+}
+"""
+
+
+def test_what_a_failing_hp_init_logged_goes_with_its_error(up, tmp_path):
+    """The lines a module logs from a failing hp_init are in the push's
+    output and the deploy's log, not only in the controller's (issue 21)."""
+    server, work = first_deploy(up, tmp_path)
+    work.commit("v2", {"hello.c": hello("v2") + LOGGING_INIT})
+    out = work.push()
+    said = "| cannot open the notes database: permission denied"
+    assert "deploy FAILED (SmokeCheckFailed)" in out and said in out and "which said:" in out, out
+    assert said in server.cli("logs").stdout
+    assert text(server) == "v1"

@@ -11,7 +11,6 @@ commits, ``dev`` a working tree, ``rollback`` a retained release, and
 from __future__ import annotations
 
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from hotplate.server.contract.release import ReleaseSpec
 
 from .appconfig import COMMITTED, ConfigStore
 from .build import Builder, BuildResult, ModuleBuild
-from .errors import DISK_FULL, RetryableError, StalledError
+from .errors import DISK_FULL, RetryableError
 from .plan import Manifest, load_manifest
 from .registry import pull
 from .release import Check, Release, assemble, smoke_check
@@ -120,9 +119,6 @@ class Pipeline:
         """Extract the commit into a directory of this deploy's own."""
         try:
             a.tree = self.source.checkout(a.commit)
-        except tarfile.FilterError as e:
-            raise StalledError(f"{e.tarinfo.name}: {e}; commit files and relative links that stay inside the app",
-                               "UnsafeTree") from None
         except OSError as e:
             if e.errno in DISK_FULL:
                 raise  # a full disk is retried, whichever stage meets it (reconcile.classify)

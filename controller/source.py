@@ -106,7 +106,9 @@ class Source:
         belongs to the caller alone (a deploy and a diff of one commit never
         share one). The caller removes it.
 
-        :raises tarfile.FilterError: for a link that is absolute or leaves the tree.
+        :raises StalledError: ``UnsafeTree``, naming every link that is
+            absolute or leaves the tree (and every other entry extraction
+            refuses), so that one fix mends them all.
         """
         self.state.sources.mkdir(parents=True, exist_ok=True)
         dest = Path(tempfile.mkdtemp(prefix=f"{sha[:12]}-", dir=self.state.sources))
@@ -116,6 +118,7 @@ class Source:
                 self.repo.archive(buf, sha, format="tar")
                 buf.seek(0)
                 with tarfile.open(fileobj=buf) as tar:
+                    _check_members(tar, dest)
                     tar.extractall(dest, filter="data")
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
@@ -171,3 +174,17 @@ class Source:
             raise StalledError(f"cannot import {source}: {e.stderr.strip()}; is it a git repository with a commit?",
                                "ImportFailed") from None
         return True
+
+
+def _check_members(tar: tarfile.TarFile, dest: Path) -> None:
+    """Every entry the extraction's filter refuses, said at once."""
+    refused = []
+    for member in tar.getmembers():
+        try:
+            tarfile.data_filter(member, str(dest))
+        except tarfile.FilterError as e:
+            refused.append(f"  {member.name}: {e}")
+    if refused:
+        raise StalledError(f"{len(refused)} entr{'y' if len(refused) == 1 else 'ies'} of the tree cannot be "
+                           "deployed; commit files and relative links that stay inside the app:\n" + "\n".join(refused),
+                           "UnsafeTree")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import tarfile
 import time
 from dataclasses import asdict
 
@@ -168,7 +167,7 @@ def diff(c) -> dict:
     live_modules = live.modules if live else ()
     try:
         app = c.source.checkout(tip)
-    except (OSError, tarfile.FilterError) as e:
+    except (OSError, HotplateError) as e:
         return {"head": tip, "error": f"cannot check out {tip[:12]}: {e}"}
     try:
         manifest = load_manifest(app)

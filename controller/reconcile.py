@@ -287,7 +287,7 @@ class Controller:
             self.emit(d, self.final_line(a, outcome, reason))
             try:
                 self.history.finish(d.id, outcome, reason=reason, detail=detail if error else None,
-                                    release=a.target if outcome == "succeeded" else None, stages=a.stages,
+                                    release=a.target, stages=a.stages,
                                     modules=[_module_record(m) for m in (getattr(error, "results", None) or a.modules)],
                                     log="\n".join(d.lines))
             except Exception:

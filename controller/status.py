@@ -200,8 +200,13 @@ def _routes(modules) -> dict[tuple[str, str], str]:
 
 def releases(c) -> list[dict]:
     """The retained releases, newest first: commit, its message, when built,
-    and whether live or pinned."""
+    whether live or pinned, and whether it ever passed its health gate (one
+    that did not is no place to roll back to)."""
     live, pinned = c.state.live_release(), c.state.pinned()
+    passed = {release for release, _ in c.history.live_releases(limit=1000)}
+    verified = c.state.verified()
+    if verified:
+        passed.add(verified.release)
     out = []
     for path in c.state.releases.iterdir():
         if path.name.startswith(".") or c.state.release(path.name) is None:
@@ -216,5 +221,5 @@ def releases(c) -> list[dict]:
         except (ValueError, git.GitError):
             message = None  # a commit no longer in the repository
         out.append({"release": path.name, "commit": commit, "message": message, "built_at": built.get("built_at"),
-                    "live": path.name == live, "pinned": path.name == pinned})
+                    "live": path.name == live, "pinned": path.name == pinned, "passed": path.name in passed})
     return sorted(out, key=lambda r: r["built_at"] or 0, reverse=True)

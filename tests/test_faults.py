@@ -445,3 +445,17 @@ def test_what_a_failing_hp_init_logged_goes_with_its_error(up, tmp_path):
     assert "deploy FAILED (SmokeCheckFailed)" in out and said in out and "which said:" in out, out
     assert said in server.cli("logs").stdout
     assert text(server) == "v1"
+
+
+def test_a_release_that_failed_its_gate_is_recorded_and_marked(up, tmp_path):
+    """history names the release a rolled-back deploy made (it showed "-"),
+    and `releases` says which never passed its gate: no place to roll back to."""
+    server, work = first_deploy(up, tmp_path)
+    work.commit("unhealthy", {"hello.c": hello("v2", health=500)})
+    assert "ROLLED BACK" in work.push()
+    row = last_deploy(server)
+    assert row["outcome"] == "rolled_back" and row["release"] and row["release"] != server.status()["live"]["release"]
+    listed = {r["release"]: r for r in requests.get(server.api + "/api/releases", headers=server.auth(), timeout=5).json()}
+    assert listed[row["release"]]["passed"] is False and listed[server.status()["live"]["release"]]["passed"] is True
+    assert "never passed its health gate" in server.cli("releases").stdout
+    assert row["release"] in server.cli("history").stdout

@@ -603,10 +603,14 @@ static inline const char *hp_req_form_error(hp_request *req) { return hp__api->r
 ** latest jobs (id, function, state, progress, message, created).
 ** hp_job_events(req, id, since, json): writes a JSON array of the job's
 ** events after event number since (0: from the first), at most 1,000:
-** [{"seq": 7, "at": 1764153000.5, "data": "..."}]. A WebSocket client can
-** also follow them live: hp_ws_subscribe(ws, "job:ID") replays every event
-** and sends each new one as a text message; "job:ID@SEQ" replays those
-** after SEQ (for a client that reconnects).
+** [{"seq": 7, "at": 1764153000.5, "data": "..."}]. seq increases within a
+** job but is not consecutive (events are numbered across the app's jobs):
+** pass the last one seen as since. A WebSocket client can also follow them
+** live: hp_ws_subscribe(ws, "job:ID") replays every event and sends each
+** new one as a text message {"job": "ID", "seq": 7, "at": 1764153000.5,
+** "data": "..."}, then one last {"job": "ID", "state": "succeeded" (or
+** "failed", "cancelled"), "error": null or why} when the job ends;
+** "job:ID@SEQ" replays those after SEQ (for a client that reconnects).
 **
 ** Inside the job function:
 ** hp_job_id(job); hp_job_progress(job, percent, message) records progress
@@ -614,7 +618,8 @@ static inline const char *hp_req_form_error(hp_request *req) { return hp__api->r
 ** records an event; hp_job_result(job, data, len) sets the result (binary
 ** safe; the last call wins); hp_job_cancelled(job) returns 1 once someone
 ** asked to cancel it: return then. Return HP_OK (state "succeeded") or
-** HP_ERROR ("failed"). There is no request: allocate with malloc().
+** HP_ERROR ("failed"); a job asked to cancel ends "cancelled" whatever it
+** returns. There is no request: allocate with malloc().
 **
 ** Limits and deploys: a job runs on the code of the release that queued it,
 ** to the end, whatever deploys meanwhile (a running job keeps its code
@@ -810,8 +815,10 @@ static inline char *hp_html_escape(hp_request *req, const char *s) { return hp__
 **     hp_json_end_array(j);
 **     hp_json_end_object(j);
 **
-** hp_json_new() makes a writer on any buffer. Strings must be UTF-8;
-** hp_json_stringn() takes a length and may contain NULs (written as \u0000).
+** hp_json_new() makes a writer on any buffer. Strings are UTF-8: each byte
+** that is not part of valid UTF-8 is written as \ufffd (the replacement
+** character), so the output is always valid JSON; hp_json_stringn() takes
+** a length and may contain NULs (written as \u0000).
 ** Doubles that are NaN or infinite are written as null; others read back
 ** as the same double (1.25, 0.1, or 17 digits where no shorter form does). Each call returns
 ** HP_ERROR, and writes nothing, when it would make invalid JSON (a key inside

@@ -205,6 +205,23 @@ def test_client_that_never_reads_is_dropped(serve, wsapp):
     assert requests.get(server.url + "/_hotplate/health", timeout=5).status_code == 200
 
 
+def test_one_message_bigger_than_the_send_buffer_reaches_a_client_that_reads(serve, tmp_path):
+    """A single message past HOTPLATE_WS_SEND_BUFFER is no slow reader: a
+    client that reads gets it whole, twice in a row (issue 21: it was dropped
+    as "not reading")."""
+    app = write_app(tmp_path / "app", manifest().replace("max_message: 64KiB", "max_message: 16MiB"), copy=("wsecho.c",))
+    server = serve(app, extra_env={"HOTPLATE_WS_SEND_BUFFER": "65536"})
+    big = os.urandom(12 * 1024 * 1024)  # 192 times the buffer, and past the kernel's socket buffers
+
+    async def go():
+        async with websockets.connect(ws_url(server, "/ws/r1"), max_size=16 * 1024 * 1024) as ws:
+            await ws.recv()  # its hello
+            for _ in range(2):
+                await ws.send(big)
+                assert await ws.recv() == big
+    run(go())
+
+
 def deploy(work: Work, version: str, health: int = 200, sockets: bool = True) -> str:
     text = manifest(version).replace("-DVERSION", f"-DHEALTH={health}, -DVERSION")
     if not sockets:

@@ -33,6 +33,7 @@ from .calls import Session
 
 log = logging.getLogger("hotplate")
 CLOSE_WAIT = 5.0  # seconds a closing connection waits for the client's close frame
+STALL_S = 10.0  # seconds a client may take without reading any of what is queued past ws_send_buffer
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
@@ -98,6 +99,8 @@ class Connection(asyncio.Protocol):
         self.moved = False
         self.ended = False
         self.paused_at = paused_at  # wall-clock time the previous worker stopped reading
+        self.stalled: int | None = None  # bytes queued when the transport last paused, while it stays paused
+        self.largest = 0  # the largest frame written to it
 
     # asyncio.Protocol
 
@@ -176,9 +179,30 @@ class Connection(asyncio.Protocol):
             del buf[:pos]
 
     def pause_writing(self) -> None:
-        """The client is not reading: drop it rather than buffer without bound."""
-        log.warning("[module=%s route=%s req=%s] client not reading; %d bytes unsent; dropping the connection",
-                    self.route.module.name, self.route.spec.path, self.session.id, self.transport.get_write_buffer_size())
+        """More than ws_send_buffer is queued for the client: one big message
+        does that to a client that reads. It is dropped only if it reads
+        nothing of it for STALL_S (:meth:`check_reading`), or if what is
+        queued grows past ws_send_buffer plus twice its largest message
+        (:meth:`write`): never buffered without bound."""
+        self.stalled = self.transport.get_write_buffer_size()
+        self.hub.loop.call_later(STALL_S, self.check_reading)
+
+    def resume_writing(self) -> None:
+        self.stalled = None
+
+    def check_reading(self) -> None:
+        if self.stalled is None or self.ended or self.transport.is_closing():
+            return
+        queued = self.transport.get_write_buffer_size()
+        if queued >= self.stalled:
+            self.drop(f"client read nothing of {queued} queued bytes in {STALL_S:g}s")
+        else:  # reading, slowly: look again
+            self.stalled = queued
+            self.hub.loop.call_later(STALL_S, self.check_reading)
+
+    def drop(self, why: str) -> None:
+        log.warning("[module=%s route=%s req=%s] %s; dropping the connection",
+                    self.route.module.name, self.route.spec.path, self.session.id, why)
         self.transport.abort()
 
     def connection_lost(self, exc) -> None:
@@ -244,7 +268,11 @@ class Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if data and not self.transport.is_closing():
+            self.largest = max(self.largest, len(data))
             self.transport.write(data)
+            if self.stalled is not None and \
+                    self.transport.get_write_buffer_size() > self.hub.config.ws_send_buffer + 2 * self.largest:
+                self.drop(f"client not reading; {self.transport.get_write_buffer_size()} bytes unsent")
 
     def send(self, kind: int, data: bytes) -> None:
         """A message from the handler (checked: text is UTF-8, server/runtime/websocket.c)."""

@@ -35,7 +35,7 @@ class ServerConfig:
     :param max_body: request body cap in bytes; larger bodies get 413.
     :param graceful_timeout: seconds a retiring worker may finish requests.
     :param ws_send_buffer: bytes a WebSocket client may leave unread before
-        it is dropped.
+        it is watched as a slow reader (server/websocket/connection.py).
     :param ws_ping_interval: seconds of silence before a WebSocket is pinged;
         one silent ``ws_ping_timeout`` seconds more is dropped.
     :param ws_replay_seconds: seconds of publications each worker keeps for

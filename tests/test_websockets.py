@@ -159,6 +159,8 @@ def close_code(sock: socket.socket) -> int:
 
 @pytest.mark.parametrize("bad, code", [
     (frame(1, b"\xff\xfe"), 1007),                         # invalid UTF-8 in a text frame
+    (frame(1, b"ok \xff", fin=False), 1007),               # ... in a fragment: at once, not at the message's end
+    (frame(1, b"ok \xe2\x82", fin=False) + frame(0, b"x", fin=False), 1007),  # ... across two fragments
     (frame(2, b"x", masked=False), 1002),                  # clients must mask
     (frame(0, b"x"), 1002),                                # continuation without a start
     (frame(2, b"x" * (64 * 1024 + 1)), 1009),              # over max_message

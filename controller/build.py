@@ -19,6 +19,7 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,11 +120,13 @@ class Builder:
             so progress can be streamed (e.g. to ``git push`` as ``remote:``).
         """
         start = time.monotonic()
+        reporting = threading.Lock()  # one module's lines together, whichever compile ends first
 
         def one(module: Module) -> ModuleBuild:
             result = self.build_module(module)
             if on_result:
-                on_result(result)
+                with reporting:
+                    on_result(result)
             return result
 
         results = tuple(_pool(self.jobs).map(one, manifest.modules))

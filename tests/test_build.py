@@ -243,3 +243,20 @@ HELLO_SOURCE = """\
 HP_MODULE;
 HP_EXPORT int h(hp_request *req, hp_response *res) { return hp_res_printf(res, "hi"); }
 """
+
+
+def test_each_modules_lines_stay_together_whichever_compile_ends_first(tmp_path):
+    """Modules compile in parallel; what is said of each (its line, then its
+    compiler's) comes out whole, never interleaved with another's (issue 21)."""
+    import time
+    app = three_module_app(tmp_path / "app")
+    lines = []
+
+    def report(m):
+        for part in ("start", "middle", "end"):
+            lines.append((m.name, part))
+            time.sleep(0.02)  # (room for another thread's lines, were they not held back)
+
+    Builder(app, tmp_path / "cache", jobs=3).build(load_manifest(app), on_result=report)
+    names = [name for name, _ in lines]
+    assert len(lines) == 9 and all(names[i] == names[i - i % 3] for i in range(9)), lines

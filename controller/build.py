@@ -293,7 +293,7 @@ def _with_hints(stderr: str) -> str:
     if "out of memory allocating" in stderr or "virtual memory exhausted" in stderr:
         stderr += (f"hint: the compile passed its memory bound ({COMPILE_MEMORY_MIB} MiB, "
                    "HOTPLATE_COMPILE_MEMORY_MIB); a huge initializer or macro expansion?\n")
-    if "undefined reference to" in stderr:
+    if any("undefined reference to" in line and "hp__api" not in line for line in stderr.splitlines()):
         stderr += "hint: name the library that defines it under the module's `libs:` or `pkg-config:` in deploy.yaml\n"
     return stderr
 

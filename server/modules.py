@@ -6,8 +6,10 @@ server when a worker fails to boot, so a module that cannot load becomes a
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,18 +189,24 @@ def _bind(release_dir: Path, spec: contract.ModuleSpec, mod: ModuleState, run_in
     if handle == ffi.NULL:
         return ffi.string(err).decode(errors="replace")
     mod.handle = handle
-    missing = []
+    missing = {}  # handler -> the manifest's line naming it (0: unknown)
     for route in mod.routes:
         route.address = lib.hp_rt_module_sym(handle, route.spec.handler.encode())
         if route.address == ffi.NULL:
-            missing.append(route.spec.handler)
+            missing.setdefault(route.spec.handler, route.spec.line)
     for sock in mod.sockets:
         for event, symbol in sock.spec.symbols.items():
             sock.handlers[event] = symbol and lib.hp_rt_module_sym(handle, symbol.encode())
             if symbol and sock.handlers[event] == ffi.NULL:
-                missing.append(symbol)
+                missing.setdefault(symbol, 0)
     if missing:
-        return (f"handler(s) {', '.join(sorted(set(missing)))} not exported by {mod.source}; "
+        exported = exported_functions(release_dir / spec.object)
+        said = []
+        for name, line in sorted(missing.items()):
+            close = difflib.get_close_matches(name, exported, n=1)
+            said.append((f"deploy.yaml:{line}: " if line else "") + name +
+                        (f" (did you mean {close[0]}?)" if close else ""))
+        return (f"handler(s) {', '.join(said)} not exported by {mod.source}; "
                 "mark each with HP_EXPORT, with the signature hotplate.h gives for it")
     if run_init:
         return _init(lib, handle, mod.name, err)
@@ -220,3 +228,29 @@ def _init(lib, handle, name: str, err) -> str | None:
     if not lines:
         return error.replace("; see the module's log lines", "; it logged nothing (say why with hp_log)")
     return error + ", which said:" + "".join(f"\n    | {line}" for line in lines)
+
+
+def exported_functions(path: Path, limit: int = 10_000) -> list[str]:
+    """The functions a module's object exports (ELF64 .dynsym), for "did you
+    mean": read in the process that loads it (a worker or the smoke check,
+    never root), bounded, and any malformed object gives none."""
+    try:
+        data = path.read_bytes()
+        if data[:5] != b"\x7fELF\x02" or data[5] != 1:  # 64-bit, little-endian
+            return []
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(min(shnum, 512))]
+        names = []
+        for _, kind, _, _, offset, size, link, _, _, entsize in sections:
+            if kind != 11 or entsize != 24:  # SHT_DYNSYM
+                continue
+            strings = sections[link]
+            for at in range(offset, offset + min(size, limit * 24), 24):
+                name, info, _, shndx = struct.unpack_from("<IBBH", data, at)
+                if shndx and info & 0xF == 2 and info >> 4 == 1:  # defined, FUNC, GLOBAL
+                    start = strings[4] + name
+                    names.append(data[start:data.index(b"\0", start)].decode(errors="replace"))
+        return [n for n in names if not n.startswith(("hp_module_", "_"))]
+    except (OSError, struct.error, ValueError, IndexError):
+        return []

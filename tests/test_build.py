@@ -147,6 +147,7 @@ def test_forgotten_hp_module_gets_a_hint(tmp_path):
     with pytest.raises(BuildError) as e:
         build_release(app, State(tmp_path / "state"))
     assert "add `HP_MODULE;`" in e.value.results[0].diagnostics
+    assert "libs:" not in e.value.results[0].diagnostics, "hp__api is no library to name"
 
 
 def smoke_failure(tmp_path, source: str, handler: str = "h") -> str:
@@ -161,12 +162,18 @@ def smoke_failure(tmp_path, source: str, handler: str = "h") -> str:
 
 def test_missing_handler_symbol_fails_the_release(tmp_path):
     msg = smoke_failure(tmp_path, PLAIN, handler="nosuch")
-    assert "module bad (bad.c): handler(s) nosuch not exported by bad.c" in msg
+    assert "module bad (bad.c): handler(s) deploy.yaml:2: nosuch not exported by bad.c" in msg
+
+
+def test_a_misspelt_handler_names_its_line_and_what_was_meant(tmp_path):
+    source = PLAIN.replace("int h(", "int hello_world(")
+    msg = smoke_failure(tmp_path, source, handler="helo_world")
+    assert "deploy.yaml:2: helo_world (did you mean hello_world?) not exported by bad.c" in msg, msg
 
 
 def test_unexported_handler_fails_the_release(tmp_path):
     msg = smoke_failure(tmp_path, "#include <hotplate.h>\nHP_MODULE;\nint h(hp_request *q, hp_response *r) { return 0; }\n")
-    assert "handler(s) h not exported" in msg and "HP_EXPORT" in msg
+    assert "handler(s) deploy.yaml:2: h not exported" in msg and "HP_EXPORT" in msg
 
 
 def test_abi_mismatch_fails_the_release(tmp_path):

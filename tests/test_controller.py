@@ -90,7 +90,7 @@ def test_bad_commits_fail_clearly_and_live_keeps_serving(up, tmp_path):
 
     work.commit("missing symbol", {"deploy.yaml": MANIFEST.replace("handler: boom", "handler: nope")})
     out = work.push()
-    assert "handler(s) nope not exported by hello.c" in out and "deploy FAILED (SmokeCheckFailed)" in out
+    assert "handler(s) deploy.yaml:8: nope not exported by hello.c" in out and "deploy FAILED (SmokeCheckFailed)" in out
     assert text(server) == "v1"
 
     # A failed commit never blocks a newer one.

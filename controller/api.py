@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from hotplate.server.metrics import WorkerMetrics
 
+from . import actions, push
 from .appconfig import COMMITTED, ConfigStore
 from .errors import HotplateError
 from .githttp import http_backend, repo_path
@@ -105,7 +106,7 @@ def follow_deploy(deploy_id: int):
         if not row:
             return jsonify(error=f"no deploy {deploy_id}"), 404
         return Response(row["log"] + "\n" if row["log"] else "", mimetype="text/plain")
-    return Response((line + "\n" for line in c.stream(d, time.monotonic() + FOLLOW_LIMIT_S)), mimetype="text/plain")
+    return Response((line + "\n" for line in push.stream(c, d, time.monotonic() + FOLLOW_LIMIT_S)), mimetype="text/plain")
 
 
 @bp.get("/api/diff")
@@ -127,7 +128,7 @@ def sync():
 @bp.post("/api/retry")
 @requires_token
 def retry():
-    return jsonify(commit=ctl().retry()), 202
+    return jsonify(commit=actions.retry(ctl())), 202
 
 
 @bp.post("/api/follow")
@@ -139,7 +140,7 @@ def follow():
 
     def lines():
         try:
-            for line in controller.follow(sha):
+            for line in push.follow(controller, sha):
                 yield line + "\n"
         except Exception as e:
             log.exception("following %s failed", sha)
@@ -164,21 +165,21 @@ def release_list():
 @bp.post("/api/rollback")
 @requires_token
 def rollback():
-    d = ctl().rollback((request.get_json(silent=True, force=True) or {}).get("to"))
+    d = actions.rollback(ctl(), (request.get_json(silent=True, force=True) or {}).get("to"))
     return jsonify(deploy=d.id, outcome=d.outcome, commit=d.commit, log=d.lines)
 
 
 @bp.post("/api/resume")
 @requires_token
 def resume():
-    return jsonify(resumed=ctl().resume(), head=ctl().source.tip() if ctl().source else None)
+    return jsonify(resumed=actions.resume(ctl()), head=ctl().source.tip() if ctl().source else None)
 
 
 @bp.post("/api/revert")
 @requires_token
 def revert():
     body = request.get_json(silent=True, force=True) or {}
-    return jsonify(commit=ctl().revert(body.get("commit"), bool(body.get("force"))))
+    return jsonify(commit=actions.revert(ctl(), body.get("commit"), bool(body.get("force"))))
 
 
 @bp.get("/api/config")
@@ -204,7 +205,7 @@ def config_change():
             isinstance(v, str) for v in [*set_, *set_.values(), *unset]):
         return jsonify(error='expected {"set": {"KEY": "value"}, "unset": ["KEY"], "secret": bool}',
                        reason="BadConfig"), 400
-    return jsonify(ctl().change_config(set_, unset, bool(body.get("secret")))), 202
+    return jsonify(actions.change_config(ctl(), set_, unset, bool(body.get("secret")))), 202
 
 
 @bp.post("/api/config/encrypt")

@@ -29,6 +29,7 @@ from .deploy import Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
 from .notify import Notifier, Target
 from .record import History
+from .recovery import recover
 from .rollout import GateSettings, ServerProcess
 from .state import State
 from .verify import Policy
@@ -158,7 +159,7 @@ def cmd_up(args) -> int:
             waves = WaveSettings(args.wave_size, args.wave_bake, args.wave_timeout)
             controller.join_fleet(fleet, Waves(fleet, args.publish, waves) if args.publish else None,
                                   FleetSource(registry, fleet))
-        controller.recover()
+        recover(controller)
         host, port = args.api.rsplit(":", 1)
         api = make_server(host, int(port), create_api(controller, secret), threaded=True)
         url = f"http://{host}:{api.server_port}"
@@ -254,7 +255,7 @@ def cmd_dev(args) -> int:
     server = _start_server(state, args, console=True, dev_errors=str(errors))
     controller = Controller(state, None, server, Settings(gate=GateSettings(bake_seconds=0), sanitize=args.sanitize),
                             history)
-    controller.recover()
+    recover(controller)
     _stop_on_signals(controller)
     threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
     print(f"hotplate dev: serving {app} on http://{server.config.bind}/ ; save a file to redeploy", flush=True)

@@ -124,8 +124,7 @@ def _wait(args, target: str | None, until: str, timeout: float) -> int:
             return WAIT_LIVE
         if s["failure"] and s["head"]["commit"] == target and not deploying:
             say(args, {"outcome": "failed", "failure": s["failure"], **facts},
-                f"FAILED: {target[:12]}: deploy {s['failure']['deploy']} {s['failure']['reason']}; "
-                f"see `hotplate logs {s['failure']['deploy']}`")
+                f"FAILED: {target[:12]}: {_failure(s['failure'])}")
             return WAIT_FAILED
         if s["pinned"] and not deploying:
             say(args, {"outcome": "pinned", "pinned": s["pinned"], **facts},
@@ -142,6 +141,14 @@ def _wait(args, target: str | None, until: str, timeout: float) -> int:
 
 def cmd_wait(args) -> int:
     return _wait(args, args.commit, args.until, args.timeout)
+
+
+def _failure(f: dict) -> str:
+    """A failure as status and wait say it: the deploy to read, or (the
+    config set's, or one retried too often) what was found."""
+    if f["deploy"] is None:
+        return f"{f['reason']}: {f['detail']}"
+    return f"deploy {f['deploy']} {f['reason']}; push a fix, or `hotplate retry` (`hotplate logs {f['deploy']}`)"
 
 
 def _mark(text: str, good: bool | None) -> str:
@@ -165,7 +172,9 @@ def _format_status(s: dict) -> str:
            f"live:     {s['live']['release'] or '-'} (commit {short(s['live']['commit'])})",
            f"head:     {s['head']['branch']} @ {short(s['head']['commit'])}" + (f" ({s['head']['note']})" if s['head']['note'] else "")]
     if s["failure"]:
-        out.append(f"failed:   deploy {s['failure']['deploy']}: {s['failure']['reason']}; push a fix (`hotplate logs {s['failure']['deploy']}`)")
+        out.append(f"failed:   {_failure(s['failure'])}")
+    elif s["state"] != "Synced" and s.get("ready", {}).get("message"):
+        out.append(f"why:      {s['ready']['message']}")
     if s["progressing"]:
         out.append(f"deploying: {short(s['progressing']['commit'])} (deploy {s['progressing']['deploy']})")
     if s["last_error"]:

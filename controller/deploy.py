@@ -121,7 +121,7 @@ class Pipeline:
             a.tree = self.source.checkout(a.commit)
         except OSError as e:
             if e.errno in DISK_FULL:
-                raise  # a full disk is retried, whichever stage meets it (reconcile.classify)
+                raise  # a full disk is retried, whichever stage meets it (outcome.classify)
             raise RetryableError(f"checking out {a.commit[:12]} into {self.state.sources} failed: {e}",
                                  "CheckoutFailed") from None
         a.checked_out = True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import time
 from dataclasses import asdict
 
@@ -18,26 +17,28 @@ from .build import Builder
 from .errors import HotplateError
 from .fleet import condition
 from .plan import load_manifest
+from .ready import derive
 
 
 def status(c) -> dict:
     """Live release, tracked head, sync state, health, modules and workers."""
     live, live_commit, tip, pinned = c.state.live_release(), c.state.live_commit(), c.observed, c.state.pinned()
     notices = [c.history.damage] if c.history.damage else []
-    try:
-        failure = c.history.failure(tip) if tip else None
-    except sqlite3.Error as e:
-        failure = None
-        notices.append(f"the deploy history cannot be read ({e}): failed commits are not shown")
+    facts = c.facts(tip)
+    ready = derive(facts)
+    if facts.unreadable:
+        notices.append(f"the deploy history cannot be read ({facts.unreadable}): failed commits are not shown")
     workers, exited = _workers(c)
     spec = c.state.release(live)
     modules = spec.modules if spec else ()
     config = {"live": spec.config if spec else None, "desired": c.desired_config(tip)}
-    if tip == live_commit and config["live"] != config["desired"] and (tip, config["desired"]) == c.config_failed:
-        failure = failure or {"id": None, "reason": "ConfigFailed",
-                              "detail": "the deploy of the new config set failed: see `hotplate history`"}
+    failure = None
+    if ready.state == "Failed":
+        failure = {"deploy": facts.failure["id"] if facts.failure else None, "reason": ready.reason,
+                   "detail": facts.failure["detail"] if facts.failure else ready.message}
     return {
-        "state": sync_state(c, tip, live_commit, pinned, failure, config["live"] == config["desired"]),
+        "state": ready.state,
+        "ready": {"reason": ready.reason, "message": ready.message},
         "config": config,
         "role": None if c.fleet is None else "leader" if c.leads() else "follower",
         "fleet": fleet(c),
@@ -46,7 +47,7 @@ def status(c) -> dict:
         "live": {"release": live, "commit": live_commit},
         "head": {"branch": c.settings.branch, "commit": tip,
                  "note": "the branch does not exist" if c.source and tip is None else None},
-        "failure": {"deploy": failure["id"], "reason": failure["reason"], "detail": failure["detail"]} if failure else None,
+        "failure": failure,
         "progressing": {"deploy": c.active.id, "commit": c.active.commit} if c.active else None,
         "last_error": c.last_error,
         "notices": notices,
@@ -114,23 +115,6 @@ def fleet(c) -> dict | None:
                              "failed": asdict(r.failed) if r and r.failed else None,
                              "error": r and r.error})
     return out
-
-
-def sync_state(c, tip: str | None, live_commit: str | None, pinned: str | None, failure: dict | None,
-               config_synced: bool = True) -> str:
-    """Whether live matches the branch tip and the config set (Flux's
-    Ready), and if not, why."""
-    if pinned:
-        return "Pinned"
-    if c.active is not None:
-        return "Progressing"
-    if tip is not None and tip == live_commit and config_synced:
-        return "Synced"
-    if failure or c.backoff.gave_up(tip):
-        return "Failed"
-    if c.backoff.wait(tip) > 0:
-        return "Retrying"
-    return "OutOfSync"
 
 
 def health(c, live: str | None, workers: dict[int, dict]) -> dict:

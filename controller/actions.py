@@ -1,0 +1,77 @@
+"""What an operator asks of the controller (the API's POSTs, the CLI's
+commands): roll back, resume, retry, change the config, revert. Each
+returns what it did, or raises :class:`StalledError` saying what to do
+instead; the deploys they start run through the controller's one loop."""
+from __future__ import annotations
+
+from .appconfig import ConfigStore
+from .deploy import ROLLBACK, Attempt, leading
+from .errors import StalledError
+from .retention import commit_of, previous_release
+
+
+def rollback(c, to: str | None = None):
+    """Re-point live to a retained release with no build, and pin it.
+
+    Waits for a deploy in progress first, then goes exactly one release
+    back from what is live then, or to ``to``.
+    """
+    with c.rollout_lock:
+        target = to or previous_release(c.state, c.history)
+        if c.state.release(target) is None:
+            raise StalledError(f"no retained release {target or '(previous)'} to roll back to; "
+                               "see `hotplate history` for release ids", "NoSuchRelease")
+        a = Attempt("rollback", commit=commit_of(c.history, target), target=target)
+        d = c.execute(a, leading(ROLLBACK) if c.leads() else ROLLBACK)
+        if d.outcome == "succeeded":
+            c.state.pin(target)
+            c.emit(d, f"pinned to {target}: auto-sync is suspended until `hotplate resume`")
+        return d
+
+
+def resume(c) -> bool:
+    """Lift a rollback's pin; False if nothing was pinned."""
+    if c.state.pinned() is None:
+        return False
+    c.state.pin(None)
+    c.wake("resume")
+    return True
+
+
+def retry(c) -> str:
+    """Deploy the branch tip again even though it failed (on a fleet's
+    leader: across the fleet, the same stages); returns the commit."""
+    tip = c.source.tip() if c.source else None
+    if tip is None:
+        raise StalledError("nothing to retry: the tracked branch does not exist", "BranchMissing")
+    if c.state.pinned():
+        raise StalledError(f"live is pinned to {c.state.pinned()} by a rollback; `hotplate resume` first", "Pinned")
+    if tip == c.state.live_commit():
+        raise StalledError(f"{tip[:12]} is live already; nothing to retry", "AlreadyLive")
+    c.force(tip, "retry")
+    return tip
+
+
+def change_config(c, set_: dict[str, str], unset: list[str], secret: bool) -> dict:
+    """``hotplate config set/unset``: store the change, then deploy the tip
+    again so that new workers get it (a rollback's pin holds it back until
+    ``hotplate resume``)."""
+    ConfigStore(c.state).change(set_, unset, secret)
+    tip = c.source.tip() if c.source else None
+    desired = c.desired_config(tip)
+    live = c.state.release(c.state.live_release())
+    pending = tip is not None and (live and live.config) != desired
+    if pending and not c.state.pinned():
+        c.force(tip, "config")
+    return {"commit": tip, "config": desired, "deploying": pending and not c.state.pinned(),
+            "pinned": c.state.pinned()}
+
+
+def revert(c, sha: str | None = None, force: bool = False) -> str:
+    """Commit a revert of ``sha`` (default: the branch tip) and deploy it."""
+    target = sha or c.source.tip()
+    if target is None:
+        raise StalledError("nothing to revert: the branch does not exist", "BranchMissing")
+    new_tip = c.source.revert(target, force)
+    c.wake("revert")
+    return new_tip

@@ -1,0 +1,69 @@
+"""A push's progress, streamed to the pusher (the push hook, ``POST
+/api/follow``) and to ``hotplate logs -f``: the deploy that puts a commit
+live, line by line, and the one line that says why when none does
+(controller/ready.py)."""
+from __future__ import annotations
+
+import time
+
+
+def follow(c, sha: str, timeout: float = 600):
+    """Yield the progress lines of the deploy that puts ``sha`` (or a newer
+    push that supersedes it) live."""
+    deadline = time.monotonic() + timeout
+    seen: set[int] = set()
+    first_pass = c.started
+    c.wake("push")
+    while True:
+        d = wait_for_deploy(c, sha, seen, deadline, first_pass)
+        if d is None:
+            yield c.ready(sha).message
+            return
+        seen.add(d.id)
+        if d.commit != sha:
+            yield f"a newer push ({d.commit[:12]}) supersedes this one; following its deploy"
+        yield from stream(c, d, deadline)
+        if not d.done:
+            yield (f"still deploying after {timeout:.0f}s; the push returns now: follow it with "
+                   f"`hotplate logs {d.id}` and `hotplate status`")
+            return
+        if d.commit == sha or d.commit == c.observed:
+            return
+
+
+def covers(c, sha: str, other: str | None) -> bool:
+    """Whether deploying ``other`` deploys ``sha`` too (same or newer commit)."""
+    return other is not None and (other == sha or c.source.is_ancestor(sha, other))
+
+
+def wait_for_deploy(c, sha: str, seen: set[int], deadline: float, first_pass: int):
+    """The next deploy covering ``sha``, or None once the loop has settled
+    without deploying it (already live, failed before, pinned), or once a
+    whole pass begun after the push ended in an error outside any deploy."""
+    with c.cond:
+        while time.monotonic() < deadline:
+            d = c.active
+            if d is not None and d.id not in seen and covers(c, sha, d.commit):
+                return d
+            if d is None and c.last_error and c.ended > first_pass:
+                return None
+            settled = d is None and not c.wakeup.is_set() and c.observed is not None and \
+                not c.ready(c.observed).deploy
+            if settled and covers(c, sha, c.observed):
+                return None
+            c.cond.wait(0.2)
+    return None
+
+
+def stream(c, d, deadline: float):
+    """The lines of deploy ``d`` as they come, until it ends or ``deadline``."""
+    i = 0
+    while time.monotonic() < deadline:
+        with c.cond:
+            while i >= len(d.lines) and not d.done and time.monotonic() < deadline:
+                c.cond.wait(0.5)
+            lines, i = d.lines[i:], len(d.lines)
+            done = d.done
+        yield from lines
+        if done and i >= len(d.lines):
+            return

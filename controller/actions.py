@@ -1,5 +1,5 @@
 """What an operator asks of the controller (the API's POSTs, the CLI's
-commands): roll back, resume, retry, change the config, revert. Each
+commands): roll back, restart, resume, retry, change the config, revert. Each
 returns what it did, or raises :class:`StalledError` saying what to do
 instead; the deploys they start run through the controller's one loop."""
 from __future__ import annotations
@@ -21,12 +21,28 @@ def rollback(c, to: str | None = None):
         if c.state.release(target) is None:
             raise StalledError(f"no retained release {target or '(previous)'} to roll back to; "
                                "see `hotplate history` for release ids", "NoSuchRelease")
-        a = Attempt("rollback", commit=commit_of(c.history, target), target=target)
+        a = Attempt("rollback", commit=commit_of(c.state, c.history, target), target=target)
         d = c.execute(a, leading(ROLLBACK) if c.leads() else ROLLBACK)
         if d.outcome == "succeeded":
             c.state.pin(target)
             c.emit(d, f"pinned to {target}: auto-sync is suspended until `hotplate resume`")
         return d
+
+
+#: The stages of ``hotplate restart``: fresh workers on what is live, through the gate.
+RESTART = ("server_up", "roll", "gate")
+
+
+def restart(c):
+    """Roll fresh workers onto the live release, through its health gate:
+    the way out when the workers are Degraded for a cause outside the code
+    (a file, a service, the disk), once it is fixed. Nothing else moves: no
+    build, no switch, a rollback's pin stays."""
+    with c.rollout_lock:
+        live = c.state.live_release()
+        if live is None:
+            raise StalledError("nothing to restart: no release is live; push a commit", "NothingLive")
+        return c.execute(Attempt("restart", commit=c.state.live_commit(), target=live), RESTART)
 
 
 def resume(c) -> bool:

@@ -169,6 +169,13 @@ def rollback():
     return jsonify(deploy=d.id, outcome=d.outcome, commit=d.commit, log=d.lines)
 
 
+@bp.post("/api/restart")
+@requires_token
+def restart():
+    d = actions.restart(ctl())
+    return jsonify(deploy=d.id, outcome=d.outcome, commit=d.commit, log=d.lines)
+
+
 @bp.post("/api/resume")
 @requires_token
 def resume():

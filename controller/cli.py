@@ -417,6 +417,8 @@ def parser() -> argparse.ArgumentParser:
                                    "--wait then for health)", client.cmd_rollback,
                        example="hotplate rollback --to r1a2b3c4d5e6 --wait")).add_argument(
         "--to", help="release id (default: the previous release)")
+    wait_flags(command("restart", "roll fresh workers onto the live release, through its gate (after fixing what "
+                                  "made them Degraded)", client.cmd_restart, example="hotplate restart --wait"))
     wait_flags(command("resume", "lift a rollback's pin: auto-sync again", client.cmd_resume,
                        example="hotplate resume --wait --timeout 120"))
     revert = wait_flags(command("revert", "commit a revert on the hosted branch (git stays the truth)",

@@ -410,6 +410,14 @@ def cmd_rollback(args) -> int:
     return _wait(args, r["commit"], "healthy", args.timeout) if args.wait and r["commit"] else 0
 
 
+def cmd_restart(args) -> int:
+    r = _call(args, "POST", "/api/restart", {})
+    _emit(args, r, lambda r: "\n".join(r["log"]))
+    if r["outcome"] != "succeeded":
+        return 1
+    return _wait(args, r["commit"], "healthy", args.timeout) if args.wait and r["commit"] else 0
+
+
 def cmd_resume(args) -> int:
     r = _call(args, "POST", "/api/resume", {})
     if not r["resumed"]:

@@ -67,6 +67,9 @@ def final_line(a, outcome: str, reason: str | None, live: str | None, backoff: B
         return (f"deploy succeeded: release {a.target} went live {to_live * 1000:.0f} ms after the deploy "
                 f"started and passed its health gate")
     live = live or "nothing"
+    if a.trigger == "restart":
+        return (f"restart FAILED ({reason}): the fresh workers do not pass the gate either; {live} is live, "
+                "Degraded: fix the cause, then `hotplate restart` again")
     if outcome == "errored":
         retry = backoff.wait(a.commit)
         then = (f"retrying in {retry:.0f}s" if retry > 0 and not backoff.gave_up(a.commit) else

@@ -26,9 +26,11 @@ def prune(state: State, history: History, keep_releases: int, cache_bytes: int) 
     prune_cache(state.cache, kept_objects, cache_bytes)
 
 
-def commit_of(history: History, release: str) -> str | None:
-    """The commit whose deploy last made ``release`` live."""
-    return next((commit for rel, commit in history.live_releases() if rel == release and commit), None)
+def commit_of(state: State, history: History, release: str) -> str | None:
+    """The commit whose deploy last made ``release`` live, else the one it
+    was built from (a release whose deploy was not recorded, or failed)."""
+    return next((commit for rel, commit in history.live_releases() if rel == release and commit), None) or \
+        state.build_info(release).get("commit")
 
 
 def previous_release(state: State, history: History) -> str | None:

@@ -71,6 +71,11 @@ class State(Layout):
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def build_info(self, release_id: str) -> dict:
+        """What ``build.json`` says of a release (its commit, when built), or {}."""
+        data = self.read_json(self.release_path(release_id) / "build.json", {})
+        return data if isinstance(data, dict) else {}
+
     def prune_commits(self) -> None:
         """Drop commit links whose release was pruned."""
         for link in self.commits.iterdir():

@@ -2,7 +2,6 @@
 controller's state: derived, never stored, so it cannot go stale."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict
@@ -195,10 +194,7 @@ def releases(c) -> list[dict]:
     for path in c.state.releases.iterdir():
         if path.name.startswith(".") or c.state.release(path.name) is None:
             continue
-        try:
-            built = json.loads((path / "build.json").read_text())
-        except (OSError, ValueError):
-            built = {}
+        built = c.state.build_info(path.name)
         commit = built.get("commit")
         try:
             message = c.source.commit_info(commit)["message"] if c.source and commit else None

@@ -392,10 +392,11 @@ def test_workers_that_cannot_load_are_rolled_again_never_said_to_pass(up, tmp_pa
     work.commit("v2 again", {"hello.c": hello("v2") + POISONED_INIT})  # the tree live serves
     out = work.push()
     assert "did not load in its workers: rolling fresh ones" in out and "passed its health gate" not in out, out
-    poison.unlink()
-    work.git("commit", "-q", "--allow-empty", "-m", "v2, its cause gone")
-    out = work.push()
-    assert "rolling fresh ones" in out and "deploy succeeded" in out, out
+    restarted = server.cli("restart")
+    assert restarted.returncode == 1 and "restart FAILED" in restarted.stdout + restarted.stderr, restarted
+    poison.unlink()  # the operator mends the cause: one command rolls fresh workers, no push, no kill -HUP
+    restarted = server.cli("restart", "--wait")
+    assert restarted.returncode == 0 and "deploy succeeded" in restarted.stdout, restarted
     assert server.status()["health"]["state"] == "Healthy" and text(server) == "v2"
 
 
@@ -459,3 +460,5 @@ def test_a_release_that_failed_its_gate_is_recorded_and_marked(up, tmp_path):
     assert listed[row["release"]]["passed"] is False and listed[server.status()["live"]["release"]]["passed"] is True
     assert "never passed its health gate" in server.cli("releases").stdout
     assert row["release"] in server.cli("history").stdout
+    back = server.cli("rollback", "--to", row["release"])  # (it fails its gate again: unhealthy)
+    assert f"to {row['release']} (commit {row['commit_sha'][:12]})" in back.stdout, back.stdout

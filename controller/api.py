@@ -146,6 +146,7 @@ def follow():
             log.exception("following %s failed", sha)
             yield (f"the controller could not follow this push ({type(e).__name__}: {e}); "
                    "see `hotplate status` and `hotplate history`\n")
+        yield push.END + "\n"
 
     return Response(lines(), mimetype="text/plain")
 

@@ -17,6 +17,7 @@ import urllib.parse
 from pathlib import Path
 
 from .errors import HotplateError
+from .push import END
 from .state import State
 from .verify import Policy
 
@@ -68,10 +69,15 @@ def follow(state: State, info: dict, sha: str) -> None:
             print(f"hotplate: the controller refused: {resp.status} {resp.read().decode(errors='replace').strip()}")
             return
         for raw in resp:
-            print("hotplate: " + raw.decode(errors="replace").rstrip("\n"), flush=True)
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line == END:
+                return
+            print("hotplate: " + line, flush=True)
+        raise http.client.IncompleteRead(b"", None)  # cut before its end: no outcome was said
     except (OSError, http.client.HTTPException) as e:
-        print(f"hotplate: lost the controller at {info['url']} ({type(e).__name__}: {e}); the commit deploys when "
-              "it runs again: see `hotplate status`")
+        print(f"hotplate: lost the controller at {info['url']} mid-push ({type(e).__name__}: {e}); its outcome "
+              "is not known here: see `hotplate status` and `hotplate history` (the commit deploys when the "
+              "controller runs again)")
     finally:
         conn.close()
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import time
 
+#: The line that ends a push's stream (``POST /api/follow``) once its last
+#: line is said: a stream that stops without it was cut (a controller killed
+#: mid-push), and the hook says so instead of ending as if all were told.
+END = "\0hotplate: end"
+
 
 def follow(c, sha: str, timeout: float = 600):
     """Yield the progress lines of the deploy that puts ``sha`` (or a newer

@@ -231,12 +231,14 @@ def test_controller_killed_mid_deploy_recovers(up, tmp_path):
     server, work = first_deploy(up, tmp_path)
     slow_init = hello("v2") + "HP_EXPORT int hp_init(hp_module *m) { sleep(3); return HP_OK; }\n"
     sha = work.commit("slow", {"hello.c": slow_init})
-    pusher = threading.Thread(target=work.push)
+    said = []
+    pusher = threading.Thread(target=lambda: said.append(work.push()))
     pusher.start()
     staging = server.wait(lambda: list((server.state / "releases").glob(".staging-*")),
                           what="a release being smoke-checked")
     server.kill()
     pusher.join()
+    assert "lost the controller" in said[0] and "mid-push" in said[0], "a cut stream is no outcome: " + said[0]
     assert text(server) == "v1", "the app server keeps serving while the controller is down"
     server.start()
     assert not any(p.exists() for p in staging), "half-made releases are removed"

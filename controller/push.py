@@ -22,7 +22,7 @@ def follow(c, sha: str, timeout: float = 600):
     while True:
         d = wait_for_deploy(c, sha, seen, deadline, first_pass)
         if d is None:
-            yield c.ready(sha).message
+            yield outcome_of(c, sha)
             return
         seen.add(d.id)
         if d.commit != sha:
@@ -34,6 +34,19 @@ def follow(c, sha: str, timeout: float = 600):
             return
         if d.commit == sha or d.commit == c.observed:
             return
+
+
+def outcome_of(c, sha: str) -> str:
+    """The last line of a push that no deploy of its own answers: why its
+    commit is not deployed, or which later commit took its place and how
+    that one stands (never just what is live)."""
+    tip = c.observed
+    if tip is None or tip == sha:
+        return c.ready(sha).message
+    if covers(c, sha, tip):
+        return f"a newer push ({tip[:12]}) supersedes this one: {c.ready(tip).message}"
+    return (f"this commit is no longer on the branch (a force push put {tip[:12]} there): "
+            f"{c.ready(tip).message}")
 
 
 def covers(c, sha: str, other: str | None) -> bool:
@@ -54,8 +67,8 @@ def wait_for_deploy(c, sha: str, seen: set[int], deadline: float, first_pass: in
                 return None
             settled = d is None and not c.wakeup.is_set() and c.observed is not None and \
                 not c.ready(c.observed).deploy
-            if settled and covers(c, sha, c.observed):
-                return None
+            if settled and (covers(c, sha, c.observed) or c.ended > first_pass):
+                return None  # (a pass since the push saw the branch elsewhere: a force push replaced it)
             c.cond.wait(0.2)
     return None
 

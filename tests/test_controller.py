@@ -227,6 +227,27 @@ def test_force_push_wrong_branch_and_deleted_branch(up, tmp_path):
     assert text(server) == "rewritten"
 
 
+def test_a_push_a_force_push_replaced_says_so_at_once(up, tmp_path):
+    """The pusher of a commit that a force push took off the branch before it
+    deployed gets, at once, that it was replaced and how the new tip stands:
+    not ten minutes of waiting for a deploy that never comes, nor a bare
+    `live is ...` (issue 21)."""
+    server, work = first_deploy(up, tmp_path)
+    replaced = work.commit("replaced", {"hello.c": hello("a")})
+    work.git("reset", "-q", "--hard", "HEAD~1")
+    tip = work.commit("the new tip", {"hello.c": hello("b")})
+    server.update_branch(work, replaced)  # (objects in, no hook)
+    server.update_branch(work, tip)
+    server.sync()
+    server.wait(lambda: server.status()["live"]["commit"] == tip and server.status()["state"] == "Synced",
+                what="the new tip live")
+    started = time.monotonic()
+    said = requests.post(server.api + f"/api/follow?commit={replaced}", headers=server.auth(), timeout=30).text
+    assert time.monotonic() - started < 10, "answered at once"
+    assert f"this commit is no longer on the branch (a force push put {tip[:12]} there): already live" in said, said
+    assert said.rstrip("\n").endswith("hotplate: end"), "the stream's end line"
+
+
 def test_controller_killed_mid_deploy_recovers(up, tmp_path):
     server, work = first_deploy(up, tmp_path)
     slow_init = hello("v2") + "HP_EXPORT int hp_init(hp_module *m) { sleep(3); return HP_OK; }\n"

@@ -123,7 +123,7 @@ def _wait(args, target: str | None, until: str, timeout: float) -> int:
                 f"live: {target[:12]} (release {s['live']['release']}), health {s['health']['state']}")
             return WAIT_LIVE
         if s["failure"] and s["head"]["commit"] == target and not deploying:
-            say(args, {"outcome": "failed", "failure": s["failure"], **facts},
+            say(args, {"outcome": s["failure"].get("outcome", "failed"), "failure": s["failure"], **facts},
                 f"FAILED: {target[:12]}: {_failure(s['failure'])}")
             return WAIT_FAILED
         if s["pinned"] and not deploying:

@@ -34,6 +34,7 @@ def status(c) -> dict:
     failure = None
     if ready.state == "Failed":
         failure = {"deploy": facts.failure["id"] if facts.failure else None, "reason": ready.reason,
+                   "outcome": facts.failure["outcome"] if facts.failure else "failed",
                    "detail": facts.failure["detail"] if facts.failure else ready.message}
     return {
         "state": ready.state,

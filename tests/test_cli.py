@@ -47,6 +47,12 @@ def test_wait_and_exit_codes_tell_a_ci_job_what_happened(up, tmp_path):
     logs = server.cli("logs")
     assert logs.returncode == 0 and "failed" in logs.stdout.splitlines()[0] and "this is not C" in logs.stdout
     assert text(server) == "v3", "live kept serving"
+    unhealthy = work.commit("unhealthy", {"hello.c": hello("v4", health=500)})
+    server.update_branch(work, unhealthy)
+    gated = server.cli("sync", "--wait", "--timeout", "60", "--json")  # (sync's answer, then wait's)
+    said = json.JSONDecoder().raw_decode(gated.stdout[gated.stdout.index("}\n{") + 2:])[0]
+    assert gated.returncode == 1 and said["outcome"] == "rolled_back", "wait --json says what history records"
+    assert server.deploys()[0]["outcome"] == "rolled_back"
     server.kill()  # kill -9: its record says it runs, nobody answers
     gone = server.cli("wait", "--timeout", "60")
     assert gone.returncode == 4 and "cannot reach the controller" in gone.stdout, gone

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hotplate.server.contract.layout import write_atomic
 from hotplate.server.paths import INCLUDE_DIR
-from hotplate.server.runtime import compiler_version, sdk_digest
+from hotplate.server.libhotplate import compiler_version, sdk_digest
 
 from . import sandbox
 from .errors import BuildError

@@ -14,7 +14,7 @@ import os
 import pwd
 import resource
 
-from . import runtime
+from . import libhotplate
 from .contract.release import ReleaseSpec
 
 log = logging.getLogger("hotplate")
@@ -125,7 +125,7 @@ def confine(spec: ReleaseSpec, dedicated: bool, sanitized: bool = False, max_rss
         for m in unconfined:
             log.warning("[module=%s] runs without the system-call filter: %s", m.name, m.unconfined)
         return
-    ffi, lib = runtime.load()
+    ffi, lib = libhotplate.load()
     err = ffi.new("char[]", 256)
     if lib.hp_rt_confine(err, 256) != 0:
         raise OSError(ffi.string(err).decode(errors="replace"))

@@ -25,12 +25,12 @@ from gunicorn.http.errors import InvalidChunkSize
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
-from . import metrics, runtime, sanitize
+from . import libhotplate, metrics, sanitize
 from .config import RESERVED_PREFIX, ServerConfig
 from .contract.layout import Layout
 from .contract.report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
 from .modules import ModuleSet, Route, Socket
-from .runtime import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
+from .libhotplate import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
 from .websocket.calls import PUBLISH, parse_outbox
 
 log = logging.getLogger("hotplate")
@@ -107,7 +107,7 @@ class Dispatcher:
         self.socket_adapter = Map([Rule(w.spec.path, methods=("GET",), endpoint=i)
                             for i, w in enumerate(self.socket_routes)]).bind("")
         self.pid = f"{os.getpid():x}"
-        self.ffi, self.lib = runtime.load()
+        self.ffi, self.lib = libhotplate.load()
         self.sink = self.ffi.callback("hp_rt_stream_fn", self.stream_part)  # kept: C holds the pointer
         self.lib.hp_rt_set_stream_sink(self.sink)
         self.modules = modules

@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 
-from . import metrics, runtime
+from . import libhotplate, metrics
 from .contract.report import ERRORS_5XX, REQUESTS
 
 log = logging.getLogger("hotplate")
@@ -35,7 +35,7 @@ LINGER_S = 2.0
 class FastPath:
     def __init__(self, worker, dispatcher):
         self.worker, self.dispatcher = worker, dispatcher
-        self.ffi, self.lib = ffi, lib = runtime.load()
+        self.ffi, self.lib = ffi, lib = libhotplate.load()
         config = dispatcher.config
         if len(metrics.BUCKETS) != lib.HP_RT_BUCKETS:
             raise RuntimeError("server/metrics.py's BUCKETS and serve.c's HP_RT_BUCKETS differ")

@@ -25,7 +25,7 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
-from . import cgroups, metrics, pidfile, runtime
+from . import cgroups, libhotplate, metrics, pidfile
 from .contract import report
 from .contract.layout import Layout
 from .app import create_app
@@ -139,7 +139,7 @@ class HotplateServer(BaseApplication):
         self.dispatcher.layout = layout
         self.job_runner: Supervised | None = None
         self.host = host_id()  # with the workers' pids, names publishers across a fleet
-        runtime.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
+        libhotplate.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
         super().__init__()
 
     def load_config(self) -> None:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cgroups, runtime
+from . import cgroups, libhotplate
 from .confine import become, confine, hide_other_processes, mapped_bytes
 from .contract.layout import Layout
 from .contract.release import ReleaseSpec
@@ -137,7 +137,7 @@ class JobRunner:
         open_store(self.store)
         load_config(spec, self.config_dir)
         confine(spec, dedicated=self.dedicated)
-        ffi, lib = runtime.load()
+        ffi, lib = libhotplate.load()
         open_jobs(self.db_path, release_dir.name)
         modules = ModuleSet.load(release_dir)
         bound_memory(spec.limits.job_memory or DEFAULT_MEMORY)
@@ -149,7 +149,7 @@ class JobRunner:
             return 1
         rc, sig = ffi.new("int *"), ffi.new("int *")
         result = lib.hp_rt_job_run(mod.handle, fn, job_id.encode(), arg, len(arg), rc, sig)
-        if result == runtime.RT_CRASHED:
+        if result == libhotplate.RT_CRASHED:
             self.finish(job_id, "failed", f"the job crashed ({signal.Signals(sig[0]).name})")
             return 1
         cancel = self.sql("SELECT cancel FROM jobs WHERE id=?", (job_id,))[0][0][0]
@@ -241,7 +241,7 @@ def main() -> None:
         tree = cgroups.app_tree(args.state, "jobs")
         tree.make()
         tree.join()
-    runtime.load()  # before the switch: the workers' account may not read the runtime's cache
+    libhotplate.load()  # before the switch: the workers' account may not read the runtime's cache
     if args.user:
         hide_other_processes()
         become(args.user)

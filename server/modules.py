@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runtime
+from . import libhotplate
 from .contract import release as contract
 
 log = logging.getLogger("hotplate")
@@ -36,7 +36,7 @@ def setup_process() -> None:
     global _log_callback
     if _log_callback is not None:
         return
-    ffi, lib = runtime.load()
+    ffi, lib = libhotplate.load()
 
     def sink(level, module, route, request_id, message):
         tags = f"module={ffi.string(module).decode(errors='replace')}"
@@ -67,7 +67,7 @@ def open_jobs(db: Path, release: str) -> None:
 
 
 def _open(call) -> None:
-    ffi, lib = runtime.load()
+    ffi, lib = libhotplate.load()
     err = ffi.new("char[512]")
     if call(lib, err) != 0:
         log.error("%s", ffi.string(err).decode(errors="replace"))
@@ -87,7 +87,7 @@ def load_config(spec: contract.ReleaseSpec, config_dir: str | None) -> None:
     except (OSError, ValueError) as e:
         raise OSError(f"config set {spec.config} of release {spec.id} is not readable at {path}: {e}") from None
     blob = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in sorted(values.items()))
-    _, lib = runtime.load()
+    _, lib = libhotplate.load()
     if lib.hp_rt_config_set(blob, len(blob), len(values)) != 0:
         raise MemoryError("out of memory for the config set")
 
@@ -158,7 +158,7 @@ class ModuleSet:
 
     def close(self) -> None:
         """Run every loaded module's hp_fini (worker exit)."""
-        ffi, lib = runtime.load()
+        ffi, lib = libhotplate.load()
         err = ffi.new("char[]", 512)
         for mod in self.modules:
             if mod.handle is not None and mod.ok:
@@ -181,7 +181,7 @@ def _load_module(release_dir: Path, spec: contract.ModuleSpec, run_init: bool) -
 
 def _bind(release_dir: Path, spec: contract.ModuleSpec, mod: ModuleState, run_init: bool) -> str | None:
     """Load the object and resolve handlers; return an error text or None."""
-    ffi, lib = runtime.load()
+    ffi, lib = libhotplate.load()
     err = ffi.new("char[]", 1024)
     config = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in spec.config)
     handle = lib.hp_rt_module_load(str(release_dir / spec.object).encode(), mod.name.encode(),
@@ -216,7 +216,7 @@ def _bind(release_dir: Path, spec: contract.ModuleSpec, mod: ModuleState, run_in
 def _init(lib, handle, name: str, err) -> str | None:
     """Run the module's hp_init; on failure, the error with the last lines it logged."""
     global _init_log
-    ffi, _ = runtime.load()
+    ffi, _ = libhotplate.load()
     _init_log = (name, [])
     try:
         if lib.hp_rt_module_init(handle, HOOK_TIMEOUT_MS, err, 1024) == 0:

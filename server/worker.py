@@ -32,7 +32,7 @@ from .contract import report
 from .config import RESERVED_PREFIX
 from .dispatch import REASONS, transfer_error
 from .fastpath import FastPath
-from .runtime import RT_HANDLER_ERROR
+from .libhotplate import RT_HANDLER_ERROR
 from .websocket import calls, handshake
 
 log = logging.getLogger("hotplate")

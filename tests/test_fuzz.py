@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
-from hotplate.server.runtime import LIBS, c_sources
+from hotplate.server.libhotplate import LIBS, c_sources
 
 from .conftest import ROOT
 

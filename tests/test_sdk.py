@@ -2,8 +2,8 @@
 import subprocess
 
 from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
-from hotplate.server.runtime import c_sources
-from hotplate.server.runtime import LIBS
+from hotplate.server.libhotplate import c_sources
+from hotplate.server.libhotplate import LIBS
 
 from .conftest import ROOT
 
@@ -32,7 +32,7 @@ def test_header_compiles_as_strict_c_and_cpp(tmp_path):
 
 def test_the_runtime_exports_only_its_host_entry_points():
     """Internal hp_* names stay inside libhotplate (server/runtime/exports.map)."""
-    from hotplate.server.runtime import build_runtime
+    from hotplate.server.libhotplate import build_runtime
     out = subprocess.run(["nm", "-D", "--defined-only", str(build_runtime())], capture_output=True, text=True,
                          check=True).stdout
     names = [line.split()[-1] for line in out.splitlines()]

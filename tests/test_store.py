@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from hotplate.server.paths import INCLUDE_DIR, RUNTIME_DIR
-from hotplate.server.runtime import c_sources
-from hotplate.server.runtime import LIBS
+from hotplate.server.libhotplate import c_sources
+from hotplate.server.libhotplate import LIBS
 
 from .conftest import ROOT, Work, free_port, terminate, wait_for
 

@@ -15,14 +15,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .. import runtime
-from ..runtime import RT_OK
+from .. import libhotplate
+from ..libhotplate import RT_OK
 from ..modules import Socket
 
-OPEN, MESSAGE, CLOSE = runtime.WS_OPEN, runtime.WS_MESSAGE, runtime.WS_CLOSE
+OPEN, MESSAGE, CLOSE = libhotplate.WS_OPEN, libhotplate.WS_MESSAGE, libhotplate.WS_CLOSE
 SEND, CLOSE_CONNECTION, SUBSCRIBE, UNSUBSCRIBE, PUBLISH, SEND_POSITION, RESUME = (
-    runtime.OUT_SEND, runtime.OUT_CLOSE, runtime.OUT_SUBSCRIBE, runtime.OUT_UNSUBSCRIBE, runtime.OUT_PUBLISH,
-    runtime.OUT_SEND_POSITION, runtime.OUT_RESUME)
+    libhotplate.OUT_SEND, libhotplate.OUT_CLOSE, libhotplate.OUT_SUBSCRIBE, libhotplate.OUT_UNSUBSCRIBE, libhotplate.OUT_PUBLISH,
+    libhotplate.OUT_SEND_POSITION, libhotplate.OUT_RESUME)
 EVENTS = {OPEN: "open", MESSAGE: "message", CLOSE: "close"}
 TEXT, BINARY = 1, 2  # HP_WS_TEXT, HP_WS_BINARY: ABI 2 of hotplate.h, fixed for good
 _RECORD = struct.Struct("=BBHII")
@@ -119,7 +119,7 @@ def call(socket: Socket, session: Session, event: int, data: bytes = b"", arg: i
     handler = socket.handlers.get(EVENTS[event])
     if not handler:
         return Outcome()
-    ffi, lib = runtime.load()
+    ffi, lib = libhotplate.load()
     try:
         out = _local.result
     except AttributeError:

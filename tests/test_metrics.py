@@ -16,13 +16,14 @@ def test_metrics_per_route_per_module_and_per_deploy(up, tmp_path):
         assert server.get("/").status_code == 200
     for _ in range(2):
         assert server.get("/boom").status_code == 500
-    done = '\nhotplate_http_requests_total{code="5xx",module="hello",route="/boom"} 2.0'
+    done = ('\nhotplate_http_requests_total{code="5xx",module="hello",route="/boom"} 2.0',
+            '\nhotplate_http_requests_total{code="2xx",module="hello",route="/"} 5.0')
 
     def scraped() -> str | None:
         text = requests.get(server.api + "/metrics", timeout=5).text
-        return text if done in text else None
+        return text if all(d in text for d in done) else None
 
-    # the fast path's counts are folded into the metrics every 100 ms (server/fastpath.py)
+    # each worker folds the fast path's counts into the metrics every 100 ms (server/fastpath.py): wait for both
     text = server.wait(scraped, timeout=10, what="the requests counted in /metrics")
 
     def value(pattern: str) -> float:

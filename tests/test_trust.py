@@ -211,10 +211,19 @@ def test_hosted_mode_refuses_pushes_not_signed_by_a_trusted_ssh_key(up, tmp_path
     assert text(server) == "v1" and len(server.deploys()) == 1, "nothing of them built"
 
 
-def test_mirror_mode_deploys_only_a_tip_signed_by_a_trusted_gpg_key(up, tmp_path):
-    signer, trusted = tmp_path / "signer-gnupg", tmp_path / "trusted-gnupg"
-    for home in (signer, trusted):
+@pytest.fixture
+def gnupg_homes(tmp_path):
+    """Two GnuPG homes, and no gpg-agent of theirs left running afterwards."""
+    homes = tmp_path / "signer-gnupg", tmp_path / "trusted-gnupg"
+    for home in homes:
         home.mkdir(mode=0o700)
+    yield homes
+    for home in homes:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
+
+
+def test_mirror_mode_deploys_only_a_tip_signed_by_a_trusted_gpg_key(up, tmp_path, gnupg_homes):
+    signer, trusted = gnupg_homes
     gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
     subprocess.run([*gpg, "--homedir", str(signer), "--quick-gen-key", "Dev <dev@example.com>", "ed25519", "sign",
                     "never"], check=True, capture_output=True)

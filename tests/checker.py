@@ -113,10 +113,11 @@ class Promises(RuleBasedStateMachine):
         return lines[-1]
 
     def settle(self) -> dict:
-        """Status once nothing is deploying (a kill, a sync: the loop acts on its own)."""
+        """Status once nothing is deploying (a kill, a sync: the loop acts on its own) and the app
+        serves: Down is a moment of its supervisor's (it comes back by itself), never a state to stay."""
         return wait_for(lambda: (lambda s: s if s["state"] != "Progressing" and not s.get("deploying") and
-                                 s["health"]["state"] in ("Healthy", "Degraded", "Down") else None)(self.status()),
-                        timeout=60, what="the controller to settle")
+                                 s["health"]["state"] in ("Healthy", "Degraded") else None)(self.status()),
+                        timeout=60, what="the controller to settle and the app to serve")
 
     def learn(self, text: str) -> None:
         """What the live release answers, if it is new to the model."""

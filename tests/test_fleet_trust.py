@@ -82,7 +82,8 @@ def test_fleet_up_supervises_its_hosts_and_stops_on_sigterm(tmp_path):
         wait_for(lambda: requests.get(f"http://127.0.0.1:{lb}/", timeout=2).ok if "Ctrl-C" in log.read_text()
                  else False, 120, "the fleet serving through nginx")
         assert f"etcd://127.0.0.1:{base}" in log.read_text() and f"127.0.0.1:{base + 2}/app" in log.read_text()
-        host3 = json.loads((root / "host3" / "run" / "controller.json").read_text())["pid"]
+        record = root / "host3" / "run" / "controller.json"  # (nginx answers once any host does: wait for host3)
+        host3 = wait_for(lambda: record.exists() and json.loads(record.read_text())["pid"], 60, "host3's controller up")
         os.kill(host3, signal.SIGKILL)
         wait_for(lambda: "host3 is back" in log.read_text(), 60, "host3 started again", log=log.read_text())
         assert os.path.exists(f"/proc/{pid}") and requests.get(f"http://127.0.0.1:{lb}/", timeout=5).ok

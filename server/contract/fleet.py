@@ -28,8 +28,7 @@ class Unreadable(ValueError):
 
 
 def _load(cls, data, what: str):
-    """``cls`` from JSON text or an already parsed mapping, checking each
-    field's type by its default's; raises :class:`Unreadable`."""
+    """``cls`` from JSON text or an already parsed mapping; raises :class:`Unreadable`."""
     if isinstance(data, (bytes, str)):
         try:
             data = json.loads(data)
@@ -40,39 +39,56 @@ def _load(cls, data, what: str):
     version = data.get("format", 1)
     if not isinstance(version, int) or version > FORMAT:
         raise Unreadable(f"a {what} of format {version!r}, newer than this host's {FORMAT}: upgrade hotplate here")
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name for f in fields(cls)}
     try:
         return cls(**{k: v for k, v in data.items() if k in known})
     except (TypeError, ValueError) as e:
         raise Unreadable(f"not a {what} ({e})") from None
 
 
-def _text(value, name: str, optional: bool = True):
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{name} is {type(value).__name__}, not text")
-    return value
+#: What a field's annotation accepts (bool is an int to Python, never to a record).
+_SCALARS = {"str": (str,), "int": (int,), "float": (int, float)}
+
+
+class _Record:
+    """A record typed by its own annotations: each scalar field is checked
+    against them, a nested record's mapping becomes that record, and
+    :meth:`dump`/:meth:`load` write and read it as JSON."""
+
+    WHAT = "record"
+
+    def __post_init__(self):
+        for f in fields(self):
+            value, kind = getattr(self, f.name), f.type
+            optional, kind = kind.endswith(" | None"), kind.removesuffix(" | None")
+            if value is None and optional:
+                continue
+            nested = _NESTED.get(kind)
+            if nested is not None and isinstance(value, dict):
+                object.__setattr__(self, f.name, value := _load(nested, value, nested.WHAT))
+            accepted = (nested,) if nested else _SCALARS.get(kind)
+            if accepted and (not isinstance(value, accepted) or isinstance(value, bool)):
+                raise ValueError(f"{f.name} is {type(value).__name__}, not {kind}")
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def load(cls, data):
+        """:raises Unreadable: for anything that is not one."""
+        return _load(cls, data, cls.WHAT)
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(_Record):
     """A release as a rollout names it (and as the registry annotates it)."""
 
+    WHAT = "release target"
     release: str
     commit: str | None = None
     message: str = ""
     author: str = ""
     config: str | None = None
-
-    def __post_init__(self):
-        _text(self.release, "release", optional=False)
-        for name in ("commit", "message", "author", "config"):
-            _text(getattr(self, name), name)
-
-    @classmethod
-    def load(cls, data) -> "Target":
-        return _load(cls, data, "release target")
 
     def annotations(self) -> dict[str, str]:
         """The target as the registry's manifest annotations say it
@@ -81,18 +97,14 @@ class Target:
 
 
 @dataclass(frozen=True)
-class Failure:
+class Failure(_Record):
     """A host's last deploy that did not succeed."""
 
+    WHAT = "failure"
     release: str | None = None
     commit: str | None = None
     reason: str | None = None
     outcome: str = "failed"  # (reports of hosts that predate outcomes: the release's fault)
-
-    def __post_init__(self):
-        for name in ("release", "commit", "reason"):
-            _text(getattr(self, name), name)
-        _text(self.outcome, "outcome", optional=False)
 
     def blames(self) -> bool:
         """Whether it is the release's fault (:data:`BLAMES`)."""
@@ -100,13 +112,14 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class HostReport:
+class HostReport(_Record):
     """What one host tells its fleet (``hosts/<host>``): what it serves, how
     healthy, what it is deploying ("" when it does not know the commit yet;
     None when idle), its last failure, and the key the leader encrypts config
     sets to. ``error`` is set, and nothing else, for a key that holds no
     report: the host is shown ``Unreadable``."""
 
+    WHAT = "host report"
     release: str | None = None
     commit: str | None = None
     health: str | None = None
@@ -118,54 +131,35 @@ class HostReport:
     error: str | None = None
     format: int = FORMAT
 
-    def __post_init__(self):
-        for name in ("release", "commit", "health", "deploying", "role", "recipient", "error"):
-            _text(getattr(self, name), name)
-        if isinstance(self.failed, dict):
-            object.__setattr__(self, "failed", _load(Failure, self.failed, "failure"))
-        elif self.failed is not None and not isinstance(self.failed, Failure):
-            raise ValueError("failed is not a failure")
-        if not isinstance(self.at, (int, float)):
-            raise ValueError("at is not a time")
-
-    def dump(self) -> str:
-        return json.dumps(asdict(self))
-
     @classmethod
     def load(cls, data) -> "HostReport":
         """A report, or one that says why the key holds none (``error``)."""
         try:
-            return _load(cls, data, "host report")
+            return super().load(data)
         except Unreadable as e:
             return cls(error=str(e))
 
 
 @dataclass(frozen=True)
-class Member:
+class Member(_Record):
     """When a host that ever joined last reported (``members/<host>``, no
     lease): a host whose report is gone is ``Missing`` since then."""
 
+    WHAT = "member"
     seen: float = 0.0
     format: int = FORMAT
-
-    def __post_init__(self):
-        if not isinstance(self.seen, (int, float)):
-            raise ValueError("seen is not a time")
-
-    def dump(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def load(cls, data) -> "Member":
         """A member; one that cannot be read was seen at no known time (0)."""
         try:
-            return _load(cls, data, "member")
+            return super().load(data)
         except Unreadable:
             return cls()
 
 
 @dataclass
-class Rollout:
+class Rollout(_Record):
     """One release rolling out over the fleet, wave after wave (``rollout``).
 
     ``waves[0]`` is the leader (the canary), then batches of the other
@@ -174,6 +168,7 @@ class Rollout:
     ``Done``; before that, and after ``RolledBack``, it serves ``previous``.
     """
 
+    WHAT = "rollout"
     target: Target
     previous: Target | None
     waves: list[list[str]]
@@ -185,19 +180,12 @@ class Rollout:
     format: int = FORMAT
 
     def __post_init__(self):
-        if isinstance(self.target, dict):
-            self.target = Target.load(self.target)
-        if isinstance(self.previous, dict):
-            self.previous = Target.load(self.previous)
-        if not isinstance(self.target, Target) or not (self.previous is None or isinstance(self.previous, Target)):
-            raise ValueError("target and previous are releases")
+        super().__post_init__()
         if not (isinstance(self.waves, list) and all(isinstance(w, list) and all(isinstance(h, str) for h in w)
                                                     for w in self.waves)):
             raise ValueError("waves is a list of lists of hosts")
-        if not isinstance(self.wave, int) or self.state not in ("Progressing", "Done", "RolledBack"):
-            raise ValueError(f"wave {self.wave!r} or state {self.state!r} is not one")
-        _text(self.leader, "leader", optional=False)
-        _text(self.reason, "reason")
+        if self.state not in ("Progressing", "Done", "RolledBack"):
+            raise ValueError(f"state {self.state!r} is not one")
 
     def desired(self, host: str) -> Target | None:
         admitted = any(host in wave for wave in self.waves[:self.wave + 1])
@@ -210,10 +198,6 @@ class Rollout:
         """What every host goes back to if this rollout ends ``RolledBack``."""
         return self.previous.release if self.previous else "no release"
 
-    def dump(self) -> str:
-        return json.dumps(asdict(self))
 
-    @classmethod
-    def load(cls, data) -> "Rollout":
-        """:raises Unreadable: for anything that is not a rollout."""
-        return _load(cls, data, "rollout")
+#: The records a field may hold, by the name its annotation gives.
+_NESTED = {"Target": Target, "Failure": Failure}

@@ -5,7 +5,7 @@ instead; the deploys they start run through the controller's one loop."""
 from __future__ import annotations
 
 from .appconfig import ConfigStore
-from .deploy import ROLLBACK, Attempt, leading
+from .deploy import RESTART, ROLLBACK, Attempt, leading
 from .errors import StalledError
 from .retention import commit_of, previous_release
 
@@ -27,10 +27,6 @@ def rollback(c, to: str | None = None):
             c.state.pin(target)
             c.emit(d, f"pinned to {target}: auto-sync is suspended until `hotplate resume`")
         return d
-
-
-#: The stages of ``hotplate restart``: fresh workers on what is live, through the gate.
-RESTART = ("server_up", "roll", "gate")
 
 
 def restart(c):

@@ -223,8 +223,7 @@ class Pipeline:
         save that changes no source): new workers would load the same code.
         Those workers still go through the gate (its checks, not its bake)."""
         serving = {pid: r for pid, r in self.server.reports().items() if not r.retiring}
-        if a.target == a.previous and a.trigger != "restart" and serving and \
-                all(r.release == a.target for r in serving.values()):
+        if a.target == a.previous and serving and all(r.release == a.target for r in serving.values()):
             broken = sorted({m.name for r in serving.values() for m in r.modules if not m.ok})
             if not broken:
                 self.emit(f"release {a.target} is live already: nothing to roll")
@@ -232,6 +231,10 @@ class Pipeline:
                 return
             self.emit(f"release {a.target} is live, but module {', '.join(broken)} did not load in its workers: "
                       "rolling fresh ones")
+        self.roll_fresh(a)
+
+    def roll_fresh(self, a: Attempt) -> None:
+        """Start a generation on the target whatever serves now (``hotplate restart``)."""
         a.generation = roll(self.server, a.target)
         self.emit(f"live: {len(a.generation.pids)} workers serve {a.target} "
                   f"(roll took {a.generation.seconds * 1000:.0f} ms)")
@@ -281,6 +284,8 @@ FOLLOW = ("server_up", "pull", "switch", "roll", "gate")
 TREE = ("server_up", "plan", "build", "release", "switch", "roll", "gate")
 #: Put a retained release back live (``hotplate rollback``).
 ROLLBACK = ("server_up", "switch", "roll", "gate")
+#: Fresh workers on what is live, through the gate (``hotplate restart``).
+RESTART = ("server_up", "roll_fresh", "gate")
 #: Build a release and stop (``hotplate build``, ``hotplate serve``).
 BUILD = ("plan", "build", "release")
 

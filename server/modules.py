@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,27 +229,18 @@ def _init(lib, handle, name: str, err) -> str | None:
     return error + ", which said:" + "".join(f"\n    | {line}" for line in lines)
 
 
-def exported_functions(path: Path, limit: int = 10_000) -> list[str]:
-    """The functions a module's object exports (ELF64 .dynsym), for "did you
-    mean": read in the process that loads it (a worker or the smoke check,
-    never root), bounded, and any malformed object gives none."""
+def exported_functions(path: Path) -> list[str]:
+    """The functions a module's object exports (its ELF .dynsym, read with
+    pyelftools), for "did you mean": read in the process that loads it (a
+    worker or the smoke check, never root), only when a handler is missing;
+    a malformed object gives none."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
     try:
-        data = path.read_bytes()
-        if data[:5] != b"\x7fELF\x02" or data[5] != 1:  # 64-bit, little-endian
-            return []
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-        sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(min(shnum, 512))]
-        names = []
-        for _, kind, _, _, offset, size, link, _, _, entsize in sections:
-            if kind != 11 or entsize != 24:  # SHT_DYNSYM
-                continue
-            strings = sections[link]
-            for at in range(offset, offset + min(size, limit * 24), 24):
-                name, info, _, shndx = struct.unpack_from("<IBBH", data, at)
-                if shndx and info & 0xF == 2 and info >> 4 == 1:  # defined, FUNC, GLOBAL
-                    start = strings[4] + name
-                    names.append(data[start:data.index(b"\0", start)].decode(errors="replace"))
-        return [n for n in names if not n.startswith(("hp_module_", "_"))]
-    except (OSError, struct.error, ValueError, IndexError):
+        with open(path, "rb") as f:
+            table = ELFFile(f).get_section_by_name(".dynsym")
+            return [sym.name for sym in (table.iter_symbols() if table is not None else ())
+                    if sym["st_shndx"] != "SHN_UNDEF" and sym["st_info"]["type"] == "STT_FUNC"
+                    and sym["st_info"]["bind"] == "STB_GLOBAL" and not sym.name.startswith(("hp_module_", "_"))]
+    except (OSError, ELFError, ValueError, KeyError):
         return []

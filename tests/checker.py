@@ -52,7 +52,7 @@ MANIFEST = """\
 
 #: How a push may end: its last line (after ``remote: hotplate: ``).
 FINAL = re.compile(r"^(deploy succeeded: .* went live|deploy FAILED \(|deploy ROLLED BACK \(|not deployed|"
-                   r"already live|the controller is not running)")
+                   r"already live|the controller is not running|a newer push \(|this commit is no longer on the branch)")
 
 
 def app_source(text: str, health: int = 200, broken: bool = False) -> str:

@@ -155,27 +155,53 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
         raise SmokeCheckError("smoke check failed; the release was not made:\n" + "\n".join(lines))
 
 
-#: At most this many of the workers' directories are laid out for a smoke check.
+#: At most this many of the workers' directories are laid out for a smoke check,
 LAYOUT_DIRS = 256
+#: ... found among at most this many entries (files included) of theirs.
+LAYOUT_ENTRIES = 10_000
 
 
 def _empty_copy(data: Path, scratch: Path, account) -> None:
     """Make ``data``'s directories (not its files) under ``scratch``. The
-    workers can write ``data``, so it is walked by descriptor, never through
-    a link (os.fwalk), and only so far: a module cannot slow a deploy down
-    with a million directories."""
-    made = 0
+    workers can write ``data``, so it is walked by descriptor, each
+    directory opened O_NOFOLLOW under its parent (never through a link), and
+    only so far: a module cannot slow a deploy down with a million files or
+    directories there."""
+    left, made = LAYOUT_ENTRIES, 0
+
+    def walk(fd: int, rel: Path) -> bool:
+        nonlocal left, made
+        subdirs = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                left -= 1
+                if left < 0:
+                    return False
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.name)
+        subdirs = subdirs[:LAYOUT_DIRS - made]
+        for name in subdirs:  # this level whole first: a crowded sibling cannot starve it
+            target = scratch / rel / name
+            target.mkdir(mode=0o700)
+            if account:
+                os.lchown(target, account.pw_uid, account.pw_gid)
+            made += 1
+        for name in subdirs:
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                if not walk(child, rel / name):
+                    return False
+            finally:
+                os.close(child)
+        return True
+
     try:
-        for top, dirs, _, _ in os.fwalk(data, follow_symlinks=False):
-            for name in dirs:
-                if made >= LAYOUT_DIRS:
-                    return
-                target = scratch / os.path.relpath(os.path.join(top, name), data)
-                target.mkdir(mode=0o700)
-                if account:
-                    os.lchown(target, account.pw_uid, account.pw_gid)
-                made += 1
-    except OSError as e:  # (a directory gone meanwhile): the check runs in what was made
+        top = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            walk(top, Path())
+        finally:
+            os.close(top)
+    except OSError as e:  # (a directory gone or swapped for a link meanwhile): the check runs in what was made
         log.warning("smoke check: could not lay out the workers' directories (%s)", e)
 
 

@@ -421,11 +421,17 @@ def test_the_smoke_check_runs_in_the_workers_layout(up, tmp_path):
     (data / "db").mkdir()
     os.chown(data / "db", data.stat().st_uid, data.stat().st_gid)
     os.symlink("/", data / "planted")  # (a link module code made: never walked into)
+    os.mkfifo(data / "fifo")  # ... nor a FIFO opened
+    many = data / "many"
+    many.mkdir()
+    for i in range(20_000):  # ... and a directory of many files read only so far, not to the end
+        (many / f"f{i}").touch()
     work.commit("v2", {"hello.c": hello("v2") + DIRECTORY_INIT})
     out = work.push()
     assert "deploy succeeded" in out, out
     assert (data / "db" / "notes.log").exists() and text(server) == "v2"
     assert not list(server.state.glob("releases/.smoke-*")), "the check's directory is gone"
+    assert "could not lay out" not in server.log.read_text()
 
 
 LOGGING_INIT = """

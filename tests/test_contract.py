@@ -75,3 +75,17 @@ def test_every_path_under_state_comes_from_the_layout(tmp_path):
     layout.verified_file.write_text("{garbage")
     assert layout.verified() is None
     assert len(layout.tag) == 12 and layout.tag == Layout(str(tmp_path / "state") + "/").tag
+
+
+def test_a_worker_report_always_fits_what_its_reader_takes():
+    """Many modules whose hp_init logged long lines: the errors are cut, the
+    report is still read (it was lost past 64 KiB, and the worker with it)."""
+    from hotplate.server.contract.report import MAX_REPORT, ModuleReport, Report
+    modules = tuple(ModuleReport(f"m{i}", False, "hp_init returned -1, which said:" + "\n    | é" * 5000)
+                    for i in range(20))
+    data = Report(123, "r1", modules, None, 1.0).encode()
+    assert len(data) <= MAX_REPORT
+    back = Report.parse(123, data)
+    assert back.release == "r1" and len(back.modules) == 20 and "(cut: see `hotplate logs --app`)" in back.modules[0].error
+    small = Report(123, "r1", (ModuleReport("m", False, "short"),), None, 1.0)
+    assert Report.parse(123, small.encode()).modules[0].error == "short", "what fits is never cut"

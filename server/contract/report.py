@@ -82,6 +82,10 @@ class ModuleReport:
     error: str | None = None
 
 
+def _cut(text: str | None, room: int) -> str | None:
+    return text if text is None or len(text) <= room else text[:room] + " … (cut: see `hotplate logs --app`)"
+
+
 @dataclass(frozen=True)
 class Report:
     """What one worker says of itself.
@@ -102,9 +106,19 @@ class Report:
     counters: dict = field(default_factory=dict, compare=False)
 
     def encode(self) -> bytes:
+        """The report as its file holds it, always within what a reader takes
+        (:data:`MAX_REPORT`): long errors (a module's log lines, many modules)
+        are cut to fit, never the report lost."""
         data = {"format": FORMAT, **asdict(self)}
         del data["counters"]
-        return json.dumps(data).encode()
+        raw = json.dumps(data).encode()
+        if len(raw) > MAX_REPORT:
+            room = MAX_REPORT // (8 * (len(self.modules) + 1))  # (JSON may write a character as 6 bytes)
+            data["error"] = _cut(data["error"], room)
+            for m in data["modules"]:
+                m["error"] = _cut(m["error"], room)
+            raw = json.dumps(data).encode()
+        return raw
 
     @classmethod
     def parse(cls, pid: int, data: bytes) -> "Report":

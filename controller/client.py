@@ -283,7 +283,7 @@ def cmd_releases(args) -> int:
         for r in rows:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["built_at"])) if r["built_at"] else "-"
             mark = "LIVE" + (" (pinned)" if r["pinned"] else "") if r["live"] else ""
-            note = "" if r.get("passed", True) else "  [never passed its health gate]"
+            note = "  [never passed its health gate]" if r.get("passed") is False else ""
             out.append(f"{r['release']:<14} {(r['commit'] or '-')[:12]:<13} {when:<20} {mark:<7} {r['message'] or ''}"
                        + note)
         return "\n".join(out)

@@ -3,6 +3,7 @@ controller's state: derived, never stored, so it cannot go stale."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 from dataclasses import asdict
 
@@ -187,9 +188,12 @@ def releases(c) -> list[dict]:
     whether live or pinned, and whether it ever passed its health gate (one
     that did not is no place to roll back to)."""
     live, pinned = c.state.live_release(), c.state.pinned()
-    passed = {release for release, _ in c.history.live_releases(limit=1000)}
+    try:
+        passed = {release for release, _ in c.history.live_releases(limit=1000)}
+    except sqlite3.Error:
+        passed = None  # the history cannot be read: not known (status says why)
     verified = c.state.verified()
-    if verified:
+    if verified and passed is not None:
         passed.add(verified.release)
     out = []
     for path in c.state.releases.iterdir():
@@ -202,5 +206,5 @@ def releases(c) -> list[dict]:
         except (ValueError, git.GitError):
             message = None  # a commit no longer in the repository
         out.append({"release": path.name, "commit": commit, "message": message, "built_at": built.get("built_at"),
-                    "live": path.name == live, "pinned": path.name == pinned, "passed": path.name in passed})
+                    "live": path.name == live, "pinned": path.name == pinned, "passed": None if passed is None else path.name in passed})
     return sorted(out, key=lambda r: r["built_at"] or 0, reverse=True)

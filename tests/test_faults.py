@@ -259,6 +259,10 @@ def test_damaged_database_is_set_aside_and_the_pin_kept(up, tmp_path):
         assert "Traceback" not in server.log.read_text()
         assert "NOTICE:" in server.cli("status").stdout
     assert len(list(server.state.glob("hotplate.db.damaged-*"))) >= 1
+    (server.state / "hotplate.db").write_bytes(b"garbage" * 100)  # damaged while it runs: releases still answer
+    listed = requests.get(server.api + "/api/releases", headers=server.auth(), timeout=5)
+    assert listed.status_code == 200 and all(r["passed"] is None for r in listed.json()), listed.text
+    assert "never passed" not in server.cli("releases").stdout, "not known is not said as never"
 
 
 def test_unauthenticated_reads_change_nothing_and_show_no_logs(up, tmp_path):

@@ -58,17 +58,18 @@ def wait_for_deploy(c, sha: str, seen: set[int], deadline: float, first_pass: in
     """The next deploy covering ``sha``, or None once the loop has settled
     without deploying it (already live, failed before, pinned), or once a
     whole pass begun after the push ended in an error outside any deploy."""
-    with c.cond:
-        while time.monotonic() < deadline:
-            d = c.active
-            if d is not None and d.id not in seen and covers(c, sha, d.commit):
-                return d
-            if d is None and c.last_error and c.ended > first_pass:
-                return None
-            settled = d is None and not c.wakeup.is_set() and c.observed is not None and \
-                not c.ready(c.observed).deploy
-            if settled and (covers(c, sha, c.observed) or c.ended > first_pass):
-                return None  # (a pass since the push saw the branch elsewhere: a force push replaced it)
+    while time.monotonic() < deadline:
+        with c.cond:
+            d, observed, woken = c.active, c.observed, c.wakeup.is_set()
+        if d is not None and d.id not in seen and covers(c, sha, d.commit):
+            return d
+        if d is None and c.last_error and c.ended > first_pass:
+            return None
+        # (git and the history are read outside the lock, which every deploy line takes)
+        if d is None and not woken and observed is not None and not c.ready(observed).deploy and \
+                (covers(c, sha, observed) or c.ended > first_pass):
+            return None  # (a pass since the push saw the branch elsewhere: a force push replaced it)
+        with c.cond:
             c.cond.wait(0.2)
     return None
 

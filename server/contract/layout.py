@@ -15,6 +15,7 @@ itself).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -53,7 +54,7 @@ class Layout:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())
 
-    @property
+    @functools.cached_property  # (each WebSocket move names its socket with it)
     def tag(self) -> str:
         """A short name for this state directory where a path cannot go:
         abstract socket addresses, cgroups, /dev/shm."""

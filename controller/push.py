@@ -65,13 +65,19 @@ def wait_for_deploy(c, sha: str, seen: set[int], deadline: float, first_pass: in
             return d
         if d is None and c.last_error and c.ended > first_pass:
             return None
-        # (git and the history are read outside the lock, which every deploy line takes)
-        if d is None and not woken and observed is not None and not c.ready(observed).deploy and \
+        # (git and the history are read outside the lock, which every deploy line takes: a
+        # deploy may have begun since, and Progressing is not settled, so the next look finds it)
+        if d is None and not woken and observed is not None and settled(c.ready(observed)) and \
                 (covers(c, sha, observed) or c.ended > first_pass):
             return None  # (a pass since the push saw the branch elsewhere: a force push replaced it)
         with c.cond:
             c.cond.wait(0.2)
     return None
+
+
+def settled(r) -> bool:
+    """Whether the loop neither deploys nor will deploy for answer ``r``."""
+    return not r.deploy and r.state != "Progressing"
 
 
 def stream(c, d, deadline: float):

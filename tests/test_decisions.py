@@ -6,11 +6,14 @@ all read the first, so they cannot disagree."""
 from __future__ import annotations
 
 import errno
+import threading
+import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
-from hotplate.controller import outcome
+from hotplate.controller import outcome, push
 from hotplate.controller.errors import BuildError, HotplateError, RetryableError, RolloutError
 from hotplate.controller.outcome import Backoff, classify
 from hotplate.controller.ready import STATES, Facts, derive
@@ -55,6 +58,30 @@ def test_the_pushers_line_names_the_failed_deploy_and_what_to_do():
     assert derive(replace(BASE, failure=FAILED)).message == (
         "not deployed: this commit failed before (deploy 7: BuildFailed); push a fix, or `hotplate retry`")
     assert "retrying in 3s" in derive(replace(BASE, retry_in=3.0)).message
+
+
+class _DeployBegins:
+    """A controller whose deploy of the pushed tip begins between a push's
+    look at ``active`` and its reading of the Ready answer: the window left
+    open by reading git and the history outside the lock."""
+
+    def __init__(self):
+        self.cond, self.wakeup = threading.Condition(), threading.Event()
+        self.observed, self.last_error, self.ended = TIP, None, 1
+        self.active, self.looks = None, 0
+        self.deploy = SimpleNamespace(id=3, commit=TIP)
+        self.source = SimpleNamespace(is_ancestor=lambda a, b: a == b)
+
+    def ready(self, tip):
+        self.looks += 1
+        self.active = self.deploy  # began just now
+        return derive(replace(BASE, tip=tip, active=True))
+
+
+def test_a_push_never_takes_a_deploy_that_just_began_for_a_settled_answer():
+    c = _DeployBegins()
+    d = push.wait_for_deploy(c, TIP, set(), time.monotonic() + 5, first_pass=0)
+    assert d is c.deploy and c.looks == 1  # not None, which would end the push on "a deploy is in progress"
 
 
 @pytest.mark.parametrize("error, expected", [

@@ -28,6 +28,7 @@ from werkzeug.routing import Map, Rule
 from . import libhotplate, metrics, sanitize
 from .config import RESERVED_PREFIX, ServerConfig
 from .contract.layout import Layout
+from .contract.release import RELEASE_HEADER
 from .contract.report import CRASHES, ERRORS_5XX, REQUESTS, TIMEOUTS, Counters
 from .modules import ModuleSet, Route, Socket
 from .libhotplate import RT_CRASHED, RT_HANDLER_ERROR, RT_OK, RT_TIMED_OUT
@@ -311,6 +312,10 @@ class Dispatcher:
             self.retiring = True
             os.kill(os.getpid(), signal.SIGTERM)
 
+    def stamp(self) -> tuple[tuple[str, str], ...]:
+        """The header naming the release that answers (none before one is loaded)."""
+        return ((RELEASE_HEADER, self.modules.release_id),) if self.modules is not None else ()
+
     @staticmethod
     def error(status: int, route: Route | Socket, request_id: str, message: str) -> Reply:
         body = json.dumps({"error": message, "module": route.module.name, "route": route.spec.path,
@@ -340,11 +345,11 @@ class Dispatcher:
         codings = [c.strip().lower() for c in environ.get("HTTP_TRANSFER_ENCODING", "").split(",") if c.strip()]
         if (refused := transfer_error(codings)) is not None:
             status, reply_headers, payload = self.error(refused[0], target[0], self.request_id(None), refused[1])
-            start_response(f"{status} {REASONS.get(status, 'Unknown')}", reply_headers)
+            start_response(f"{status} {REASONS.get(status, 'Unknown')}", [*self.stamp(), *reply_headers])
             return [payload]
         body = self.read_body(environ.get("CONTENT_LENGTH"), bool(codings), environ["wsgi.input"])
         status, reply_headers, payload = self.handle(
             target[0], target[1], environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", ""),
             environ.get("REMOTE_ADDR", ""), self.request_id(environ.get("HTTP_X_REQUEST_ID")), headers, body)
-        start_response(f"{status} {REASONS.get(status, 'Unknown')}", reply_headers)
+        start_response(f"{status} {REASONS.get(status, 'Unknown')}", [*self.stamp(), *reply_headers])
         return [payload]

@@ -49,7 +49,8 @@ class FastPath:
             "header_timeout_ms": config.header_timeout * 1000, "body_timeout_ms": config.body_timeout * 1000,
             "keepalive_ms": config.keepalive * 1000, "linger_ms": int(LINGER_S * 1000),
             "access_log_fd": access_log_fd(worker),
-            "max_requests": worker.max_requests if worker.max_requests < 2 ** 63 else 0})
+            "max_requests": worker.max_requests if worker.max_requests < 2 ** 63 else 0,
+            "release": dispatcher.modules.release_id.encode()})
         listeners = ffi.new("int[]", [s.fileno() for s in worker.sockets])
         self.fd = lib.hp_rt_serve_start(listeners, len(worker.sockets), self.config,
                                         ffi.new("double[]", metrics.BUCKETS))

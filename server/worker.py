@@ -355,7 +355,7 @@ class HotplateWorker(ThreadWorker):
         head = [f"HTTP/{req.version[0]}.{req.version[1]} {status} {REASONS.get(status, 'Unknown')}\r\n"
                 f"Server: gunicorn\r\nDate: {self.http_date()}\r\n"
                 f"Connection: {'keep-alive' if keep else 'close'}\r\n"]
-        head += [f"{k}: {v}\r\n" for k, v in headers]
+        head += [f"{k}: {v}\r\n" for k, v in (*self.wsgi.stamp(), *headers)]
         head.append("\r\n")
         conn.sock.sendall("".join(head).encode("latin-1") + payload)
         return keep

@@ -150,6 +150,14 @@ def raw_exchange(url: str, data: bytes, until: bytes, timeout: float = 10) -> by
         return got
 
 
+def test_every_answer_names_the_release_that_gave_it(echo):
+    release = requests.get(echo.url + "/_hotplate/release", timeout=5).json()["release"]
+    assert release.startswith("r")
+    for path in ("/users/7", "/status/404"):  # an answer, and a handler's own error
+        r = requests.get(echo.url + path, timeout=5)
+        assert r.headers["X-Hotplate-Release"] == release, (echo.path, path, r.status_code, r.headers)
+
+
 def test_expect_100_continue_is_answered_before_the_body(echo):
     if echo.path == "wsgi":
         pytest.skip("gunicorn's own WSGI path")

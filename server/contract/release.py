@@ -14,6 +14,10 @@ from pathlib import Path
 
 #: The version of the release.json layout this code reads and writes.
 FORMAT = 1
+#: The response header naming the release that answered (both request paths:
+#: server/worker.py and serve.c's format_head), so a load balancer's log or a
+#: client can tell which release served each request during a rollout.
+RELEASE_HEADER = "X-Hotplate-Release"
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,7 @@ typedef struct {
     unsigned linger_ms;           /* ... and this long once the worker drains */
     int access_log_fd;            /* a line per request written here; -1: none */
     unsigned long long max_requests; /* drain after this many requests (HP_RT_EV_LIMIT); 0: never */
+    char release[32];             /* the release served: its id in every answer's X-Hotplate-Release */
 } hp_rt_serve_config;
 
 /* What the fast path gives Python (hp_rt_serve_next). */

@@ -550,8 +550,9 @@ typedef struct {
 static int format_head(char *out, size_t size, const request_line *rl, int status, const char *headers,
                        size_t headers_len, const char *extra)
 {
-    int n = snprintf(out, size, "HTTP/1.%d %d %s\r\nServer: hotplate\r\nDate: %s\r\nConnection: %s\r\n",
-                     rl->minor, status, reason(status), http_date(), rl->keep ? "keep-alive" : "close");
+    int n = snprintf(out, size, "HTTP/1.%d %d %s\r\nServer: hotplate\r\nDate: %s\r\nConnection: %s\r\n"
+                     "X-Hotplate-Release: %s\r\n", rl->minor, status, reason(status), http_date(),
+                     rl->keep ? "keep-alive" : "close", S.cfg.release);
     for (const char *p = headers, *end = headers + headers_len; p < end && n > 0 && (size_t)n < size;) {
         const char *name = p, *value = name + strlen(name) + 1;
         if (value >= end)

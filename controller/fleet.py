@@ -237,6 +237,11 @@ class FleetSource(RegistrySource):
         self.fleet = fleet
 
     def fetch(self) -> None:
+        """Also notes ``upcoming``: the release of a rollout that has not
+        reached this host's wave yet, which the host pulls and smoke-checks
+        ahead (the reconcile loop), so that its wave costs no pull."""
         rollout = self.fleet.rollout()
         desired = rollout.desired(self.fleet.host) if rollout else None
         self.live = desired.annotations() if desired else {}
+        self.upcoming = rollout.target.release if rollout and rollout.state == "Progressing" and \
+            desired is not rollout.target else None

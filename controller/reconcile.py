@@ -16,6 +16,7 @@ import logging
 import random
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
@@ -164,6 +165,8 @@ class Controller:
             self.cond.notify_all()
         if self.ready(tip).deploy:
             self.deploy_commit(tip, trigger)
+        elif self.source.upcoming and not self.state.release_path(self.source.upcoming).exists():
+            self.prefetch(self.source.upcoming)
 
     def vouch_fleet(self) -> None:
         """A follower's live release is verified once the fleet's rollout
@@ -251,6 +254,19 @@ class Controller:
                 error = e
             self.conclude(d, a, pipeline, error)
             return d
+
+    def prefetch(self, release: str) -> None:
+        """A follower: pull and smoke-check the release a rollout will
+        soon admit this host to, outside any deploy (nothing is switched).
+        Its wave's pull then finds it in place; a failure here is only
+        logged: that pull tries again, and its deploy records the outcome."""
+        started = time.monotonic()
+        try:
+            Pipeline(self.state, lambda line: None, source=self.source).fetch(release)
+            log.info("fleet: pulled %s ahead of this host's wave (%.0f ms)", release,
+                     (time.monotonic() - started) * 1000)
+        except Exception as e:
+            log.info("fleet: could not pull %s ahead of this host's wave (%s); its deploy pulls it", release, e)
 
     def pipeline(self, d: Deploy) -> Pipeline:
         return Pipeline(self.state, lambda line: self.emit(d, line), lambda m: self.emit_module(d, m),

@@ -94,7 +94,7 @@ int hp_rt_confine(char *err, size_t errlen)
 }
 
 /* From the signal handler: only a store, which is async-signal-safe. */
-void hp_note_trap(const siginfo_t *info) { trapped_nr = info->si_syscall; }
+void rt_note_trap(const siginfo_t *info) { trapped_nr = info->si_syscall; }
 
 const char *hp_rt_trapped_call(void)
 {

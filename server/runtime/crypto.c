@@ -12,7 +12,7 @@
 
 static char *hex(hp_request *req, const unsigned char *bin, size_t n)
 {
-    char *out = hp_arena_alloc(&req->arena, 2 * n + 1);
+    char *out = rt_arena_alloc(&req->arena, 2 * n + 1);
     return out ? sodium_bin2hex(out, 2 * n + 1, bin, n) : NULL;
 }
 
@@ -24,50 +24,50 @@ static void mac(unsigned char out[crypto_auth_hmacsha256_BYTES], const char *key
     crypto_auth_hmacsha256_final(&st, out);
 }
 
-char *hp_api_sha256_hex(hp_request *req, const void *data, size_t len)
+char *rt_api_sha256_hex(hp_request *req, const void *data, size_t len)
 {
     unsigned char d[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(d, data, len);
     return hex(req, d, sizeof d);
 }
 
-char *hp_api_hmac_sha256_hex(hp_request *req, const char *key, const void *data, size_t len)
+char *rt_api_hmac_sha256_hex(hp_request *req, const char *key, const void *data, size_t len)
 {
     unsigned char d[crypto_auth_hmacsha256_BYTES];
     mac(d, key, data, len);
     return hex(req, d, sizeof d);
 }
 
-int hp_api_equal(const void *a, const void *b, size_t len)
+int rt_api_equal(const void *a, const void *b, size_t len)
 {
     return sodium_memcmp(a, b, len) == 0;
 }
 
-void hp_api_random(void *out, size_t len)
+void rt_api_random(void *out, size_t len)
 {
     randombytes_buf(out, len);
 }
 
-char *hp_api_password_hash(hp_request *req, const char *password)
+char *rt_api_password_hash(hp_request *req, const char *password)
 {
-    char *out = hp_arena_alloc(&req->arena, crypto_pwhash_STRBYTES);
+    char *out = rt_arena_alloc(&req->arena, crypto_pwhash_STRBYTES);
     if (!out || crypto_pwhash_str(out, password, strlen(password), crypto_pwhash_OPSLIMIT_INTERACTIVE,
                                   crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
         return NULL;
     return out;
 }
 
-int hp_api_password_verify(const char *hash, const char *password)
+int rt_api_password_verify(const char *hash, const char *password)
 {
     return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
 }
 
 /* A token is base64url(payload) "." expiry "." base64url(HMAC of the first two parts). */
-char *hp_api_token_sign(hp_request *req, const char *key, const char *payload, long ttl_seconds)
+char *rt_api_token_sign(hp_request *req, const char *key, const char *payload, long ttl_seconds)
 {
     size_t plen = strlen(payload), b64 = sodium_base64_ENCODED_LEN(plen, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     size_t mlen = sodium_base64_ENCODED_LEN(crypto_auth_hmacsha256_BYTES, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    char *out = hp_arena_alloc(&req->arena, b64 + 24 + mlen);
+    char *out = rt_arena_alloc(&req->arena, b64 + 24 + mlen);
     if (!out)
         return NULL;
     sodium_bin2base64(out, b64, (const unsigned char *)payload, plen, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -80,7 +80,7 @@ char *hp_api_token_sign(hp_request *req, const char *key, const char *payload, l
     return out;
 }
 
-const char *hp_api_token_verify(hp_request *req, const char *key, const char *token)
+const char *rt_api_token_verify(hp_request *req, const char *key, const char *token)
 {
     const char *dot1 = strchr(token, '.'), *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
     if (!dot2 || strchr(dot2 + 1, '.'))
@@ -97,7 +97,7 @@ const char *hp_api_token_verify(hp_request *req, const char *key, const char *to
     if (end != dot2 || expiry < (long)time(NULL))
         return NULL;
     size_t b64 = (size_t)(dot1 - token), plen = 0;
-    char *payload = hp_arena_alloc(&req->arena, b64 + 1);
+    char *payload = rt_arena_alloc(&req->arena, b64 + 1);
     if (!payload || sodium_base642bin((unsigned char *)payload, b64, token, b64, NULL, &plen, NULL,
                                       sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return NULL;

@@ -30,7 +30,7 @@ static const char *header_param(hp_request *r, const char *h, size_t hlen, const
                 for (vend = v; vend < end && *vend != ';'; vend++) /* a slice of the body: no NUL to stop at */
                     ;
             }
-            return hp_arena_strndup(&r->arena, v, (size_t)(vend - v));
+            return rt_arena_strndup(&r->arena, v, (size_t)(vend - v));
         }
     }
     return NULL;
@@ -45,14 +45,14 @@ static int refuse(hp_request *r, const char *why)
 
 static int parse_urlencoded(hp_request *r)
 {
-    char *text = hp_arena_strndup(&r->arena, r->body, r->body_len);
+    char *text = rt_arena_strndup(&r->arena, r->body, r->body_len);
     size_t n;
-    hp_pair *pairs = text ? hp_split_pairs(r, text, '&', 1, &n) : NULL;
+    rt_pair *pairs = text ? rt_split_pairs(r, text, '&', 1, &n) : NULL;
     if (!pairs)
         return refuse(r, "out of memory");
     if (n > HP_FORM_MAX_FIELDS)
         return refuse(r, "form: more than 1000 fields (HP_FORM_MAX_FIELDS)");
-    if (!(r->form = hp_arena_alloc(&r->arena, (n ? n : 1) * sizeof *r->form)))
+    if (!(r->form = rt_arena_alloc(&r->arena, (n ? n : 1) * sizeof *r->form)))
         return refuse(r, "out of memory");
     for (size_t i = 0; i < n; i++)
         r->form[i] = (hp_part){.name = pairs[i].name, .data = pairs[i].value, .len = strlen(pairs[i].value)};
@@ -78,7 +78,7 @@ static int part_headers(hp_request *r, const char *p, const char *end, hp_part *
                 part->name = header_param(r, v, vlen, "name");
                 part->filename = header_param(r, v, vlen, "filename");
             } else if (klen == 12 && !strncasecmp(p, "Content-Type", 12)) {
-                part->content_type = hp_arena_strndup(&r->arena, v, vlen);
+                part->content_type = rt_arena_strndup(&r->arena, v, vlen);
             }
         }
         p += len + 2;
@@ -92,8 +92,8 @@ static int parse_multipart(hp_request *r, const char *content_type)
     size_t blen = boundary ? strlen(boundary) : 0;
     if (blen == 0 || blen > 70)
         return refuse(r, "multipart: no boundary, or one longer than 70 characters, in Content-Type");
-    char *delim = hp_arena_alloc(&r->arena, blen + 5);
-    if (!delim || !(r->form = hp_arena_alloc(&r->arena, 16 * sizeof *r->form)))
+    char *delim = rt_arena_alloc(&r->arena, blen + 5);
+    if (!delim || !(r->form = rt_arena_alloc(&r->arena, 16 * sizeof *r->form)))
         return refuse(r, "out of memory");
     memcpy(delim, "\r\n--", 4);
     memcpy(delim + 4, boundary, blen + 1);
@@ -119,7 +119,7 @@ static int parse_multipart(hp_request *r, const char *content_type)
         if (r->nform == HP_FORM_MAX_FIELDS)
             return refuse(r, "multipart: more than 1000 parts (HP_FORM_MAX_FIELDS)");
         if (r->nform == cap) {
-            hp_part *grown = hp_arena_alloc(&r->arena, 2 * cap * sizeof *grown);
+            hp_part *grown = rt_arena_alloc(&r->arena, 2 * cap * sizeof *grown);
             if (!grown)
                 return refuse(r, "out of memory");
             memcpy(grown, r->form, cap * sizeof *grown);
@@ -140,7 +140,7 @@ static void parse(hp_request *r)
     if (r->form_parsed)
         return;
     r->form_parsed = 1;
-    const char *type = hp_request_header(r, "content-type");
+    const char *type = rt_request_header(r, "content-type");
     if (!type)
         return;
     size_t tlen = strcspn(type, "; \t");
@@ -150,16 +150,16 @@ static void parse(hp_request *r)
         parse_multipart(r, type);
 }
 
-const char *hp_api_req_form(hp_request *r, const char *name)
+const char *rt_api_req_form(hp_request *r, const char *name)
 {
     parse(r);
     for (size_t i = 0; name && i < r->nform; i++)
         if (!strcmp(r->form[i].name, name)) /* a multipart slice has no NUL of its own */
-            return hp_arena_strndup(&r->arena, r->form[i].data, r->form[i].len);
+            return rt_arena_strndup(&r->arena, r->form[i].data, r->form[i].len);
     return NULL;
 }
 
-int hp_api_req_form_at(hp_request *r, size_t i, hp_part *part)
+int rt_api_req_form_at(hp_request *r, size_t i, hp_part *part)
 {
     parse(r);
     if (i >= r->nform || !part)
@@ -168,7 +168,7 @@ int hp_api_req_form_at(hp_request *r, size_t i, hp_part *part)
     return HP_OK;
 }
 
-const char *hp_api_req_form_error(hp_request *r)
+const char *rt_api_req_form_error(hp_request *r)
 {
     parse(r);
     return r->form_error;

@@ -104,7 +104,7 @@ static void on_signal(int sig, siginfo_t *info, void *ctx)
         return;
     }
     if (sig == SIGSYS)
-        hp_note_trap(info);
+        rt_note_trap(info);
     if (guard_active && guard_jump) {
         guard_active = 0;
         siglongjmp(*guard_jump, sig);
@@ -136,13 +136,13 @@ int hp_rt_setup(hp_rt_log_fn log)
 int hp_rt_abi_version(void) { return HP_ABI_VERSION; }
 
 /* The app's config set (hotplate config, config.yaml), for the process's life. */
-static hp_pair *app_config;
+static rt_pair *app_config;
 static size_t app_config_len;
 
 int hp_rt_config_set(const char *pairs, size_t len, size_t n)
 {
     char *copy = malloc(len ? len : 1);
-    hp_pair *table = malloc((n ? n : 1) * sizeof *table);
+    rt_pair *table = malloc((n ? n : 1) * sizeof *table);
     if (!copy || !table) {
         free(copy);
         free(table);
@@ -162,7 +162,7 @@ int hp_rt_config_set(const char *pairs, size_t len, size_t n)
     return 0;
 }
 
-const char *hp_api_config(const char *key)
+const char *rt_api_config(const char *key)
 {
     for (size_t i = 0; key && i < app_config_len; i++)
         if (!strcmp(app_config[i].name, key))
@@ -226,7 +226,7 @@ static int guarded_call(const hp_module *m, guarded_fn fn, void *arg, unsigned t
 
 /* Calls the log sink with the guard lifted: the sink is Python code, which
  * must never be jumped out of. */
-void hp_log_emit(int level, const hp_module *mod, const hp_request *req, const char *fmt, va_list ap)
+void rt_log_emit(int level, const hp_module *mod, const hp_request *req, const char *fmt, va_list ap)
 {
     char msg[4096];
     int was_active = guard_active;
@@ -245,13 +245,13 @@ void hp_rt_set_stream_sink(hp_rt_stream_fn sink)
     stream_sink = sink;
 }
 
-void hp_set_thread_stream_sink(hp_rt_stream_fn sink)
+void rt_set_thread_stream_sink(hp_rt_stream_fn sink)
 {
     thread_sink = sink;
 }
 
 /* Calls the stream sink with the guard lifted, as for the log sink. */
-int hp_stream_emit(int first, const hp_response *res, const char *data, size_t len)
+int rt_stream_emit(int first, const hp_response *res, const char *data, size_t len)
 {
     int was_active = guard_active;
     guard_active = 0;
@@ -375,7 +375,7 @@ void *hp_rt_module_load(const char *path, const char *name,
     locate_code(m);
     m->init = (int (*)(hp_module *))dlsym(m->dl, "hp_init");
     m->fini = (void (*)(hp_module *))dlsym(m->dl, "hp_fini");
-    bind(&hp_api_table);
+    bind(&rt_api_table);
     return m;
 }
 
@@ -488,7 +488,7 @@ static int call_job(void *arg)
 
 int hp_rt_job_run(void *module, void *fn, const char *id, const char *arg, size_t len, int *rc, int *sig)
 {
-    struct job_args args = {.fn = fn, .job = hp_job_new(module, id), .arg = arg, .len = len};
+    struct job_args args = {.fn = fn, .job = rt_job_new(module, id), .arg = arg, .len = len};
     if (!args.job)
         return HP_RT_NO_MEMORY;
     int result = guarded_call(module, call_job, &args, 0, rc, sig);
@@ -503,13 +503,13 @@ int hp_rt_dispatch(void *module, void *handler,
                    unsigned timeout_ms, int can_stream, hp_rt_result *out)
 {
     memset(out, 0, sizeof *out);
-    hp_request *req = hp_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
+    hp_request *req = rt_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
     req->res.can_stream = can_stream && (thread_sink || stream_sink);
     struct call_args args = {.handler = handler, .req = req};
     if (run_call(call_handler, &args, timeout_ms, out) == HP_RT_OK && !req->res.stream_started &&
-        hp_response_finish(&req->res))
+        rt_response_finish(&req->res))
         out->result = HP_RT_NO_MEMORY;
     out->streamed = req->res.stream_started;
     out->status = req->res.status;
@@ -528,12 +528,12 @@ int hp_rt_ws_event(void *module, void *handler, int event,
                    unsigned timeout_ms, hp_rt_result *out)
 {
     memset(out, 0, sizeof *out);
-    hp_request *req = hp_request_new(module, blob, blob_len, nparams, nheaders, NULL, 0);
+    hp_request *req = rt_request_new(module, blob, blob_len, nparams, nheaders, NULL, 0);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
     out->request = req;
-    hp_ws *ws = hp_arena_alloc(&req->arena, sizeof *ws);
-    unsigned char *copy = hp_arena_alloc(&req->arena, state_len + 1);
+    hp_ws *ws = rt_arena_alloc(&req->arena, sizeof *ws);
+    unsigned char *copy = rt_arena_alloc(&req->arena, state_len + 1);
     if (!ws || !copy)
         return out->result = HP_RT_NO_MEMORY;
     memcpy(copy, state, state_len);
@@ -552,6 +552,6 @@ int hp_rt_ws_event(void *module, void *handler, int event,
 
 void hp_rt_release(hp_rt_result *out)
 {
-    hp_request_free(out->request);
+    rt_request_free(out->request);
     out->request = NULL;
 }

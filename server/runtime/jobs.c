@@ -152,10 +152,10 @@ static void wake_runner(void)
     }
 }
 
-const char *hp_api_job_start(hp_request *req, const char *function, const void *arg, size_t len)
+const char *rt_api_job_start(hp_request *req, const char *function, const void *arg, size_t len)
 {
     unsigned char raw[16];
-    char *id = hp_arena_alloc(&req->arena, 33);
+    char *id = rt_arena_alloc(&req->arena, 33);
     if (!function || !*function || strlen(function) > 128 || !req->module ||
         !dlsym(req->module->dl, function)) {
         fail("module %s exports no function %s (HP_EXPORT int %s(hp_job *, const void *, size_t))",
@@ -193,10 +193,10 @@ const char *hp_api_job_start(hp_request *req, const char *function, const void *
 static char *column_text(hp_request *req, sqlite3_stmt *st, int i)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
-    return t ? hp_arena_strndup(&req->arena, (const char *)t, (size_t)sqlite3_column_bytes(st, i)) : NULL;
+    return t ? rt_arena_strndup(&req->arena, (const char *)t, (size_t)sqlite3_column_bytes(st, i)) : NULL;
 }
 
-int hp_api_job_status(hp_request *req, const char *id, hp_job_info *info)
+int rt_api_job_status(hp_request *req, const char *id, hp_job_info *info)
 {
     if (!valid_id(id) || !info)
         return fail("not a job id: %s", id ? id : "(NULL)");
@@ -208,7 +208,7 @@ int hp_api_job_status(hp_request *req, const char *id, hp_job_info *info)
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         size_t n = (size_t)sqlite3_column_bytes(st, 3);
-        char *result = hp_arena_alloc(&req->arena, n + 1);
+        char *result = rt_arena_alloc(&req->arena, n + 1);
         if (result) {
             memcpy(result, sqlite3_column_blob(st, 3) ?: "", n);
             result[n] = 0;
@@ -226,7 +226,7 @@ int hp_api_job_status(hp_request *req, const char *id, hp_job_info *info)
     return rc == SQLITE_ROW && info->state ? HP_OK : HP_ERROR;
 }
 
-int hp_api_job_cancel(const char *id)
+int rt_api_job_cancel(const char *id)
 {
     if (!valid_id(id))
         return fail("not a job id: %s", id ? id : "(NULL)");
@@ -243,7 +243,7 @@ int hp_api_job_cancel(const char *id)
     return sqlite3_changes(db) ? HP_OK : fail("no queued or running job %s", id);
 }
 
-int hp_api_job_list(hp_request *req, hp_json *j, int limit)
+int rt_api_job_list(hp_request *req, hp_json *j, int limit)
 {
     sqlite3_stmt *st = prepare("SELECT id, function, state, progress, message, created FROM jobs "
                                "WHERE module = ? ORDER BY created DESC LIMIT ?");
@@ -251,25 +251,25 @@ int hp_api_job_list(hp_request *req, hp_json *j, int limit)
         return HP_ERROR;
     sqlite3_bind_text(st, 1, req->module ? req->module->name : "", -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, limit > 0 ? limit : 100);
-    int rc = hp_json_w_begin(j, NULL, 0);
+    int rc = rt_json_w_begin(j, NULL, 0);
     while (rc == HP_OK && sqlite3_step(st) == SQLITE_ROW) {
         const char *message = (const char *)sqlite3_column_text(st, 4);
-        rc |= hp_json_w_begin(j, NULL, 1);
-        rc |= hp_json_w_string(j, "id", (const char *)sqlite3_column_text(st, 0), 32);
-        rc |= hp_json_w_string(j, "function", (const char *)sqlite3_column_text(st, 1),
+        rc |= rt_json_w_begin(j, NULL, 1);
+        rc |= rt_json_w_string(j, "id", (const char *)sqlite3_column_text(st, 0), 32);
+        rc |= rt_json_w_string(j, "function", (const char *)sqlite3_column_text(st, 1),
                                (size_t)sqlite3_column_bytes(st, 1));
-        rc |= hp_json_w_string(j, "state", (const char *)sqlite3_column_text(st, 2),
+        rc |= rt_json_w_string(j, "state", (const char *)sqlite3_column_text(st, 2),
                                (size_t)sqlite3_column_bytes(st, 2));
-        rc |= hp_json_w_int(j, "progress", sqlite3_column_int(st, 3));
-        rc |= message ? hp_json_w_string(j, "message", message, strlen(message)) : hp_json_w_null(j, "message");
-        rc |= hp_json_w_double(j, "created", sqlite3_column_double(st, 5));
-        rc |= hp_json_w_end(j, 1);
+        rc |= rt_json_w_int(j, "progress", sqlite3_column_int(st, 3));
+        rc |= message ? rt_json_w_string(j, "message", message, strlen(message)) : rt_json_w_null(j, "message");
+        rc |= rt_json_w_double(j, "created", sqlite3_column_double(st, 5));
+        rc |= rt_json_w_end(j, 1);
     }
     sqlite3_finalize(st);
-    return rc == HP_OK ? hp_json_w_end(j, 0) : HP_ERROR;
+    return rc == HP_OK ? rt_json_w_end(j, 0) : HP_ERROR;
 }
 
-int hp_api_job_events(hp_request *req, const char *id, long long since, hp_json *j)
+int rt_api_job_events(hp_request *req, const char *id, long long since, hp_json *j)
 {
     (void)req;
     if (!valid_id(id))
@@ -279,27 +279,27 @@ int hp_api_job_events(hp_request *req, const char *id, long long since, hp_json 
         return HP_ERROR;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, since);
-    int rc = hp_json_w_begin(j, NULL, 0);
+    int rc = rt_json_w_begin(j, NULL, 0);
     while (rc == HP_OK && sqlite3_step(st) == SQLITE_ROW) {
-        rc |= hp_json_w_begin(j, NULL, 1);
-        rc |= hp_json_w_int(j, "seq", sqlite3_column_int64(st, 0));
-        rc |= hp_json_w_double(j, "at", sqlite3_column_double(st, 1));
-        rc |= hp_json_w_string(j, "data", (const char *)sqlite3_column_text(st, 2),
+        rc |= rt_json_w_begin(j, NULL, 1);
+        rc |= rt_json_w_int(j, "seq", sqlite3_column_int64(st, 0));
+        rc |= rt_json_w_double(j, "at", sqlite3_column_double(st, 1));
+        rc |= rt_json_w_string(j, "data", (const char *)sqlite3_column_text(st, 2),
                                (size_t)sqlite3_column_bytes(st, 2));
-        rc |= hp_json_w_end(j, 1);
+        rc |= rt_json_w_end(j, 1);
     }
     sqlite3_finalize(st);
-    return rc == HP_OK ? hp_json_w_end(j, 0) : HP_ERROR;
+    return rc == HP_OK ? rt_json_w_end(j, 0) : HP_ERROR;
 }
 
-const char *hp_api_job_error(void)
+const char *rt_api_job_error(void)
 {
     return last_error;
 }
 
 /* -- inside a job ---------------------------------------------------------- */
 
-hp_job *hp_job_new(hp_module *module, const char *id)
+hp_job *rt_job_new(hp_module *module, const char *id)
 {
     hp_job *job = calloc(1, sizeof *job);
     if (job) {
@@ -309,7 +309,7 @@ hp_job *hp_job_new(hp_module *module, const char *id)
     return job;
 }
 
-const char *hp_api_job_id(const hp_job *job)
+const char *rt_api_job_id(const hp_job *job)
 {
     return job->id;
 }
@@ -325,12 +325,12 @@ static int add_event(const hp_job *job, const char *text)
     return run(st);
 }
 
-int hp_api_job_event(hp_job *job, const char *text)
+int rt_api_job_event(hp_job *job, const char *text)
 {
     return text ? add_event(job, text) : fail("event text is NULL");
 }
 
-int hp_api_job_progress(hp_job *job, int percent, const char *message)
+int rt_api_job_progress(hp_job *job, int percent, const char *message)
 {
     char event[1024];
     percent = percent < 0 ? 0 : percent > 100 ? 100 : percent;
@@ -343,20 +343,20 @@ int hp_api_job_progress(hp_job *job, int percent, const char *message)
     if (run(st) != HP_OK)
         return HP_ERROR;
     hp_buf b;
-    hp_arena a;
-    hp_arena_init(&a, NULL, 0);
-    hp_buf_init(&b, &a);
+    rt_arena a;
+    rt_arena_init(&a, NULL, 0);
+    rt_buf_init(&b, &a);
     hp_json w;
-    hp_json_init(&w, &b);
-    int rc = hp_json_w_begin(&w, NULL, 1) | hp_json_w_int(&w, "progress", percent) |
-             (message ? hp_json_w_string(&w, "message", message, strlen(message)) : hp_json_w_null(&w, "message")) |
-             hp_json_w_end(&w, 1) | hp_buf_add(&b, "", 1);
+    rt_json_init(&w, &b);
+    int rc = rt_json_w_begin(&w, NULL, 1) | rt_json_w_int(&w, "progress", percent) |
+             (message ? rt_json_w_string(&w, "message", message, strlen(message)) : rt_json_w_null(&w, "message")) |
+             rt_json_w_end(&w, 1) | rt_buf_add(&b, "", 1);
     snprintf(event, sizeof event, "%s", rc == HP_OK ? b.data : "{}");
-    hp_arena_free(&a);
+    rt_arena_free(&a);
     return add_event(job, event);
 }
 
-int hp_api_job_result(hp_job *job, const void *data, size_t len)
+int rt_api_job_result(hp_job *job, const void *data, size_t len)
 {
     sqlite3_stmt *st = prepare("UPDATE jobs SET result = ? WHERE id = ?");
     if (!st)
@@ -366,7 +366,7 @@ int hp_api_job_result(hp_job *job, const void *data, size_t len)
     return run(st);
 }
 
-int hp_api_job_cancelled(hp_job *job)
+int rt_api_job_cancelled(hp_job *job)
 {
     double t = now();
     if (job->cancelled || t < job->next_check)

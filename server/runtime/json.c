@@ -8,7 +8,7 @@
 
 #include "runtime.h"
 
-void hp_json_init(hp_json *j, hp_buf *buf)
+void rt_json_init(hp_json *j, hp_buf *buf)
 {
     memset(j, 0, sizeof *j);
     j->buf = buf;
@@ -34,7 +34,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-int hp_utf8_valid(const char *s, size_t n)
+int rt_utf8_valid(const char *s, size_t n)
 {
     for (size_t i = 0, adv; i < n; i += adv)
         if ((adv = utf8_seq((const unsigned char *)s + i, n - i)) == 0)
@@ -55,7 +55,7 @@ static int put_string(hp_buf *b, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t start = 0, i = 0;
-    if (hp_buf_add(b, "\"", 1)) return HP_ERROR;
+    if (rt_buf_add(b, "\"", 1)) return HP_ERROR;
     while (i < n) {
         if (plain(s[i])) {
             i++;
@@ -75,13 +75,13 @@ static int put_string(hp_buf *b, const char *str, size_t n)
         else if (c < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", c); esc = tmp; }
         else if (c >= 0x80 && (adv = utf8_seq(s + i, n - i)) == 0) { esc = "\\ufffd"; adv = 1; }
         if (esc) {
-            if (hp_buf_add(b, s + start, i - start) || hp_buf_add(b, esc, strlen(esc)))
+            if (rt_buf_add(b, s + start, i - start) || rt_buf_add(b, esc, strlen(esc)))
                 return HP_ERROR;
             start = i + adv;
         }
         i += adv;
     }
-    if (hp_buf_add(b, s + start, n - start) || hp_buf_add(b, "\"", 1)) return HP_ERROR;
+    if (rt_buf_add(b, s + start, n - start) || rt_buf_add(b, "\"", 1)) return HP_ERROR;
     return HP_OK;
 }
 
@@ -105,18 +105,18 @@ static int put_value(hp_json *j, const char *key, const char *text, size_t text_
             line[n++] = *k++;
         if (*k) { /* a long key, or one that needs escapes: the general way */
             n -= (size_t)(k - key) + 1;
-            if (hp_buf_add(j->buf, line, n) || put_string(j->buf, key, strlen(key)) || hp_buf_add(j->buf, ":", 1))
+            if (rt_buf_add(j->buf, line, n) || put_string(j->buf, key, strlen(key)) || rt_buf_add(j->buf, ":", 1))
                 return HP_ERROR;
-            return hp_buf_add(j->buf, text, text_len);
+            return rt_buf_add(j->buf, text, text_len);
         }
         line[n++] = '"';
         line[n++] = ':';
     }
     if (text_len <= sizeof line - n) {
         memcpy(line + n, text, text_len);
-        return hp_buf_add(j->buf, line, n + text_len);
+        return rt_buf_add(j->buf, line, n + text_len);
     }
-    return hp_buf_add(j->buf, line, n) || hp_buf_add(j->buf, text, text_len) ? HP_ERROR : HP_OK;
+    return rt_buf_add(j->buf, line, n) || rt_buf_add(j->buf, text, text_len) ? HP_ERROR : HP_OK;
 }
 
 static int begin_value(hp_json *j, const char *key)
@@ -182,27 +182,27 @@ static size_t format_double(char out[32], double v)
     return (size_t)snprintf(out, 32, "%.17g", v);
 }
 
-int hp_json_w_begin(hp_json *j, const char *key, int object)
+int rt_json_w_begin(hp_json *j, const char *key, int object)
 {
     if (j->depth >= HP_JSON_MAX_DEPTH || begin_value(j, key)) return HP_ERROR;
-    if (hp_buf_add(j->buf, object ? "{" : "[", 1)) return HP_ERROR;
+    if (rt_buf_add(j->buf, object ? "{" : "[", 1)) return HP_ERROR;
     j->depth++;
     j->is_object[j->depth] = (unsigned char)object;
     j->has_items[j->depth] = 0;
     return HP_OK;
 }
 
-int hp_json_w_end(hp_json *j, int object)
+int rt_json_w_end(hp_json *j, int object)
 {
     if (j->depth == 0 || j->is_object[j->depth] != object) return HP_ERROR;
-    if (hp_buf_add(j->buf, object ? "}" : "]", 1)) return HP_ERROR;
+    if (rt_buf_add(j->buf, object ? "}" : "]", 1)) return HP_ERROR;
     j->depth--;
     return HP_OK;
 }
 
-int hp_json_w_string(hp_json *j, const char *key, const char *s, size_t len)
+int rt_json_w_string(hp_json *j, const char *key, const char *s, size_t len)
 {
-    if (!s) return hp_json_w_null(j, key);
+    if (!s) return rt_json_w_null(j, key);
     char quoted[64];
     if (len + 2 <= sizeof quoted) { /* short and plain: with its key, in one copy */
         size_t i = 0;
@@ -219,25 +219,25 @@ int hp_json_w_string(hp_json *j, const char *key, const char *s, size_t len)
     return put_string(j->buf, s, len);
 }
 
-int hp_json_w_int(hp_json *j, const char *key, long long v)
+int rt_json_w_int(hp_json *j, const char *key, long long v)
 {
     char tmp[32];
     return put_value(j, key, tmp, format_int(tmp, v));
 }
 
-int hp_json_w_double(hp_json *j, const char *key, double v)
+int rt_json_w_double(hp_json *j, const char *key, double v)
 {
     char tmp[32];
     if (!isfinite(v)) return put_scalar(j, key, "null");
     return put_value(j, key, tmp, format_double(tmp, v));
 }
 
-int hp_json_w_bool(hp_json *j, const char *key, int v)
+int rt_json_w_bool(hp_json *j, const char *key, int v)
 {
     return put_scalar(j, key, v ? "true" : "false");
 }
 
-int hp_json_w_null(hp_json *j, const char *key)
+int rt_json_w_null(hp_json *j, const char *key)
 {
     return put_scalar(j, key, "null");
 }

@@ -11,9 +11,9 @@
 #define ALIGN (_Alignof(max_align_t))
 #define MIN_BLOCK 8192
 
-void hp_arena_init(hp_arena *a, void *first, size_t first_size)
+void rt_arena_init(rt_arena *a, void *first, size_t first_size)
 {
-    hp_arena_block *b = first;
+    rt_arena_block *b = first;
     a->head = a->embedded = NULL;
     if (first && first_size > sizeof *b) {
         b->next = NULL;
@@ -23,9 +23,9 @@ void hp_arena_init(hp_arena *a, void *first, size_t first_size)
     }
 }
 
-void *hp_arena_alloc(hp_arena *a, size_t size)
+void *rt_arena_alloc(rt_arena *a, size_t size)
 {
-    hp_arena_block *b = a->head;
+    rt_arena_block *b = a->head;
     size_t need = (size + ALIGN - 1) & ~(ALIGN - 1);
     if (need < size)
         return NULL;
@@ -35,7 +35,7 @@ void *hp_arena_alloc(hp_arena *a, size_t size)
             bsize = b->size * 2 > need ? b->size * 2 : need;
         if (bsize > SIZE_MAX - sizeof *b)
             return NULL;
-        hp_arena_block *nb = malloc(sizeof *nb + bsize);
+        rt_arena_block *nb = malloc(sizeof *nb + bsize);
         if (!nb)
             return NULL;
         nb->next = b;
@@ -48,11 +48,11 @@ void *hp_arena_alloc(hp_arena *a, size_t size)
     return p;
 }
 
-void hp_arena_free(hp_arena *a)
+void rt_arena_free(rt_arena *a)
 {
-    hp_arena_block *b = a->head;
+    rt_arena_block *b = a->head;
     while (b) {
-        hp_arena_block *next = b->next;
+        rt_arena_block *next = b->next;
         if (b != a->embedded)
             free(b);
         b = next;
@@ -60,9 +60,9 @@ void hp_arena_free(hp_arena *a)
     a->head = a->embedded = NULL;
 }
 
-char *hp_arena_strndup(hp_arena *a, const char *s, size_t len)
+char *rt_arena_strndup(rt_arena *a, const char *s, size_t len)
 {
-    char *p = hp_arena_alloc(a, len + 1);
+    char *p = rt_arena_alloc(a, len + 1);
     if (!p)
         return NULL;
     memcpy(p, s, len);
@@ -70,7 +70,7 @@ char *hp_arena_strndup(hp_arena *a, const char *s, size_t len)
     return p;
 }
 
-void hp_buf_init(hp_buf *b, hp_arena *a)
+void rt_buf_init(hp_buf *b, rt_arena *a)
 {
     b->arena = a;
     b->data = "";
@@ -89,7 +89,7 @@ static int buf_reserve(hp_buf *b, size_t extra)
     }
     /* The old block stays in the arena until the request ends: growth by
      * doubling bounds the waste at the final size. */
-    char *p = hp_arena_alloc(b->arena, cap);
+    char *p = rt_arena_alloc(b->arena, cap);
     if (!p)
         return HP_ERROR;
     memcpy(p, b->data, b->len + 1);
@@ -98,7 +98,7 @@ static int buf_reserve(hp_buf *b, size_t extra)
     return HP_OK;
 }
 
-int hp_buf_add(hp_buf *b, const void *data, size_t len)
+int rt_buf_add(hp_buf *b, const void *data, size_t len)
 {
     if (buf_reserve(b, len) != HP_OK)
         return HP_ERROR;
@@ -108,7 +108,7 @@ int hp_buf_add(hp_buf *b, const void *data, size_t len)
     return HP_OK;
 }
 
-int hp_buf_vfmt(hp_buf *b, const char *fmt, va_list ap)
+int rt_buf_vfmt(hp_buf *b, const char *fmt, va_list ap)
 {
     va_list ap2;
     va_copy(ap2, ap);
@@ -121,7 +121,7 @@ int hp_buf_vfmt(hp_buf *b, const char *fmt, va_list ap)
     return HP_OK;
 }
 
-int hp_str_caseeq(const char *a, const char *b)
+int rt_str_caseeq(const char *a, const char *b)
 {
     for (; *a && *b; a++, b++)
         if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
@@ -137,9 +137,9 @@ static int hexval(int c)
     return -1;
 }
 
-char *hp_decode_url(hp_arena *a, const char *s, size_t len, size_t *out_len)
+char *rt_decode_url(rt_arena *a, const char *s, size_t len, size_t *out_len)
 {
-    char *out = hp_arena_alloc(a, len + 1), *o = out;
+    char *out = rt_arena_alloc(a, len + 1), *o = out;
     if (!out)
         return NULL;
     for (size_t i = 0; i < len; i++) {
@@ -161,10 +161,10 @@ char *hp_decode_url(hp_arena *a, const char *s, size_t len, size_t *out_len)
     return out;
 }
 
-char *hp_escape_html(hp_arena *a, const char *s)
+char *rt_escape_html(rt_arena *a, const char *s)
 {
     hp_buf b;
-    hp_buf_init(&b, a);
+    rt_buf_init(&b, a);
     for (const char *p = s; *p; p++) {
         const char *rep = NULL;
         switch (*p) {
@@ -174,8 +174,8 @@ char *hp_escape_html(hp_arena *a, const char *s)
         case '"': rep = "&quot;"; break;
         case '\'': rep = "&#39;"; break;
         }
-        if (rep ? hp_buf_add(&b, rep, strlen(rep)) : hp_buf_add(&b, p, 1))
+        if (rep ? rt_buf_add(&b, rep, strlen(rep)) : rt_buf_add(&b, p, 1))
             return NULL;
     }
-    return b.len ? b.data : hp_arena_strndup(a, "", 0);
+    return b.len ? b.data : rt_arena_strndup(a, "", 0);
 }

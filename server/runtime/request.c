@@ -29,12 +29,12 @@ static const char *next_field(const char **p, const char *end)
 
 /* "HTTP_USER_AGENT" or "USER-AGENT" -> "User-Agent", the form handlers see
  * when listing headers. */
-static char *canonical_header(hp_arena *a, const char *environ_key)
+static char *canonical_header(rt_arena *a, const char *environ_key)
 {
     if (!strncmp(environ_key, "HTTP_", 5))
         environ_key += 5;
     size_t n = strlen(environ_key);
-    char *out = hp_arena_strndup(a, environ_key, n);
+    char *out = rt_arena_strndup(a, environ_key, n);
     int word_start = 1;
     for (size_t i = 0; out && i < n; i++) {
         if (out[i] == '_' || out[i] == '-') {
@@ -49,9 +49,9 @@ static char *canonical_header(hp_arena *a, const char *environ_key)
 }
 
 static int read_pairs(hp_request *r, const char **p, const char *end, size_t n,
-                      hp_pair **out, int canonical)
+                      rt_pair **out, int canonical)
 {
-    *out = hp_arena_alloc(&r->arena, (n ? n : 1) * sizeof **out);
+    *out = rt_arena_alloc(&r->arena, (n ? n : 1) * sizeof **out);
     if (!*out)
         return HP_ERROR;
     for (size_t i = 0; i < n; i++) {
@@ -66,7 +66,7 @@ static int read_pairs(hp_request *r, const char **p, const char *end, size_t n,
     return HP_OK;
 }
 
-hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
+hp_request *rt_request_new(hp_module *mod, const char *blob, size_t blob_len,
                            size_t nparams, size_t nheaders,
                            const char *body, size_t body_len)
 {
@@ -75,7 +75,7 @@ hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
         return NULL;
     hp_request *r = &st->req;
     memset(r, 0, sizeof *r);
-    hp_arena_init(&r->arena, st->first_block, sizeof st->first_block);
+    rt_arena_init(&r->arena, st->first_block, sizeof st->first_block);
     r->module = mod;
     const char *p = blob, *end = blob + blob_len;
     const char **fields[] = {&r->method, &r->path, &r->query_string,
@@ -92,29 +92,29 @@ hp_request *hp_request_new(hp_module *mod, const char *blob, size_t blob_len,
     r->body_len = body ? body_len : 0;
     r->res.status = 200;
     r->res.content_type = "text/plain; charset=utf-8";
-    hp_buf_init(&r->res.body, &r->arena);
-    hp_buf_init(&r->res.headers, &r->arena);
-    hp_buf_init(&r->outbox, &r->arena);
+    rt_buf_init(&r->res.body, &r->arena);
+    rt_buf_init(&r->res.headers, &r->arena);
+    rt_buf_init(&r->outbox, &r->arena);
     return r;
 fail:
-    hp_request_free(r);
+    rt_request_free(r);
     return NULL;
 }
 
-void hp_request_free(hp_request *r)
+void rt_request_free(hp_request *r)
 {
     if (!r)
         return;
     if (r->json)
         json_decref(r->json);
-    hp_arena_free(&r->arena);
+    rt_arena_free(&r->arena);
     free(r);
 }
 
-static const char *find(const hp_pair *pairs, size_t n, const char *name, int nocase)
+static const char *find(const rt_pair *pairs, size_t n, const char *name, int nocase)
 {
     for (size_t i = 0; i < n; i++)
-        if (nocase ? hp_str_caseeq(pairs[i].name, name) : !strcmp(pairs[i].name, name))
+        if (nocase ? rt_str_caseeq(pairs[i].name, name) : !strcmp(pairs[i].name, name))
             return pairs[i].value;
     return NULL;
 }
@@ -147,12 +147,12 @@ static int req_param_int(const hp_request *r, const char *name, long long *out)
 }
 
 /* Splits "a=1&b=2" (query, form) or "a=1; b=2" (cookies) into pairs. */
-hp_pair *hp_split_pairs(hp_request *r, const char *s, char sep, int decode, size_t *n)
+rt_pair *rt_split_pairs(hp_request *r, const char *s, char sep, int decode, size_t *n)
 {
     size_t cap = 1;
     for (const char *p = s; *p; p++)
         cap += *p == sep;
-    hp_pair *pairs = hp_arena_alloc(&r->arena, cap * sizeof *pairs);
+    rt_pair *pairs = rt_arena_alloc(&r->arena, cap * sizeof *pairs);
     *n = 0;
     while (pairs && *s) {
         while (*s == ' ' || *s == sep)
@@ -166,8 +166,8 @@ hp_pair *hp_split_pairs(hp_request *r, const char *s, char sep, int decode, size
         if (!decode && vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"')
             v++, vlen -= 2;
         if (len) {
-            pairs[*n].name = decode ? hp_decode_url(&r->arena, s, klen, NULL) : hp_arena_strndup(&r->arena, s, klen);
-            pairs[*n].value = decode ? hp_decode_url(&r->arena, v, vlen, NULL) : hp_arena_strndup(&r->arena, v, vlen);
+            pairs[*n].name = decode ? rt_decode_url(&r->arena, s, klen, NULL) : rt_arena_strndup(&r->arena, s, klen);
+            pairs[*n].value = decode ? rt_decode_url(&r->arena, v, vlen, NULL) : rt_arena_strndup(&r->arena, v, vlen);
             if (!pairs[*n].name || !pairs[*n].value)
                 return NULL;
             (*n)++;
@@ -178,10 +178,10 @@ hp_pair *hp_split_pairs(hp_request *r, const char *s, char sep, int decode, size
 }
 
 /* The decoded query parameters, split on first use. */
-static hp_pair *query_pairs(hp_request *r)
+static rt_pair *query_pairs(hp_request *r)
 {
     if (!r->query_parsed) {
-        r->query = hp_split_pairs(r, r->query_string, '&', 1, &r->nquery);
+        r->query = rt_split_pairs(r, r->query_string, '&', 1, &r->nquery);
         r->query_parsed = 1;
     }
     return r->query;
@@ -192,7 +192,7 @@ static const char *req_query(hp_request *r, const char *name)
     return query_pairs(r) ? find(r->query, r->nquery, name, 0) : NULL;
 }
 
-static int pair_at(const hp_pair *pairs, size_t n, size_t i, const char **name, const char **value)
+static int pair_at(const rt_pair *pairs, size_t n, size_t i, const char **name, const char **value)
 {
     if (!pairs || i >= n)
         return HP_ERROR;
@@ -203,30 +203,30 @@ static int pair_at(const hp_pair *pairs, size_t n, size_t i, const char **name, 
 
 static int req_query_at(hp_request *r, size_t i, const char **name, const char **value)
 {
-    const hp_pair *pairs = query_pairs(r);  /* before reading nquery, which it sets */
+    const rt_pair *pairs = query_pairs(r);  /* before reading nquery, which it sets */
     return pair_at(pairs, r->nquery, i, name, value);
 }
 
 /* Repeated headers come joined with ", ", Cookie headers with "; " (RFC
  * 9113 8.2.3). The arena is the request's own bookkeeping, so a const
  * request may still allocate the joined text. */
-const char *hp_request_header(const hp_request *r, const char *name)
+const char *rt_request_header(const hp_request *r, const char *name)
 {
-    const char *first = NULL, *sep = hp_str_caseeq(name, "Cookie") ? "; " : ", ";
+    const char *first = NULL, *sep = rt_str_caseeq(name, "Cookie") ? "; " : ", ";
     hp_buf joined = {0};
     for (size_t i = 0; i < r->nheaders; i++) {
-        if (!hp_str_caseeq(r->headers[i].name, name))
+        if (!rt_str_caseeq(r->headers[i].name, name))
             continue;
         if (!first) {
             first = r->headers[i].value;
             continue;
         }
         if (!joined.arena) {
-            hp_buf_init(&joined, (hp_arena *)&r->arena);
-            if (hp_buf_add(&joined, first, strlen(first)))
+            rt_buf_init(&joined, (rt_arena *)&r->arena);
+            if (rt_buf_add(&joined, first, strlen(first)))
                 return first;
         }
-        if (hp_buf_add(&joined, sep, 2) || hp_buf_add(&joined, r->headers[i].value, strlen(r->headers[i].value)))
+        if (rt_buf_add(&joined, sep, 2) || rt_buf_add(&joined, r->headers[i].value, strlen(r->headers[i].value)))
             return first;
     }
     return joined.arena ? joined.data : first;
@@ -238,11 +238,11 @@ static int req_header_at(const hp_request *r, size_t i, const char **name, const
 }
 
 /* The cookies of the Cookie header, split on first use. */
-static hp_pair *cookie_pairs(hp_request *r)
+static rt_pair *cookie_pairs(hp_request *r)
 {
     if (!r->cookies_parsed) {
-        const char *h = hp_request_header(r, "Cookie");
-        r->cookies = hp_split_pairs(r, h ? h : "", ';', 0, &r->ncookies);
+        const char *h = rt_request_header(r, "Cookie");
+        r->cookies = rt_split_pairs(r, h ? h : "", ';', 0, &r->ncookies);
         r->cookies_parsed = 1;
     }
     return r->cookies;
@@ -255,7 +255,7 @@ static const char *req_cookie(hp_request *r, const char *name)
 
 static int req_cookie_at(hp_request *r, size_t i, const char **name, const char **value)
 {
-    const hp_pair *pairs = cookie_pairs(r);  /* before reading ncookies, which it sets */
+    const rt_pair *pairs = cookie_pairs(r);  /* before reading ncookies, which it sets */
     return pair_at(pairs, r->ncookies, i, name, value);
 }
 
@@ -276,7 +276,7 @@ static struct json_t *req_json(hp_request *r, const char **error)
         if (!r->json && error) {
             char line[JSON_ERROR_TEXT_LENGTH + 64];
             snprintf(line, sizeof line, "line %d, column %d: %s", err.line, err.column, err.text);
-            *error = hp_arena_strndup(&r->arena, line, strlen(line));
+            *error = rt_arena_strndup(&r->arena, line, strlen(line));
         }
     }
     return r->json;
@@ -301,8 +301,8 @@ static int res_header(hp_response *res, const char *name, const char *value)
 {
     if (!*name || !clean_header_text(name) || strchr(name, ':') || !clean_header_text(value))
         return HP_ERROR;
-    if (hp_buf_add(&res->headers, name, strlen(name) + 1) ||
-        hp_buf_add(&res->headers, value, strlen(value) + 1))
+    if (rt_buf_add(&res->headers, name, strlen(name) + 1) ||
+        rt_buf_add(&res->headers, value, strlen(value) + 1))
         return HP_ERROR;
     return HP_OK;
 }
@@ -311,7 +311,7 @@ static int buf_printf(hp_buf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int rc = hp_buf_vfmt(b, fmt, ap);
+    int rc = rt_buf_vfmt(b, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -347,7 +347,7 @@ static int res_cookie(hp_response *res, const hp_cookie *c)
         (site == 3 && !(c->flags & HP_COOKIE_SECURE)))
         return HP_ERROR;
     hp_buf b;
-    hp_buf_init(&b, &owner(res)->arena);
+    rt_buf_init(&b, &owner(res)->arena);
     char age[32] = "";
     if (c->max_age >= 0)
         snprintf(age, sizeof age, "; Max-Age=%ld", c->max_age);
@@ -372,7 +372,7 @@ static int res_remove_header(hp_response *res, const char *name)
     size_t kept = 0;
     for (size_t at = 0; at < h->len;) {
         size_t n = strlen(h->data + at) + 1, v = strlen(h->data + at + n) + 1;
-        if (!hp_str_caseeq(h->data + at, name)) {
+        if (!rt_str_caseeq(h->data + at, name)) {
             memmove(h->data + kept, h->data + at, n + v);
             kept += n + v;
         }
@@ -381,7 +381,7 @@ static int res_remove_header(hp_response *res, const char *name)
     h->len = kept;
     if (h->data)
         h->data[kept] = 0;
-    if (hp_str_caseeq(name, "Content-Type"))
+    if (rt_str_caseeq(name, "Content-Type"))
         res->content_type = NULL;
     return HP_OK;
 }
@@ -389,7 +389,7 @@ static int res_remove_header(hp_response *res, const char *name)
 static void res_content_type(hp_response *res, const char *type)
 {
     if (clean_header_text(type))
-        res->content_type = hp_arena_strndup(&owner(res)->arena, type, strlen(type));
+        res->content_type = rt_arena_strndup(&owner(res)->arena, type, strlen(type));
 }
 
 /* Sends what the body holds as one part of a streamed response (the status
@@ -400,13 +400,13 @@ static int stream_out(hp_response *res)
     if (res->stream_failed)
         return HP_ERROR;
     if (!res->stream_started) {
-        if (hp_response_finish(res) || hp_stream_emit(1, res, NULL, 0)) {
+        if (rt_response_finish(res) || rt_stream_emit(1, res, NULL, 0)) {
             res->stream_failed = 1;
             return HP_ERROR;
         }
         res->stream_started = 1;
     }
-    if (res->body.len && hp_stream_emit(0, res, res->body.data, res->body.len))
+    if (res->body.len && rt_stream_emit(0, res, res->body.data, res->body.len))
         res->stream_failed = 1;
     res->body.len = 0;
     return res->stream_failed ? HP_ERROR : HP_OK;
@@ -420,12 +420,12 @@ static int wrote(hp_response *res, int rc)
 
 static int res_write(hp_response *res, const void *data, size_t len)
 {
-    return wrote(res, res->stream_failed ? HP_ERROR : hp_buf_add(&res->body, data, len));
+    return wrote(res, res->stream_failed ? HP_ERROR : rt_buf_add(&res->body, data, len));
 }
 
 static int res_vprintf(hp_response *res, const char *fmt, va_list ap)
 {
-    return wrote(res, res->stream_failed ? HP_ERROR : hp_buf_vfmt(&res->body, fmt, ap));
+    return wrote(res, res->stream_failed ? HP_ERROR : rt_buf_vfmt(&res->body, fmt, ap));
 }
 
 static int res_stream(hp_response *res)
@@ -455,25 +455,25 @@ static hp_buf *res_body(hp_response *res) { return &res->body; }
 static hp_json *res_json(hp_response *res)
 {
     res->content_type = "application/json";
-    hp_json_init(&res->json, &res->body);
+    rt_json_init(&res->json, &res->body);
     return &res->json;
 }
 
-int hp_response_finish(hp_response *res)
+int rt_response_finish(hp_response *res)
 {
     if (!res->content_type)
         return HP_OK;
     return res_header(res, "Content-Type", res->content_type);
 }
 
-static void *api_alloc(hp_request *r, size_t n) { return hp_arena_alloc(&r->arena, n); }
-static char *api_strndup(hp_request *r, const char *s, size_t n) { return hp_arena_strndup(&r->arena, s, n); }
+static void *api_alloc(hp_request *r, size_t n) { return rt_arena_alloc(&r->arena, n); }
+static char *api_strndup(hp_request *r, const char *s, size_t n) { return rt_arena_strndup(&r->arena, s, n); }
 
 static hp_buf *buf_new(hp_request *r)
 {
-    hp_buf *b = hp_arena_alloc(&r->arena, sizeof *b);
+    hp_buf *b = rt_arena_alloc(&r->arena, sizeof *b);
     if (b)
-        hp_buf_init(b, &r->arena);
+        rt_buf_init(b, &r->arena);
     return b;
 }
 
@@ -482,28 +482,28 @@ static size_t buf_len(const hp_buf *b) { return b->len; }
 
 static char *url_decode(hp_request *r, const char *s, size_t len, size_t *out_len)
 {
-    return hp_decode_url(&r->arena, s, len, out_len);
+    return rt_decode_url(&r->arena, s, len, out_len);
 }
 
-static char *html_escape(hp_request *r, const char *s) { return hp_escape_html(&r->arena, s); }
+static char *html_escape(hp_request *r, const char *s) { return rt_escape_html(&r->arena, s); }
 
 static hp_json *api_json_new(hp_buf *buf)
 {
-    hp_json *j = hp_arena_alloc(buf->arena, sizeof *j);
+    hp_json *j = rt_arena_alloc(buf->arena, sizeof *j);
     if (j)
-        hp_json_init(j, buf);
+        rt_json_init(j, buf);
     return j;
 }
 
-static int api_json_begin_object(hp_json *j, const char *key) { return hp_json_w_begin(j, key, 1); }
-static int api_json_end_object(hp_json *j) { return hp_json_w_end(j, 1); }
-static int api_json_begin_array(hp_json *j, const char *key) { return hp_json_w_begin(j, key, 0); }
-static int api_json_end_array(hp_json *j) { return hp_json_w_end(j, 0); }
-static int api_json_string(hp_json *j, const char *key, const char *v) { return hp_json_w_string(j, key, v, v ? strlen(v) : 0); }
+static int api_json_begin_object(hp_json *j, const char *key) { return rt_json_w_begin(j, key, 1); }
+static int api_json_end_object(hp_json *j) { return rt_json_w_end(j, 1); }
+static int api_json_begin_array(hp_json *j, const char *key) { return rt_json_w_begin(j, key, 0); }
+static int api_json_end_array(hp_json *j) { return rt_json_w_end(j, 0); }
+static int api_json_string(hp_json *j, const char *key, const char *v) { return rt_json_w_string(j, key, v, v ? strlen(v) : 0); }
 
 static void vlog(hp_request *r, int level, const char *fmt, va_list ap)
 {
-    hp_log_emit(level, r->module, r, fmt, ap);
+    rt_log_emit(level, r->module, r, fmt, ap);
 }
 
 static const char *module_name(const hp_module *m) { return m->name; }
@@ -515,10 +515,10 @@ static const char *module_config(const hp_module *m, const char *key)
 
 static void module_vlog(hp_module *m, int level, const char *fmt, va_list ap)
 {
-    hp_log_emit(level, m, NULL, fmt, ap);
+    rt_log_emit(level, m, NULL, fmt, ap);
 }
 
-const struct hp_api hp_api_table = {
+const struct hp_api rt_api_table = {
     .abi_version = HP_ABI_VERSION,
     .size = sizeof(struct hp_api),
     .req_method = req_method,
@@ -528,7 +528,7 @@ const struct hp_api hp_api_table = {
     .req_param_int = req_param_int,
     .req_query_string = req_query_string,
     .req_query = req_query,
-    .req_header = hp_request_header,
+    .req_header = rt_request_header,
     .req_header_count = req_header_count,
     .req_header_at = req_header_at,
     .req_cookie = req_cookie,
@@ -547,11 +547,11 @@ const struct hp_api hp_api_table = {
     .alloc = api_alloc,
     .strndup = api_strndup,
     .buf_new = buf_new,
-    .buf_append = hp_buf_add,
-    .buf_vprintf = hp_buf_vfmt,
+    .buf_append = rt_buf_add,
+    .buf_vprintf = rt_buf_vfmt,
     .buf_data = buf_data,
     .buf_len = buf_len,
-    .strcaseeq = hp_str_caseeq,
+    .strcaseeq = rt_str_caseeq,
     .url_decode = url_decode,
     .html_escape = html_escape,
     .json_new = api_json_new,
@@ -560,61 +560,61 @@ const struct hp_api hp_api_table = {
     .json_begin_array = api_json_begin_array,
     .json_end_array = api_json_end_array,
     .json_string = api_json_string,
-    .json_stringn = hp_json_w_string,
-    .json_int = hp_json_w_int,
-    .json_double = hp_json_w_double,
-    .json_bool = hp_json_w_bool,
-    .json_null = hp_json_w_null,
+    .json_stringn = rt_json_w_string,
+    .json_int = rt_json_w_int,
+    .json_double = rt_json_w_double,
+    .json_bool = rt_json_w_bool,
+    .json_null = rt_json_w_null,
     .vlog = vlog,
     .module_name = module_name,
     .module_config = module_config,
     .module_vlog = module_vlog,
-    .ws_request = hp_ws_api_request,
-    .ws_id = hp_ws_api_id,
-    .ws_subprotocol = hp_ws_api_subprotocol,
-    .ws_send = hp_ws_api_send,
-    .ws_vprintf = hp_ws_api_vprintf,
-    .ws_close = hp_ws_api_close,
-    .ws_state = hp_ws_api_state,
-    .ws_subscribe = hp_ws_api_subscribe,
-    .ws_unsubscribe = hp_ws_api_unsubscribe,
-    .publish = hp_api_publish,
+    .ws_request = rt_ws_api_request,
+    .ws_id = rt_ws_api_id,
+    .ws_subprotocol = rt_ws_api_subprotocol,
+    .ws_send = rt_ws_api_send,
+    .ws_vprintf = rt_ws_api_vprintf,
+    .ws_close = rt_ws_api_close,
+    .ws_state = rt_ws_api_state,
+    .ws_subscribe = rt_ws_api_subscribe,
+    .ws_unsubscribe = rt_ws_api_unsubscribe,
+    .publish = rt_api_publish,
     .req_query_at = req_query_at,
     .req_cookie_at = req_cookie_at,
     .res_set_cookie = res_set_cookie,
     .res_remove_header = res_remove_header,
-    .sha256_hex = hp_api_sha256_hex,
-    .hmac_sha256_hex = hp_api_hmac_sha256_hex,
-    .equal = hp_api_equal,
-    .random = hp_api_random,
-    .password_hash = hp_api_password_hash,
-    .password_verify = hp_api_password_verify,
-    .token_sign = hp_api_token_sign,
-    .token_verify = hp_api_token_verify,
-    .kv_get = hp_api_kv_get,
-    .kv_set = hp_api_kv_set,
-    .kv_delete = hp_api_kv_delete,
-    .kv_incr = hp_api_kv_incr,
-    .kv_cas = hp_api_kv_cas,
-    .kv_error = hp_api_kv_error,
-    .req_form = hp_api_req_form,
-    .req_form_at = hp_api_req_form_at,
-    .req_form_error = hp_api_req_form_error,
-    .config = hp_api_config,
+    .sha256_hex = rt_api_sha256_hex,
+    .hmac_sha256_hex = rt_api_hmac_sha256_hex,
+    .equal = rt_api_equal,
+    .random = rt_api_random,
+    .password_hash = rt_api_password_hash,
+    .password_verify = rt_api_password_verify,
+    .token_sign = rt_api_token_sign,
+    .token_verify = rt_api_token_verify,
+    .kv_get = rt_api_kv_get,
+    .kv_set = rt_api_kv_set,
+    .kv_delete = rt_api_kv_delete,
+    .kv_incr = rt_api_kv_incr,
+    .kv_cas = rt_api_kv_cas,
+    .kv_error = rt_api_kv_error,
+    .req_form = rt_api_req_form,
+    .req_form_at = rt_api_req_form_at,
+    .req_form_error = rt_api_req_form_error,
+    .config = rt_api_config,
     .res_stream = res_stream,
     .res_flush = res_flush,
-    .job_start = hp_api_job_start,
-    .job_status = hp_api_job_status,
-    .job_cancel = hp_api_job_cancel,
-    .job_list = hp_api_job_list,
-    .job_events = hp_api_job_events,
-    .job_error = hp_api_job_error,
-    .job_id = hp_api_job_id,
-    .job_progress = hp_api_job_progress,
-    .job_event = hp_api_job_event,
-    .job_result = hp_api_job_result,
-    .job_cancelled = hp_api_job_cancelled,
+    .job_start = rt_api_job_start,
+    .job_status = rt_api_job_status,
+    .job_cancel = rt_api_job_cancel,
+    .job_list = rt_api_job_list,
+    .job_events = rt_api_job_events,
+    .job_error = rt_api_job_error,
+    .job_id = rt_api_job_id,
+    .job_progress = rt_api_job_progress,
+    .job_event = rt_api_job_event,
+    .job_result = rt_api_job_result,
+    .job_cancelled = rt_api_job_cancelled,
     .res_cookie = res_cookie,
-    .ws_send_position = hp_ws_api_send_position,
-    .ws_resume = hp_ws_api_resume,
+    .ws_send_position = rt_ws_api_send_position,
+    .ws_resume = rt_ws_api_resume,
 };

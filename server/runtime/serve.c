@@ -1086,7 +1086,7 @@ static void *loop(void *arg)
     sigdelset(&all, SIGSEGV), sigdelset(&all, SIGBUS), sigdelset(&all, SIGFPE), sigdelset(&all, SIGILL);
     sigdelset(&all, SIGSYS), sigdelset(&all, SIGABRT), sigdelset(&all, SIGRTMIN + 1);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* gunicorn's signals are the main thread's */
-    hp_set_thread_stream_sink(stream_part);
+    rt_set_thread_stream_sink(stream_part);
     while (!atomic_load(&S.stopping)) {
         struct epoll_event ev;
         int n = epoll_wait(S.epfd, &ev, 1, 200);

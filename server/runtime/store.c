@@ -15,11 +15,11 @@
 
 #include "store.h"
 
-static const hp_store_backend *backend;
+static const rt_store_backend *backend;
 static char open_error[512] = "no store was opened in this process";
 static __thread char last_error[256];
 
-int hp_store_fail(const char *fmt, ...)
+int rt_store_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -28,7 +28,7 @@ int hp_store_fail(const char *fmt, ...)
     return HP_KV_ERROR;
 }
 
-int64_t hp_store_now_ms(void)
+int64_t rt_store_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -38,9 +38,9 @@ int64_t hp_store_now_ms(void)
 int hp_rt_store_open(const char *url, char *err, size_t errlen)
 {
     if (!strncmp(url, "lmdb:", 5))
-        backend = hp_store_lmdb_open(url + 5, err, errlen);
+        backend = rt_store_lmdb_open(url + 5, err, errlen);
     else if (!strncmp(url, "redis://", 8))
-        backend = hp_store_redis_open(url + 8, err, errlen);
+        backend = rt_store_redis_open(url + 8, err, errlen);
     else
         snprintf(err, errlen, "unknown store %s: use lmdb:PATH or redis://HOST:PORT/DB", url);
     if (!backend)
@@ -53,21 +53,21 @@ static char *take_key(const char *key)
 {
     last_error[0] = 0;
     if (!backend) {
-        hp_store_fail("%s", open_error);
+        rt_store_fail("%s", open_error);
         return NULL;
     }
     if (!key) {
-        hp_store_fail("key is NULL");
+        rt_store_fail("key is NULL");
         return NULL;
     }
     size_t n = strnlen(key, HP_KV_MAX_KEY + 1);
     if (n == 0 || n > HP_KV_MAX_KEY) {
-        hp_store_fail("a key is 1 to %d bytes", HP_KV_MAX_KEY);
+        rt_store_fail("a key is 1 to %d bytes", HP_KV_MAX_KEY);
         return NULL;
     }
     char *copy = malloc(n + 1);
     if (!copy)
-        hp_store_fail("out of memory");
+        rt_store_fail("out of memory");
     else
         memcpy(copy, key, n + 1);
     return copy;
@@ -80,14 +80,14 @@ static int take_value(const void *value, size_t len, char **copy)
     if (!value)
         return HP_KV_OK;
     if (len > HP_KV_MAX_VALUE)
-        return hp_store_fail("a value is at most %d bytes", HP_KV_MAX_VALUE);
+        return rt_store_fail("a value is at most %d bytes", HP_KV_MAX_VALUE);
     if (!(*copy = malloc(len ? len : 1)))
-        return hp_store_fail("out of memory");
+        return rt_store_fail("out of memory");
     memcpy(*copy, value, len);
     return HP_KV_OK;
 }
 
-int hp_api_kv_get(hp_request *req, const char *key, const void **value, size_t *len)
+int rt_api_kv_get(hp_request *req, const char *key, const void **value, size_t *len)
 {
     char *k = take_key(key), *v = NULL;
     size_t n = 0;
@@ -95,10 +95,10 @@ int hp_api_kv_get(hp_request *req, const char *key, const void **value, size_t *
     free(k);
     if (rc == HP_KV_OK) {
         /* one byte more, a NUL, so that text values read as C strings */
-        char *out = hp_arena_alloc(&req->arena, n + 1);
+        char *out = rt_arena_alloc(&req->arena, n + 1);
         if (!out) {
             free(v);
-            return hp_store_fail("out of memory");
+            return rt_store_fail("out of memory");
         }
         memcpy(out, v, n);
         out[n] = 0;
@@ -109,11 +109,11 @@ int hp_api_kv_get(hp_request *req, const char *key, const void **value, size_t *
     return rc;
 }
 
-int hp_api_kv_set(const char *key, const void *value, size_t len, long ttl_ms)
+int rt_api_kv_set(const char *key, const void *value, size_t len, long ttl_ms)
 {
     char *k = take_key(key), *v = NULL;
-    int rc = !k ? HP_KV_ERROR : !value ? hp_store_fail("value is NULL (use hp_kv_delete)")
-           : ttl_ms < 0 ? hp_store_fail("ttl_ms is negative") : take_value(value, len, &v);
+    int rc = !k ? HP_KV_ERROR : !value ? rt_store_fail("value is NULL (use hp_kv_delete)")
+           : ttl_ms < 0 ? rt_store_fail("ttl_ms is negative") : take_value(value, len, &v);
     if (rc == HP_KV_OK)
         rc = backend->set(k, v, len, ttl_ms);
     free(k);
@@ -121,7 +121,7 @@ int hp_api_kv_set(const char *key, const void *value, size_t len, long ttl_ms)
     return rc;
 }
 
-int hp_api_kv_delete(const char *key)
+int rt_api_kv_delete(const char *key)
 {
     char *k = take_key(key);
     int rc = k ? backend->del(k) : HP_KV_ERROR;
@@ -129,7 +129,7 @@ int hp_api_kv_delete(const char *key)
     return rc;
 }
 
-int hp_api_kv_incr(const char *key, long long delta, long long *out)
+int rt_api_kv_incr(const char *key, long long delta, long long *out)
 {
     char *k = take_key(key);
     long long result = 0;
@@ -140,10 +140,10 @@ int hp_api_kv_incr(const char *key, long long delta, long long *out)
     return rc;
 }
 
-int hp_api_kv_cas(const char *key, const void *expected, size_t elen, const void *value, size_t vlen, long ttl_ms)
+int rt_api_kv_cas(const char *key, const void *expected, size_t elen, const void *value, size_t vlen, long ttl_ms)
 {
     char *k = take_key(key), *e = NULL, *v = NULL;
-    int rc = !k ? HP_KV_ERROR : ttl_ms < 0 ? hp_store_fail("ttl_ms is negative") : take_value(expected, elen, &e);
+    int rc = !k ? HP_KV_ERROR : ttl_ms < 0 ? rt_store_fail("ttl_ms is negative") : take_value(expected, elen, &e);
     if (rc == HP_KV_OK)
         rc = take_value(value, vlen, &v);
     if (rc == HP_KV_OK)
@@ -154,13 +154,13 @@ int hp_api_kv_cas(const char *key, const void *expected, size_t elen, const void
     return rc;
 }
 
-const char *hp_api_kv_error(void)
+const char *rt_api_kv_error(void)
 {
     return last_error;
 }
 
 /* Parses a decimal counter as incr finds it; 0 if it is not one. */
-int hp_store_parse_counter(const char *s, size_t len, long long *out)
+int rt_store_parse_counter(const char *s, size_t len, long long *out)
 {
     char buf[32];
     if (len == 0 || len >= sizeof buf)

@@ -4,7 +4,7 @@
  * A backend sees validated input only: a NUL-terminated key of 1 to
  * HP_KV_MAX_KEY bytes, and values the runtime has already copied out of the
  * module's memory. Every call returns an HP_KV_* code; on HP_KV_ERROR it
- * has called hp_store_fail() with the reason. */
+ * has called rt_store_fail() with the reason. */
 #ifndef HP_STORE_H
 #define HP_STORE_H
 
@@ -23,20 +23,20 @@ typedef struct {
     int (*incr)(const char *key, long long delta, long long *out);
     /* expected NULL: the key must be absent; value NULL: delete */
     int (*cas)(const char *key, const void *expected, size_t elen, const void *value, size_t vlen, long ttl_ms);
-} hp_store_backend;
+} rt_store_backend;
 
 /* Opens a backend on the part of the URL after its scheme; NULL with the
  * reason in err. */
-const hp_store_backend *hp_store_lmdb_open(const char *spec, char *err, size_t errlen);
-const hp_store_backend *hp_store_redis_open(const char *spec, char *err, size_t errlen);
+const rt_store_backend *rt_store_lmdb_open(const char *spec, char *err, size_t errlen);
+const rt_store_backend *rt_store_redis_open(const char *spec, char *err, size_t errlen);
 
 /* Records why the current call failed (read back with hp_kv_error); returns HP_KV_ERROR. */
-int hp_store_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int rt_store_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Parses a counter as hp_kv_incr keeps it (decimal text); 0 if it is not one. */
-int hp_store_parse_counter(const char *s, size_t len, long long *out);
+int rt_store_parse_counter(const char *s, size_t len, long long *out);
 
 /* The wall clock in milliseconds, for expiry times. */
-int64_t hp_store_now_ms(void);
+int64_t rt_store_now_ms(void);
 
 #endif

@@ -30,8 +30,8 @@ static MDB_dbi data_db, expiry_db;
 static int fail(const char *what, int rc)
 {
     if (rc == MDB_MAP_FULL)
-        return hp_store_fail("the store is full: raise map_mib in the store URL (lmdb:PATH?map_mib=N)");
-    return hp_store_fail("%s: %s", what, mdb_strerror(rc));
+        return rt_store_fail("the store is full: raise map_mib in the store URL (lmdb:PATH?map_mib=N)");
+    return rt_store_fail("%s: %s", what, mdb_strerror(rc));
 }
 
 static void put_be64(unsigned char *out, uint64_t v)
@@ -146,7 +146,7 @@ static int begin_write(const char *key, struct write *w)
     int rc = mdb_txn_begin(env, NULL, 0, &w->txn);
     if (rc)
         return fail("write", rc);
-    w->now = hp_store_now_ms();
+    w->now = rt_store_now_ms();
     if (!(rc = sweep(w->txn, w->now)) && (rc = find(w->txn, key, &w->old, w->now)) == MDB_NOTFOUND)
         rc = 0;
     else
@@ -180,14 +180,14 @@ static int lmdb_get(const char *key, char **value, size_t *len)
     int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return fail("read", rc);
-    rc = find(txn, key, &record, hp_store_now_ms());
+    rc = find(txn, key, &record, rt_store_now_ms());
     int result = rc == MDB_NOTFOUND ? HP_KV_NOT_FOUND : rc ? fail("read", rc) : HP_KV_OK;
     if (result == HP_KV_OK) {
         *len = record.mv_size - 8;
         if ((*value = malloc(*len ? *len : 1)))
             memcpy(*value, (char *)record.mv_data + 8, *len);
         else
-            result = hp_store_fail("out of memory");
+            result = rt_store_fail("out of memory");
     }
     mdb_txn_abort(txn);
     return result;
@@ -216,13 +216,13 @@ static int lmdb_incr(const char *key, long long delta, long long *out)
     char text[32];
     if (begin_write(key, &w))
         return HP_KV_ERROR;
-    if (w.live && !hp_store_parse_counter((char *)w.old.mv_data + 8, w.old.mv_size - 8, &n)) {
+    if (w.live && !rt_store_parse_counter((char *)w.old.mv_data + 8, w.old.mv_size - 8, &n)) {
         mdb_txn_abort(w.txn);
-        return hp_store_fail("%s does not hold a decimal integer", key);
+        return rt_store_fail("%s does not hold a decimal integer", key);
     }
     if (__builtin_add_overflow(n, delta, &n)) {
         mdb_txn_abort(w.txn);
-        return hp_store_fail("incrementing %s would overflow", key);
+        return rt_store_fail("incrementing %s would overflow", key);
     }
     /* the counter keeps the expiry it had, as in Redis */
     uint64_t e = w.live ? expiry_of(&w.old) : 0;
@@ -248,12 +248,12 @@ static int lmdb_cas(const char *key, const void *expected, size_t elen, const vo
     return end_write(&w, rc, HP_KV_OK);
 }
 
-static const hp_store_backend lmdb_backend = {
+static const rt_store_backend lmdb_backend = {
     .name = "lmdb", .get = lmdb_get, .set = lmdb_set, .del = lmdb_del, .incr = lmdb_incr, .cas = lmdb_cas,
 };
 
 /* spec: PATH[?map_mib=N][&sync=1] */
-const hp_store_backend *hp_store_lmdb_open(const char *spec, char *err, size_t errlen)
+const rt_store_backend *rt_store_lmdb_open(const char *spec, char *err, size_t errlen)
 {
     char path[4096];
     size_t plen = strcspn(spec, "?");

@@ -32,7 +32,7 @@ static redisContext *connection(void)
         return conn;
     conn = redisConnectWithTimeout(host, port, timeout);
     if (!conn || conn->err) {
-        hp_store_fail("redis %s:%d: %s", host, port, conn ? conn->errstr : "out of memory");
+        rt_store_fail("redis %s:%d: %s", host, port, conn ? conn->errstr : "out of memory");
         redisFree(conn);
         return conn = NULL;
     }
@@ -42,7 +42,7 @@ static redisContext *connection(void)
         int ok = r && r->type == REDIS_REPLY_STATUS;
         freeReplyObject(r);
         if (!ok) {
-            hp_store_fail("redis %s:%d: cannot select database %d", host, port, db);
+            rt_store_fail("redis %s:%d: cannot select database %d", host, port, db);
             redisFree(conn);
             return conn = NULL;
         }
@@ -58,11 +58,11 @@ static redisReply *command(int argc, const char **argv, const size_t *lens)
         return NULL;
     redisReply *r = redisCommandArgv(c, argc, argv, lens);
     if (!r) {
-        hp_store_fail("redis %s:%d: %s", host, port, c->errstr);
+        rt_store_fail("redis %s:%d: %s", host, port, c->errstr);
         redisFree(conn);
         conn = NULL;
     } else if (r->type == REDIS_REPLY_ERROR) {
-        hp_store_fail("redis: %s", r->str);
+        rt_store_fail("redis: %s", r->str);
         freeReplyObject(r);
         r = NULL;
     }
@@ -78,7 +78,7 @@ static int redis_get(const char *key, char **value, size_t *len)
         return HP_KV_ERROR;
     int rc = HP_KV_NOT_FOUND;
     if (r->type == REDIS_REPLY_STRING) {
-        rc = (*value = malloc(r->len ? r->len : 1)) ? HP_KV_OK : hp_store_fail("out of memory");
+        rc = (*value = malloc(r->len ? r->len : 1)) ? HP_KV_OK : rt_store_fail("out of memory");
         if (*value)
             memcpy(*value, r->str, *len = r->len);
     }
@@ -134,12 +134,12 @@ static int redis_cas(const char *key, const void *expected, size_t elen, const v
     return rc;
 }
 
-static const hp_store_backend redis_backend = {
+static const rt_store_backend redis_backend = {
     .name = "redis", .get = redis_get, .set = redis_set, .del = redis_del, .incr = redis_incr, .cas = redis_cas,
 };
 
 /* spec: HOST[:PORT][/DB]; connections are made on first use, in each thread */
-const hp_store_backend *hp_store_redis_open(const char *spec, char *err, size_t errlen)
+const rt_store_backend *rt_store_redis_open(const char *spec, char *err, size_t errlen)
 {
     conn = NULL; /* one inherited through fork() is the parent's */
     size_t hlen = strcspn(spec, ":/");

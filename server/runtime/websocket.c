@@ -30,8 +30,8 @@ static int emit(hp_request *r, int action, int type, int code,
     if (len_a > 0xffffffffu || len_b > 0xffffffffu)
         return HP_ERROR;
     size_t mark = r->outbox.len;
-    if (hp_buf_add(&r->outbox, &rec, sizeof rec) || (len_a && hp_buf_add(&r->outbox, a, len_a)) ||
-        (len_b && hp_buf_add(&r->outbox, b, len_b))) {
+    if (rt_buf_add(&r->outbox, &rec, sizeof rec) || (len_a && rt_buf_add(&r->outbox, a, len_a)) ||
+        (len_b && rt_buf_add(&r->outbox, b, len_b))) {
         r->outbox.len = mark; /* no half record */
         return HP_ERROR;
     }
@@ -42,7 +42,7 @@ static int payload_ok(const void *data, size_t len, int type)
 {
     if (type == HP_WS_BINARY)
         return data || !len;
-    return type == HP_WS_TEXT && (data || !len) && hp_utf8_valid(data, len);
+    return type == HP_WS_TEXT && (data || !len) && rt_utf8_valid(data, len);
 }
 
 static int topic_ok(const char *topic)
@@ -51,42 +51,42 @@ static int topic_ok(const char *topic)
     return n > 0 && n <= TOPIC_MAX;
 }
 
-hp_request *hp_ws_api_request(hp_ws *ws) { return ws->req; }
-const char *hp_ws_api_id(const hp_ws *ws) { return ws->req->id; }
-const char *hp_ws_api_subprotocol(const hp_ws *ws) { return ws->subprotocol; }
+hp_request *rt_ws_api_request(hp_ws *ws) { return ws->req; }
+const char *rt_ws_api_id(const hp_ws *ws) { return ws->req->id; }
+const char *rt_ws_api_subprotocol(const hp_ws *ws) { return ws->subprotocol; }
 
-int hp_ws_api_send(hp_ws *ws, const void *data, size_t len, int type)
+int rt_ws_api_send(hp_ws *ws, const void *data, size_t len, int type)
 {
     if (ws->event == HP_RT_WS_CLOSE || !payload_ok(data, len, type))
         return HP_ERROR;
     return emit(ws->req, HP_RT_OUT_SEND, type, 0, data, len, NULL, 0);
 }
 
-int hp_ws_api_vprintf(hp_ws *ws, const char *fmt, va_list ap)
+int rt_ws_api_vprintf(hp_ws *ws, const char *fmt, va_list ap)
 {
     hp_buf text;
-    hp_buf_init(&text, &ws->req->arena);
-    if (hp_buf_vfmt(&text, fmt, ap))
+    rt_buf_init(&text, &ws->req->arena);
+    if (rt_buf_vfmt(&text, fmt, ap))
         return HP_ERROR;
-    return hp_ws_api_send(ws, text.data, text.len, HP_WS_TEXT);
+    return rt_ws_api_send(ws, text.data, text.len, HP_WS_TEXT);
 }
 
-int hp_ws_api_close(hp_ws *ws, int code, const char *reason)
+int rt_ws_api_close(hp_ws *ws, int code, const char *reason)
 {
     size_t n = reason ? strlen(reason) : 0;
     int code_ok = code == 1000 || code == 1001 || code == 1003 || code == 1008 || code == 1011 ||
                   (code >= 3000 && code <= 4999);
-    if (ws->event == HP_RT_WS_CLOSE || !code_ok || n > REASON_MAX || !hp_utf8_valid(reason ? reason : "", n))
+    if (ws->event == HP_RT_WS_CLOSE || !code_ok || n > REASON_MAX || !rt_utf8_valid(reason ? reason : "", n))
         return HP_ERROR;
     return emit(ws->req, HP_RT_OUT_CLOSE, 0, code, reason, n, NULL, 0);
 }
 
-void *hp_ws_api_state(hp_ws *ws, size_t size)
+void *rt_ws_api_state(hp_ws *ws, size_t size)
 {
     if (size > HP_WS_STATE_MAX)
         return NULL;
     if (size > ws->state_len) {
-        unsigned char *grown = hp_arena_alloc(&ws->req->arena, size);
+        unsigned char *grown = rt_arena_alloc(&ws->req->arena, size);
         if (!grown)
             return NULL;
         memcpy(grown, ws->state, ws->state_len);
@@ -98,29 +98,29 @@ void *hp_ws_api_state(hp_ws *ws, size_t size)
     return ws->state;
 }
 
-int hp_ws_api_subscribe(hp_ws *ws, const char *topic)
+int rt_ws_api_subscribe(hp_ws *ws, const char *topic)
 {
     if (!topic_ok(topic))
         return HP_ERROR;
     return emit(ws->req, HP_RT_OUT_SUBSCRIBE, 0, 0, topic, strlen(topic), NULL, 0);
 }
 
-int hp_ws_api_unsubscribe(hp_ws *ws, const char *topic)
+int rt_ws_api_unsubscribe(hp_ws *ws, const char *topic)
 {
     if (!topic_ok(topic))
         return HP_ERROR;
     return emit(ws->req, HP_RT_OUT_UNSUBSCRIBE, 0, 0, topic, strlen(topic), NULL, 0);
 }
 
-int hp_ws_api_send_position(hp_ws *ws, const char *prefix)
+int rt_ws_api_send_position(hp_ws *ws, const char *prefix)
 {
     size_t len = prefix ? strnlen(prefix, 65) : 0;
-    if (len > 64 || !hp_utf8_valid(prefix ? prefix : "", len))
+    if (len > 64 || !rt_utf8_valid(prefix ? prefix : "", len))
         return HP_ERROR;
     return emit(ws->req, HP_RT_OUT_SEND_POSITION, HP_WS_TEXT, 0, prefix ? prefix : "", len, NULL, 0);
 }
 
-int hp_ws_api_resume(hp_ws *ws, const char *position)
+int rt_ws_api_resume(hp_ws *ws, const char *position)
 {
     if (!position)
         return HP_ERROR;
@@ -131,7 +131,7 @@ int hp_ws_api_resume(hp_ws *ws, const char *position)
     return emit(ws->req, HP_RT_OUT_RESUME, 0, 0, position, len, NULL, 0);
 }
 
-int hp_api_publish(hp_request *req, const char *topic, const void *data, size_t len, int type)
+int rt_api_publish(hp_request *req, const char *topic, const void *data, size_t len, int type)
 {
     if (!topic_ok(topic) || len > HP_PUBLISH_MAX || !payload_ok(data, len, type))
         return HP_ERROR;

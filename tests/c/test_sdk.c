@@ -9,7 +9,7 @@
 
 #include "runtime.h"
 
-const struct hp_api *hp__api = &hp_api_table;
+const struct hp_api *hp__api = &rt_api_table;
 
 static int passed, failed;
 
@@ -25,7 +25,7 @@ static hp_request *make_request(const char *body, size_t body_len)
         "POST\0" "/users/42\0" "q=a%20b&plus=1+2&empty&q=second&pct=%zz\0" "127.0.0.1\0" "req-1\0" "/users/<int:id>\0"
         "id\0" "42\0" "name\0" "x\0"
         "HTTP_USER_AGENT\0curl/8\0" "HTTP_COOKIE\0a=1; session=\"abc def\"; b=2\0" "CONTENT_TYPE\0application/json\0";
-    return hp_request_new(NULL, blob, sizeof blob - 1, 2, 3, body, body_len);
+    return rt_request_new(NULL, blob, sizeof blob - 1, 2, 3, body, body_len);
 }
 
 static void test_request(void)
@@ -58,25 +58,25 @@ static void test_request(void)
     CHECK_STR(hp_req_id(r), "req-1");
     json_t *j = hp_req_json(r, NULL);
     CHECK(j && json_integer_value(json_object_get(j, "n")) == 5);
-    hp_request_free(r);
+    rt_request_free(r);
 
     const char *err = "unset";
     r = make_request("42", 2); /* any JSON value at the top; *error cleared on success */
     j = hp_req_json(r, &err);
     CHECK(j && json_integer_value(j) == 42 && err == NULL);
-    hp_request_free(r);
+    rt_request_free(r);
     r = make_request("\"a\\u0000b\"", 10);
     CHECK(hp_req_json(r, &err) == NULL && err != NULL);
-    hp_request_free(r);
+    rt_request_free(r);
 
     err = NULL;
     r = make_request("{\"n\": ", 6);
     CHECK(hp_req_json(r, &err) == NULL);
     CHECK(err && strstr(err, "line 1") != NULL);
-    hp_request_free(r);
+    rt_request_free(r);
 
     /* A truncated blob is refused, not read past its end. */
-    CHECK(hp_request_new(NULL, "GET\0/", 5, 0, 0, NULL, 0) == NULL);
+    CHECK(rt_request_new(NULL, "GET\0/", 5, 0, 0, NULL, 0) == NULL);
 }
 
 static void test_arena_and_buffers(void)
@@ -105,7 +105,7 @@ static void test_arena_and_buffers(void)
     memset(big, 'z', sizeof big);
     CHECK(hp_res_write(res, big, sizeof big) == HP_OK);
     CHECK(r->res.body.len == sizeof big);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 static void test_strings(void)
@@ -119,7 +119,7 @@ static void test_strings(void)
     CHECK_STR(hp_html_escape(r, "<a href=\"x\">Tom & 'Jerry'</a>"),
               "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;");
     CHECK_STR(hp_html_escape(r, ""), "");
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 /* Doubles come out as the shortest decimal that reads back the same where
@@ -138,7 +138,7 @@ static void test_json_doubles(void)
         CHECK(hp_json_double(j, NULL, cases[i].v) == HP_OK);
         CHECK_STR(hp_buf_data(b), cases[i].text);
         CHECK(strtod(hp_buf_data(b), NULL) == cases[i].v);
-        hp_request_free(r);
+        rt_request_free(r);
     }
 }
 
@@ -185,7 +185,7 @@ static void test_json_writer(void)
         rc = hp_json_begin_array(dj, NULL);
     CHECK(rc == HP_OK);
     CHECK(hp_json_begin_array(dj, NULL) == HP_ERROR);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 static void test_response(void)
@@ -201,11 +201,11 @@ static void test_response(void)
     hp_res_status(res, 1000);
     CHECK(res->status == 500);
     hp_res_content_type(res, "text/html");
-    CHECK(hp_response_finish(res) == HP_OK);
+    CHECK(rt_response_finish(res) == HP_OK);
     const char *h = res->headers.data;
     CHECK_STR(h, "X-Ok");
     CHECK(memmem(h, res->headers.len, "Location\0/next\0Content-Type\0text/html\0", 38) != NULL);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 /* Whether n bytes at h hold a string literal (NULs included). */
@@ -249,7 +249,7 @@ static void test_abi3(void)
     CHECK(hp_res_header(res, "x-powered-by", "again") == HP_OK);
     CHECK(hp_res_remove_header(res, "X-POWERED-BY") == HP_OK);
     CHECK(hp_res_remove_header(res, "Content-Type") == HP_OK);
-    CHECK(hp_response_finish(res) == HP_OK);
+    CHECK(rt_response_finish(res) == HP_OK);
     const char *h = res->headers.data;
     size_t n = res->headers.len;
     CHECK(HAS(h, n, "Set-Cookie\0sid=abc123; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax\0"));
@@ -258,7 +258,7 @@ static void test_abi3(void)
     CHECK(HAS(h, n, "Set-Cookie\0lang=fr; Path=/; Domain=example.com; Max-Age=86400; Secure\0"));
     CHECK(HAS(h, n, "X-Keep\0" "1\0"));
     CHECK(!HAS(h, n, "owered") && !HAS(h, n, "Content-Type"));
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 /* A request with a body of the given type. The request points into the
@@ -268,18 +268,18 @@ static hp_request *form_request(const char *content_type, const char *body, size
     static char blob[512];
     int n = snprintf(blob, sizeof blob, "POST%c/f%c%c1.2.3.4%cr%c/f%cCONTENT_TYPE%c%s", 0, 0, 0, 0, 0, 0, 0,
                      content_type);
-    return hp_request_new(NULL, blob, (size_t)n + 1, 0, 1, body, len);
+    return rt_request_new(NULL, blob, (size_t)n + 1, 0, 1, body, len);
 }
 
 static void test_repeated_headers(void)
 {
     static const char blob[] = "GET\0/\0\0a\0r\0/\0" "X-TAG\0one\0" "COOKIE\0a=1\0" "x-tag\0two\0" "COOKIE\0b=2\0";
-    hp_request *r = hp_request_new(NULL, blob, sizeof blob - 1, 0, 4, "", 0);
+    hp_request *r = rt_request_new(NULL, blob, sizeof blob - 1, 0, 4, "", 0);
     CHECK_STR(hp_req_header(r, "X-Tag"), "one, two");
     CHECK_STR(hp_req_header(r, "cookie"), "a=1; b=2");
     CHECK_STR(hp_req_cookie(r, "b"), "2");
     CHECK(hp_req_header_count(r) == 4);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 static void test_forms(void)
@@ -292,7 +292,7 @@ static void test_forms(void)
     CHECK(hp_req_form(r, "d") == NULL && hp_req_form_error(r) == NULL);
     CHECK(hp_req_form_at(r, 3, &part) == HP_OK && !strcmp(part.name, "a") && part.len == 1 && !part.filename);
     CHECK(hp_req_form_at(r, 4, &part) == HP_ERROR);
-    hp_request_free(r);
+    rt_request_free(r);
 
     static const char mp[] = "--XyZ\r\n"
         "Content-Disposition: form-data; name=\"title\"\r\n\r\n"
@@ -308,7 +308,7 @@ static void test_forms(void)
     CHECK_STR(part.filename, "a \\\"b\\\".txt");
     CHECK_STR(part.content_type, "text/plain");
     CHECK(hp_req_form_at(r, 2, &part) == HP_ERROR);
-    hp_request_free(r);
+    rt_request_free(r);
 
     static const char *bad[][2] = {
         {"multipart/form-data", "--b\r\n\r\n--b--"},
@@ -321,11 +321,11 @@ static void test_forms(void)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         r = form_request(bad[i][0], bad[i][1], strlen(bad[i][1]));
         CHECK(hp_req_form_error(r) != NULL && hp_req_form_at(r, 0, &part) == HP_ERROR);
-        hp_request_free(r);
+        rt_request_free(r);
     }
     r = form_request("application/json", "a=1", 3);
     CHECK(hp_req_form(r, "a") == NULL && hp_req_form_error(r) == NULL);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 /* ABI 3 crypto: known digests, constant-time equality, passwords, tokens. */
@@ -351,7 +351,7 @@ static void test_crypto(void)
     forged[0] = forged[0] == 'A' ? 'B' : 'A';
     CHECK(hp_token_verify(r, "k1", forged) == NULL);  /* payload changed */
     CHECK(hp_token_verify(r, "k1", "no.dots") == NULL && hp_token_verify(r, "k1", "a.b.c.d") == NULL);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 /* The outbox record at *pos (see server/runtime/websocket.c); advances *pos. */
@@ -426,7 +426,7 @@ static void test_websocket(void)
     ws.event = HP_RT_WS_CLOSE;
     CHECK(hp_ws_send_text(&ws, "late") == HP_ERROR);
     CHECK(hp_ws_close(&ws, 1000, "") == HP_ERROR);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 int main(void)

@@ -11,7 +11,7 @@
 
 #include "runtime.h"
 
-const struct hp_api *hp__api = &hp_api_table;
+const struct hp_api *hp__api = &rt_api_table;
 
 static int passed, failed;
 
@@ -24,7 +24,7 @@ static int passed, failed;
 static hp_request *request(void)
 {
     static const char blob[] = "GET\0/\0\0" "127.0.0.1\0r\0/\0";
-    return hp_request_new(NULL, blob, sizeof blob - 1, 0, 0, "", 0);
+    return rt_request_new(NULL, blob, sizeof blob - 1, 0, 0, "", 0);
 }
 
 static int holds(hp_request *r, const char *key, const void *want, size_t want_len)
@@ -124,7 +124,7 @@ int main(int argc, char **argv)
     CHECK(clean);
     CHECK(hp_kv_incr("shared", 0, &count) == HP_KV_OK && count == PROCS * INCRS);
 
-    hp_request_free(r);
+    rt_request_free(r);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -17,7 +17,7 @@
 
 #include "runtime.h"
 
-const struct hp_api *hp__api = &hp_api_table;
+const struct hp_api *hp__api = &rt_api_table;
 
 static void exercise(hp_request *r)
 {
@@ -40,7 +40,7 @@ static void exercise(hp_request *r)
         hp_json_string(j, name, value);
     size_t len;
     const char *body = hp_req_body(r, &len);
-    hp_utf8_valid(body, len);
+    rt_utf8_valid(body, len);
     size_t out_len;
     hp_url_decode(r, body, len, &out_len);
     const char *error = NULL;
@@ -53,14 +53,14 @@ static void exercise_form(int multipart, const char *body, size_t len)
     static const char multipart_blob[] = "POST\0/\0\0a\0r\0/\0CONTENT_TYPE\0multipart/form-data; boundary=b";
     static const char urlencoded_blob[] = "POST\0/\0\0a\0r\0/\0CONTENT_TYPE\0application/x-www-form-urlencoded";
     hp_part part;
-    hp_request *r = multipart ? hp_request_new(NULL, multipart_blob, sizeof multipart_blob, 0, 1, body, len)
-                              : hp_request_new(NULL, urlencoded_blob, sizeof urlencoded_blob, 0, 1, body, len);
+    hp_request *r = multipart ? rt_request_new(NULL, multipart_blob, sizeof multipart_blob, 0, 1, body, len)
+                              : rt_request_new(NULL, urlencoded_blob, sizeof urlencoded_blob, 0, 1, body, len);
     if (!r)
         return;
     hp_req_form(r, "a");
     for (size_t i = 0; hp_req_form_at(r, i, &part) == HP_OK; i++)
         hp_sha256_hex(r, part.data, part.len);
-    hp_request_free(r);
+    rt_request_free(r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -77,10 +77,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(b, blob, blob_len);
     if (d)
         memcpy(d, body, (size_t)(end - body));
-    hp_request *r = hp_request_new(NULL, b, blob_len, nparams, nheaders, d, d ? (size_t)(end - body) : 0);
+    hp_request *r = rt_request_new(NULL, b, blob_len, nparams, nheaders, d, d ? (size_t)(end - body) : 0);
     if (r) {
         exercise(r);
-        hp_request_free(r);
+        rt_request_free(r);
     }
     exercise_form(data[0] & 1, d, d ? (size_t)(end - body) : 0);
     free(b);

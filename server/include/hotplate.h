@@ -24,6 +24,12 @@
 ** hotplate's and a module built for an older ABI keeps working on a newer
 ** server (the table only grows at its end).
 **
+** Structs a module and the server both see (hp_cookie, hp_part,
+** hp_job_info) also only grow at their end, and a field added at a later
+** ABI level is read or filled only for modules built at that level or later
+** (the server knows each module's hp_module_abi). So they carry no size or
+** version field: an older module's smaller struct is never overrun.
+**
 ** Memory: everything a handler gets from hp_* functions that take an
 ** hp_request or hp_response (strings, buffers, parsed JSON) belongs to the
 ** request and is freed when the response has been sent. Never free() it and

@@ -24,7 +24,7 @@ from .appconfig import COMMITTED, ConfigStore
 from .build import Builder, BuildResult, ModuleBuild
 from .errors import DISK_FULL, RetryableError
 from .plan import Manifest, load_manifest
-from .registry import pull
+from .registry import Transfer, pull
 from .release import Check, Release, assemble, smoke_check
 from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
 from .state import State
@@ -158,11 +158,14 @@ class Pipeline:
     def pull(self, a: Attempt) -> None:
         """A follower's build: the leader's release, from the registry,
         smoke-checked here before it is kept (controller/registry.py)."""
-        got = pull(self.source.url, a.meta.get("release") or a.commit, self.state.releases, self.state.cache,
-                   self.check_pulled)
+        got = self.fetch(a.meta.get("release") or a.commit)
         a.target = got.release
         self.emit(f"pulled release {a.target} from {self.source.url}: {got.moved} of {got.blobs + 1} blobs fetched, "
                   "smoke check passed")
+
+    def fetch(self, tag: str) -> Transfer:
+        """The release ``tag`` names, pulled and smoke-checked into place (or found there)."""
+        return pull(self.source.url, tag, self.state.releases, self.state.cache, self.check_pulled)
 
     def check_pulled(self, release_dir: Path) -> None:
         """A pulled release, before it is kept: its config set (shared by

@@ -204,6 +204,7 @@ class RegistrySource:
     tip; a registry it cannot reach leaves live as it is (the loop retries)."""
 
     builds = False  # it pulls (controller/deploy.py's FOLLOW stages)
+    upcoming: str | None = None  # a release to pull ahead of its deploy (FleetSource)
 
     def __init__(self, url: str):
         self.url = url

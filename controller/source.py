@@ -42,6 +42,7 @@ class Source:
     """
 
     builds = True  # its commits are checked out and built (controller/deploy.py's COMMIT stages)
+    upcoming = None  # a release to pull ahead of its deploy: only a fleet's follower knows one (FleetSource)
 
     def __init__(self, state: State, branch: str = "main", upstream: str | None = None):
         self.state = state

@@ -4,6 +4,7 @@ down, each host keeps its own."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -288,6 +289,9 @@ def test_a_push_rolls_out_in_waves_and_a_failed_wave_rolls_the_whole_fleet_back(
     assert all(h["state"] == "Synced" for h in leader.status()["fleet"]["hosts"]), leader.status()["fleet"]
     shown = follower.cli("status").stdout
     assert "rollout:  Done" in shown and "wave 2 of 2" in shown and "\nb " in shown, shown
+    # The wave-2 host pulled and smoke-checked v2 while wave 1 rolled: its own wave fetched nothing.
+    pulled = next(d for d in other.deploys() if d["commit_sha"] == v2)
+    assert re.search(r"pulled release r\w+ from .*: 0 of \d+ blobs fetched", other.cli("logs", str(pulled["id"])).stdout)
 
     # Healthy on the canary, unhealthy on b (wave 1): the whole fleet goes back to v2, and c2 (wave 2) never gets it.
     bad = work.commit("bad", {"hello.c": health_on("bad")})

@@ -173,13 +173,15 @@ class LocalFleet:
 
     def balance(self) -> None:
         """nginx in front of the hosts (keep-alive to them, the next host on an error); its
-        access log (status, the host's status and address, seconds) is ROOT/access.log."""
+        access log (status, the host's status and address, seconds, the release that
+        answered: its X-Hotplate-Release) is ROOT/access.log."""
         upstream = "".join(f"server 127.0.0.1:{p} max_fails=0;" for p in self.apps)
         conf = self.root / "nginx.conf"
         conf.write_text(
             f"pid {self.root / 'nginx.pid'}; error_log {self.root / 'nginx-error.log'}; daemon off;"
             "events { worker_connections 4096; }"
-            "http { log_format fleet '$time_iso8601 $status $upstream_status $upstream_addr $request_time $request';"
+            "http { log_format fleet '$time_iso8601 $status $upstream_status $upstream_addr $request_time'"
+            " ' $upstream_http_x_hotplate_release $request';"
             f" access_log {self.root / 'access.log'} fleet; upstream fleet {{ {upstream} keepalive 64; }}"
             f" server {{ listen 127.0.0.1:{self.port};"
             " location / { proxy_pass http://fleet; proxy_http_version 1.1; proxy_set_header Connection \"\";"

@@ -33,7 +33,7 @@ from pyrage import x25519
 
 from hotplate.server.contract.layout import write_atomic
 
-from .errors import HotplateError, StalledError
+from .errors import HotplateError, RetryableError, StalledError
 from .plan import safe_load
 from .state import State
 
@@ -90,7 +90,7 @@ class ConfigStore:
         try:
             return x25519.Identity.from_str(path.read_text().strip())
         except (OSError, pyrage.IdentityError) as e:
-            raise HotplateError(f"{path}: not an age identity ({e}); restore it from a backup", "ConfigUnreadable") \
+            raise RetryableError(f"{path}: not an age identity ({e}); restore it from a backup", "ConfigUnreadable") \
                 from None
 
     def recipient(self) -> str:
@@ -114,7 +114,7 @@ class ConfigStore:
         try:
             return json.loads(pyrage.decrypt(path.read_bytes(), [self.identity()]))
         except (OSError, ValueError, pyrage.DecryptError, pyrage.IdentityError) as e:
-            raise HotplateError(f"{path} cannot be read with {self.dir / 'identity'}: {e}; restore both from "
+            raise RetryableError(f"{path} cannot be read with {self.dir / 'identity'}: {e}; restore both from "
                                 "a backup, or remove the file and set the config again", "ConfigUnreadable") from None
 
     # -- the operator's set --------------------------------------------------
@@ -210,18 +210,18 @@ class ConfigStore:
         """Keep set ``d`` as a leader shared it: it must open with this
         host's identity and have digest ``d`` (no one can swap its values).
 
-        :raises HotplateError: otherwise, saying which."""
+        :raises StalledError: otherwise, saying which."""
         path = self.dir / "sets" / f"{d}.age"
         if path.exists():
             return
         try:
             values = json.loads(pyrage.decrypt(blob, [self.identity()]))
         except (ValueError, pyrage.DecryptError) as e:
-            raise HotplateError(f"config set {d} was not shared with this host ({e}): it joined after the release "
+            raise StalledError(f"config set {d} was not shared with this host ({e}): it joined after the release "
                                 "was published; the next deploy shares it (a push, or `hotplate config set` on "
                                 "the leader)", "ConfigNotShared") from None
         if not isinstance(values, dict) or digest(values) != d:
-            raise HotplateError(f"config set {d} arrived with other values; nothing was installed", "DigestMismatch")
+            raise StalledError(f"config set {d} arrived with other values; nothing was installed", "DigestMismatch")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._seal(path, values)
 
@@ -231,7 +231,7 @@ class ConfigStore:
         link where root writes), each set a file made anew, readable by
         the workers' group only.
 
-        :raises HotplateError: if the set was never sealed here."""
+        :raises StalledError: if the set was never sealed here."""
         dfd = self._render_dir()  # made even for no set: the name must be root's before module code can take it
         try:
             if d is None:
@@ -246,7 +246,7 @@ class ConfigStore:
             except FileNotFoundError:
                 pass
             if not sealed.exists():
-                raise HotplateError(f"config set {d} is not in {sealed.parent}: the release was made by another "
+                raise StalledError(f"config set {d} is not in {sealed.parent}: the release was made by another "
                                     "controller; deploy a new commit", "ConfigMissing")
             data = json.dumps(self._open(sealed)).encode()
             tmp = f".{name}.{os.getpid()}.{threading.get_ident()}"
@@ -286,7 +286,7 @@ class ConfigStore:
             log.warning("%s was not made by hotplate (a link, a file, or another account's directory); removing it",
                         path)
             _remove(path)
-        raise HotplateError(f"{path}: something keeps replacing the directory of rendered config sets; "
+        raise RetryableError(f"{path}: something keeps replacing the directory of rendered config sets; "
                             "find the process that makes it", "ConfigUnreadable")
 
     def forget_rendered(self) -> None:

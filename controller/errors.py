@@ -5,6 +5,9 @@ a :class:`StalledError` waits for a new commit (the commit's own fault:
 retrying cannot help), a :class:`RetryableError` is tried again with backoff
 (the environment's fault: disk, network, the app server, time limits). Any
 other exception is a bug: the deploy ends ``failed`` with its traceback.
+A plain :class:`HotplateError` is a command's own input or setup gone wrong
+(a flag, a file's mode, an account, a port in use): the command stops and
+says what to fix. A deploy's stages raise only the two kinds.
 """
 from __future__ import annotations
 

@@ -39,6 +39,10 @@ if TYPE_CHECKING:  # GitPython is slow to import; smoke-check children import th
 SERVER_WAIT_S = 20
 
 
+#: One step of a deploy: a :class:`Pipeline` method, run on the deploy's :class:`Attempt`.
+Stage = Callable[["Pipeline", "Attempt"], None]
+
+
 @dataclass
 class Attempt:
     """What one deploy knows; each stage fills in its part.
@@ -78,7 +82,7 @@ class Pipeline:
 
     def __init__(self, state: State, emit: Callable[[str], None], on_module=None, source: Source | None = None,
                  server: ServerProcess | None = None, gate: GateSettings = GateSettings(),
-                 policy: Policy | None = None, sanitized: bool = False, fleet: Waves | None = None):
+                 policy: Policy | None = None, sanitized: bool = False, leader: Waves | None = None):
         self.state = state
         self.emit = emit
         self.on_module = on_module
@@ -87,15 +91,16 @@ class Pipeline:
         self.gate_settings = gate
         self.policy = policy
         self.sanitized = sanitized
-        self.fleet = fleet  # the leader of a fleet's waves (controller/waves.py)
+        self.leader = leader  # a fleet leader's side of the rollout (controller/waves.py)
 
-    def run(self, a: Attempt, stages: tuple[str, ...]) -> None:
-        for name in stages:
+    def run(self, a: Attempt, stages: tuple[Stage, ...]) -> None:
+        """Each stage in turn, timed under its name (the history's stage timings)."""
+        for stage in stages:
             start = time.monotonic()
             try:
-                getattr(self, name)(a)
+                stage(self, a)
             finally:
-                a.stages[name] = round(time.monotonic() - start, 4)
+                a.stages[stage.__name__] = round(time.monotonic() - start, 4)
 
     def server_up(self, a: Attempt) -> None:
         """The app server must be running to roll onto anything: wait (visibly)
@@ -185,23 +190,23 @@ class Pipeline:
     def publish(self, a: Attempt) -> None:
         """A fleet's leader: the release goes to the registry before it goes
         live anywhere, so that every wave can pull it."""
-        self.emit(self.fleet.publish(self.state.release_path(a.target), self.described(a.target, a.commit, a.meta),
+        self.emit(self.leader.publish(self.state.release_path(a.target), self.described(a.target, a.commit, a.meta),
                                      ConfigStore(self.state)))
 
     def waves(self, a: Attempt) -> None:
         """A fleet's leader, once live and healthy itself (the canary): the
         other hosts, wave after wave (controller/waves.py)."""
         previous = self.described(a.previous, a.previous_commit, {}) if a.previous else None
-        self.fleet.roll_out(self.described(a.target, a.commit, a.meta), previous, self.emit)
+        self.leader.roll_out(self.described(a.target, a.commit, a.meta), previous, self.emit)
 
     def abandon(self, a: Attempt) -> None:
         """A new leader ends the rollout a lost one left unfinished: every
         host goes back to the release before it (this one by the stages
         that follow), and the new leader then deploys the tip afresh."""
-        rollout = self.fleet.unfinished()
+        rollout = self.leader.unfinished()
         if rollout is None:
             return
-        self.fleet.end(rollout, f"LeaderLost: {rollout.leader} was lost at wave {rollout.wave} of "
+        self.leader.end(rollout, f"LeaderLost: {rollout.leader} was lost at wave {rollout.wave} of "
                                 f"{len(rollout.waves) - 1}")
         self.emit(f"the rollout of {rollout.target.release} begun by {rollout.leader} stopped at wave "
                   f"{rollout.wave} of {len(rollout.waves) - 1} (its leader was lost); every host goes back to "
@@ -279,22 +284,26 @@ def format_module(result: ModuleBuild) -> str:
     return f"{result.name} ({result.source}): {how}"
 
 
+# The stages of each kind of deploy, by reference (a misspelt one fails at import).
+
 #: Deploy the branch tip (``hotplate up``).
-COMMIT = ("verify", "server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate")
+COMMIT = (Pipeline.verify, Pipeline.server_up, Pipeline.checkout, Pipeline.plan, Pipeline.build, Pipeline.release,
+          Pipeline.switch, Pipeline.roll, Pipeline.gate)
 #: Deploy what a fleet's leader published (``hotplate up --follow``, a fleet's other hosts).
-FOLLOW = ("server_up", "pull", "switch", "roll", "gate")
+FOLLOW = (Pipeline.server_up, Pipeline.pull, Pipeline.switch, Pipeline.roll, Pipeline.gate)
 #: Deploy a working tree with no git (``hotplate dev``).
-TREE = ("server_up", "plan", "build", "release", "switch", "roll", "gate")
+TREE = (Pipeline.server_up, Pipeline.plan, Pipeline.build, Pipeline.release, Pipeline.switch, Pipeline.roll,
+        Pipeline.gate)
 #: Put a retained release back live (``hotplate rollback``).
-ROLLBACK = ("server_up", "switch", "roll", "gate")
+ROLLBACK = (Pipeline.server_up, Pipeline.switch, Pipeline.roll, Pipeline.gate)
 #: Fresh workers on what is live, through the gate (``hotplate restart``).
-RESTART = ("server_up", "roll_fresh", "gate")
+RESTART = (Pipeline.server_up, Pipeline.roll_fresh, Pipeline.gate)
 #: Build a release and stop (``hotplate build``, ``hotplate serve``).
-BUILD = ("plan", "build", "release")
+BUILD = (Pipeline.plan, Pipeline.build, Pipeline.release)
 
 
-def leading(stages: tuple[str, ...]) -> tuple[str, ...]:
+def leading(stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
     """The same deploy by a fleet's leader: published before it goes live
     here, rolled out over the fleet once it passed its gate here."""
-    at = stages.index("switch")
-    return (*stages[:at], "publish", *stages[at:], "waves")
+    at = stages.index(Pipeline.switch)
+    return (*stages[:at], Pipeline.publish, *stages[at:], Pipeline.waves)

@@ -24,7 +24,7 @@ from prometheus_client import Histogram
 from hotplate.server.contract.fleet import Failure
 
 from .appconfig import COMMITTED, ConfigStore, digest
-from .deploy import COMMIT, FOLLOW, ROLLBACK, Attempt, Pipeline, format_module, leading
+from .deploy import COMMIT, FOLLOW, ROLLBACK, Attempt, Pipeline, Stage, format_module, leading
 from .errors import HotplateError, RetryableError
 from .notify import Notifier
 from .outcome import Backoff, classify, final_line
@@ -239,9 +239,9 @@ class Controller:
         back = left.previous
         a = Attempt("fleet", commit=back and back.commit, target=back and back.release,
                     meta={"message": back.message, "author": back.author} if back else {})
-        return self.execute(a, ("abandon", *ROLLBACK) if a.target else ("abandon",))
+        return self.execute(a, (Pipeline.abandon, *ROLLBACK) if a.target else (Pipeline.abandon,))
 
-    def execute(self, a: Attempt, stages: tuple[str, ...]) -> Deploy:
+    def execute(self, a: Attempt, stages: tuple[Stage, ...]) -> Deploy:
         """Run one deploy's stages and end it, whatever happens."""
         with self.rollout_lock:
             a.previous, a.previous_commit = self.state.live_release(), self.state.live_commit()

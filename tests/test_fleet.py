@@ -291,7 +291,8 @@ def test_a_push_rolls_out_in_waves_and_a_failed_wave_rolls_the_whole_fleet_back(
     assert "rollout:  Done" in shown and "wave 2 of 2" in shown and "\nb " in shown, shown
     # The wave-2 host pulled and smoke-checked v2 while wave 1 rolled: its own wave fetched nothing.
     pulled = next(d for d in other.deploys() if d["commit_sha"] == v2)
-    assert re.search(r"pulled release r\w+ from .*: 0 of \d+ blobs fetched", other.cli("logs", str(pulled["id"])).stdout)
+    log = other.cli("logs", str(pulled["id"])).stdout
+    assert re.search(r"pulled release r\w+ from .*: 0 of \d+ blobs fetched", log), log
 
     # Healthy on the canary, unhealthy on b (wave 1): the whole fleet goes back to v2, and c2 (wave 2) never gets it.
     bad = work.commit("bad", {"hello.c": health_on("bad")})

@@ -96,6 +96,7 @@ class Fleet:
         self.lock = threading.Lock()  # one beat at a time: the keeper's, or a report after a deploy
         self.stopping = threading.Event()
         self.cancel_watch: Callable[[], None] | None = None
+        self.reported = threading.Event()  # set by the watch when a host's report changes (the leader's waves)
         threading.Thread(target=self.keep, name="fleet", daemon=True).start()
         threading.Thread(target=self.watch, name="fleet-watch", daemon=True).start()
 
@@ -129,16 +130,23 @@ class Fleet:
                 return False
 
     def watch(self) -> None:
-        """Wake this host whenever the rollout changes; reconnect (and wake
-        once, to resync) whenever the watch breaks."""
+        """Wake this host whenever the rollout changes, and a leader's waves
+        whenever a host reports; reconnect (and wake once, to resync)
+        whenever the watch breaks."""
+        rollout, hosts = (self.prefix + "rollout").encode(), (self.prefix + "hosts/").encode()
         while not self.stopping.is_set():
             try:
-                events, self.cancel_watch = self.client.watch(self.prefix + "rollout")
+                events, self.cancel_watch = self.client.watch_prefix(self.prefix)
                 self.on_rollout()
-                for _ in events:
+                self.reported.set()
+                for event in events:
                     if self.stopping.is_set():
                         break
-                    self.on_rollout()
+                    key = event.get("kv", {}).get("key", b"")
+                    if key == rollout:
+                        self.on_rollout()
+                    elif key.startswith(hosts):
+                        self.reported.set()
             except Exception as e:  # etcd gone: the polls go on meanwhile
                 log.debug("fleet: watch: %s", e)
             self.stopping.wait(1.0)

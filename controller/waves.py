@@ -24,8 +24,9 @@ from .errors import RetryableError, RolloutError, StalledError
 from .fleet import Fleet, condition
 from .registry import push
 
-#: Seconds between looks at the hosts' reports while a wave rolls.
-LOOK_S = 0.1
+#: Longest wait between looks at the hosts' reports while a wave rolls;
+#: a report that changes wakes the leader sooner (the fleet's watch).
+LOOK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Waves:
         while True:
             if not self.fleet.leading.is_set():
                 raise RetryableError(f"{self.fleet.host} lost the fleet's lease mid-rollout", "LeaderLost")
+            self.fleet.reported.clear()  # (before the read: a report put after it wakes the wait below)
             reports = self.fleet.hosts()
             for host in sorted(pending):
                 report = reports.get(host, HostReport(error="its report is not in etcd yet")
@@ -131,7 +133,7 @@ class Waves:
                 return
             if not baking and pending <= gone:
                 return
-            time.sleep(LOOK_S)
+            self.fleet.reported.wait(min(LOOK_S, max(0.0, deadline - time.monotonic())))
 
     def end(self, rollout: Rollout, reason: str) -> None:
         """End a rollout ``RolledBack``: every host goes back to its previous

@@ -145,3 +145,25 @@ def test_config_changes_at_once_lose_nothing_and_garbage_is_refused(up, tmp_path
         r = requests.post(server.api + "/api/config", data=body, headers=headers, timeout=10)
         assert r.status_code in (400, 409) and "error" in r.json(), body
     assert server.get("/").status_code == 200  # live kept serving
+
+
+def test_a_config_set_unreadable_on_this_host_is_not_the_commits_fault(up, tmp_path):
+    """The operator's sealed set, which this host can no longer open (a
+    damaged disk, a restore gone wrong), fails the deploy as the host's
+    fault, retried with backoff; once the file is back, the same commit
+    goes live."""
+    server = up()
+    work = Work(tmp_path / "work", str(server.state / "repo.git"))
+    work.commit("v1", {"deploy.yaml": MANIFEST, "cfg.c": MODULE})
+    assert "deploy succeeded" in work.push()
+    assert server.cli("config", "set", "GREETING=kept", "--wait", "--timeout", "60").returncode == 0
+    sealed = server.state / "config" / "operator.age"
+    good = sealed.read_bytes()
+    sealed.write_bytes(b"garbage, not age")
+    work.commit("v2", {"config.yaml": "PLAIN: two\n"})
+    out = work.push()
+    assert "deploy FAILED (ConfigUnreadable, not the commit's fault): retrying in" in out, out
+    assert values(server)["GREETING"] == "kept" and values(server)["PLAIN"] == "(none)"  # live keeps serving
+    sealed.write_bytes(good)
+    server.wait(lambda: server.deploys()[0]["outcome"] == "succeeded", what="the retry once the set was restored")
+    assert values(server)["PLAIN"] == "two" and server.deploys()[1]["outcome"] == "errored"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import requests
 
+from hotplate.server.contract.layout import Layout
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -124,6 +126,7 @@ class Up:
     def __init__(self, tmp: Path, *extra: str, workers: int = 2):
         tmp.mkdir(parents=True, exist_ok=True)
         self.state = tmp / "state"
+        self.layout = Layout(self.state)  # (its paths: the contract's, not built here)
         self.port, self.api_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"http://127.0.0.1:{self.api_port}"
@@ -151,10 +154,10 @@ class Up:
         return requests.get(f"{self.api}/api/deploys?limit={limit}", headers=self.auth(), timeout=5).json()
 
     def auth(self) -> dict:
-        return {"Authorization": f"Bearer {(self.state / 'token').read_text().strip()}"}
+        return {"Authorization": f"Bearer {self.layout.token_file.read_text().strip()}"}
 
     def server_pid(self) -> int:
-        return int((self.state / "run" / "server.pid").read_text())
+        return int(self.layout.server_pid.read_text())
 
     def stop(self) -> None:
         stop(self.proc)

@@ -43,7 +43,7 @@ def main() -> None:
         up = Up(tmp, "--bake", "0")
         try:
             work = make_app(tmp / "app")
-            git(work, "remote", "add", "origin", str(up.state / "repo.git"))
+            git(work, "remote", "add", "origin", str(up.layout.repo))
             timed_push(work)
             change, revert = [], []
             for i in range(RUNS):

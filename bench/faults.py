@@ -110,7 +110,7 @@ def main() -> None:
             f.write(FAULTS_MODULE)
         git(work, "add", "-A")
         git(work, "commit", "-q", "-m", "faults module")
-        git(work, "remote", "add", "origin", str(up.state / "repo.git"))
+        git(work, "remote", "add", "origin", str(up.layout.repo))
         subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, capture_output=True, check=True)
         rows = []
         try:

@@ -34,6 +34,7 @@ import requests
 from hotplate.controller import localfleet
 from hotplate.controller.localfleet import LocalFleet
 from hotplate.controller.registry import RegistrySource
+from hotplate.server.contract.layout import Layout
 
 from . import ws
 from .common import Up, free_port, git, make_app, median, scratch, stop, table, write_module, wrk
@@ -126,7 +127,7 @@ class Trial:
 
     def get(self, host: str, path: str):
         s = self.controllers[host]
-        token = (self.fleet.root / host / "token").read_text().strip()
+        token = Layout(self.fleet.root / host).token_file.read_text().strip()
         return requests.get(f"http://127.0.0.1:{s.port}{path}", headers={"Authorization": f"Bearer {token}"},
                             timeout=5).json()
 

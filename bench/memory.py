@@ -25,12 +25,11 @@ def main(deploys: int = 500) -> None:
             write_module(work, 0, "v2")
             git(work, "commit", "-q", "-am", "v2")
             b = git(work, "rev-parse", "HEAD")
-            token = (up.state / "token").read_text().strip()
-            bare = str(up.state / "repo.git")
+            bare = str(up.layout.repo)
 
             def deploy(sha: str) -> None:
                 git(Path(bare), "fetch", "-q", str(work), f"+{sha}:refs/heads/main")
-                requests.post(up.api + "/api/sync", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+                requests.post(up.api + "/api/sync", headers=up.auth(), timeout=5)
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
                     s = up.status()

@@ -38,7 +38,7 @@ def main() -> None:
     with scratch() as tmp:
         up = Up(tmp, "--bake", "0")
         work = make_app(tmp / "app")
-        git(work, "remote", "add", "origin", str(up.state / "repo.git"))
+        git(work, "remote", "add", "origin", str(up.layout.repo))
         git(work, "push", "-q", "origin", "main")
         url = f"{up.url}/m0"
         runs: dict[str, list[dict]] = {"no deploys": [], f"{EVENTS} hotplate deploys": [],

@@ -149,7 +149,7 @@ def deploys_under_load(tmp: Path, connections: int = CONNECTIONS, interval: floa
         write_version(work, "v00")
         git(work, "init", "-q", "-b", "main")
         git(work, "-c", "user.email=b@example.com", "-c", "user.name=b", "commit", "-q", "--allow-empty", "-m", "x")
-        git(work, "remote", "add", "origin", str(up.state / "repo.git"))
+        git(work, "remote", "add", "origin", str(up.layout.repo))
 
         def push(version: str) -> None:
             write_version(work, version)
@@ -162,7 +162,7 @@ def deploys_under_load(tmp: Path, connections: int = CONNECTIONS, interval: floa
         push("v00")
         url = up.url.replace("http://", "ws://") + "/ws/bench"
         quiet = run_clients(url, connections, interval, lambda: time.sleep(8))
-        log = up.state / "run" / "server.log"
+        log = up.layout.server_log
         mark = len(log.read_text())
         started = time.monotonic()
         loaded = run_clients(url, connections, interval, lambda: [push(f"v{i:02d}") or time.sleep(0.5)

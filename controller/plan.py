@@ -44,6 +44,29 @@ SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LIB_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 TIMEOUT_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s)?$")
 PARAM_RE = re.compile(r"<(?:([a-zA-Z_]+)(?:\([^)]*\))?:)?[^>]*>")
+#: A parameter as the request core's one route table compiles it
+#: (compile_pattern in server/runtime/serve.c): a whole segment, a string
+#: (the default), an int, or a path as the last segment. tests/test_plan.py
+#: feeds both the same patterns, so the two cannot drift.
+SERVED_PARAM_RE = re.compile(r"<(?:(string|int|path):)?[A-Za-z_][A-Za-z0-9_]*>")
+
+
+def unserved(pattern: str) -> str | None:
+    """Why the request core's route table cannot serve a pattern werkzeug
+    reads, or None."""
+    segments = pattern[1:].split("/")
+    if len(segments) > 32:
+        return "more than 32 segments"
+    for i, segment in enumerate(segments):
+        if "<" not in segment and ">" not in segment:
+            continue
+        match = SERVED_PARAM_RE.fullmatch(segment)
+        if match is None:
+            return (f"{segment!r}: a parameter is a whole segment, written <name>, <int:name> or "
+                    "<path:name> (other converters and arguments are not served)")
+        if match.group(1) == "path" and i != len(segments) - 1:
+            return f"{segment!r}: <path:...> only as the last segment"
+    return None
 
 
 @dataclass(frozen=True)
@@ -366,6 +389,9 @@ class _Validator:
         except (ValueError, LookupError, SyntaxError) as e:  # werkzeug: SyntaxError for a repeated <name>
             self.loc.error(where, f"bad pattern {path!r}: {e}; write parameters as <name> or <int:name>, "
                                   "each name once")
+            return False
+        if (why := unserved(path)) is not None:
+            self.loc.error(where, f"bad pattern {path!r}: {why}")
             return False
         return True
 

@@ -66,9 +66,10 @@ class ServerConfig:
         request with it (server/worker.py).
     :param sanitize: with sanitizer builds (``hotplate dev --sanitize``), the
         directory their reports go to (server/sanitize.py); None otherwise.
-    :param fast_path: answer module routes in C from accept to write
-        (server/fastpath.py); off (``HOTPLATE_FAST_PATH=0``), the Python
-        direct path of server/worker.py answers them.
+    :param fast_path: C's own threads accept, and answer module routes
+        from accept to write (server/core.py); off
+        (``HOTPLATE_FAST_PATH=0``), gunicorn's threads accept and hand each
+        connection to the same C core.
     """
 
     bind: str = "127.0.0.1:8000"

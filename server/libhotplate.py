@@ -30,6 +30,8 @@ _C = _FFI.dlopen(None)  # any library of this FFI carries the header's constants
 #: Result codes of the runtime's calls.
 RT_OK, RT_HANDLER_ERROR, RT_CRASHED, RT_TIMED_OUT = _C.HP_RT_OK, _C.HP_RT_HANDLER_ERROR, _C.HP_RT_CRASHED, \
     _C.HP_RT_TIMED_OUT
+#: What serving a connection in C ends with (hp_rt_serve_conn).
+CONN_IDLE, CONN_CLOSE, CONN_PYTHON = _C.HP_RT_CONN_IDLE, _C.HP_RT_CONN_CLOSE, _C.HP_RT_CONN_PYTHON
 #: WebSocket events, and the actions of a WebSocket call's outbox.
 WS_OPEN, WS_MESSAGE, WS_CLOSE = _C.HP_RT_WS_OPEN, _C.HP_RT_WS_MESSAGE, _C.HP_RT_WS_CLOSE
 OUT_SEND, OUT_CLOSE, OUT_SUBSCRIBE, OUT_UNSUBSCRIBE, OUT_PUBLISH, OUT_SEND_POSITION, OUT_RESUME = \

@@ -68,7 +68,7 @@ def request(module: str, route: str, status: int, seconds: float) -> None:
 
 
 def requests(module: str, route: str, classes: list[int], buckets: list[int], seconds: float) -> None:
-    """Many requests at once, as the fast path counted them (server/fastpath.py):
+    """Many requests at once, as the fast path counted them (server/core.py):
     per status class (1xx first), per duration bucket (each request in the
     first that holds it, +Inf last) and their total time. prometheus_client
     keeps its histogram that way too, but offers only observe(), one request

@@ -1,14 +1,12 @@
-"""The gunicorn worker: gthread, with module routes answered directly.
+"""The gunicorn worker: gthread, with module routes answered by C.
 
-For a module route, building a WSGI environ and going through
-``start_response`` costs more than the C handler itself. This worker takes
-gunicorn's already-parsed request, runs it through
-:meth:`server.dispatch.Dispatcher.handle` and writes the response in one
-``sendall``. WebSocket handshakes are answered here too, and the socket is
+Every connection is first C's (server/core.py, server/runtime/serve.c):
+its own threads accept on the fast path, and otherwise a pool thread hands
+C the connection and the bytes read so far. What C gives back is not a
+module route: WebSocket handshakes are answered here, and the socket is
 then taken from gunicorn and given to the worker's hub
-(server/websocket/hub.py). Everything else (Flask's routes, 405s,
-access-logged servers) goes the ordinary WSGI way through
-``ThreadWorker.handle_request``.
+(server/websocket/hub.py); everything else (Flask's routes, heads gunicorn
+refuses) goes the ordinary WSGI way through ``ThreadWorker.handle_request``.
 """
 from __future__ import annotations
 
@@ -19,20 +17,18 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from pathlib import Path
 
 from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
-from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .contract import report
 from .config import RESERVED_PREFIX
-from .dispatch import REASONS, transfer_error
-from .fastpath import FastPath
-from .libhotplate import RT_HANDLER_ERROR
+from .core import RequestCore
+from .libhotplate import CONN_IDLE, CONN_PYTHON, RT_HANDLER_ERROR
 from .websocket import calls, handshake
 
 log = logging.getLogger("hotplate")
@@ -41,6 +37,7 @@ log = logging.getLogger("hotplate")
 #: plus a margin: the call is stuck outside module code for good.
 STUCK_AFTER_S = 1.5
 HEAD_CHUNK = 65536
+REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 def head_ends(data: bytes) -> bool:
@@ -59,42 +56,8 @@ def resident_bytes() -> int:
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass(slots=True)
-class Call:
-    """A module request in flight, as the watchdog sees it."""
-
-    deadline: float
-    req: object
-    conn: object
-    route: object
-    request_id: str
-    stream: "Stream | None" = None
-
-
-class Stream:
-    """Where a handler's streamed response goes (hp_res_stream): the status
-    and headers, then each part as an HTTP/1.1 chunk, straight to the
-    client's socket from the handler's thread."""
-
-    def __init__(self, worker: "HotplateWorker", req, conn, keep: bool):
-        self.worker, self.req, self.conn, self.keep = worker, req, conn, keep
-        self.started = self.broken = False
-
-    def head(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.started = True
-        self.worker.respond(self.req, self.conn, status, [*headers, ("Transfer-Encoding", "chunked")], b"", self.keep)
-
-    def part(self, data) -> None:
-        if len(data):
-            self.conn.sock.sendall(b"%x\r\n%b\r\n" % (len(data), data))
-
-    def end(self, data) -> None:
-        self.part(data)
-        self.conn.sock.sendall(b"0\r\n\r\n")
-
-
 class HotplateWorker(ThreadWorker):
-    """A gthread worker with a direct path for module routes and WebSockets."""
+    """A gthread worker whose module routes are C's, with WebSockets handed to the hub."""
 
     _date = (0, "")
     #: connections whose request head is still coming in (read on the main thread)
@@ -102,8 +65,8 @@ class HotplateWorker(ThreadWorker):
     #: resident memory in bytes past which this worker is replaced (0: never);
     #: set per release in server/gunicorn_app.py
     max_rss = 0
-    #: the C fast path (server/fastpath.py), in a worker that serves a release
-    fast: FastPath | None = None
+    #: the C request core (server/core.py), in a worker that serves a release
+    core: RequestCore | None = None
 
     # -- request heads, read on the main thread (slow clients) ----------------
 
@@ -112,8 +75,8 @@ class HotplateWorker(ThreadWorker):
         thread takes the connection: a client that trickles its headers
         (slowloris) then holds a file descriptor, not one of the few
         threads, and is closed after ``header_timeout`` seconds."""
-        if self.cfg.is_ssl or conn.parser is not None and conn.parser.unreader.buf.getvalue():
-            return super().enqueue_req(conn)  # TLS bytes are not a head; pipelined bytes are read already
+        if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+            return super().enqueue_req(conn)  # pipelined bytes are read already
         try:  # the usual case, a keep-alive request arrived whole: straight to a thread
             if head_ends(conn.sock.recv(HEAD_CHUNK, socket.MSG_PEEK | socket.MSG_DONTWAIT)):
                 conn.data_ready = True
@@ -163,9 +126,20 @@ class HotplateWorker(ThreadWorker):
             conn.close()
 
     def handle(self, conn):
-        """In a pool thread: parse from the head read already."""
-        head = conn.__dict__.pop("prefetched", None)
-        if head is not None:
+        """In a pool thread: C answers the module routes, from the head read
+        already (and what gunicorn read ahead); gunicorn parses what C
+        gives back."""
+        head = conn.__dict__.pop("prefetched", None) or b""
+        core = self.core
+        if core is not None and not (self.wsgi.config.dev_errors and Path(self.wsgi.config.dev_errors).exists()):
+            conn.init()  # blocking, with gunicorn's parser for what comes back
+            try:
+                outcome, head = core.serve(conn.sock, self.client(conn), head + conn.parser.unreader.take_buffered())
+            except OSError:
+                return False
+            if outcome != CONN_PYTHON:
+                return outcome == CONN_IDLE and self.alive
+        if head:
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(head)
@@ -190,16 +164,16 @@ class HotplateWorker(ThreadWorker):
         controller at once (a roll is live only once every old worker has),
         drain the fast path and start moving WebSocket connections to the
         new generation."""
-        if self.fast is None:
+        if self.core is None or not self.core.accepting:
             super().set_accept_enabled(enabled)
         elif enabled != self._accepting:
-            self.fast.accept(enabled)
+            self.core.accept(enabled)
             self._accepting = enabled
         if not enabled and not self.alive:
             if self.app.channel is not None:
                 self.app.channel.retire()
-            if self.fast is not None:
-                self.fast.drain()
+            if self.core is not None:
+                self.core.drain()
             if self.wsgi.hub is not None:
                 self.wsgi.hub.retire_threadsafe()
 
@@ -212,20 +186,16 @@ class HotplateWorker(ThreadWorker):
         self.nr_conns += 1
         super().enqueue_req(conn)
 
-    def start_fast_path(self) -> None:
-        """In a worker with a release, unless it is off or cannot serve as
-        the Python path would (TLS, hotplate dev's error page and sanitizer
-        reports): on failure, the Python path serves."""
+    def start_core(self) -> None:
+        """In a worker with a release: C's request core, accepting on its own
+        threads unless the fast path is off or this is ``hotplate dev``
+        (whose error page and sanitizer runs want gunicorn's threads)."""
         d = self.wsgi
-        if not (d.config.fast_path and d.modules is not None and d.routes and not self.cfg.is_ssl
-                and not d.config.dev_errors and not d.config.sanitize):
+        if d.modules is None:
             return
-        try:
-            self.fast = FastPath(self, d)
-        except (OSError, RuntimeError) as e:
-            log.error("worker %d: the fast path did not start (%s); module routes go the Python way", os.getpid(), e)
-            return
-        self.poller.register(self.fast.fd, selectors.EVENT_READ, self.fast.take)
+        c = d.config
+        self.core = RequestCore(self, d, accepting=c.fast_path and not c.dev_errors and not c.sanitize)
+        self.poller.register(self.core.fd, selectors.EVENT_READ, self.core.take)
 
     def is_parent_alive(self) -> bool:
         """A worker whose master died stops for good, like a retired one: it
@@ -239,17 +209,16 @@ class HotplateWorker(ThreadWorker):
     def run(self) -> None:
         """After gunicorn's own drain, move the WebSockets opened meanwhile,
         and exit only once every connection has left."""
-        self.inflight: dict[int, Call] = {}
         self.abandoned: set = set()
         self.heads = set()
-        self.start_fast_path()
+        self.start_core()
         threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
         started = time.monotonic()
         super().run()
-        if self.fast is not None:
-            self.fast.drain()  # (again: a worker whose master died leaves the loop without it)
-            self.fast.wait(self.cfg.graceful_timeout - (time.monotonic() - started))
-            self.fast.flush()  # what C counted since the watchdog's last fold: a crash's own 500, say
+        if self.core is not None:
+            self.core.drain()  # (again: a worker whose master died leaves the loop without it)
+            self.core.wait(self.cfg.graceful_timeout - (time.monotonic() - started))
+            self.core.flush()  # what C counted since the watchdog's last fold: a crash's own 500, say
         hub = self.wsgi.hub
         if hub is not None:
             moved = hub.retire_threadsafe()
@@ -265,19 +234,18 @@ class HotplateWorker(ThreadWorker):
     def watchdog(self) -> None:
         """Answer for handlers stuck past their deadline where the runtime
         cannot reach them (a lock, a restarted system call): 504 to the
-        client, and this worker replaced once its other requests are done.
-        Replace the worker too once its memory passes its ceiling."""
+        client (C's), and this worker replaced once its other requests are
+        done. Replace the worker too once its memory passes its ceiling."""
         while True:
             time.sleep(0.1)
-            now = time.monotonic()
-            for token, call in list(self.inflight.items()):
-                if now > call.deadline and token not in self.abandoned:
-                    self.abandon(token, call)
-            if self.fast is not None:
-                self.fast.flush()
-                if (stuck := self.fast.stuck(STUCK_AFTER_S)) is not None:  # C answered its 504
-                    self.abandoned.add(stuck[1])
-                    self.stuck(*stuck)
+            if self.core is not None:
+                self.core.flush()
+                if (stuck := self.core.stuck(STUCK_AFTER_S)) is not None:  # C answered its 504
+                    route, request_id, driven = stuck
+                    self.abandoned.add(request_id)
+                    if driven:  # a pool thread holds it for good: gunicorn's drain must not wait for it
+                        self.method_queue.defer(self.forget_stuck)
+                    self.stuck(route, request_id)
             if self.max_rss and self.alive and not self.wsgi.retiring and (rss := resident_bytes()) > self.max_rss:
                 log.warning("worker %d uses %d MiB, over its %d MiB ceiling (limits.max_rss); replacing it once "
                             "its requests are done", os.getpid(), rss >> 20, self.max_rss >> 20)
@@ -292,24 +260,6 @@ class HotplateWorker(ThreadWorker):
         metrics.HANDLER_TIMEOUTS.labels(route.module.name).inc()
         self.wsgi.retire()
 
-    def abandon(self, token: int, call: Call) -> None:
-        self.abandoned.add(token)
-        dispatcher = self.wsgi
-        route = call.route
-        status, headers, body = dispatcher.error(504, route, call.request_id,
-                                                 f"handler {route.spec.handler} did not answer within {route.spec.timeout_ms} ms")
-        for field in (report.REQUESTS, report.ERRORS_5XX):
-            dispatcher.counters.add(field)
-        metrics.request(route.module.name, route.spec.path, 504, route.spec.timeout_ms / 1000 + STUCK_AFTER_S)
-        try:
-            if call.stream is None or not call.stream.started:  # else only the close can tell the client
-                self.respond(call.req, call.conn, status, headers, body, False)
-            call.conn.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.method_queue.defer(self.forget_stuck)
-        self.stuck(route, call.request_id)
-
     def forget_stuck(self) -> None:
         """On the main thread: the stuck connection no longer holds up the drain."""
         self.nr_conns -= 1
@@ -323,35 +273,14 @@ class HotplateWorker(ThreadWorker):
                 self.nr += 1
                 return self.respond(req, conn, 500, [("Content-Type", "text/html; charset=utf-8"),
                                                      ("Content-Length", str(len(page)))], page, False)
-        try:
-            target = None if self.cfg.accesslog else dispatcher.match(req.method, path)
-        except HTTPException:
-            target = None
-        if target is not None:
-            return self.handle_module_request(req, conn, dispatcher, target, path)
-        if req.method == "GET":  # after module routes: their GETs never match a WebSocket path
+        if req.method == "GET":  # C's table took module routes: a WebSocket path, or Flask's
             socket_target = dispatcher.match_socket(path)
             if socket_target is not None:
                 return self.handle_websocket(req, conn, dispatcher, socket_target, path)
         return super().handle_request(req, conn)
 
-    def keepalive(self, req) -> bool:
-        """Keep-alive rules follow ThreadWorker.handle_request."""
-        self.nr += 1
-        close = req.should_close() or not self.alive or not self.cfg.keepalive \
-            or len(self.keepalived_conns) >= self.max_keepalived
-        if self.nr + (self.fast.requests() if self.fast is not None else 0) >= self.max_requests:
-            if self.alive:
-                self.log.info("Autorestarting worker after current request.")
-                self.alive = False
-            close = True
-        return not close
-
     def respond(self, req, conn, status: int, headers, payload: bytes, keep: bool) -> bool:
-        if status < 200 or status in (204, 304):  # no body, whatever the handler wrote (RFC 9110 6.4.1)
-            payload = b""
-            if status != 304:
-                headers = [(k, v) for k, v in headers if k != "Content-Length"]
+        """An answer of Python's own: a refused handshake, the dev error page."""
         head = [f"HTTP/{req.version[0]}.{req.version[1]} {status} {REASONS.get(status, 'Unknown')}\r\n"
                 f"Server: gunicorn\r\nDate: {self.http_date()}\r\n"
                 f"Connection: {'keep-alive' if keep else 'close'}\r\n"]
@@ -363,56 +292,6 @@ class HotplateWorker(ThreadWorker):
     @staticmethod
     def client(conn) -> str:
         return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
-
-    def handle_module_request(self, req, conn, dispatcher, target, path) -> bool:
-        """Answer a module route; return whether to keep the connection open."""
-        keep = self.keepalive(req)
-        headers, request_id, length, codings, expect = [], None, None, [], False
-        for name, value in req.headers:
-            headers += (name, value)
-            if name == "X-REQUEST-ID":
-                request_id = value
-            elif name == "CONTENT-LENGTH":
-                length = value
-            elif name == "TRANSFER-ENCODING":
-                codings += [c.strip().lower() for c in value.split(",")]
-            elif name == "EXPECT":
-                expect = value.lower() == "100-continue"
-        chunked = bool(codings)
-        if (refused := transfer_error(codings)) is not None:
-            status, reply_headers, payload = dispatcher.error(refused[0], target[0], dispatcher.request_id(request_id),
-                                                              refused[1])
-            return self.respond(req, conn, status, reply_headers, payload, False)
-        if expect and req.version >= (1, 1) and (chunked or (length or "").isdigit() and
-                                                 0 < int(length) <= dispatcher.config.max_body):
-            conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before the body
-        conn.sock.settimeout(dispatcher.config.body_timeout)  # a body that trickles costs a thread: not for long
-        try:
-            body = dispatcher.read_body(length, chunked, req.body)
-        except TimeoutError:
-            body = 408
-        finally:
-            conn.sock.settimeout(None)
-        if body.__class__ is int:
-            keep = False  # a refused body is not read: the connection cannot go on
-        route, request_id = target[0], dispatcher.request_id(request_id)
-        token = id(conn)
-        stream = Stream(self, req, conn, keep) if req.version >= (1, 1) and req.method != "HEAD" else None
-        self.inflight[token] = Call(time.monotonic() + route.spec.timeout_ms / 1000 + STUCK_AFTER_S, req, conn, route,
-                                    request_id, stream)
-        dispatcher.local.stream = stream
-        try:
-            status, reply_headers, payload = dispatcher.handle(
-                route, target[1], req.method, path, req.query, self.client(conn), request_id, headers, body)
-        finally:
-            dispatcher.local.stream = None
-            del self.inflight[token]
-        if token in self.abandoned:
-            self.abandoned.discard(token)
-            return False  # answered by the watchdog already
-        if reply_headers is None:  # streamed: sent already, and ended unless broken
-            return keep and not stream.broken
-        return self.respond(req, conn, status, reply_headers, payload, keep)
 
     def handle_websocket(self, req, conn, dispatcher, target, path) -> bool:
         """Answer a handshake and give the socket to the hub (never kept by gunicorn)."""

@@ -23,7 +23,7 @@ def test_metrics_per_route_per_module_and_per_deploy(up, tmp_path):
         text = requests.get(server.api + "/metrics", timeout=5).text
         return text if all(d in text for d in done) else None
 
-    # each worker folds the fast path's counts into the metrics every 100 ms (server/fastpath.py): wait for both
+    # each worker folds the fast path's counts into the metrics every 100 ms (server/core.py): wait for both
     text = server.wait(scraped, timeout=10, what="the requests counted in /metrics")
 
     def value(pattern: str) -> float:

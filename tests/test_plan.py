@@ -223,3 +223,24 @@ def test_yaml_a_safe_loader_cannot_read_is_a_manifest_error(tmp_path, text):
     internal error instead of a ManifestInvalid deploy."""
     found = problems(tmp_path, text)
     assert len(found) == 1 and found[0].startswith("deploy.yaml:") and "not valid YAML" in found[0], found
+
+
+def test_the_manifest_accepts_exactly_the_patterns_the_request_core_serves(tmp_path):
+    """plan.py's check and C's route compiler (serve.c) judge the same patterns alike."""
+    from hotplate.controller.plan import unserved
+    from hotplate.server import libhotplate
+    ffi, lib = libhotplate.load()
+    patterns = ["/", "/a", "/a/<x>", "/a/<int:id>", "/a/<string:s>/b", "/files/<path:rest>", "/<a>/<int:b>/<path:c>",
+                "/a/<uuid:id>", "/a/<float:f>", "/a/<string(length=2):s>", "/a/x<id>", "/a/<id>.json",
+                "/a/<path:p>/b", "/" + "/".join("s" * 33), "/" + "/".join("s" * 32)]
+    verdicts = {p: (unserved(p) is None, lib.hp_rt_serve_route(b"GET", p.encode(), b"m", ffi.NULL, ffi.NULL, b"h",
+                                                                1000, -1, ffi.NULL) == 0) for p in patterns}
+    assert all(ours == c for ours, c in verdicts.values()), verdicts
+    assert not verdicts["/a/<uuid:id>"][0] and verdicts["/files/<path:rest>"][0]
+    refused = "\n".join(problems(tmp_path, """\
+        modules:
+          a:
+            source: a.c
+            routes: [{path: "/a/<uuid:id>", handler: h}]
+        """))
+    assert "bad pattern '/a/<uuid:id>': '<uuid:id>': a parameter is a whole segment" in refused, refused

@@ -46,17 +46,17 @@ FAULTS_APP = """\
     """
 
 
-@pytest.fixture(params=["fast", "direct", "wsgi"])
+@pytest.fixture(params=["fast", "driven"])
 def echo(request, serve, tmp_path):
-    """The echo app, served each way a module request can go: the C fast
-    path (with its access log on), and with the fast path off the Python
-    worker's direct path, and WSGI (taken when an access log is on)."""
+    """The echo app, served each way C's request core is fed: the fast path
+    (its own threads accept; with the access log on), and with the fast path
+    off, gunicorn's threads handing it each connection."""
     app = write_app(tmp_path / "echo", ECHO_APP, copy=("echo.c",))
     env = {"HOTPLATE_MAX_BODY": "65536"}
-    if request.param != "fast":
-        env["HOTPLATE_FAST_PATH"] = "0"
-    if request.param != "direct":
+    if request.param == "fast":
         env["HOTPLATE_ACCESSLOG"] = "-"
+    else:
+        env["HOTPLATE_FAST_PATH"] = "0"
     server = serve(app, extra_env=env)
     server.path = request.param
     return server
@@ -159,8 +159,6 @@ def test_every_answer_names_the_release_that_gave_it(echo):
 
 
 def test_expect_100_continue_is_answered_before_the_body(echo):
-    if echo.path == "wsgi":
-        pytest.skip("gunicorn's own WSGI path")
     head = (b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
             b"Content-Type: application/octet-stream\r\n\r\n")
     host, port = echo.url.removeprefix("http://").split(":")
@@ -177,8 +175,6 @@ def test_expect_100_continue_is_answered_before_the_body(echo):
 
 
 def test_no_body_goes_out_with_204_or_304_and_pipelining_survives(echo):
-    if echo.path == "wsgi":
-        pytest.skip("gunicorn's own WSGI path")
     two = b"GET /status/204 HTTP/1.1\r\nHost: x\r\n\r\nGET /status/304 HTTP/1.1\r\nHost: x\r\n\r\n"
     got = raw_exchange(echo.url, two + b"GET /users/5 HTTP/1.1\r\nHost: x\r\n\r\n", b"user 5\n")
     first, rest = got.split(b"\r\n\r\n", 1)
@@ -205,10 +201,9 @@ def rss(pid: int) -> int:
 
 
 def test_a_100_mb_streamed_response_keeps_worker_memory_bounded(echo):
-    mb = 2 if echo.path == "wsgi" else 100  # the WSGI path buffers: the response goes whole
+    mb = 100
     with requests.get(echo.url + "/stream", params={"mb": mb}, stream=True, timeout=60) as r:
-        assert r.headers["X-Streamed"] == ("no" if echo.path == "wsgi" else "yes")
-        assert ("Transfer-Encoding" in r.headers) == (echo.path != "wsgi")
+        assert r.headers["X-Streamed"] == "yes" and "Transfer-Encoding" in r.headers
         pid, total, peak, blocks = int(r.headers["X-Worker"]), 0, 0, 0
         start = rss(pid)
         for chunk in r.iter_content(64 * 1024):
@@ -218,8 +213,7 @@ def test_a_100_mb_streamed_response_keeps_worker_memory_bounded(echo):
             blocks += chunk[:1] == bytes([ord("a") + (total - len(chunk)) // 65536 % 26])
     assert total == mb << 20
     assert blocks >= total // 65536 * 0.9  # the blocks arrive in order
-    if echo.path != "wsgi":
-        assert peak - start < 16 << 20, f"worker RSS grew {(peak - start) >> 20} MiB while streaming"
+    assert peak - start < 16 << 20, f"worker RSS grew {(peak - start) >> 20} MiB while streaming"
     assert requests.head(echo.url + "/stream", timeout=5).headers["X-Streamed"] == "no"
     # a client that leaves midway: the handler's writes fail, it returns, the worker serves on
     with requests.get(echo.url + "/stream", params={"mb": 50}, stream=True, timeout=30) as r:
@@ -228,8 +222,6 @@ def test_a_100_mb_streamed_response_keeps_worker_memory_bounded(echo):
 
 
 def test_a_handler_failing_midway_cuts_the_stream_short(echo):
-    if echo.path == "wsgi":
-        pytest.skip("the WSGI path does not stream")
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         with requests.get(echo.url + "/stream", params={"mb": 4, "fail": 1}, stream=True, timeout=30) as r:
             assert r.status_code == 200 and r.headers["X-Streamed"] == "yes"
@@ -286,7 +278,7 @@ def test_routing_errors_and_limits(echo):
     huge_header = requests.get(echo.url + "/echo/x", headers={"X-Big": "z" * 9000}, timeout=5)
     assert huge_header.status_code in (400, 431)
     assert "[module=echo route=/users/<int:id> req=" in echo.output() and "looked up user 7" in echo.output()
-    if echo.path != "direct":  # the access log
+    if echo.path == "fast":  # the access log
         logged(echo, '"GET /users/7 HTTP/1.1" 200')
     else:
         assert '"GET /users/7 HTTP/1.1" 200' not in echo.output()
@@ -460,21 +452,26 @@ def test_slow_clients_cost_a_descriptor_not_a_thread(serve, tmp_path):
     assert stalled.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in stalled
 
 
-def test_the_fast_path_hands_what_it_does_not_serve_to_python_on_the_same_connection(echo):
-    """Module routes on the fast path; a reserved path after one, pipelined on
-    the same connection, goes to Python with the bytes read, and the rest of
-    that connection with it. Parameters as werkzeug gives them (int: 007 is 7)."""
+def test_what_is_not_a_module_route_goes_to_python_and_the_connection_comes_back_to_c(echo):
+    """Module routes are C's; a reserved path after one, pipelined on the same
+    connection, goes to Python with the bytes read, and the module route
+    after it is C's again. One route table answers with werkzeug's rules:
+    parameters as werkzeug gives them (int: 007 is 7), slashes merged with
+    a 308, a method the path does not take with a 405 and its Allow."""
     three = (b"GET /users/007 HTTP/1.1\r\nHost: x\r\n\r\nGET /_hotplate/release HTTP/1.1\r\nHost: x\r\n\r\n"
              b"GET /users/6 HTTP/1.1\r\nHost: x\r\n\r\n")
     got = raw_exchange(echo.url, three, b"user 6\n")
     first, second, third = got.split(b"HTTP/1.1 200")[1:]
     assert first.endswith(b"user 7\n") and b'"release"' in second and third.endswith(b"user 6\n")
     server_of = lambda part: part.split(b"Server: ")[1].split(b"\r\n")[0]
-    assert server_of(first) == (b"hotplate" if echo.path == "fast" else b"gunicorn")
-    assert server_of(third) == b"gunicorn"  # the connection stayed with Python
-    assert requests.get(echo.url + "/users/x", timeout=5).status_code == 404  # not an int: werkzeug's answer
-    merged = raw_exchange(echo.url, b"GET //users/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"\0never")
-    assert b"Server: gunicorn" in merged  # werkzeug's slash merging decides what // means
+    assert server_of(first) == b"hotplate" and server_of(second) == b"gunicorn"
+    assert server_of(third) == b"hotplate"  # C's again, on the connection it handed over
+    assert requests.get(echo.url + "/users/x", timeout=5).status_code == 404  # not an int: not a module route
+    merged = raw_exchange(echo.url, b"GET //users/5?a=1 HTTP/1.1\r\nHost: x\r\n\r\n", b"\0never")
+    assert merged.startswith(b"HTTP/1.1 308") and b"Location: /users/5?a=1\r\n" in merged, merged  # werkzeug's rule
+    wrong = requests.delete(echo.url + "/echo/x", timeout=5)
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET, POST, PUT, HEAD", wrong.headers
+    assert wrong.json()["error"] == "method DELETE is not allowed here; this path takes GET, POST, PUT, HEAD"
 
 
 def test_a_retiring_worker_does_not_wait_for_slow_clients(serve, tmp_path):

@@ -154,7 +154,7 @@ def test_a_module_cannot_run_programs_unless_it_says_why(up, tmp_path):
     assert "deploy succeeded" in push_snoop(work, probe="/nonexistent")
     r = server.get("/exec?cmd=touch+ran")
     assert r.status_code == 500 and "it called execve, which modules may not" in r.json()["error"]
-    # logged by the worker's Python side once the fast path has answered (server/fastpath.py)
+    # logged by the worker's Python side once the fast path has answered (server/core.py)
     server.wait(lambda: "crashed with SIGSYS: it called execve" in (server.state / "run" / "server.log").read_text(),
                 timeout=10, what="the crash in the server log")
     assert server.wait(lambda: server.get("/limits").ok, what="a fresh worker")

@@ -36,8 +36,7 @@
 /* SIGSYS: confine.c; SIGABRT: abort() in a module, or a sanitizer's report */
 static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGSYS, SIGABRT};
 static hp_rt_log_fn log_sink;
-static hp_rt_stream_fn stream_sink;
-static __thread hp_rt_stream_fn thread_sink; /* the fast path's threads write their own (serve.c) */
+static __thread hp_rt_stream_fn thread_sink; /* each thread of the request core writes its own (serve.c) */
 
 /* Per thread: where to jump when module code faults or overruns, and
  * whose code may be jumped out of (NULL: any, while dlopen runs). */
@@ -240,11 +239,6 @@ void rt_log_emit(int level, const hp_module *mod, const hp_request *req, const c
     guard_active = was_active;
 }
 
-void hp_rt_set_stream_sink(hp_rt_stream_fn sink)
-{
-    stream_sink = sink;
-}
-
 void rt_set_thread_stream_sink(hp_rt_stream_fn sink)
 {
     thread_sink = sink;
@@ -255,8 +249,7 @@ int rt_stream_emit(int first, const hp_response *res, const char *data, size_t l
 {
     int was_active = guard_active;
     guard_active = 0;
-    hp_rt_stream_fn sink = thread_sink ? thread_sink : stream_sink;
-    int rc = sink ? sink(first, res->status, res->headers.data, res->headers.len, data, len) : -1;
+    int rc = thread_sink ? thread_sink(first, res->status, res->headers.data, res->headers.len, data, len) : -1;
     guard_active = was_active;
     return rc;
 }
@@ -506,7 +499,7 @@ int hp_rt_dispatch(void *module, void *handler,
     hp_request *req = rt_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
-    req->res.can_stream = can_stream && (thread_sink || stream_sink);
+    req->res.can_stream = can_stream && thread_sink;
     struct call_args args = {.handler = handler, .req = req};
     if (run_call(call_handler, &args, timeout_ms, out) == HP_RT_OK && !req->res.stream_started &&
         rt_response_finish(&req->res))

@@ -60,9 +60,6 @@ enum {
  * Call once per worker process, never in the gunicorn master. */
 int hp_rt_setup(hp_rt_log_fn log);
 
-/* Installs the sink of streamed responses (hp_rt_stream_fn above). */
-void hp_rt_set_stream_sink(hp_rt_stream_fn sink);
-
 /* Installs the system-call filter (confine.c) in this process and all its
  * threads: execve, ptrace, mount and other calls a handler has no use for
  * raise SIGSYS, which the crash guard turns into a crash of the call.
@@ -141,8 +138,9 @@ void hp_rt_release(hp_rt_result *out);
 /* The ABI level this runtime provides (HP_ABI_VERSION it was built with). */
 int hp_rt_abi_version(void);
 
-/* The fast path (serve.c): module routes answered in C from accept to
- * write, on threads of this worker; everything else handed to Python. */
+/* The request core (serve.c): module routes answered in C, on threads of
+ * its own that accept (the fast path) or on Python's (hp_rt_serve_conn);
+ * everything else handed to Python. */
 typedef struct {
     int threads;                  /* threads serving connections */
     size_t max_body;              /* larger bodies get 413 */
@@ -157,6 +155,7 @@ typedef struct {
     int access_log_fd;            /* a line per request written here; -1: none */
     unsigned long long max_requests; /* drain after this many requests (HP_RT_EV_LIMIT); 0: never */
     char release[32];             /* the release served: its id in every answer's X-Hotplate-Release */
+    char sanitize_dir[256];       /* hotplate dev --sanitize: where ASan writes sanitizer.<pid>; "" for none */
 } hp_rt_serve_config;
 
 /* What the fast path gives Python (hp_rt_serve_next). */
@@ -173,6 +172,7 @@ typedef struct {
     int port;
     int streamed;                 /* FAULT: the response had begun (hp_res_stream) and is cut short */
     char trapped[32];             /* FAULT: the forbidden call of a SIGSYS crash (hp_rt_trapped_call) */
+    int driven;                   /* FAULT (stuck): the call's connection is a Python thread's (hp_rt_serve_conn) */
 } hp_rt_event;
 
 enum {
@@ -192,17 +192,34 @@ typedef struct {
     double seconds;
 } hp_rt_route_stats;
 
-/* Adds a route the fast path serves (before hp_rt_serve_start): methods
- * like "GET,POST", a werkzeug pattern. Returns 0, or -1 for a pattern it
- * leaves to Python (converters other than string, int and a last path). */
-int hp_rt_serve_route(const char *methods, const char *pattern, void *module, void *handler,
-                      const char *handler_name, unsigned timeout_ms, int index);
+/* Adds a route to the one route table (before hp_rt_serve_start): methods
+ * like "GET,POST", a werkzeug pattern, the module's name and loaded
+ * handle, the handler. handler NULL: a WebSocket route, whose handshakes go
+ * to Python; or, with unavailable, why the module did not load (503).
+ * index: the route's in the release (-1 for a WebSocket route). Returns
+ * 0, or -1 for a pattern it cannot serve (converters other than string,
+ * int and a last path, which the manifest refuses). */
+int hp_rt_serve_route(const char *methods, const char *pattern, const char *module_name, void *module,
+                      void *handler, const char *handler_name, unsigned timeout_ms, int index,
+                      const char *unavailable);
 
-/* Starts serving the listening sockets (not accepting until
- * hp_rt_serve_accept(1)). Returns a descriptor that becomes readable (an
+/* Starts the core: with listeners, config->threads threads serve them
+ * (not accepting until hp_rt_serve_accept(1)); with none, only Python's
+ * threads drive it. Returns a descriptor that becomes readable (an
  * eventfd) when events wait for hp_rt_serve_next(), or -1. */
 int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve_config *config,
                       const double *buckets);
+
+/* Serves a connection on the calling thread: data is what was read of it
+ * already, client and port its peer. Returns HP_RT_CONN_IDLE once every
+ * request it sent is answered (kept alive: wait for its next), or
+ * HP_RT_CONN_CLOSE (close it), or HP_RT_CONN_PYTHON with *out's data the
+ * bytes of a request that is not a module route, for Python to go on
+ * with (free *out with hp_rt_serve_event_free). The socket is left open,
+ * and blocking. */
+int hp_rt_serve_conn(int fd, const char *data, size_t len, const char *client, int port, hp_rt_event *out);
+
+enum { HP_RT_CONN_IDLE = 0, HP_RT_CONN_CLOSE = 1, HP_RT_CONN_PYTHON = 2 };
 
 /* Accept new connections, or stop. */
 void hp_rt_serve_accept(int enabled);

@@ -1,20 +1,26 @@
-/* The fast path: module routes answered by C from accept to write, inside
- * each gunicorn worker (issue 10).
+/* The request core: HTTP for module routes, from the bytes a client sent
+ * to the answer it gets, inside each gunicorn worker (issues 10 and 22).
+ * Every rule of it lives here once: parsing (picohttpparser, vendor/), the
+ * one route table (with werkzeug's 405 and 308 answers), limits,
+ * 100-continue, HEAD and the no-body statuses, error bodies, the Server
+ * header. Handlers run through hp_rt_dispatch() under the crash guard and
+ * deadline.
  *
- * gunicorn still owns the processes (spawn, roll, retire, signals); the
- * worker's Python side starts this with the listening sockets and the
- * routes it may serve (server/fastpath.py). Its threads share one epoll
- * set; every socket is armed one-shot, so a connection is only ever in one
- * thread's hands, and a handler that blocks holds its own connection, not
- * the others. Requests are parsed with picohttpparser (vendor/) and run
- * through hp_rt_dispatch(), the call the Python path makes, under the same
- * crash guard and deadline.
+ * Two drivers feed it:
+ * - the fast path: C threads accept on the worker's listening sockets and
+ *   share one epoll set; every socket is armed one-shot, so a connection
+ *   is only ever in one thread's hands, and a handler that blocks holds its
+ *   own connection, not the others;
+ * - Python (hp_rt_serve_conn): with the fast path off, and for connections
+ *   the fast path handed over, a gunicorn thread gives C its connection
+ *   and the bytes read so far (server/worker.py).
+ * gunicorn still owns the processes (spawn, roll, retire, signals).
  *
- * Anything else goes to Python with the bytes already read: paths that are
- * not module routes, a route whose pattern this matcher does not cover,
- * WebSocket handshakes, a head too large or malformed (Python answers 431
- * or 400). Python also gets what only it can do: the publications of
- * hp_publish, and the faults to log, count and retire the worker for.
+ * What is not a module route goes to Python with the bytes already read:
+ * Flask's and the reserved paths, WebSocket handshakes, a head too large or
+ * malformed (gunicorn answers 431 or 400). Python also gets what only it
+ * can do: the publications of hp_publish, and the faults to log, count and
+ * retire the worker for.
  *
  * A slow client costs a file descriptor here, never a thread: heads and
  * bodies are read without blocking, and the sweeper thread shuts down a
@@ -39,6 +45,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <jansson.h>
+
 #include "runtime.h"
 #include "vendor/picohttpparser.h"
 
@@ -49,7 +58,8 @@
 #define FIRST_BUFFER 4096
 #define SWEEP_MS 50
 
-enum seg_kind { SEG_LITERAL, SEG_STRING, SEG_INT, SEG_PATH };
+/* In the order werkzeug prefers them where two routes match a path. */
+enum seg_kind { SEG_LITERAL, SEG_INT, SEG_STRING, SEG_PATH };
 
 typedef struct {
     enum seg_kind kind;
@@ -58,10 +68,11 @@ typedef struct {
 
 typedef struct {
     char methods[128]; /* ",GET,HEAD," */
-    char *pattern, *handler_name;
+    char *pattern, *handler_name, *module_name;
+    char *unavailable; /* why the route's module did not load: every request gets 503 */
     segment segs[MAX_SEGMENTS];
     int nsegs, nparams;
-    void *module, *handler;
+    void *module, *handler; /* handler NULL: a WebSocket route, whose handshake is Python's (or unavailable) */
     unsigned timeout_ms;
     int index;
 } route;
@@ -97,6 +108,8 @@ typedef struct event {
 
 /* What the watchdog needs of each thread's call in progress. */
 typedef struct {
+    _Atomic int busy;              /* a thread serves with it (Python's claim one per connection) */
+    int driven;                    /* by Python (hp_rt_serve_conn) */
     _Atomic long long deadline_ms; /* 0: no call */
     _Atomic int abandoned;
     conn *c;
@@ -192,10 +205,11 @@ static int compile_pattern(route *r, const char *pattern)
     return 0;
 }
 
-int hp_rt_serve_route(const char *methods, const char *pattern, void *module, void *handler,
-                      const char *handler_name, unsigned timeout_ms, int index)
+int hp_rt_serve_route(const char *methods, const char *pattern, const char *module_name, void *module,
+                      void *handler, const char *handler_name, unsigned timeout_ms, int index, const char *unavailable)
 {
-    if (S.nroutes == MAX_ROUTES || index < 0 || index >= MAX_ROUTES || strlen(methods) + 3 > sizeof S.routes[0].methods)
+    if (S.nroutes == MAX_ROUTES || (handler && (index < 0 || index >= MAX_ROUTES)) ||
+        strlen(methods) + 3 > sizeof S.routes[0].methods)
         return -1;
     route *r = &S.routes[S.nroutes];
     memset(r, 0, sizeof *r);
@@ -204,11 +218,13 @@ int hp_rt_serve_route(const char *methods, const char *pattern, void *module, vo
     snprintf(r->methods, sizeof r->methods, ",%s,", methods);
     r->pattern = strdup(pattern);
     r->handler_name = strdup(handler_name);
+    r->module_name = strdup(module_name);
+    r->unavailable = unavailable ? strdup(unavailable) : NULL;
     r->module = module;
     r->handler = handler;
     r->timeout_ms = timeout_ms;
     r->index = index;
-    if (!r->pattern || !r->handler_name)
+    if (!r->pattern || !r->handler_name || !r->module_name || (unavailable && !r->unavailable))
         return -1;
     S.nroutes++;
     return 0;
@@ -273,32 +289,85 @@ static int match_route(const route *r, const char *path, size_t plen, span *para
     return 0;
 }
 
-/* The route for a request: a route without parameters first (werkzeug
- * prefers static parts); NULL when none matches, or when two routes with
- * parameters would, which werkzeug's weighting decides (Python). */
-static const route *find_route(const char *method, size_t mlen, const char *path, size_t plen, span *params)
+/* Whether route a goes before route b where both match a path: werkzeug's
+ * weighting, segment by segment (a literal, then an int, a string, a path). */
+static int preferred(const route *a, const route *b)
 {
-    const route *found = NULL;
-    int candidates = 0;
+    for (int i = 0; i < a->nsegs && i < b->nsegs; i++)
+        if (a->segs[i].kind != b->segs[i].kind)
+            return a->segs[i].kind < b->segs[i].kind;
+    return a->nsegs > b->nsegs;
+}
+
+/* Adds a route's methods to a ",GET,POST," list, once each. */
+static void add_methods(char *allow, size_t size, const route *r)
+{
+    char methods[sizeof r->methods + 8];
+    snprintf(methods, sizeof methods, "%s%s", r->methods, strstr(r->methods, ",GET,") ? "HEAD," : "");
+    for (char *m = methods + 1, *comma; (comma = strchr(m, ',')); m = comma + 1) {
+        char item[40];
+        snprintf(item, sizeof item, ",%.*s,", (int)(comma - m), m);
+        size_t n = strlen(allow);
+        if (!strstr(allow, item) && n + strlen(item) < size)
+            snprintf(allow + n, size - n, "%s", n ? item + 1 : item);
+    }
+}
+
+/* The one route table's answer for a request: its route, or NULL; then
+ * *allow (",GET,POST,") names the methods of the routes that take the
+ * path (a 405), and is empty when none does. */
+static const route *find_route(const char *method, size_t mlen, const char *path, size_t plen, span *params,
+                               char *allow, size_t allow_size)
+{
+    const route *best = NULL;
     span scratch[MAX_SEGMENTS];
+    allow[0] = 0;
     for (int i = 0; i < S.nroutes; i++) {
         const route *r = &S.routes[i];
-        if (r->nparams == 0 && match_route(r, path, plen, scratch)) {
-            if (method_ok(r, method, mlen))
-                return r;
+        if (!match_route(r, path, plen, scratch))
+            continue;
+        if (!method_ok(r, method, mlen))
+            add_methods(allow, allow_size, r);
+        else if (!best || preferred(r, best)) {
+            best = r;
+            memcpy(params, scratch, sizeof scratch[0] * (size_t)r->nparams);
         }
     }
-    for (int i = 0; i < S.nroutes; i++) {
-        const route *r = &S.routes[i];
-        if (r->nparams && match_route(r, path, plen, scratch)) {
-            if (method_ok(r, method, mlen)) {
-                candidates++;
-                found = r;
-                memcpy(params, scratch, sizeof scratch[0] * (size_t)r->nparams);
-            }
+    if (best)
+        allow[0] = 0;
+    return best;
+}
+
+static int percent_decode(const char *in, size_t n, char *out, size_t *out_len);
+
+/* werkzeug's redirects for a path no route takes as it is: its slashes
+ * merged, or a slash added where a route ends in one. 0 with the place to
+ * go in loc (raw, as the client wrote it, query kept), or -1. */
+static int redirect_for(const char *method, size_t mlen, const char *raw, size_t raw_len, const char *query,
+                        size_t qlen, char *loc, size_t size)
+{
+    static __thread char merged[8192], path[8192];
+    size_t m = 0;
+    if (raw_len + 2 > sizeof merged)
+        return -1;
+    for (size_t i = 0; i < raw_len; i++)
+        if (raw[i] != '/' || !m || merged[m - 1] != '/')
+            merged[m++] = raw[i];
+    for (int slash = 0; slash < 2; slash++) {
+        if (slash && merged[m - 1] != '/')
+            merged[m++] = '/';
+        else if (slash || m == raw_len)
+            continue; /* nothing to merge, or a slash there already */
+        size_t plen;
+        span params[MAX_SEGMENTS];
+        char allow[160];
+        if (percent_decode(merged, m, path, &plen) == 0 &&
+            find_route(method, mlen, path, plen, params, allow, sizeof allow)) {
+            int n = snprintf(loc, size, "%.*s%s%.*s", (int)m, merged, qlen ? "?" : "", (int)qlen, query);
+            return n > 0 && (size_t)n < size ? 0 : -1;
         }
     }
-    return candidates == 1 ? found : NULL;
+    return -1;
 }
 
 /* -- events for Python --------------------------------------------------- */
@@ -601,24 +670,35 @@ static void count(const route *r, int status, long long micros)
     }
 }
 
-/* A JSON error as Python's Dispatcher.error() writes it. */
-static int send_error(conn *c, request_line *rl, const route *r, int status, const char *message)
+/* Every error the core answers: a JSON body naming what went wrong, the
+ * module and route (when one was matched) and the request id, then
+ * headers of its own (a 405's Allow, a 308's Location) in extra. */
+static int send_error(conn *c, request_line *rl, const route *r, int status, const char *message, const char *extra)
 {
-    char body[1024], head[1024], extra[256];
-    int blen = snprintf(body, sizeof body, "{\"error\": \"%s\", \"module\": \"%s\", \"route\": \"%s\", "
-                        "\"request_id\": \"%s\"}", message, r ? ((const hp_module *)r->module)->name : "",
-                        r ? r->pattern : "", rl->request_id);
-    if (blen < 0 || (size_t)blen >= sizeof body)
-        blen = snprintf(body, sizeof body, "{\"error\": \"%d\"}", status);
-    snprintf(extra, sizeof extra, "Content-Type: application/json\r\nContent-Length: %d\r\nX-Request-Id: %s\r\n",
-             blen, rl->request_id);
-    int hlen = format_head(head, sizeof head, rl, status, "", 0, extra);
-    if (hlen < 0)
-        return -1;
-    struct iovec iov[2] = {{head, (size_t)hlen}, {body, rl->head ? 0 : (size_t)blen}};
-    rl->status = status;
-    rl->sent = rl->head ? 0 : (size_t)blen;
-    return send_all(c->fd, iov, 2);
+    json_t *o = json_object();
+    json_t *text = json_string(message);
+    json_object_set_new(o, "error", text ? text : json_string("(the message is not UTF-8)"));
+    if (r) {
+        json_object_set_new(o, "module", json_string(r->module_name));
+        json_object_set_new(o, "route", json_string(r->pattern));
+    }
+    json_object_set_new(o, "request_id", json_string(rl->request_id));
+    char *body = json_dumps(o, JSON_PRESERVE_ORDER);
+    json_decref(o);
+    size_t blen = body ? strlen(body) : 0;
+    char head[2048], fields[1024];
+    snprintf(fields, sizeof fields, "%sContent-Type: application/json\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n",
+             extra ? extra : "", blen, rl->request_id);
+    int hlen = format_head(head, sizeof head, rl, status, "", 0, fields);
+    int rc = -1;
+    if (hlen >= 0) {
+        struct iovec iov[2] = {{head, (size_t)hlen}, {body, rl->head ? 0 : blen}};
+        rl->status = status;
+        rl->sent = rl->head ? 0 : blen;
+        rc = send_all(c->fd, iov, 2);
+    }
+    free(body);
+    return rc;
 }
 
 /* -- streamed responses (hp_res_stream) --------------------------------------- */
@@ -686,6 +766,25 @@ static int header_is(const struct phr_header *h, const char *name)
     return h->name_len == strlen(name) && !strncasecmp(h->name, name, h->name_len);
 }
 
+/* Whether a Transfer-Encoding list ends with chunked, after other codings
+ * ("gzip, chunked"), and names it only there. */
+static int last_is_chunked(const char *value, size_t len)
+{
+    while (len && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    if (len <= 7 || strncasecmp(value + len - 7, "chunked", 7))
+        return 0;
+    size_t i = len - 7;
+    while (i && (value[i - 1] == ' ' || value[i - 1] == '\t'))
+        i--;
+    if (!i || value[i - 1] != ',')
+        return 0;
+    for (size_t k = 0; k + 7 <= i; k++)
+        if (!strncasecmp(value + k, "chunked", 7))
+            return 0;
+    return 1;
+}
+
 static int contains_token(const char *value, size_t len, const char *token)
 {
     size_t t = strlen(token);
@@ -712,10 +811,34 @@ static int put(char **blob, size_t *len, size_t *cap, const char *s, size_t n)
     return 0;
 }
 
-static void fault_event(const route *r, int result, int sig, const char *request_id, int streamed)
+/* Under hotplate dev --sanitize: the report AddressSanitizer wrote as the
+ * call crashed (this process's own file), taken; NULL if none. */
+static char *take_sanitizer_report(void)
+{
+    if (!S.cfg.sanitize_dir[0])
+        return NULL;
+    char path[sizeof S.cfg.sanitize_dir + 32];
+    snprintf(path, sizeof path, "%s/sanitizer.%d", S.cfg.sanitize_dir, (int)getpid());
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    size_t cap = 65536, len = 0;
+    char *text = malloc(cap);
+    ssize_t n;
+    while (text && len + 1 < cap && (n = read(fd, text + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    unlink(path);
+    if (text)
+        text[len] = 0;
+    return text;
+}
+
+/* report: the sanitizer's, given to Python (which logs it). */
+static void fault_event(const route *r, int result, int sig, const char *request_id, int streamed, char *report)
 {
     hp_rt_event ev = {.kind = HP_RT_EV_FAULT, .route = r->index, .result = result, .signal = sig,
-                      .streamed = streamed};
+                      .streamed = streamed, .data = report, .data_len = report ? strlen(report) : 0};
     if (sig == SIGSYS)
         snprintf(ev.trapped, sizeof ev.trapped, "%s", hp_rt_trapped_call());
     snprintf(ev.request_id, sizeof ev.request_id, "%s", request_id);
@@ -748,7 +871,7 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
         bad = put(&blob, &blen, &blob_cap, headers[i].name, headers[i].name_len) ||
               put(&blob, &blen, &blob_cap, headers[i].value, headers[i].value_len);
     if (bad)
-        return send_error(c, rl, r, 500, "out of memory"), -1;
+        return send_error(c, rl, r, 500, "out of memory", NULL), -1;
 
     hp_rt_result out;
     struct timespec t0, t1;
@@ -786,30 +909,32 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
             result = send_all(c->fd, iov, 3) ? -1 : 0;
         }
         if (rc != HP_RT_OK)
-            fault_event(r, rc, out.signal, rl->request_id, 1);
+            fault_event(r, rc, out.signal, rl->request_id, 1, rc == HP_RT_CRASHED ? take_sanitizer_report() : NULL);
         count(r, rc == HP_RT_OK ? rl->status : 500, micros);
         hp_rt_release(&out);
         return rl->keep && result == 0 ? 0 : -1;
     }
     if (rc != HP_RT_OK) {
-        fault_event(r, rc, out.signal, rl->request_id, 0);
+        char *report = rc == HP_RT_CRASHED ? take_sanitizer_report() : NULL;
+        int sig = out.signal, status = rc == HP_RT_TIMED_OUT ? 504 : 500;
         hp_rt_release(&out);
-        char message[256];
+        char *message = NULL;
         const char *h = r->handler_name;
-        int status = 500;
+        int n = -1;
         if (rc == HP_RT_HANDLER_ERROR)
-            snprintf(message, sizeof message, "handler %s failed", h);
-        else if (rc == HP_RT_CRASHED && out.signal == SIGSYS)
-            snprintf(message, sizeof message, "handler %s crashed (SIGSYS: it called %s, which modules may not "
-                     "(deploy.yaml `unconfined:` lifts the filter))", h, hp_rt_trapped_call());
+            n = asprintf(&message, "handler %s failed", h);
+        else if (rc == HP_RT_CRASHED && sig == SIGSYS)
+            n = asprintf(&message, "handler %s crashed (SIGSYS: it called %s, which modules may not "
+                         "(deploy.yaml `unconfined:` lifts the filter))", h, hp_rt_trapped_call());
         else if (rc == HP_RT_CRASHED)
-            snprintf(message, sizeof message, "handler %s crashed (SIG%s)", h,
-                     sigabbrev_np(out.signal) ? sigabbrev_np(out.signal) : "?");
+            n = asprintf(&message, "handler %s crashed (SIG%s%s%s)", h, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
+                         report ? ", sanitizer report:\n" : "", report ? report : "");
         else if (rc == HP_RT_TIMED_OUT)
-            status = 504, snprintf(message, sizeof message, "handler %s did not answer within %u ms", h, r->timeout_ms);
-        else
-            snprintf(message, sizeof message, "out of memory");
-        result = send_error(c, rl, r, status, message);
+            n = asprintf(&message, "handler %s did not answer within %u ms", h, r->timeout_ms);
+        result = send_error(c, rl, r, status, n < 0 ? "out of memory" : message, NULL);
+        if (n >= 0)
+            free(message);
+        fault_event(r, rc, sig, rl->request_id, 0, report);
         count(r, status, micros);
         return result || !rl->keep ? -1 : 0;
     }
@@ -825,7 +950,7 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
     int hlen = format_head(head, sizeof head, rl, status, out.headers, out.headers_len, extra);
     if (hlen < 0) {
         hp_rt_release(&out);
-        result = send_error(c, rl, r, 500, "response headers too large (over 16 KiB)");
+        result = send_error(c, rl, r, 500, "response headers too large (over 16 KiB)", NULL);
         count(r, 500, micros);
         return -1;
     }
@@ -838,18 +963,37 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
     return result || !rl->keep ? -1 : 0;
 }
 
-/* Serves every whole request in the buffer. Returns 1 to wait for more,
- * 0 once the connection is closed or handed to Python. */
-static int serve_buffer(conn *c, slot *sl, int eof)
+/* What serving a connection's buffer ends with; its driver (the epoll
+ * loop, or a Python thread in hp_rt_serve_conn) carries it out. */
+enum outcome {
+    WAIT,   /* for more of a request, until c->deadline_ms */
+    IDLE,   /* every request answered: wait for the next */
+    CLOSE,  /* close the connection */
+    PYTHON  /* a request that is not a module route: the connection and its bytes go to Python */
+};
+
+/* Answers a request no route takes as it is (405, 308) and closes: its
+ * body, if any, is not read. */
+static enum outcome refuse(conn *c, request_line *rl, const route *r, int status, const char *message,
+                           const char *extra)
+{
+    rl->keep = 0;
+    send_error(c, rl, r, status, message, extra);
+    access_log(c, rl);
+    return CLOSE;
+}
+
+/* Serves every whole request in the buffer. */
+static enum outcome serve_buffer(conn *c, slot *sl, int eof)
 {
     static __thread char path[65536];
     for (;;) {
         if (c->len == 0) {
             if (eof)
-                return close_conn(c), 0;
+                return CLOSE;
             long long wait = atomic_load(&S.draining) ? S.cfg.linger_ms : S.cfg.keepalive_ms;
             atomic_store(&c->deadline_ms, now_ms() + wait);
-            return 1;
+            return IDLE;
         }
         if (!c->head_len && !c->head_started_ms)
             c->head_started_ms = now_ms();
@@ -861,28 +1005,34 @@ static int serve_buffer(conn *c, slot *sl, int eof)
                                   &target_len, &minor, headers, &nheaders, 0);
         if (r == -2) {
             if (c->len >= S.cfg.head_limit || eof)
-                return eof ? (close_conn(c), 0) : (hand_off(c), 0); /* Python answers 431 */
+                return eof ? CLOSE : PYTHON; /* gunicorn answers 431 */
             atomic_store(&c->deadline_ms, c->head_started_ms + S.cfg.header_timeout_ms);
-            return 1;
+            return WAIT;
         }
         if (r < 0 || bare_lf(c->buf, (size_t)r))
-            return hand_off(c), 0; /* Python answers 400 */
+            return PYTHON; /* gunicorn answers 400 */
         c->head_len = (size_t)r;
         request_line rl = {.method = method, .method_len = method_len, .target = target, .target_len = target_len,
                            .minor = minor, .head = method_len == 4 && !memcmp(method, "HEAD", 4)};
         const char *q = memchr(target, '?', target_len);
         size_t raw_path_len = q ? (size_t)(q - target) : target_len, plen;
-        if (target[0] != '/' || raw_path_len >= sizeof path || percent_decode(target, raw_path_len, path, &plen) ||
-            memmem(path, plen, "//", 2))
-            return hand_off(c), 0;
+        const char *query = q ? q + 1 : "";
+        size_t qlen = q ? target_len - raw_path_len - 1 : 0;
+        if (target[0] != '/' || raw_path_len >= sizeof path || percent_decode(target, raw_path_len, path, &plen))
+            return PYTHON;
         span params[MAX_SEGMENTS];
-        const route *rt = find_route(method, method_len, path, plen, params);
-        if (!rt)
-            return hand_off(c), 0;
+        char allow[160], location[8192];
+        const route *rt = memmem(path, plen, "//", 2) ? NULL
+                          : find_route(method, method_len, path, plen, params, allow, sizeof allow);
+        int moved = !rt && !allow[0] &&
+                    !redirect_for(method, method_len, target, raw_path_len, query, qlen, location, sizeof location);
+        if ((!rt && !allow[0] && !moved) || (rt && !rt->handler && !rt->unavailable))
+            return PYTHON; /* not a module route, or a WebSocket route's */
         if (method_len + target_len + 10 > S.cfg.max_request_line || nheaders > S.cfg.max_header_fields)
-            return hand_off(c), 0; /* gunicorn's limits, and its answers */
+            return PYTHON; /* gunicorn's limits, and its answers */
         long long length = -1;
         int chunked = 0, expect = 0, close_asked = 0, keep_asked = 0, refused = 0;
+        const struct phr_header *coded = NULL; /* codings before chunked, which none is supported */
         const char *given_id = NULL;
         size_t given_id_len = 0;
         for (size_t i = 0; i < nheaders; i++) {
@@ -893,16 +1043,21 @@ static int serve_buffer(conn *c, slot *sl, int eof)
             }
             if (header_is(h, "Content-Length")) {
                 if (length >= 0 || h->value_len == 0 || h->value_len > 18)
-                    return hand_off(c), 0;
+                    return PYTHON;
                 length = 0;
                 for (size_t k = 0; k < h->value_len; k++) {
                     if (!isdigit((unsigned char)h->value[k]))
-                        return hand_off(c), 0;
+                        return PYTHON;
                     length = length * 10 + (h->value[k] - '0');
                 }
             } else if (header_is(h, "Transfer-Encoding")) {
-                if (chunked || h->value_len != 7 || strncasecmp(h->value, "chunked", 7))
-                    return hand_off(c), 0; /* Python answers 400 or 501 (RFC 9112 6.1) */
+                if (chunked)
+                    return PYTHON; /* repeated: gunicorn answers 400 */
+                if (!(h->value_len == 7 && !strncasecmp(h->value, "chunked", 7))) {
+                    if (!last_is_chunked(h->value, h->value_len))
+                        return PYTHON; /* chunked not last, or none: gunicorn answers 400 (RFC 9112 6.1) */
+                    coded = h;
+                }
                 chunked = 1;
             } else if (header_is(h, "Expect")) {
                 expect = h->value_len == 12 && !strncasecmp(h->value, "100-continue", 12);
@@ -918,19 +1073,57 @@ static int serve_buffer(conn *c, slot *sl, int eof)
             }
         }
         if (refused || (chunked && (length >= 0 || minor == 0)) || minor > 1)
-            return hand_off(c), 0; /* gunicorn refuses these with their reason */
+            return PYTHON; /* gunicorn refuses these with their reason */
         rl.keep = (minor == 1 ? !close_asked : keep_asked) && !atomic_load(&S.draining);
-        if (given_id && given_id_len < sizeof rl.request_id)
+        int id_ok = given_id && given_id_len < sizeof rl.request_id;
+        for (size_t k = 0; id_ok && k < given_id_len; k++)
+            id_ok = given_id[k] > ' ' && given_id[k] < 127; /* it goes into logs and JSON as it is */
+        if (id_ok)
             snprintf(rl.request_id, sizeof rl.request_id, "%.*s", (int)given_id_len, given_id);
         else
             snprintf(rl.request_id, sizeof rl.request_id, "%s-c%llx", S.pid_hex,
                      (unsigned long long)atomic_fetch_add(&S.ids, 1) + 1);
+        if (moved) {
+            char field[sizeof location + 16];
+            snprintf(field, sizeof field, "Location: %s\r\n", location);
+            return refuse(c, &rl, NULL, 308, "this path has moved: add its slash, or merge its slashes", field);
+        }
+        if (!rt) {
+            char methods[sizeof allow * 2], field[sizeof methods + 16], message[sizeof methods + 80];
+            size_t o = 0;
+            for (const char *p = allow + 1; *p; p++) /* ",GET,POST," reads "GET, POST" */
+                if (*p != ',')
+                    methods[o++] = *p;
+                else if (p[1])
+                    methods[o++] = ',', methods[o++] = ' ';
+            methods[o] = 0;
+            snprintf(field, sizeof field, "Allow: %s\r\n", methods);
+            snprintf(message, sizeof message, "method %.*s is not allowed here; this path takes %s",
+                     (int)(method_len > 32 ? 32 : method_len), method, methods);
+            return refuse(c, &rl, NULL, 405, message, field);
+        }
+        if (coded) {
+            char message[512];
+            snprintf(message, sizeof message, "transfer coding %.*s is not supported; send chunked alone",
+                     (int)(coded->value_len > 256 ? 256 : coded->value_len), coded->value);
+            count(rt, 501, 0);
+            return refuse(c, &rl, rt, 501, message, NULL);
+        }
+        if (rt->unavailable) {
+            char message[1024];
+            snprintf(message, sizeof message, "module %s is not loaded: %s", rt->module_name, rt->unavailable);
+            rl.keep = 0;
+            send_error(c, &rl, rt, 503, message, NULL);
+            count(rt, 503, 0);
+            access_log(c, &rl);
+            return CLOSE;
+        }
         if (length > (long long)S.cfg.max_body) {
             rl.keep = 0; /* a refused body is not read: the connection cannot go on */
-            send_error(c, &rl, rt, 413, "request body too large");
+            send_error(c, &rl, rt, 413, "request body too large", NULL);
             count(rt, 413, 0);
             access_log(c, &rl);
-            return close_conn(c), 0;
+            return CLOSE;
         }
         /* the body */
         const char *body;
@@ -954,10 +1147,10 @@ static int serve_buffer(conn *c, slot *sl, int eof)
                 c->dec.bytes_left_in_chunk > S.cfg.max_body) { /* a chunk that says it is too large: at once */
                 rl.keep = 0;
                 send_error(c, &rl, rt, left == -1 ? 400 : 413,
-                           left == -1 ? "malformed chunked body" : "request body too large");
+                           left == -1 ? "malformed chunked body" : "request body too large", NULL);
                 count(rt, left == -1 ? 400 : 413, 0);
                 access_log(c, &rl);
-                return close_conn(c), 0;
+                return CLOSE;
             }
             whole = left >= 0;
             body = c->buf + c->head_len;
@@ -973,33 +1166,31 @@ static int serve_buffer(conn *c, slot *sl, int eof)
             if (atomic_load(&c->expired) || eof) {
                 if (atomic_load(&c->expired)) {
                     rl.keep = 0;
-                    send_error(c, &rl, rt, 408, "the request body did not arrive in time");
+                    send_error(c, &rl, rt, 408, "the request body did not arrive in time", NULL);
                     count(rt, 408, 0);
                     access_log(c, &rl);
                 }
-                return close_conn(c), 0;
+                return CLOSE;
             }
             if (expect && minor == 1 && !c->continued) {
                 c->continued = 1;
                 if (send_text(c->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25))
-                    return close_conn(c), 0;
+                    return CLOSE;
             }
             if (grow(c, S.cfg.head_limit + S.cfg.max_body + S.cfg.max_body / 4 + 65536) && c->len == c->cap)
-                return close_conn(c), 0;
+                return CLOSE;
             atomic_store(&c->deadline_ms, now_ms() + S.cfg.body_timeout_ms);
-            return 1;
+            return WAIT;
         }
         atomic_store(&c->deadline_ms, 0);
-        const char *query = q ? q + 1 : "";
-        size_t qlen = q ? target_len - raw_path_len - 1 : 0;
         int rc = run_request(c, sl, rt, &rl, path, plen, query, qlen, params, headers, nheaders, body, body_len);
         access_log(c, &rl);
         if (atomic_load(&sl->abandoned)) {
             atomic_store(&sl->abandoned, 0);
-            return close_conn(c), 0;
+            return CLOSE;
         }
         if (rc)
-            return close_conn(c), 0;
+            return CLOSE;
         memmove(c->buf, c->buf + end, c->len - end);
         c->len -= end;
         c->head_len = 0;
@@ -1009,27 +1200,39 @@ static int serve_buffer(conn *c, slot *sl, int eof)
     }
 }
 
-/* Reads what the client sent, then serves it. */
-static void on_readable(conn *c, slot *sl)
+/* Reads what the client sent and is there (without waiting); 1 at its end. */
+static int read_available(conn *c)
 {
-    int eof = 0;
     size_t limit = S.cfg.head_limit + (c->head_len ? S.cfg.max_body + S.cfg.max_body / 4 + 65536 : 0);
     for (;;) {
         if (c->len == c->cap && grow(c, limit))
-            break; /* full: serve what is there (a head this long goes to Python) */
-        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+            return 0; /* full: serve what is there (a head this long goes to Python) */
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
         if (n > 0) {
             c->len += (size_t)n;
             continue;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            eof = 1;
         if (n < 0 && errno == EINTR)
             continue;
+        return n == 0 || errno != EAGAIN;
+    }
+}
+
+/* The fast path's driver: reads, serves, and carries out the outcome. */
+static void on_readable(conn *c, slot *sl)
+{
+    switch (serve_buffer(c, sl, read_available(c))) {
+    case WAIT:
+    case IDLE:
+        arm(c, EPOLL_CTL_MOD);
+        break;
+    case CLOSE:
+        close_conn(c);
+        break;
+    case PYTHON:
+        hand_off(c);
         break;
     }
-    if (serve_buffer(c, sl, eof))
-        arm(c, EPOLL_CTL_MOD);
 }
 
 static void accept_all(int listener)
@@ -1140,7 +1343,7 @@ static void *sweep(void *arg)
 int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve_config *config,
                       const double *buckets)
 {
-    if (nlisteners == 0 || nlisteners > sizeof S.listeners / sizeof *S.listeners || config->threads < 1 ||
+    if (nlisteners > sizeof S.listeners / sizeof *S.listeners || config->threads < (nlisteners ? 1 : 0) ||
         config->threads > MAX_THREADS)
         return -1;
     S.cfg = *config;
@@ -1152,14 +1355,66 @@ int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve
         return -1;
     memcpy(S.listeners, listeners, nlisteners * sizeof *listeners);
     S.nlisteners = nlisteners;
-    for (int i = 0; i < config->threads; i++) {
+    for (int i = 0; nlisteners && i < config->threads; i++) {
+        S.slots[i].busy = 1;
         if (pthread_create(&S.threads[i], NULL, loop, &S.slots[i]))
             return -1;
         S.nthreads++;
     }
-    if (pthread_create(&S.sweeper, NULL, sweep, NULL))
+    if (nlisteners && pthread_create(&S.sweeper, NULL, sweep, NULL))
         return -1;
     return S.notify_fd;
+}
+
+int hp_rt_serve_conn(int fd, const char *data, size_t len, const char *client, int port, hp_rt_event *out)
+{
+    slot *sl = NULL;
+    for (int i = 0; i < MAX_THREADS && !sl; i++)
+        if (!atomic_exchange(&S.slots[i].busy, 1))
+            sl = &S.slots[i];
+    conn c = {.fd = fd, .port = port};
+    snprintf(c.client, sizeof c.client, "%s", client);
+    while (c.cap < len && !grow(&c, S.cfg.head_limit + S.cfg.max_body + S.cfg.max_body / 4 + 65536))
+        ;
+    enum outcome o = PYTHON;
+    int served = sl && c.cap >= len;
+    if (served) {
+        sl->driven = 1;
+        if (len)
+            memcpy(c.buf, data, len);
+        c.len = len;
+        int flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK); /* writes to a slow reader wait in poll, bounded */
+        rt_set_thread_stream_sink(stream_part);
+        atomic_store(&c.deadline_ms, now_ms() + S.cfg.header_timeout_ms);
+        int eof = 0;
+        for (;;) {
+            if (!eof)
+                eof = read_available(&c);
+            o = serve_buffer(&c, sl, eof);
+            if (o != WAIT)
+                break;
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            long long left = atomic_load(&c.deadline_ms) - now_ms();
+            if (left <= 0 || poll(&p, 1, (int)left) == 0)
+                atomic_store(&c.expired, 1), eof = 1; /* late: serve_buffer closes, or answers 408 */
+        }
+        fcntl(fd, F_SETFL, flags);
+    }
+    if (sl)
+        atomic_store(&sl->busy, 0);
+    *out = (hp_rt_event){.kind = HP_RT_EV_CONNECTION, .fd = fd};
+    if (o == PYTHON && served) {
+        out->data = c.buf, out->data_len = c.len;
+        return HP_RT_CONN_PYTHON;
+    }
+    if (o == PYTHON) { /* no slot, or no memory: Python serves it as it came */
+        free(c.buf);
+        out->data = memdup(data, len), out->data_len = len;
+        return out->data || !len ? HP_RT_CONN_PYTHON : HP_RT_CONN_CLOSE;
+    }
+    free(c.buf);
+    return o == IDLE ? HP_RT_CONN_IDLE : HP_RT_CONN_CLOSE;
 }
 
 void hp_rt_serve_accept(int enabled)
@@ -1211,7 +1466,7 @@ unsigned long long hp_rt_serve_requests(void)
 int hp_rt_serve_abandon_stuck(unsigned stuck_after_ms, hp_rt_event *out)
 {
     long long now = now_ms();
-    for (int i = 0; i < S.nthreads; i++) {
+    for (int i = 0; i < MAX_THREADS; i++) {
         slot *sl = &S.slots[i];
         long long d = atomic_load(&sl->deadline_ms);
         if (!d || now <= d + stuck_after_ms || atomic_exchange(&sl->abandoned, 1))
@@ -1225,13 +1480,16 @@ int hp_rt_serve_abandon_stuck(unsigned stuck_after_ms, hp_rt_event *out)
         char message[256];
         snprintf(message, sizeof message, "handler %s did not answer within %u ms",
                  r ? r->handler_name : "?", r ? r->timeout_ms : 0);
-        send_error(sl->c, &rl, r, 504, message);
+        send_error(sl->c, &rl, r, 504, message, NULL);
         shutdown(sl->c->fd, SHUT_RDWR);
-        atomic_fetch_add(&S.abandoned, 1);
-        check_drained();
+        if (!sl->driven) { /* a connection of C's own: its drain no longer waits for it */
+            atomic_fetch_add(&S.abandoned, 1);
+            check_drained();
+        }
         if (r)
             count(r, 504, (long long)(now - d + r->timeout_ms) * 1000);
-        *out = (hp_rt_event){.kind = HP_RT_EV_FAULT, .route = sl->route, .result = HP_RT_TIMED_OUT};
+        *out = (hp_rt_event){.kind = HP_RT_EV_FAULT, .route = sl->route, .result = HP_RT_TIMED_OUT,
+                             .driven = sl->driven};
         snprintf(out->request_id, sizeof out->request_id, "%s", sl->request_id);
         return 1;
     }

@@ -1,19 +1,26 @@
-"""The C fast path inside a gunicorn worker (server/runtime/serve.c).
+"""The C request core inside a gunicorn worker (server/runtime/serve.c).
 
-In each worker that has a release, C threads accept on the worker's
-listening sockets and answer module routes from accept to write; gunicorn
-keeps the process (spawn, roll, retire, signals) and this worker's Python
-side gets what C hands back:
+In each worker that has a release, C answers every module route: its HTTP
+rules (parsing, the route table, limits, errors) live in serve.c alone.
+Two ways in:
+
+- the fast path (the default): C threads accept on the worker's listening
+  sockets and answer from accept to write;
+- with it off (``HOTPLATE_FAST_PATH=0``), under ``hotplate dev``, and for
+  every connection C handed over, a gunicorn thread gives C the connection
+  and the bytes read so far (:meth:`RequestCore.serve`).
+
+gunicorn keeps the process (spawn, roll, retire, signals) and this
+worker's Python side gets what C hands back:
 
 - connections that are not for a module route (Flask, ``/_hotplate/``,
   WebSocket handshakes, heads C refuses), with the bytes already read: they
   go on as gunicorn connections (server/worker.py);
 - the publications of HTTP handlers (``hp_publish``), for the hub;
-- faults (a crash, a timeout, HP_ERROR), to log, count and retire for, as
-  on the Python path.
+- faults (a crash, a timeout, HP_ERROR), to log, count and retire for.
 
-The C side counts requests per route; :meth:`FastPath.flush` folds those
-counts into the worker's counters and metrics a few times a second.
+The C side counts requests per route; :meth:`RequestCore.flush` folds
+those counts into the worker's counters and metrics a few times a second.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import threading
 
 from . import libhotplate, metrics
 from .contract.report import ERRORS_5XX, REQUESTS
+from .libhotplate import CONN_PYTHON as PYTHON
 
 log = logging.getLogger("hotplate")
 #: Seconds an idle kept-alive connection stays open once the worker drains
@@ -32,36 +40,64 @@ log = logging.getLogger("hotplate")
 LINGER_S = 2.0
 
 
-class FastPath:
-    def __init__(self, worker, dispatcher):
-        self.worker, self.dispatcher = worker, dispatcher
+class RequestCore:
+    """The worker's request core; ``accepting``: with the fast path's own
+    threads on the listening sockets."""
+
+    def __init__(self, worker, dispatcher, accepting: bool):
+        self.worker, self.dispatcher, self.accepting = worker, dispatcher, accepting
         self.ffi, self.lib = ffi, lib = libhotplate.load()
         config = dispatcher.config
         if len(metrics.BUCKETS) != lib.HP_RT_BUCKETS:
             raise RuntimeError("server/metrics.py's BUCKETS and serve.c's HP_RT_BUCKETS differ")
-        self.routes = [i for i, r in enumerate(dispatcher.routes) if r.module.ok and lib.hp_rt_serve_route(
-            ",".join(r.spec.methods).encode(), r.spec.path.encode(), r.module.handle, r.address,
-            r.spec.handler.encode(), r.spec.timeout_ms, i) == 0]
+        self.routes = list(range(len(dispatcher.routes)))
+        for i, r in enumerate(dispatcher.routes):
+            ok = r.module.ok
+            add(lib, ",".join(r.spec.methods), r.spec.path, r.module.name, r.module.handle if ok else ffi.NULL,
+                r.address if ok else ffi.NULL, r.spec.handler, r.spec.timeout_ms, i,
+                ffi.NULL if ok else str(r.module.error).encode())
+        for w in dispatcher.socket_routes:  # in the one table too: their handshakes are handed to Python
+            add(lib, "GET", w.spec.path, w.module.name, ffi.NULL, ffi.NULL, "", 0, -1, ffi.NULL)
         self.config = ffi.new("hp_rt_serve_config *", {
-            "threads": config.threads, "max_body": config.max_body, "head_limit": worker.head_limit,
+            "threads": config.threads if accepting else 0, "max_body": config.max_body,
+            "head_limit": worker.head_limit,
             "max_request_line": config.max_request_line, "max_header_size": config.max_header_size,
             "max_header_fields": config.max_header_fields,
             "header_timeout_ms": config.header_timeout * 1000, "body_timeout_ms": config.body_timeout * 1000,
             "keepalive_ms": config.keepalive * 1000, "linger_ms": int(LINGER_S * 1000),
             "access_log_fd": access_log_fd(worker),
             "max_requests": worker.max_requests if worker.max_requests < 2 ** 63 else 0,
-            "release": dispatcher.modules.release_id.encode()})
-        listeners = ffi.new("int[]", [s.fileno() for s in worker.sockets])
-        self.fd = lib.hp_rt_serve_start(listeners, len(worker.sockets), self.config,
-                                        ffi.new("double[]", metrics.BUCKETS))
+            "release": dispatcher.modules.release_id.encode(),
+            "sanitize_dir": (config.sanitize or "").encode()})
+        sockets = worker.sockets if accepting else []
+        self.fd = lib.hp_rt_serve_start(ffi.new("int[]", [s.fileno() for s in sockets]) if sockets else ffi.NULL,
+                                        len(sockets), self.config, ffi.new("double[]", metrics.BUCKETS))
         if self.fd < 0:
-            raise OSError("the fast path did not start")
+            raise OSError("the request core did not start")
         self.event, self.stuck_event = ffi.new("hp_rt_event *"), ffi.new("hp_rt_event *")
+        self.local = threading.local()  # each gunicorn thread's event for serve()
         self.draining = self.drained = False
         self.stats = ffi.new("hp_rt_route_stats *")
         self.folding = threading.Lock()  # the watchdog's folds and the worker's last one share self.stats
-        log.info("worker %d: %d of %d module routes on the fast path", os.getpid(), len(self.routes),
-                 len(dispatcher.routes))
+        log.info("worker %d: %d module routes in C, %s", os.getpid(), len(self.routes),
+                 "on the fast path" if accepting else "driven by gunicorn's threads")
+
+    def serve(self, sock, client: str, data: bytes) -> tuple[int, bytes]:
+        """On a gunicorn thread: C answers the connection's module requests
+        (``data``: what was read of it already). Returns IDLE (every request
+        answered, keep it alive), CLOSE, or PYTHON with the bytes of a
+        request that is not a module route, for gunicorn to go on with."""
+        try:
+            ev = self.local.event
+        except AttributeError:
+            ev = self.local.event = self.ffi.new("hp_rt_event *")
+        outcome = self.lib.hp_rt_serve_conn(sock.fileno(), data, len(data), client.encode(), 0, ev)
+        if outcome != PYTHON:
+            return outcome, b""
+        try:
+            return outcome, self.ffi.unpack(ev.data, ev.data_len)
+        finally:
+            self.lib.hp_rt_serve_event_free(ev)
 
     def accept(self, enabled: bool) -> None:
         self.lib.hp_rt_serve_accept(int(enabled))
@@ -111,11 +147,13 @@ class FastPath:
                 lib.hp_rt_serve_event_free(ev)
 
     def fault(self, ev) -> None:
-        """Log, count and (for a crash or timeout) retire, as the Python path does."""
+        """Log, count and (for a crash or timeout) retire; C answered the client already."""
         route = self.dispatcher.routes[ev.route]
+        report = self.ffi.unpack(ev.data, ev.data_len).decode(errors="replace") if ev.data else None
         self.dispatcher.fault(ev.result, ev.signal, route.module.name, route.spec.path, route.spec.handler,
                               self.ffi.string(ev.request_id).decode(errors="replace"), route.spec.timeout_ms,
-                              streamed=bool(ev.streamed), trapped=self.ffi.string(ev.trapped).decode())
+                              streamed=bool(ev.streamed), trapped=self.ffi.string(ev.trapped).decode(),
+                              report=report)
 
     def flush(self) -> None:
         """Fold what C counted since the last call into the worker's counters and metrics."""
@@ -131,11 +169,22 @@ class FastPath:
                     counters.add(ERRORS_5XX, st.classes[4])
 
     def stuck(self, after_s: float):
-        """A call stuck past its deadline outside module code, answered 504 by C: (route, request id), or None."""
+        """A call stuck past its deadline outside module code, answered 504 by C:
+        (route, request id, whether a gunicorn thread holds it), or None."""
         if not self.lib.hp_rt_serve_abandon_stuck(int(after_s * 1000), self.stuck_event):
             return None
         ev = self.stuck_event
-        return self.dispatcher.routes[ev.route], self.ffi.string(ev.request_id).decode(errors="replace")
+        return (self.dispatcher.routes[ev.route], self.ffi.string(ev.request_id).decode(errors="replace"),
+                bool(ev.driven))
+
+
+def add(lib, methods: str, path: str, module: str, handle, handler, name: str, timeout_ms: int, index: int,
+        unavailable) -> None:
+    """One route into C's table; a pattern it cannot serve fails the worker's
+    start (the manifest refuses those: controller/plan.py)."""
+    if lib.hp_rt_serve_route(methods.encode(), path.encode(), module.encode(), handle, handler, name.encode(),
+                             timeout_ms, index, unavailable):
+        raise RuntimeError(f"route {path}: the request core cannot serve this pattern")
 
 
 def access_log_fd(worker) -> int:

@@ -36,4 +36,4 @@ def test_the_runtime_exports_only_its_host_entry_points():
     out = subprocess.run(["nm", "-D", "--defined-only", str(build_runtime())], capture_output=True, text=True,
                          check=True).stdout
     names = [line.split()[-1] for line in out.splitlines()]
-    assert "hp_rt_dispatch" in names and all(n.startswith("hp_rt_") for n in names), names
+    assert "hp_rt_serve_conn" in names and "rt_dispatch" not in names and all(n.startswith("hp_rt_") for n in names), names

@@ -489,14 +489,11 @@ int hp_rt_job_run(void *module, void *fn, const char *id, const char *arg, size_
     return result;
 }
 
-int hp_rt_dispatch(void *module, void *handler,
-                   const char *blob, size_t blob_len,
-                   size_t nparams, size_t nheaders,
-                   const char *body, size_t body_len,
-                   unsigned timeout_ms, int can_stream, hp_rt_result *out)
+int rt_dispatch(void *module, void *handler, const rt_request_head *head, const char *body, size_t body_len,
+                unsigned timeout_ms, int can_stream, hp_rt_result *out)
 {
     memset(out, 0, sizeof *out);
-    hp_request *req = rt_request_new(module, blob, blob_len, nparams, nheaders, body, body_len);
+    hp_request *req = rt_request_new(module, head, body, body_len);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
     req->res.can_stream = can_stream && thread_sink;
@@ -521,7 +518,7 @@ int hp_rt_ws_event(void *module, void *handler, int event,
                    unsigned timeout_ms, hp_rt_result *out)
 {
     memset(out, 0, sizeof *out);
-    hp_request *req = rt_request_new(module, blob, blob_len, nparams, nheaders, NULL, 0);
+    hp_request *req = rt_request_from_blob(module, blob, blob_len, nparams, nheaders, NULL, 0);
     if (!req)
         return out->result = HP_RT_NO_MEMORY;
     out->request = req;

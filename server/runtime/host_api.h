@@ -107,22 +107,11 @@ int hp_rt_module_init(void *module, unsigned timeout_ms, char *err, size_t errle
 /* Runs the module's hp_fini, if any, under the crash guard. */
 int hp_rt_module_fini(void *module, unsigned timeout_ms, char *err, size_t errlen);
 
-/* Calls one handler for one request. blob holds NUL-terminated fields:
- * method, path, query string, client address, request id, route, then
- * nparams name/value pairs, then nheaders name/value pairs whose names are
- * WSGI environ keys ("HTTP_USER_AGENT", "CONTENT_TYPE"). can_stream: the
- * caller has a stream sink for this request, so hp_res_stream() may send
- * the response in parts; then out->streamed says whether it did, and the
- * body left in out is the last part. */
-int hp_rt_dispatch(void *module, void *handler,
-                   const char *blob, size_t blob_len,
-                   size_t nparams, size_t nheaders,
-                   const char *body, size_t body_len,
-                   unsigned timeout_ms, int can_stream, hp_rt_result *out);
-
 /* Calls one WebSocket handler for one event of a connection. blob is the
- * upgrade request, as for hp_rt_dispatch (its request id is the connection
- * id). state is the connection's state; data and arg are the message and
+ * upgrade request as NUL-terminated fields: method, path, query string,
+ * client address, connection id, route, then nparams name/value pairs,
+ * then nheaders name/value pairs whose names are WSGI environ keys
+ * ("HTTP_USER_AGENT") or HTTP names. state is the connection's state; data and arg are the message and
  * its type (MESSAGE) or the reason and close code (CLOSE). A handler that
  * returns HP_ERROR gives HP_RT_HANDLER_ERROR; its state is still returned. */
 int hp_rt_ws_event(void *module, void *handler, int event,

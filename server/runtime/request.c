@@ -1,5 +1,5 @@
-/* Requests and responses: built from the server's blob, read and written by
- * handlers through the hp_req_* and hp_res_* functions. */
+/* Requests and responses: built from the head the request core parsed,
+ * read and written by handlers through the hp_req_* and hp_res_* functions. */
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -27,14 +27,13 @@ static const char *next_field(const char **p, const char *end)
     return s;
 }
 
-/* "HTTP_USER_AGENT" or "USER-AGENT" -> "User-Agent", the form handlers see
- * when listing headers. */
-static char *canonical_header(rt_arena *a, const char *environ_key)
+/* "HTTP_USER_AGENT", "USER-AGENT" or "user-agent" -> "User-Agent", the form
+ * handlers see when listing headers. */
+static char *canonical_header(rt_arena *a, const char *name, size_t n)
 {
-    if (!strncmp(environ_key, "HTTP_", 5))
-        environ_key += 5;
-    size_t n = strlen(environ_key);
-    char *out = rt_arena_strndup(a, environ_key, n);
+    if (n > 5 && !strncmp(name, "HTTP_", 5))
+        name += 5, n -= 5;
+    char *out = rt_arena_strndup(a, name, n);
     int word_start = 1;
     for (size_t i = 0; out && i < n; i++) {
         if (out[i] == '_' || out[i] == '-') {
@@ -48,27 +47,22 @@ static char *canonical_header(rt_arena *a, const char *environ_key)
     return out;
 }
 
-static int read_pairs(hp_request *r, const char **p, const char *end, size_t n,
-                      rt_pair **out, int canonical)
+static int copy_fields(hp_request *r, const rt_field *in, size_t n, rt_pair **out, int canonical)
 {
     *out = rt_arena_alloc(&r->arena, (n ? n : 1) * sizeof **out);
     if (!*out)
         return HP_ERROR;
     for (size_t i = 0; i < n; i++) {
-        const char *name = next_field(p, end), *value = next_field(p, end);
-        if (!name || !value)
-            return HP_ERROR;
-        (*out)[i].name = canonical ? canonical_header(&r->arena, name) : name;
-        (*out)[i].value = value;
-        if (!(*out)[i].name)
+        (*out)[i].name = canonical ? canonical_header(&r->arena, in[i].name.text, in[i].name.len)
+                                   : rt_arena_strndup(&r->arena, in[i].name.text, in[i].name.len);
+        (*out)[i].value = rt_arena_strndup(&r->arena, in[i].value.text, in[i].value.len);
+        if (!(*out)[i].name || !(*out)[i].value)
             return HP_ERROR;
     }
     return HP_OK;
 }
 
-hp_request *rt_request_new(hp_module *mod, const char *blob, size_t blob_len,
-                           size_t nparams, size_t nheaders,
-                           const char *body, size_t body_len)
+hp_request *rt_request_new(hp_module *mod, const rt_request_head *head, const char *body, size_t body_len)
 {
     request_storage *st = malloc(sizeof *st);
     if (!st)
@@ -77,17 +71,16 @@ hp_request *rt_request_new(hp_module *mod, const char *blob, size_t blob_len,
     memset(r, 0, sizeof *r);
     rt_arena_init(&r->arena, st->first_block, sizeof st->first_block);
     r->module = mod;
-    const char *p = blob, *end = blob + blob_len;
-    const char **fields[] = {&r->method, &r->path, &r->query_string,
-                             &r->client_addr, &r->id, &r->route};
+    const rt_span *spans[] = {&head->method, &head->path, &head->query, &head->client, &head->id, &head->route};
+    const char **fields[] = {&r->method, &r->path, &r->query_string, &r->client_addr, &r->id, &r->route};
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
-        if (!(*fields[i] = next_field(&p, end)))
+        if (!(*fields[i] = rt_arena_strndup(&r->arena, spans[i]->text ? spans[i]->text : "", spans[i]->len)))
             goto fail;
-    if (read_pairs(r, &p, end, nparams, &r->params, 0) ||
-        read_pairs(r, &p, end, nheaders, &r->headers, 1))
+    if (copy_fields(r, head->params, head->nparams, &r->params, 0) ||
+        copy_fields(r, head->headers, head->nheaders, &r->headers, 1))
         goto fail;
-    r->nparams = nparams;
-    r->nheaders = nheaders;
+    r->nparams = head->nparams;
+    r->nheaders = head->nheaders;
     r->body = body ? body : "";
     r->body_len = body ? body_len : 0;
     r->res.status = 200;
@@ -99,6 +92,40 @@ hp_request *rt_request_new(hp_module *mod, const char *blob, size_t blob_len,
 fail:
     rt_request_free(r);
     return NULL;
+}
+
+/* The blob: NUL-terminated fields, method, path, query string, client
+ * address, request id, route, then nparams and nheaders name/value pairs. */
+hp_request *rt_request_from_blob(hp_module *mod, const char *blob, size_t blob_len, size_t nparams,
+                                 size_t nheaders, const char *body, size_t body_len)
+{
+    const char *p = blob, *end = blob + blob_len;
+    rt_request_head head = {.nparams = nparams, .nheaders = nheaders};
+    rt_span *spans[] = {&head.method, &head.path, &head.query, &head.client, &head.id, &head.route};
+    if (nparams > 4096 || nheaders > 4096)
+        return NULL;
+    rt_field *fields = malloc((nparams + nheaders + 1) * sizeof *fields);
+    hp_request *r = NULL;
+    if (!fields)
+        return NULL;
+    for (size_t i = 0; i < sizeof spans / sizeof *spans; i++) {
+        const char *f = next_field(&p, end);
+        if (!f)
+            goto done;
+        *spans[i] = (rt_span){f, strlen(f)};
+    }
+    for (size_t i = 0; i < nparams + nheaders; i++) {
+        const char *name = next_field(&p, end), *value = next_field(&p, end);
+        if (!name || !value)
+            goto done;
+        fields[i] = (rt_field){{name, strlen(name)}, {value, strlen(value)}};
+    }
+    head.params = fields;
+    head.headers = fields + nparams;
+    r = rt_request_new(mod, &head, body, body_len);
+done:
+    free(fields);
+    return r;
 }
 
 void rt_request_free(hp_request *r)

@@ -122,10 +122,38 @@ struct hp_ws {
     int event;
 };
 
-/* Builds a request from the dispatch blob; NULL when out of memory. */
-hp_request *rt_request_new(hp_module *mod, const char *blob, size_t blob_len,
-                           size_t nparams, size_t nheaders,
-                           const char *body, size_t body_len);
+/* Text that need not end with NUL: the request core's fields point into
+ * the bytes a client sent. */
+typedef struct {
+    const char *text;
+    size_t len;
+} rt_span;
+
+typedef struct {
+    rt_span name, value;
+} rt_field;
+
+/* A request's head, as the request core parsed it (serve.c). Header names
+ * are as sent, or WSGI environ keys ("HTTP_USER_AGENT"): handlers see them
+ * canonical ("User-Agent"). */
+typedef struct {
+    rt_span method, path, query, client, id, route;
+    const rt_field *params, *headers;
+    size_t nparams, nheaders;
+} rt_request_head;
+
+/* Builds a request, its head copied into its arena (the body is not
+ * copied: it must outlive the call); NULL when out of memory. */
+hp_request *rt_request_new(hp_module *mod, const rt_request_head *head, const char *body, size_t body_len);
+/* The same from a WebSocket call's blob (hp_rt_ws_event in host_api.h). */
+hp_request *rt_request_from_blob(hp_module *mod, const char *blob, size_t blob_len, size_t nparams,
+                                 size_t nheaders, const char *body, size_t body_len);
+/* Calls one handler for one request (the request core's call): under the
+ * crash guard and deadline. can_stream: this thread has a stream sink, so
+ * hp_res_stream() may send the response in parts; then out->streamed says
+ * whether it did, and the body left in out is the last part. */
+int rt_dispatch(void *module, void *handler, const rt_request_head *head, const char *body, size_t body_len,
+                unsigned timeout_ms, int can_stream, hp_rt_result *out);
 void rt_request_free(hp_request *req);
 /* The value of a request header, by case-insensitive name; NULL if absent. */
 const char *rt_request_header(const hp_request *r, const char *name);

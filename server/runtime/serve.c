@@ -3,7 +3,7 @@
  * Every rule of it lives here once: parsing (picohttpparser, vendor/), the
  * one route table (with werkzeug's 405 and 308 answers), limits,
  * 100-continue, HEAD and the no-body statuses, error bodies, the Server
- * header. Handlers run through hp_rt_dispatch() under the crash guard and
+ * header. Handlers run through rt_dispatch() under the crash guard and
  * deadline.
  *
  * Two drivers feed it:
@@ -794,23 +794,6 @@ static int contains_token(const char *value, size_t len, const char *token)
     return 0;
 }
 
-/* Appends a NUL-terminated field to the blob. */
-static int put(char **blob, size_t *len, size_t *cap, const char *s, size_t n)
-{
-    if (*len + n + 1 > *cap) {
-        size_t cap2 = (*cap ? *cap * 2 : 4096) + n + 1;
-        char *b = realloc(*blob, cap2);
-        if (!b)
-            return -1;
-        *blob = b;
-        *cap = cap2;
-    }
-    memcpy(*blob + *len, s, n);
-    (*blob)[*len + n] = 0;
-    *len += n + 1;
-    return 0;
-}
-
 /* Under hotplate dev --sanitize: the report AddressSanitizer wrote as the
  * call crashed (this process's own file), taken; NULL if none. */
 static char *take_sanitizer_report(void)
@@ -851,28 +834,19 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
                        const char *query, size_t qlen, const span *params, const struct phr_header *headers,
                        size_t nheaders, const char *body, size_t body_len)
 {
-    static __thread char *blob;
-    static __thread size_t blob_cap;
-    size_t blen = 0;
-    int bad = put(&blob, &blen, &blob_cap, rl->method, rl->method_len) ||
-              put(&blob, &blen, &blob_cap, path, plen) || put(&blob, &blen, &blob_cap, query, qlen) ||
-              put(&blob, &blen, &blob_cap, c->client, strlen(c->client)) ||
-              put(&blob, &blen, &blob_cap, rl->request_id, strlen(rl->request_id)) ||
-              put(&blob, &blen, &blob_cap, r->pattern, strlen(r->pattern));
-    for (int i = 0; i < r->nparams && !bad; i++) {
-        const segment *s = NULL;
-        for (int k = 0, seen = 0; k < r->nsegs; k++)
-            if (r->segs[k].kind != SEG_LITERAL && seen++ == i)
-                s = &r->segs[k];
-        bad = put(&blob, &blen, &blob_cap, s->text, strlen(s->text)) ||
-              put(&blob, &blen, &blob_cap, params[i].start, params[i].len);
+    rt_field fields[MAX_SEGMENTS + MAX_HEADERS];
+    for (int i = 0, k = 0; i < r->nparams; i++, k++) {
+        while (r->segs[k].kind == SEG_LITERAL)
+            k++;
+        fields[i] = (rt_field){{r->segs[k].text, strlen(r->segs[k].text)}, {params[i].start, params[i].len}};
     }
-    for (size_t i = 0; i < nheaders && !bad; i++)
-        bad = put(&blob, &blen, &blob_cap, headers[i].name, headers[i].name_len) ||
-              put(&blob, &blen, &blob_cap, headers[i].value, headers[i].value_len);
-    if (bad)
-        return send_error(c, rl, r, 500, "out of memory", NULL), -1;
-
+    for (size_t i = 0; i < nheaders; i++)
+        fields[r->nparams + i] = (rt_field){{headers[i].name, headers[i].name_len},
+                                            {headers[i].value, headers[i].value_len}};
+    rt_request_head request = {.method = {rl->method, rl->method_len}, .path = {path, plen}, .query = {query, qlen},
+                            .client = {c->client, strlen(c->client)}, .id = {rl->request_id, strlen(rl->request_id)},
+                            .route = {r->pattern, strlen(r->pattern)}, .params = fields, .nparams = (size_t)r->nparams,
+                            .headers = fields + r->nparams, .nheaders = nheaders};
     hp_rt_result out;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -886,8 +860,7 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
     stream_line = rl;
     stream_broken = 0;
     int can_stream = rl->minor >= 1 && !rl->head;
-    int rc = hp_rt_dispatch(r->module, r->handler, blob, blen, (size_t)r->nparams, nheaders, body, body_len,
-                            r->timeout_ms, can_stream, &out);
+    int rc = rt_dispatch(r->module, r->handler, &request, body, body_len, r->timeout_ms, can_stream, &out);
     atomic_store(&sl->deadline_ms, 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     long long micros = (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000;

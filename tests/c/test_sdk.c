@@ -25,7 +25,7 @@ static hp_request *make_request(const char *body, size_t body_len)
         "POST\0" "/users/42\0" "q=a%20b&plus=1+2&empty&q=second&pct=%zz\0" "127.0.0.1\0" "req-1\0" "/users/<int:id>\0"
         "id\0" "42\0" "name\0" "x\0"
         "HTTP_USER_AGENT\0curl/8\0" "HTTP_COOKIE\0a=1; session=\"abc def\"; b=2\0" "CONTENT_TYPE\0application/json\0";
-    return rt_request_new(NULL, blob, sizeof blob - 1, 2, 3, body, body_len);
+    return rt_request_from_blob(NULL, blob, sizeof blob - 1, 2, 3, body, body_len);
 }
 
 static void test_request(void)
@@ -76,7 +76,7 @@ static void test_request(void)
     rt_request_free(r);
 
     /* A truncated blob is refused, not read past its end. */
-    CHECK(rt_request_new(NULL, "GET\0/", 5, 0, 0, NULL, 0) == NULL);
+    CHECK(rt_request_from_blob(NULL, "GET\0/", 5, 0, 0, NULL, 0) == NULL);
 }
 
 static void test_arena_and_buffers(void)
@@ -268,13 +268,13 @@ static hp_request *form_request(const char *content_type, const char *body, size
     static char blob[512];
     int n = snprintf(blob, sizeof blob, "POST%c/f%c%c1.2.3.4%cr%c/f%cCONTENT_TYPE%c%s", 0, 0, 0, 0, 0, 0, 0,
                      content_type);
-    return rt_request_new(NULL, blob, (size_t)n + 1, 0, 1, body, len);
+    return rt_request_from_blob(NULL, blob, (size_t)n + 1, 0, 1, body, len);
 }
 
 static void test_repeated_headers(void)
 {
     static const char blob[] = "GET\0/\0\0a\0r\0/\0" "X-TAG\0one\0" "COOKIE\0a=1\0" "x-tag\0two\0" "COOKIE\0b=2\0";
-    hp_request *r = rt_request_new(NULL, blob, sizeof blob - 1, 0, 4, "", 0);
+    hp_request *r = rt_request_from_blob(NULL, blob, sizeof blob - 1, 0, 4, "", 0);
     CHECK_STR(hp_req_header(r, "X-Tag"), "one, two");
     CHECK_STR(hp_req_header(r, "cookie"), "a=1; b=2");
     CHECK_STR(hp_req_cookie(r, "b"), "2");

@@ -24,7 +24,7 @@ static int passed, failed;
 static hp_request *request(void)
 {
     static const char blob[] = "GET\0/\0\0" "127.0.0.1\0r\0/\0";
-    return rt_request_new(NULL, blob, sizeof blob - 1, 0, 0, "", 0);
+    return rt_request_from_blob(NULL, blob, sizeof blob - 1, 0, 0, "", 0);
 }
 
 static int holds(hp_request *r, const char *key, const void *want, size_t want_len)

@@ -76,7 +76,7 @@ class RequestCore:
             raise OSError("the request core did not start")
         self.event, self.stuck_event = ffi.new("hp_rt_event *"), ffi.new("hp_rt_event *")
         self.local = threading.local()  # each gunicorn thread's event for serve()
-        self.draining = self.drained = False
+        self.holding = self.drained = False  # holding: the worker counts one connection for C's
         self.stats = ffi.new("hp_rt_route_stats *")
         self.folding = threading.Lock()  # the watchdog's folds and the worker's last one share self.stats
         log.info("worker %d: %d module routes in C, %s", os.getpid(), len(self.routes),
@@ -106,8 +106,8 @@ class RequestCore:
         """Stop accepting and close connections as they go idle. Until C
         says it is drained, the worker counts one connection more, so that
         gunicorn's drain goes on taking what C hands over meanwhile."""
-        if not self.draining:
-            self.draining = True
+        if not self.holding:
+            self.holding = True
             self.worker.nr_conns += 0 if self.drained else 1
         self.lib.hp_rt_serve_drain()
 
@@ -134,11 +134,11 @@ class RequestCore:
                     self.dispatcher.publish(data)
                 elif ev.kind == lib.HP_RT_EV_DRAINED:  # (max_requests drains C before Python drains)
                     self.drained = True
-                    self.worker.nr_conns -= 1 if self.draining else 0
+                    self.worker.nr_conns -= 1 if self.holding else 0
                 elif ev.kind == lib.HP_RT_EV_LIMIT:
                     log.info("worker %d: %d requests served (max_requests); replacing it", os.getpid(),
                              self.requests())
-                    self.worker.alive = False
+                    self.dispatcher.retirement.request("max_requests")
                 else:
                     self.fault(ev)
             except Exception:

@@ -24,6 +24,7 @@ from .contract.layout import Layout
 from .contract.release import RELEASE_HEADER
 from .contract.report import CRASHES, TIMEOUTS, Counters
 from .modules import ModuleSet, Route, Socket
+from .retirement import Retirement
 from .libhotplate import RT_CRASHED, RT_HANDLER_ERROR, RT_TIMED_OUT
 from .websocket.calls import PUBLISH, parse_outbox
 
@@ -41,7 +42,7 @@ class Dispatcher:
         self.modules: ModuleSet | None = None
         self.routes: list[Route] = []
         self.ids = itertools.count(1)
-        self.retiring = False
+        self.retirement = Retirement()  # (each worker's own, after the fork)
         self.counters = Counters()
         self.socket_adapter = None
         self.socket_routes: list[Socket] = []
@@ -117,23 +118,16 @@ class Dispatcher:
             log.error("[%s] handler %s crashed with %s; this worker will be replaced", where, handler, name)
             self.counters.add(CRASHES)
             metrics.HANDLER_CRASHES.labels(module).inc()
-            self.retire()
+            self.retirement.request(f"handler {handler} crashed")
             return 500, f"handler {handler} crashed ({name})"
         if rc == RT_TIMED_OUT:
             log.error("[%s] handler %s ran past its %d ms limit; this worker will be replaced",
                       where, handler, timeout_ms)
             self.counters.add(TIMEOUTS)
             metrics.HANDLER_TIMEOUTS.labels(module).inc()
-            self.retire()
+            self.retirement.request(f"handler {handler} ran past its deadline")
             return 504, f"handler {handler} did not answer within {timeout_ms} ms"
         return 500, "out of memory"
-
-    def retire(self) -> None:
-        """Ask gunicorn to replace this worker once its other requests are done:
-        a crashed or interrupted handler may have left locks or heap corrupt."""
-        if not self.retiring:
-            self.retiring = True
-            os.kill(os.getpid(), signal.SIGTERM)
 
     def stamp(self) -> tuple[tuple[str, str], ...]:
         """The header naming the release that answers (none before one is loaded)."""

@@ -130,7 +130,7 @@ class HotplateWorker(ThreadWorker):
         already (and what gunicorn read ahead); gunicorn parses what C
         gives back."""
         head = conn.__dict__.pop("prefetched", None) or b""
-        core = self.core
+        core = None if conn.__dict__.pop("pythons", False) else self.core  # C said so already
         if core is not None and not (self.wsgi.config.dev_errors and Path(self.wsgi.config.dev_errors).exists()):
             conn.init()  # blocking, with gunicorn's parser for what comes back
             try:
@@ -160,29 +160,23 @@ class HotplateWorker(ThreadWorker):
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """Accept in C when the fast path runs (gunicorn's poller no longer
-        sees the listeners). When the worker stops for good, tell the
-        controller at once (a roll is live only once every old worker has),
-        drain the fast path and start moving WebSocket connections to the
-        new generation."""
+        sees the listeners). When the worker stops for good, its retirement
+        begins (server/retirement.py)."""
         if self.core is None or not self.core.accepting:
             super().set_accept_enabled(enabled)
         elif enabled != self._accepting:
             self.core.accept(enabled)
             self._accepting = enabled
         if not enabled and not self.alive:
-            if self.app.channel is not None:
-                self.app.channel.retire()
-            if self.core is not None:
-                self.core.drain()
-            if self.wsgi.hub is not None:
-                self.wsgi.hub.retire_threadsafe()
+            self.wsgi.retirement.begin()
 
     def adopt(self, sock: socket.socket, client: tuple[str, int], data: bytes) -> None:
         """A connection the fast path hands over (not a module route), with
-        the bytes it read: served here like any gunicorn connection."""
+        the bytes it read: served here like any gunicorn connection, its
+        request not matched by C again."""
         sock.setblocking(True)
         conn = TConn(self.cfg, sock, client, sock.getsockname())
-        conn.prefetched, conn.data_ready = data, True
+        conn.prefetched, conn.data_ready, conn.pythons = data, True, True
         self.nr_conns += 1
         super().enqueue_req(conn)
 
@@ -196,6 +190,18 @@ class HotplateWorker(ThreadWorker):
         c = d.config
         self.core = RequestCore(self, d, accepting=c.fast_path and not c.dev_errors and not c.sanitize)
         self.poller.register(self.core.fd, selectors.EVENT_READ, self.core.take)
+
+    def retirement_steps(self) -> list:
+        """What a worker does as it stops for good, in order: tell the
+        controller at once (a roll is live only once every old worker has),
+        drain C's core, start moving WebSocket connections to the new
+        generation."""
+        steps = [] if self.app.channel is None else [self.app.channel.retire]
+        if self.core is not None:
+            steps.append(self.core.drain)
+        if self.wsgi.hub is not None:
+            steps.append(self.wsgi.hub.retire_threadsafe)
+        return steps
 
     def is_parent_alive(self) -> bool:
         """A worker whose master died stops for good, like a retired one: it
@@ -212,11 +218,12 @@ class HotplateWorker(ThreadWorker):
         self.abandoned: set = set()
         self.heads = set()
         self.start_core()
+        self.wsgi.retirement.steps = self.retirement_steps()
         threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
         started = time.monotonic()
         super().run()
+        self.wsgi.retirement.begin()  # (a worker whose master died leaves the loop without it)
         if self.core is not None:
-            self.core.drain()  # (again: a worker whose master died leaves the loop without it)
             self.core.wait(self.cfg.graceful_timeout - (time.monotonic() - started))
             self.core.flush()  # what C counted since the watchdog's last fold: a crash's own 500, say
         hub = self.wsgi.hub
@@ -246,10 +253,11 @@ class HotplateWorker(ThreadWorker):
                     if driven:  # a pool thread holds it for good: gunicorn's drain must not wait for it
                         self.method_queue.defer(self.forget_stuck)
                     self.stuck(route, request_id)
-            if self.max_rss and self.alive and not self.wsgi.retiring and (rss := resident_bytes()) > self.max_rss:
+            retirement = self.wsgi.retirement
+            if self.max_rss and retirement.reason is None and (rss := resident_bytes()) > self.max_rss:
                 log.warning("worker %d uses %d MiB, over its %d MiB ceiling (limits.max_rss); replacing it once "
                             "its requests are done", os.getpid(), rss >> 20, self.max_rss >> 20)
-                self.wsgi.retire()
+                retirement.request("memory past limits.max_rss")
 
     def stuck(self, route, request_id: str) -> None:
         """Log and count a handler stuck past its deadline, and replace this worker."""
@@ -258,7 +266,7 @@ class HotplateWorker(ThreadWorker):
                   route.module.name, route.spec.path, request_id, route.spec.handler, route.spec.timeout_ms)
         self.wsgi.counters.add(report.TIMEOUTS)
         metrics.HANDLER_TIMEOUTS.labels(route.module.name).inc()
-        self.wsgi.retire()
+        self.wsgi.retirement.request(f"handler {route.spec.handler} is stuck")
 
     def forget_stuck(self) -> None:
         """On the main thread: the stuck connection no longer holds up the drain."""

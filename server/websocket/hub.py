@@ -56,7 +56,6 @@ class Hub:
         self.loop = asyncio.new_event_loop()
         self.bus = Bus(self.loop, layout, self.deliver)
         self.inbox: socket.socket | None = None
-        self.retiring = False
         self.moving = asyncio.Lock()
         self.seq = 0
         self.pauses: list[float] = []  # handoff pauses of connections that arrived, not yet logged
@@ -198,7 +197,7 @@ class Hub:
             self.jobs.wake()
         if moved_in and conn.session.topics:  # a new connection has no topics yet: nothing to replay
             self.replay(conn, lambda at, publisher, since: at >= since)
-        if self.retiring:
+        if self.dispatcher.retirement.started:  # it arrived as the worker goes: moved on too
             self.loop.create_task(self.retire())
 
     def unregister(self, conn: Connection, moved_out: bool) -> None:
@@ -295,7 +294,6 @@ class Hub:
         no worker to take them. Batches keep each connection's pause short:
         it stops being read just before it leaves, not when the first does."""
         async with self.moving:
-            self.retiring = True
             targets = await self.targets() if self.connections else []
             sent = 0
             while self.connections:

@@ -17,6 +17,10 @@ ECHO_APP = """\
         source: modules/echo.c
         routes:
           - {path: "/echo/<name>", methods: [GET, POST, PUT], handler: echo}
+          - {path: "/echo/<int:name>", handler: echo}
+          - {path: /echo/fixed, handler: echo}
+          - {path: "/tree/<path:name>", handler: echo}
+          - {path: /slash/, handler: echo}
           - {path: "/users/<int:id>", handler: user}
           - {path: /raw, methods: [POST], handler: raw}
           - {path: /big, handler: big}
@@ -251,6 +255,30 @@ def test_request_api_end_to_end(echo):
     assert body["body"] == "héllo" and body["body_len"] == 6
     assert body["headers"]["X-Custom"] == "v1" and body["headers"]["Content-Length"] == "6"
     assert r.raw.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
+
+
+def test_one_route_table_picks_routes_as_werkzeug_would(echo):
+    """Where several routes take a path, C's one table prefers a literal
+    segment, then an int, then a string; a route ending in a slash is
+    reached from the path without it by a 308, query kept."""
+    route = lambda path: requests.get(echo.url + path, timeout=5).json()["route"]
+    assert route("/echo/fixed") == "/echo/fixed"
+    assert route("/echo/42") == "/echo/<int:name>"
+    assert route("/echo/word") == "/echo/<name>"
+    assert requests.get(echo.url + "/tree/a/b%2Fc", timeout=5).json()["param_name"] == "a/b/c"
+    moved = requests.get(echo.url + "/slash?x=1", timeout=5, allow_redirects=False)
+    assert moved.status_code == 308 and moved.headers["Location"] == "/slash/?x=1"
+    assert requests.get(echo.url + "/slash?x=1", timeout=5).json()["query_string"] == "x=1"
+
+
+def test_error_bodies_are_json_whatever_the_request_id_holds(echo):
+    """The error body escapes what it quotes (a client's request id); an id
+    that is not printable ASCII is replaced, not echoed into logs and JSON."""
+    quoted = requests.post(echo.url + "/raw", data=b"x" * 70000, headers={"X-Request-Id": 'a"b\\c'}, timeout=5)
+    assert quoted.status_code == 413 and quoted.json()["request_id"] == 'a"b\\c'
+    assert quoted.headers["X-Request-Id"] == 'a"b\\c'
+    odd = requests.post(echo.url + "/raw", data=b"x" * 70000, headers={"X-Request-Id": "a b"}, timeout=5)
+    assert odd.json()["request_id"] != "a b" and odd.json()["request_id"].split("-")[1].startswith("c")
 
 
 def test_binary_bodies_and_large_responses(echo):

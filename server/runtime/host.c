@@ -10,11 +10,19 @@
  * is deferred: the timer ticks every TICK_NS until the thread is back in
  * module code, for at most GRACE_TICKS ticks. A thread still out of reach
  * then (blocked in a lock or a restarted system call) is answered for by
- * the worker's watchdog (server/worker.py), which replaces the worker. */
+ * the worker's watchdog (server/worker.py), which replaces the worker.
+ *
+ * A call costs no system call of its own in the usual case (issue 23): the
+ * thread's timer is armed for a deadline and left armed when the call
+ * returns. The next call, whose deadline is later, keeps it; when it fires
+ * early it is armed again for the call then running, and a tick between
+ * calls is ignored. sigsetjmp does not save the signal mask (a system
+ * call); a jump out of a handler unblocks the signal that made it. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <sodium.h>
 #include <link.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <ucontext.h>
@@ -46,19 +54,25 @@ static __thread const hp_module *guard_code;
 static __thread volatile sig_atomic_t deferrals;
 static __thread int thread_ready;
 static __thread timer_t thread_timer;
+static __thread long long call_deadline_ns; /* the call's deadline (CLOCK_MONOTONIC); 0: no deadline */
+static __thread long long armed_ns;         /* when the timer fires; 0: disarmed or fired */
 
-static void arm_ns(long ns)
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Arms the thread's timer for an absolute time (0: disarms it). */
+static void arm_at(long long at_ns)
 {
     struct itimerspec its;
     memset(&its, 0, sizeof its);
-    its.it_value.tv_sec = ns / 1000000000L;
-    its.it_value.tv_nsec = ns % 1000000000L;
-    timer_settime(thread_timer, 0, &its, NULL);
-}
-
-static void arm(unsigned timeout_ms)
-{
-    arm_ns((long)timeout_ms * 1000000L);
+    its.it_value.tv_sec = at_ns / 1000000000LL;
+    its.it_value.tv_nsec = at_ns % 1000000000LL;
+    timer_settime(thread_timer, TIMER_ABSTIME, &its, NULL);
+    armed_ns = at_ns;
 }
 
 static uintptr_t interrupted_pc(void *ctx)
@@ -86,14 +100,20 @@ static int in_module_code(const hp_module *m, uintptr_t pc)
  * else check again in a tick. */
 static void on_deadline(void *ctx)
 {
-    if (!guard_jump)
-        return; /* a tick that outlived its call */
+    armed_ns = 0;
+    if (!guard_jump || !call_deadline_ns)
+        return; /* a tick between calls, or in a call without a deadline */
+    long long now = now_ns();
+    if (!deferrals && now < call_deadline_ns) {
+        arm_at(call_deadline_ns); /* armed for an earlier call: this one has time left */
+        return;
+    }
     if (guard_active && (!guard_code || in_module_code(guard_code, interrupted_pc(ctx)))) {
         guard_active = 0;
         siglongjmp(*guard_jump, TIMEOUT_SIGNAL);
     }
     if (++deferrals <= GRACE_TICKS)
-        arm_ns(TICK_NS);
+        arm_at(now + TICK_NS);
 }
 
 static void on_signal(int sig, siginfo_t *info, void *ctx)
@@ -204,22 +224,28 @@ static int guarded_call(const hp_module *m, guarded_fn fn, void *arg, unsigned t
         return HP_RT_NO_MEMORY;
     deferrals = 0;
     guard_code = m;
-    if ((got = sigsetjmp(jump, 1)) != 0) {
-        arm(0);
+    if ((got = sigsetjmp(jump, 0)) != 0) {
         guard_jump = NULL;
+        call_deadline_ns = 0;
+        arm_at(0);
+        sigset_t delivered;
+        sigemptyset(&delivered);
+        sigaddset(&delivered, got);
+        pthread_sigmask(SIG_UNBLOCK, &delivered, NULL); /* blocked while its handler ran */
         if (got == TIMEOUT_SIGNAL)
             return HP_RT_TIMED_OUT;
         *sig = got;
         return HP_RT_CRASHED;
     }
+    call_deadline_ns = timeout_ms ? now_ns() + (long long)timeout_ms * 1000000LL : 0;
+    if (timeout_ms && (!armed_ns || armed_ns > call_deadline_ns || armed_ns <= now_ns()))
+        arm_at(call_deadline_ns);
     guard_jump = &jump;
-    if (timeout_ms)
-        arm(timeout_ms);
     guard_active = 1;
     *rc = fn(arg);
     guard_active = 0;
     guard_jump = NULL;
-    arm(0);
+    call_deadline_ns = 0;
     return deferrals ? HP_RT_TIMED_OUT : HP_RT_OK;
 }
 

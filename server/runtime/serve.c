@@ -1173,16 +1173,21 @@ static enum outcome serve_buffer(conn *c, slot *sl, int eof)
     }
 }
 
-/* Reads what the client sent and is there (without waiting); 1 at its end. */
+/* Reads what the client sent and is there (without waiting); 1 at its end.
+ * A read that leaves room in the buffer took all there was: no second
+ * read only to hear EAGAIN (more that arrives re-arms the connection). */
 static int read_available(conn *c)
 {
     size_t limit = S.cfg.head_limit + (c->head_len ? S.cfg.max_body + S.cfg.max_body / 4 + 65536 : 0);
     for (;;) {
         if (c->len == c->cap && grow(c, limit))
             return 0; /* full: serve what is there (a head this long goes to Python) */
-        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
+        size_t room = c->cap - c->len;
+        ssize_t n = recv(c->fd, c->buf + c->len, room, MSG_DONTWAIT);
         if (n > 0) {
             c->len += (size_t)n;
+            if ((size_t)n < room)
+                return 0;
             continue;
         }
         if (n < 0 && errno == EINTR)

@@ -45,7 +45,7 @@ def start(cmd: list[str], url: str, log: Path, timeout: float = 60) -> subproces
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return proc
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or its workers not up
             time.sleep(0.1)
     sys.exit(f"server not ready: {log.read_text()}")
 

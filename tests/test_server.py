@@ -350,6 +350,20 @@ def test_crashing_handler_gets_500_and_worker_is_recycled(faults, path, signal_n
     logged(faults, f"[module=faults route={path} req=crash-1] handler {path[1:]} crashed with {signal_name}")
 
 
+def test_handlers_that_block_hold_their_own_connections_not_the_others(faults):
+    """The fast path keeps as many threads on its epoll set as there are CPUs;
+    while all of them block in long calls, more of the worker's threads join
+    (here 3 blocked calls of 1.5 s on a worker of 4 threads)."""
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        started = time.monotonic()
+        blocked = [pool.submit(requests.get, faults.url + "/slow?ms=1500", timeout=10) for _ in range(3)]
+        time.sleep(0.05)
+        assert requests.get(faults.url + "/ok", timeout=10).ok
+        answered = time.monotonic() - started
+        assert all(b.result().text == "slow done\n" for b in blocked)
+    assert answered < 1.4, f"/ok waited {answered:.2f} s behind the blocked calls"
+
+
 def test_looping_handler_gets_504_and_worker_is_recycled(faults):
     pid = worker_pid(faults)
     start = time.monotonic()

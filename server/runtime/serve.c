@@ -10,7 +10,11 @@
  * - the fast path: C threads accept on the worker's listening sockets and
  *   share one epoll set; every socket is armed one-shot, so a connection
  *   is only ever in one thread's hands, and a handler that blocks holds its
- *   own connection, not the others;
+ *   own connection, not the others. As many threads wait on the set as the
+ *   worker has CPUs (more would only take turns on them, issue 23); while
+ *   every one of them is in a call longer than a sweep (a handler that
+ *   blocks), one more of config->threads joins them, and leaves once the
+ *   calls are short again;
  * - Python (hp_rt_serve_conn): with the fast path off, and for connections
  *   the fast path handed over, a gunicorn thread gives C its connection
  *   and the bytes read so far (server/worker.py).
@@ -33,6 +37,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -109,6 +114,7 @@ typedef struct event {
 /* What the watchdog needs of each thread's call in progress. */
 typedef struct {
     _Atomic int busy;              /* a thread serves with it (Python's claim one per connection) */
+    _Atomic long long started_ms;  /* when its call began; 0: no call */
     int driven;                    /* by Python (hp_rt_serve_conn) */
     _Atomic long long deadline_ms; /* 0: no call */
     _Atomic int abandoned;
@@ -135,11 +141,17 @@ static struct {
     pthread_t threads[MAX_THREADS];
     slot slots[MAX_THREADS];
     int nthreads;
+    _Atomic int active;           /* the fast path's threads that wait on the epoll set: the first ones */
+    int base_threads;             /* how many at rest */
+    long long calm_since;         /* the sweeper's: since when calls have been short */
+    pthread_mutex_t park;
+    pthread_cond_t unpark;
     pthread_t sweeper;
     _Atomic unsigned long long requests, ids;
     _Atomic size_t abandoned; /* connections of calls the watchdog gave up on: never closed */
     char pid_hex[16];
-} S = {.lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .notify_fd = -1};
+} S = {.lock = PTHREAD_MUTEX_INITIALIZER, .park = PTHREAD_MUTEX_INITIALIZER, .unpark = PTHREAD_COND_INITIALIZER,
+       .epfd = -1, .notify_fd = -1};
 
 static long long now_ms(void)
 {
@@ -856,12 +868,14 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
     sl->minor = rl->minor;
     snprintf(sl->request_id, sizeof sl->request_id, "%s", rl->request_id);
     atomic_store(&sl->deadline_ms, started + r->timeout_ms);
+    atomic_store(&sl->started_ms, started);
     stream_conn = c;
     stream_line = rl;
     stream_broken = 0;
     int can_stream = rl->minor >= 1 && !rl->head;
     int rc = rt_dispatch(r->module, r->handler, &request, body, body_len, r->timeout_ms, can_stream, &out);
     atomic_store(&sl->deadline_ms, 0);
+    atomic_store(&sl->started_ms, 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     long long micros = (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000;
     if (atomic_load(&sl->abandoned)) { /* the watchdog answered 504 for it, and this worker goes */
@@ -1268,7 +1282,15 @@ static void *loop(void *arg)
     sigdelset(&all, SIGSYS), sigdelset(&all, SIGABRT), sigdelset(&all, SIGRTMIN + 1);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* gunicorn's signals are the main thread's */
     rt_set_thread_stream_sink(stream_part);
+    int index = (int)(sl - S.slots);
     while (!atomic_load(&S.stopping)) {
+        if (index >= atomic_load(&S.active)) { /* parked: the set has threads enough */
+            pthread_mutex_lock(&S.park);
+            while (index >= atomic_load(&S.active))
+                pthread_cond_wait(&S.unpark, &S.park);
+            pthread_mutex_unlock(&S.park);
+            continue;
+        }
         struct epoll_event ev;
         int n = epoll_wait(S.epfd, &ev, 1, 200);
         if (n <= 0)
@@ -1287,6 +1309,33 @@ static void *loop(void *arg)
     return NULL;
 }
 
+/* One more thread on the epoll set while all of them are in long calls;
+ * one less once calls have been short for a second. */
+static void adapt_threads(long long now)
+{
+    int active = atomic_load(&S.active), long_calls = 0;
+    for (int i = 0; i < active; i++) {
+        long long started = atomic_load(&S.slots[i].started_ms);
+        long_calls += started && now - started >= SWEEP_MS;
+    }
+    if (long_calls >= active && active < S.nthreads) {
+        pthread_mutex_lock(&S.park);
+        atomic_store(&S.active, active + 1);
+        pthread_cond_broadcast(&S.unpark);
+        pthread_mutex_unlock(&S.park);
+        S.calm_since = 0;
+    } else if (active > S.base_threads && long_calls + 1 < active) {
+        if (!S.calm_since)
+            S.calm_since = now;
+        else if (now - S.calm_since >= 1000) {
+            atomic_store(&S.active, active - 1); /* the last one parks once its wait or call ends */
+            S.calm_since = now;
+        }
+    } else {
+        S.calm_since = 0;
+    }
+}
+
 /* Shuts down connections whose head, body or keep-alive wait is over:
  * their thread then reads the end and closes them (or answers 408). */
 static void *sweep(void *arg)
@@ -1299,6 +1348,7 @@ static void *sweep(void *arg)
         struct timespec ts = {0, SWEEP_MS * 1000000L};
         nanosleep(&ts, NULL);
         long long now = now_ms();
+        adapt_threads(now);
         int draining = atomic_load(&S.draining);
         pthread_mutex_lock(&S.lock);
         for (conn *c = S.conns; c; c = c->next) {
@@ -1333,6 +1383,10 @@ int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve
         return -1;
     memcpy(S.listeners, listeners, nlisteners * sizeof *listeners);
     S.nlisteners = nlisteners;
+    cpu_set_t cpus;
+    int ncpus = sched_getaffinity(0, sizeof cpus, &cpus) ? 1 : CPU_COUNT(&cpus);
+    S.base_threads = config->threads < ncpus ? config->threads : ncpus;
+    atomic_store(&S.active, S.base_threads);
     for (int i = 0; nlisteners && i < config->threads; i++) {
         S.slots[i].busy = 1;
         if (pthread_create(&S.threads[i], NULL, loop, &S.slots[i]))

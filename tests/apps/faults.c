@@ -77,7 +77,8 @@ HP_EXPORT int leak(hp_request *req, hp_response *res)
 
 HP_EXPORT int slow(hp_request *req, hp_response *res)
 {
-    usleep(300 * 1000);
+    const char *ms = hp_req_query(req, "ms");
+    usleep((useconds_t)(ms ? atoi(ms) : 300) * 1000);
     hp_res_printf(res, "slow done\n");
     return HP_OK;
 }

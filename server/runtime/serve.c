@@ -242,15 +242,19 @@ int hp_rt_serve_route(const char *methods, const char *pattern, const char *modu
     return 0;
 }
 
+/* Whether ",GET,POST," names a method (a comparison per request: no formatting). */
+static int names_method(const char *methods, const char *method, size_t len)
+{
+    for (const char *p = methods + 1; *p; p = strchr(p, ',') + 1)
+        if (!strncmp(p, method, len) && p[len] == ',')
+            return 1;
+    return 0;
+}
+
 static int method_ok(const route *r, const char *method, size_t len)
 {
-    char want[40];
-    if (len > 32)
-        return 0;
-    snprintf(want, sizeof want, ",%.*s,", (int)len, method);
-    if (strstr(r->methods, want))
-        return 1;
-    return len == 4 && !memcmp(method, "HEAD", 4) && strstr(r->methods, ",GET,");
+    return names_method(r->methods, method, len) ||
+           (len == 4 && !memcmp(method, "HEAD", 4) && names_method(r->methods, "GET", 3));
 }
 
 typedef struct {
@@ -627,23 +631,75 @@ typedef struct {
     size_t sent;
 } request_line;
 
-/* The status line and the server's headers, then the handler's. */
-static int format_head(char *out, size_t size, const request_line *rl, int status, const char *headers,
-                       size_t headers_len, const char *extra)
+/* Where a response head is written: bytes appended, or overflow noted. */
+typedef struct {
+    char *p, *end;
+    int overflow;
+} out_buf;
+
+static void put(out_buf *o, const char *s, size_t n)
 {
-    int n = snprintf(out, size, "HTTP/1.%d %d %s\r\nServer: hotplate\r\nDate: %s\r\nConnection: %s\r\n"
-                     "X-Hotplate-Release: %s\r\n", rl->minor, status, reason(status), http_date(),
-                     rl->keep ? "keep-alive" : "close", S.cfg.release);
-    for (const char *p = headers, *end = headers + headers_len; p < end && n > 0 && (size_t)n < size;) {
-        const char *name = p, *value = name + strlen(name) + 1;
+    if ((size_t)(o->end - o->p) < n) {
+        o->overflow = 1;
+        return;
+    }
+    memcpy(o->p, s, n);
+    o->p += n;
+}
+
+static void put_str(out_buf *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+static void put_uint(out_buf *o, unsigned long long v)
+{
+    char digits[24];
+    int i = sizeof digits;
+    do
+        digits[--i] = (char)('0' + v % 10);
+    while (v /= 10);
+    put(o, digits + i, sizeof digits - (size_t)i);
+}
+
+/* The status line and the server's headers, then the handler's (NUL
+ * separated name/value pairs), extra, and Content-Length unless it is
+ * negative. Written with copies, not printf: it runs for every answer. */
+static int format_head(char *out, size_t size, const request_line *rl, int status, const char *headers,
+                       size_t headers_len, const char *extra, long long content_length)
+{
+    out_buf o = {out, out + size, 0};
+    put(&o, rl->minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+    put_uint(&o, (unsigned)status);
+    put(&o, " ", 1);
+    put_str(&o, reason(status));
+    put(&o, "\r\nServer: hotplate\r\nDate: ", 26);
+    put_str(&o, http_date());
+    put_str(&o, rl->keep ? "\r\nConnection: keep-alive\r\nX-Hotplate-Release: "
+                         : "\r\nConnection: close\r\nX-Hotplate-Release: ");
+    put_str(&o, S.cfg.release);
+    put(&o, "\r\n", 2);
+    for (const char *p = headers, *end = headers + headers_len; p < end;) {
+        size_t nlen = strnlen(p, (size_t)(end - p));
+        const char *value = p + nlen + 1;
         if (value >= end)
             break;
-        n += snprintf(out + n, size - (size_t)n, "%s: %s\r\n", name, value);
-        p = value + strlen(value) + 1;
+        size_t vlen = strnlen(value, (size_t)(end - value));
+        put(&o, p, nlen);
+        put(&o, ": ", 2);
+        put(&o, value, vlen);
+        put(&o, "\r\n", 2);
+        p = value + vlen + 1;
     }
-    if (n > 0 && (size_t)n < size)
-        n += snprintf(out + n, size - (size_t)n, "%s\r\n", extra);
-    return n > 0 && (size_t)n < size ? n : -1;
+    if (extra)
+        put_str(&o, extra);
+    if (content_length >= 0) {
+        put(&o, "Content-Length: ", 16);
+        put_uint(&o, (unsigned long long)content_length);
+        put(&o, "\r\n", 2);
+    }
+    put(&o, "\r\n", 2);
+    return o.overflow ? -1 : (int)(o.p - out);
 }
 
 static void access_log(const conn *c, const request_line *rl)
@@ -701,7 +757,7 @@ static int send_error(conn *c, request_line *rl, const route *r, int status, con
     char head[2048], fields[1024];
     snprintf(fields, sizeof fields, "%sContent-Type: application/json\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n",
              extra ? extra : "", blen, rl->request_id);
-    int hlen = format_head(head, sizeof head, rl, status, "", 0, fields);
+    int hlen = format_head(head, sizeof head, rl, status, "", 0, fields, -1);
     int rc = -1;
     if (hlen >= 0) {
         struct iovec iov[2] = {{head, (size_t)hlen}, {body, rl->head ? 0 : blen}};
@@ -727,7 +783,7 @@ static int stream_part(int first, int status, const char *headers, size_t header
         char head[16384];
         stream_line->status = status;
         int n = format_head(head, sizeof head, stream_line, status, headers, headers_len,
-                            "Transfer-Encoding: chunked\r\n");
+                            "Transfer-Encoding: chunked\r\n", -1);
         if (n < 0 || send_text(stream_conn->fd, head, (size_t)n))
             return stream_broken = 1, -1;
         return 0;
@@ -930,11 +986,9 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
                                   .data_len = out.outbox_len});
     int status = out.status;
     int no_body = status < 200 || status == 204 || status == 304 || rl->head;
-    char extra[64] = "";
-    if (status >= 200 && status != 204)
-        snprintf(extra, sizeof extra, "Content-Length: %zu\r\n", out.body_len);
     static __thread char head[16384];
-    int hlen = format_head(head, sizeof head, rl, status, out.headers, out.headers_len, extra);
+    int hlen = format_head(head, sizeof head, rl, status, out.headers, out.headers_len, NULL,
+                           status >= 200 && status != 204 ? (long long)out.body_len : -1);
     if (hlen < 0) {
         hp_rt_release(&out);
         result = send_error(c, rl, r, 500, "response headers too large (over 16 KiB)", NULL);
@@ -948,6 +1002,23 @@ static int run_request(conn *c, slot *sl, const route *r, request_line *rl, cons
     hp_rt_release(&out);
     count(r, status, micros);
     return result || !rl->keep ? -1 : 0;
+}
+
+/* A request id of this worker's own: PID-cN in hex (no printf: every
+ * request without an X-Request-Id gets one). */
+static void new_request_id(char *out, size_t size)
+{
+    unsigned long long n = atomic_fetch_add(&S.ids, 1) + 1;
+    char hex[24];
+    int i = sizeof hex;
+    do
+        hex[--i] = "0123456789abcdef"[n & 15];
+    while (n >>= 4);
+    out_buf o = {out, out + size - 1, 0};
+    put_str(&o, S.pid_hex);
+    put(&o, "-c", 2);
+    put(&o, hex + i, sizeof hex - (size_t)i);
+    *o.p = 0;
 }
 
 /* What serving a connection's buffer ends with; its driver (the epoll
@@ -1068,8 +1139,7 @@ static enum outcome serve_buffer(conn *c, slot *sl, int eof)
         if (id_ok)
             snprintf(rl.request_id, sizeof rl.request_id, "%.*s", (int)given_id_len, given_id);
         else
-            snprintf(rl.request_id, sizeof rl.request_id, "%s-c%llx", S.pid_hex,
-                     (unsigned long long)atomic_fetch_add(&S.ids, 1) + 1);
+            new_request_id(rl.request_id, sizeof rl.request_id);
         if (moved) {
             char field[sizeof location + 16];
             snprintf(field, sizeof field, "Location: %s\r\n", location);

@@ -22,21 +22,30 @@ CFLAGS = [
     "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now",
 ]
 LIBS = ["-ljansson", "-lseccomp", "-lsodium", "-llmdb", "-lhiredis", "-lsqlite3"]
-#: The runtime's declarations, parsed once: its constants are read from
-#: the C header, so they are defined in one place.
-_FFI = cffi.FFI()
-_FFI.cdef(HOST_API.read_text())
-_C = _FFI.dlopen(None)  # any library of this FFI carries the header's constants
-#: Result codes of the runtime's calls.
-RT_OK, RT_HANDLER_ERROR, RT_CRASHED, RT_TIMED_OUT = _C.HP_RT_OK, _C.HP_RT_HANDLER_ERROR, _C.HP_RT_CRASHED, \
-    _C.HP_RT_TIMED_OUT
-#: What serving a connection in C ends with (hp_rt_serve_conn).
-CONN_IDLE, CONN_CLOSE, CONN_PYTHON = _C.HP_RT_CONN_IDLE, _C.HP_RT_CONN_CLOSE, _C.HP_RT_CONN_PYTHON
-#: WebSocket events, and the actions of a WebSocket call's outbox.
-WS_OPEN, WS_MESSAGE, WS_CLOSE = _C.HP_RT_WS_OPEN, _C.HP_RT_WS_MESSAGE, _C.HP_RT_WS_CLOSE
-OUT_SEND, OUT_CLOSE, OUT_SUBSCRIBE, OUT_UNSUBSCRIBE, OUT_PUBLISH, OUT_SEND_POSITION, OUT_RESUME = \
-    _C.HP_RT_OUT_SEND, _C.HP_RT_OUT_CLOSE, _C.HP_RT_OUT_SUBSCRIBE, _C.HP_RT_OUT_UNSUBSCRIBE, _C.HP_RT_OUT_PUBLISH, \
-    _C.HP_RT_OUT_SEND_POSITION, _C.HP_RT_OUT_RESUME
+#: The header's constants, by the names Python reads them as: result codes
+#: of the runtime's calls (RT_*), what serving a connection in C ends with
+#: (CONN_*, hp_rt_serve_conn), WebSocket events (WS_*) and the actions of a
+#: WebSocket call's outbox (OUT_*). Read from the C header, so they are
+#: defined in one place.
+CONSTANTS = ("RT_OK", "RT_HANDLER_ERROR", "RT_CRASHED", "RT_TIMED_OUT", "CONN_IDLE", "CONN_CLOSE", "CONN_PYTHON",
+             "WS_OPEN", "WS_MESSAGE", "WS_CLOSE", "OUT_SEND", "OUT_CLOSE", "OUT_SUBSCRIBE", "OUT_UNSUBSCRIBE",
+             "OUT_PUBLISH", "OUT_SEND_POSITION", "OUT_RESUME")
+
+
+@functools.lru_cache(maxsize=1)
+def declarations() -> tuple[cffi.FFI, object]:
+    """The runtime's declarations, parsed once, on first use: a process
+    that only builds modules (the controller) never pays the 4 MB of
+    parsing them (issue 23)."""
+    ffi = cffi.FFI()
+    ffi.cdef(HOST_API.read_text())
+    return ffi, ffi.dlopen(None)  # any library of this FFI carries the header's constants
+
+
+def __getattr__(name: str):
+    if name in CONSTANTS:
+        return getattr(declarations()[1], ("HP_" if name.startswith("RT_") else "HP_RT_") + name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_cache_dir() -> Path:
@@ -100,4 +109,5 @@ def build_runtime(cache_dir: Path | None = None) -> Path:
 @functools.lru_cache(maxsize=1)
 def load() -> tuple[cffi.FFI, object]:
     """The runtime as ``(ffi, lib)``; built first if needed."""
-    return _FFI, _FFI.dlopen(str(build_runtime()))
+    ffi = declarations()[0]
+    return ffi, ffi.dlopen(str(build_runtime()))

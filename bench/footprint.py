@@ -1,0 +1,86 @@
+"""The footprint of a running instance (issue 23): PSS of the controller,
+the gunicorn master, its one worker and the job runner, for an app of one
+module without jobs, idle after its deploy and after 1,000 requests.
+Target: controller + master + worker <= 48 MB PSS, and no job runner for an
+app without jobs. ``--jobs 0`` is measured beside the default (a runner).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import requests
+
+from .common import Up, git, make_app, scratch, table
+
+TARGET_MB = 48
+
+
+def pss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def processes(up: Up) -> dict[str, list[int]]:
+    """The instance's processes by role."""
+    master = up.server_pid()
+    roles = {"controller": [up.proc.pid], "master": [master], "worker": [], "job runner": []}
+    for pid in children(master):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        roles["job runner" if b"hotplate.server.jobs" in cmdline else "worker"].append(pid)
+    return roles
+
+
+def measure(up: Up) -> dict[str, float]:
+    return {role: sum(pss_kb(p) for p in pids) / 1024 for role, pids in processes(up).items()}
+
+
+def deployed(up: Up, work: Path) -> None:
+    sha = git(work, "rev-parse", "HEAD")
+    git(Path(str(up.layout.repo)), "fetch", "-q", str(work), f"+{sha}:refs/heads/main")
+    up.sync()
+    deadline = time.monotonic() + 60
+    while (s := up.status())["live"]["commit"] != sha or s["state"] != "Synced":
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the deploy did not finish: {s}")
+        time.sleep(0.05)
+    while len(processes(up)["worker"]) != 1 and time.monotonic() < deadline:  # the old generation gone
+        time.sleep(0.05)
+
+
+def main() -> None:
+    rows = []
+    for label, extra in (("default", ()), ("--jobs 0", ("--jobs", "0"))):
+        with scratch() as tmp:
+            up = Up(tmp, "--bake", "0", *extra, workers=1)
+            try:
+                work = make_app(tmp / "app", modules=1)
+                deployed(up, work)
+                time.sleep(1)  # what the deploy left settles (no condition to wait for: memory)
+                idle = measure(up)
+                with requests.Session() as s:
+                    for _ in range(1000):
+                        s.get(up.url + "/m0", timeout=5).raise_for_status()
+                busy = measure(up)
+            finally:
+                up.stop()
+        for when, mb in (("idle", idle), ("after 1,000 requests", busy)):
+            core = mb["controller"] + mb["master"] + mb["worker"]
+            rows.append([label, when, *(f"{mb[r]:.1f}" for r in ("controller", "master", "worker", "job runner")),
+                         f"{core:.1f}", "MET" if core <= TARGET_MB and not mb["job runner"] else "NOT MET"])
+    table(f"PSS in MB, one worker, an app of one module without jobs (target: the first three <= {TARGET_MB} MB, "
+          "no job runner)", ["server", "when", "controller", "master", "worker", "job runner",
+                             "controller+master+worker", "target"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -56,8 +56,8 @@ class RequestCore:
             add(lib, ",".join(r.spec.methods), r.spec.path, r.module.name, r.module.handle if ok else ffi.NULL,
                 r.address if ok else ffi.NULL, r.spec.handler, r.spec.timeout_ms, i,
                 ffi.NULL if ok else str(r.module.error).encode())
-        for w in dispatcher.socket_routes:  # in the one table too: their handshakes are handed to Python
-            add(lib, "GET", w.spec.path, w.module.name, ffi.NULL, ffi.NULL, "", 0, -1, ffi.NULL)
+        for i, w in enumerate(dispatcher.socket_routes):  # in the one table too: their handshakes go to Python
+            add(lib, "GET", w.spec.path, w.module.name, ffi.NULL, ffi.NULL, "", 0, i, ffi.NULL)
         self.config = ffi.new("hp_rt_serve_config *", {
             "threads": config.threads if accepting else 0, "max_body": config.max_body,
             "head_limit": worker.head_limit,
@@ -82,22 +82,32 @@ class RequestCore:
         log.info("worker %d: %d module routes in C, %s", os.getpid(), len(self.routes),
                  "on the fast path" if accepting else "driven by gunicorn's threads")
 
-    def serve(self, sock, client: str, data: bytes) -> tuple[int, bytes]:
+    def serve(self, sock, client: str, data: bytes) -> tuple[int, bytes, tuple | None]:
         """On a gunicorn thread: C answers the connection's module requests
         (``data``: what was read of it already). Returns IDLE (every request
         answered, keep it alive), CLOSE, or PYTHON with the bytes of a
-        request that is not a module route, for gunicorn to go on with."""
+        request that is not a module route, for gunicorn to go on with, and
+        the WebSocket route C's table matched for it (:meth:`socket_target`)."""
         try:
             ev = self.local.event
         except AttributeError:
             ev = self.local.event = self.ffi.new("hp_rt_event *")
         outcome = self.lib.hp_rt_serve_conn(sock.fileno(), data, len(data), client.encode(), 0, ev)
         if outcome != PYTHON:
-            return outcome, b""
+            return outcome, b"", None
         try:
-            return outcome, self.ffi.unpack(ev.data, ev.data_len)
+            return outcome, self.ffi.unpack(ev.data, ev.data_len), self.socket_target(ev)
         finally:
             self.lib.hp_rt_serve_event_free(ev)
+
+    def socket_target(self, ev) -> tuple | None:
+        """The WebSocket route C matched for a request it handed over, and
+        its parameters (as the path spelt them, latin-1 as gunicorn reads
+        a path); None for any other request."""
+        if ev.route < 0:
+            return None
+        parts = self.ffi.unpack(ev.params, ev.params_len).decode("latin-1").split("\0")[:-1] if ev.params else []
+        return self.dispatcher.socket_routes[ev.route], dict(zip(parts[0::2], parts[1::2]))
 
     def accept(self, enabled: bool) -> None:
         self.lib.hp_rt_serve_accept(int(enabled))
@@ -129,7 +139,8 @@ class RequestCore:
             try:
                 data = ffi.unpack(ev.data, ev.data_len) if ev.data else b""
                 if ev.kind == lib.HP_RT_EV_CONNECTION:
-                    self.worker.adopt(socket.socket(fileno=ev.fd), (ffi.string(ev.client).decode(), ev.port), data)
+                    self.worker.adopt(socket.socket(fileno=ev.fd), (ffi.string(ev.client).decode(), ev.port), data,
+                                      self.socket_target(ev))
                 elif ev.kind == lib.HP_RT_EV_PUBLISH:
                     self.dispatcher.publish(data)
                 elif ev.kind == lib.HP_RT_EV_DRAINED:  # (max_requests drains C before Python drains)

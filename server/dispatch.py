@@ -3,8 +3,9 @@ everything that is not a module route, and the faults to log and count.
 
 Module routes are C's, on every path (server/runtime/serve.c, through
 server/core.py): a request reaches this WSGI app only once C's route table
-said it is not one of them (Flask's routes, ``/_hotplate/``, 404s).
-WebSocket routes are matched here for their handshakes (server/worker.py).
+said it is not one of them (Flask's routes, ``/_hotplate/``, 404s). C's
+table matches WebSocket routes too; their handshakes are answered in
+server/worker.py.
 """
 from __future__ import annotations
 
@@ -14,9 +15,6 @@ import logging
 import os
 import signal
 from pathlib import Path
-
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
 
 from . import libhotplate, metrics, sanitize
 from .config import RESERVED_PREFIX, ServerConfig
@@ -44,7 +42,6 @@ class Dispatcher:
         self.ids = itertools.count(1)
         self.retirement = Retirement()  # (each worker's own, after the fork)
         self.counters = Counters()
-        self.socket_adapter = None
         self.socket_routes: list[Socket] = []
         self.layout: Layout | None = None  # the state directory (server/contract/layout.py), set by the server
         self.hub = None  # the worker's WebSocket hub (server/websocket/hub.py), once started
@@ -53,21 +50,9 @@ class Dispatcher:
         """Serve this module set (called once, in the worker, after loading)."""
         self.routes = modules.routes
         self.socket_routes = modules.sockets
-        self.socket_adapter = Map([Rule(w.spec.path, methods=("GET",), endpoint=i)
-                            for i, w in enumerate(self.socket_routes)]).bind("")
         self.pid = f"{os.getpid():x}"
         self.ffi, self.lib = libhotplate.load()
         self.modules = modules
-
-    def match_socket(self, path: str) -> tuple[Socket, dict] | None:
-        """The WebSocket route for a GET of ``path``, or None."""
-        if not self.socket_routes:
-            return None
-        try:
-            index, params = self.socket_adapter.match(path, "GET")
-        except HTTPException:
-            return None
-        return self.socket_routes[index], params
 
     def request_id(self, given: str | None) -> str:
         return given or f"{self.pid}-{next(self.ids)}"

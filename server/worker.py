@@ -134,7 +134,8 @@ class HotplateWorker(ThreadWorker):
         if core is not None and not (self.wsgi.config.dev_errors and Path(self.wsgi.config.dev_errors).exists()):
             conn.init()  # blocking, with gunicorn's parser for what comes back
             try:
-                outcome, head = core.serve(conn.sock, self.client(conn), head + conn.parser.unreader.take_buffered())
+                outcome, head, conn.socket_target = core.serve(conn.sock, self.client(conn),
+                                                               head + conn.parser.unreader.take_buffered())
             except OSError:
                 return False
             if outcome != CONN_PYTHON:
@@ -170,13 +171,13 @@ class HotplateWorker(ThreadWorker):
         if not enabled and not self.alive:
             self.wsgi.retirement.begin()
 
-    def adopt(self, sock: socket.socket, client: tuple[str, int], data: bytes) -> None:
+    def adopt(self, sock: socket.socket, client: tuple[str, int], data: bytes, socket_target) -> None:
         """A connection the fast path hands over (not a module route), with
-        the bytes it read: served here like any gunicorn connection, its
-        request not matched by C again."""
+        the bytes it read and the WebSocket route C matched, if any: served
+        here like any gunicorn connection, its request not matched again."""
         sock.setblocking(True)
         conn = TConn(self.cfg, sock, client, sock.getsockname())
-        conn.prefetched, conn.data_ready, conn.pythons = data, True, True
+        conn.prefetched, conn.data_ready, conn.pythons, conn.socket_target = data, True, True, socket_target
         self.nr_conns += 1
         super().enqueue_req(conn)
 
@@ -281,10 +282,8 @@ class HotplateWorker(ThreadWorker):
                 self.nr += 1
                 return self.respond(req, conn, 500, [("Content-Type", "text/html; charset=utf-8"),
                                                      ("Content-Length", str(len(page)))], page, False)
-        if req.method == "GET":  # C's table took module routes: a WebSocket path, or Flask's
-            socket_target = dispatcher.match_socket(path)
-            if socket_target is not None:
-                return self.handle_websocket(req, conn, dispatcher, socket_target, path)
+        if (socket_target := conn.__dict__.pop("socket_target", None)) is not None:  # C's table matched it
+            return self.handle_websocket(req, conn, dispatcher, socket_target, path)
         return super().handle_request(req, conn)
 
     def respond(self, req, conn, status: int, headers, payload: bytes, keep: bool) -> bool:

@@ -153,7 +153,7 @@ typedef struct {
     int fd;                       /* CONNECTION: the socket, Python's from now on */
     char *data;                   /* CONNECTION: what was read of it; PUBLISH: a handler's outbox */
     size_t data_len;
-    int route;                    /* FAULT: the route's index */
+    int route;                    /* FAULT: the route's index; CONNECTION: the WebSocket route matched, or -1 */
     int result;                   /* FAULT: HP_RT_* of the call */
     int signal;                   /* FAULT: the signal that stopped a crashed handler */
     char request_id[64];
@@ -162,6 +162,8 @@ typedef struct {
     int streamed;                 /* FAULT: the response had begun (hp_res_stream) and is cut short */
     char trapped[32];             /* FAULT: the forbidden call of a SIGSYS crash (hp_rt_trapped_call) */
     int driven;                   /* FAULT (stuck): the call's connection is a Python thread's (hp_rt_serve_conn) */
+    char *params;                 /* CONNECTION to a WebSocket route: its parameters, NUL-separated name/value pairs */
+    size_t params_len;
 } hp_rt_event;
 
 enum {
@@ -185,7 +187,7 @@ typedef struct {
  * like "GET,POST", a werkzeug pattern, the module's name and loaded
  * handle, the handler. handler NULL: a WebSocket route, whose handshakes go
  * to Python; or, with unavailable, why the module did not load (503).
- * index: the route's in the release (-1 for a WebSocket route). Returns
+ * index: the route's in the release (a WebSocket route's among those). Returns
  * 0, or -1 for a pattern it cannot serve (converters other than string,
  * int and a last path, which the manifest refuses). */
 int hp_rt_serve_route(const char *methods, const char *pattern, const char *module_name, void *module,
@@ -204,8 +206,9 @@ int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve
  * request it sent is answered (kept alive: wait for its next), or
  * HP_RT_CONN_CLOSE (close it), or HP_RT_CONN_PYTHON with *out's data the
  * bytes of a request that is not a module route, for Python to go on
- * with (free *out with hp_rt_serve_event_free). The socket is left open,
- * and blocking. */
+ * with (free *out with hp_rt_serve_event_free); for a WebSocket
+ * handshake, *out's route and params name the route C's table matched.
+ * The socket is left open, and blocking. */
 int hp_rt_serve_conn(int fd, const char *data, size_t len, const char *client, int port, hp_rt_event *out);
 
 enum { HP_RT_CONN_IDLE = 0, HP_RT_CONN_CLOSE = 1, HP_RT_CONN_PYTHON = 2 };

@@ -100,6 +100,9 @@ typedef struct conn {
     int continued;            /* 100 Continue sent for this request */
     _Atomic long long deadline_ms; /* 0: not watched (in a handler, or between reads of a whole request) */
     _Atomic int expired;      /* the sweeper shut it down: its body was late */
+    int socket_route;         /* a WebSocket route matched for the request handed to Python: its index, else -1 */
+    char *socket_params;      /* ... and its parameters, NUL-separated name/value pairs */
+    size_t socket_params_len;
     long long head_started_ms;
     struct sockaddr_storage peer;
     char client[INET6_ADDRSTRLEN];
@@ -220,7 +223,7 @@ static int compile_pattern(route *r, const char *pattern)
 int hp_rt_serve_route(const char *methods, const char *pattern, const char *module_name, void *module,
                       void *handler, const char *handler_name, unsigned timeout_ms, int index, const char *unavailable)
 {
-    if (S.nroutes == MAX_ROUTES || (handler && (index < 0 || index >= MAX_ROUTES)) ||
+    if (S.nroutes == MAX_ROUTES || index < 0 || index >= MAX_ROUTES ||
         strlen(methods) + 3 > sizeof S.routes[0].methods)
         return -1;
     route *r = &S.routes[S.nroutes];
@@ -440,7 +443,8 @@ int hp_rt_serve_next(hp_rt_event *out)
 void hp_rt_serve_event_free(hp_rt_event *ev)
 {
     free(ev->data);
-    ev->data = NULL;
+    free(ev->params);
+    ev->data = ev->params = NULL;
 }
 
 /* -- connections ----------------------------------------------------------- */
@@ -474,6 +478,7 @@ static void forget(conn *c)
     S.nconns--;
     pthread_mutex_unlock(&S.lock);
     free(c->buf);
+    free(c->socket_params);
     free(c);
     check_drained();
 }
@@ -490,9 +495,10 @@ static void hand_off(conn *c)
 {
     epoll_ctl(S.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     hp_rt_event ev = {.kind = HP_RT_EV_CONNECTION, .fd = c->fd, .data = c->buf, .data_len = c->len,
-                      .port = c->port};
+                      .port = c->port, .route = c->socket_route, .params = c->socket_params,
+                      .params_len = c->socket_params_len};
     snprintf(ev.client, sizeof ev.client, "%s", c->client);
-    c->buf = NULL;
+    c->buf = c->socket_params = NULL;
     forget(c);
     push_event(&ev);
 }
@@ -1041,6 +1047,33 @@ static enum outcome refuse(conn *c, request_line *rl, const route *r, int status
     return CLOSE;
 }
 
+/* Hands a WebSocket handshake to Python with the route C's table matched
+ * and its parameters, so that Python matches nothing again. */
+static enum outcome socket_handshake(conn *c, const route *rt, const span *params)
+{
+    size_t n = 0;
+    for (int i = 0, k = 0; i < rt->nparams; i++, k++) {
+        while (rt->segs[k].kind == SEG_LITERAL)
+            k++;
+        n += strlen(rt->segs[k].text) + params[i].len + 2;
+    }
+    char *out = malloc(n ? n : 1), *p = out;
+    if (!out)
+        return CLOSE;
+    for (int i = 0, k = 0; i < rt->nparams; i++, k++) {
+        while (rt->segs[k].kind == SEG_LITERAL)
+            k++;
+        size_t name = strlen(rt->segs[k].text);
+        memcpy(p, rt->segs[k].text, name + 1);
+        memcpy(p + name + 1, params[i].start, params[i].len);
+        p[name + 1 + params[i].len] = 0;
+        p += name + params[i].len + 2;
+    }
+    free(c->socket_params);
+    c->socket_route = rt->index, c->socket_params = out, c->socket_params_len = n;
+    return PYTHON;
+}
+
 /* Serves every whole request in the buffer. */
 static enum outcome serve_buffer(conn *c, slot *sl, int eof)
 {
@@ -1084,8 +1117,10 @@ static enum outcome serve_buffer(conn *c, slot *sl, int eof)
                           : find_route(method, method_len, path, plen, params, allow, sizeof allow);
         int moved = !rt && !allow[0] &&
                     !redirect_for(method, method_len, target, raw_path_len, query, qlen, location, sizeof location);
-        if ((!rt && !allow[0] && !moved) || (rt && !rt->handler && !rt->unavailable))
-            return PYTHON; /* not a module route, or a WebSocket route's */
+        if (!rt && !allow[0] && !moved)
+            return PYTHON; /* not a module route */
+        if (rt && !rt->handler && !rt->unavailable)
+            return socket_handshake(c, rt, params); /* a WebSocket route's */
         if (method_len + target_len + 10 > S.cfg.max_request_line || nheaders > S.cfg.max_header_fields)
             return PYTHON; /* gunicorn's limits, and its answers */
         long long length = -1;
@@ -1312,6 +1347,7 @@ static void accept_all(int listener)
         }
         c->fd = fd;
         c->peer = peer;
+        c->socket_route = -1;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (peer.ss_family == AF_INET) {
@@ -1474,7 +1510,7 @@ int hp_rt_serve_conn(int fd, const char *data, size_t len, const char *client, i
     for (int i = 0; i < MAX_THREADS && !sl; i++)
         if (!atomic_exchange(&S.slots[i].busy, 1))
             sl = &S.slots[i];
-    conn c = {.fd = fd, .port = port};
+    conn c = {.fd = fd, .port = port, .socket_route = -1};
     snprintf(c.client, sizeof c.client, "%s", client);
     while (c.cap < len && !grow(&c, S.cfg.head_limit + S.cfg.max_body + S.cfg.max_body / 4 + 65536))
         ;
@@ -1505,11 +1541,14 @@ int hp_rt_serve_conn(int fd, const char *data, size_t len, const char *client, i
     }
     if (sl)
         atomic_store(&sl->busy, 0);
-    *out = (hp_rt_event){.kind = HP_RT_EV_CONNECTION, .fd = fd};
+    *out = (hp_rt_event){.kind = HP_RT_EV_CONNECTION, .fd = fd, .route = c.socket_route,
+                         .params = c.socket_params, .params_len = c.socket_params_len};
     if (o == PYTHON && served) {
         out->data = c.buf, out->data_len = c.len;
         return HP_RT_CONN_PYTHON;
     }
+    free(c.socket_params);
+    out->params = NULL, out->route = -1;
     if (o == PYTHON) { /* no slot, or no memory: Python serves it as it came */
         free(c.buf);
         out->data = memdup(data, len), out->data_len = len;

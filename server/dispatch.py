@@ -60,7 +60,7 @@ class Dispatcher:
     @staticmethod
     def blob(method: str, path: str, query: str, client: str, request_id: str, pattern: str,
              params: dict, headers: list[str]) -> bytes:
-        """A request as the runtime reads it (see hp_rt_dispatch in host_api.h)."""
+        """A WebSocket upgrade request as the runtime reads it (see hp_rt_ws_event in host_api.h)."""
         parts = [method, path, query, client, request_id, pattern]
         for k, v in params.items():
             parts += (k, v if v.__class__ is str else str(v))

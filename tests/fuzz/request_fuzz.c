@@ -53,8 +53,8 @@ static void exercise_form(int multipart, const char *body, size_t len)
     static const char multipart_blob[] = "POST\0/\0\0a\0r\0/\0CONTENT_TYPE\0multipart/form-data; boundary=b";
     static const char urlencoded_blob[] = "POST\0/\0\0a\0r\0/\0CONTENT_TYPE\0application/x-www-form-urlencoded";
     hp_part part;
-    hp_request *r = multipart ? rt_request_new(NULL, multipart_blob, sizeof multipart_blob, 0, 1, body, len)
-                              : rt_request_new(NULL, urlencoded_blob, sizeof urlencoded_blob, 0, 1, body, len);
+    hp_request *r = multipart ? rt_request_from_blob(NULL, multipart_blob, sizeof multipart_blob, 0, 1, body, len)
+                              : rt_request_from_blob(NULL, urlencoded_blob, sizeof urlencoded_blob, 0, 1, body, len);
     if (!r)
         return;
     hp_req_form(r, "a");
@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(b, blob, blob_len);
     if (d)
         memcpy(d, body, (size_t)(end - body));
-    hp_request *r = rt_request_new(NULL, b, blob_len, nparams, nheaders, d, d ? (size_t)(end - body) : 0);
+    hp_request *r = rt_request_from_blob(NULL, b, blob_len, nparams, nheaders, d, d ? (size_t)(end - body) : 0);
     if (r) {
         exercise(r);
         rt_request_free(r);

@@ -100,6 +100,16 @@ class RequestCore:
         finally:
             self.lib.hp_rt_serve_event_free(ev)
 
+    def error_answer(self, minor: int, status: int, message: str, route, request_id: str, headers=()) -> bytes:
+        """A whole error answer as C writes its own (hp_rt_error_answer), for
+        Python's refusals of a WebSocket handshake."""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1")
+        text = message.encode()
+        out = self.ffi.new("char[]", 4096 + 6 * len(text) + len(extra))
+        n = self.lib.hp_rt_error_answer(minor, status, text, route.module.name.encode(), route.spec.path.encode(),
+                                        request_id.encode(), extra or self.ffi.NULL, out, len(out))
+        return self.ffi.buffer(out, n)[:] if n >= 0 else b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n"
+
     def socket_target(self, ev) -> tuple | None:
         """The WebSocket route C matched for a request it handed over, and
         its parameters (as the path spelt them, latin-1 as gunicorn reads

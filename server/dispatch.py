@@ -27,8 +27,6 @@ from .libhotplate import RT_CRASHED, RT_HANDLER_ERROR, RT_TIMED_OUT
 from .websocket.calls import PUBLISH, parse_outbox
 
 log = logging.getLogger("hotplate")
-#: (status, headers, body): an answer to a WebSocket handshake C did not take
-Reply = tuple[int, list[tuple[str, str]], bytes]
 
 
 class Dispatcher:
@@ -117,13 +115,6 @@ class Dispatcher:
     def stamp(self) -> tuple[tuple[str, str], ...]:
         """The header naming the release that answers (none before one is loaded)."""
         return ((RELEASE_HEADER, self.modules.release_id),) if self.modules is not None else ()
-
-    @staticmethod
-    def error(status: int, route: Route | Socket, request_id: str, message: str) -> Reply:
-        body = json.dumps({"error": message, "module": route.module.name, "route": route.spec.path,
-                           "request_id": request_id}).encode()
-        return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                        ("X-Request-Id", request_id)], body
 
     def __call__(self, environ, start_response):
         """WSGI, for what C's route table did not take: Flask's routes."""

@@ -296,6 +296,11 @@ class HotplateWorker(ThreadWorker):
         conn.sock.sendall("".join(head).encode("latin-1") + payload)
         return keep
 
+    def refuse(self, req, conn, status: int, route, request_id: str, message: str, headers=()) -> bool:
+        """Refuse a handshake with the answer C writes for every error (one shape of it)."""
+        conn.sock.sendall(self.core.error_answer(req.version[1], status, message, route, request_id, headers))
+        return False
+
     @staticmethod
     def client(conn) -> str:
         return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
@@ -312,14 +317,12 @@ class HotplateWorker(ThreadWorker):
         try:
             reply_headers, subprotocol = handshake.accept(req.method, req.version, by_name, route.spec.subprotocols)
         except handshake.Refused as e:
-            status, headers, body = dispatcher.error(e.status, route, conn_id, str(e))
-            return self.respond(req, conn, status, headers + e.headers, body, False)
+            return self.refuse(req, conn, e.status, route, conn_id, str(e), e.headers)
         unavailable = (f"module {route.module.name} is not loaded: {route.module.error}" if not route.module.ok
                        else "this worker's WebSocket hub did not start; see the server log" if dispatcher.hub is None
                        else None)
         if unavailable:
-            status, headers, body = dispatcher.error(503, route, conn_id, unavailable)
-            return self.respond(req, conn, status, headers, body, False)
+            return self.refuse(req, conn, 503, route, conn_id, unavailable)
         blob = dispatcher.blob(req.method, path, req.query, self.client(conn), conn_id, route.spec.path, params, flat)
         session = calls.Session(conn_id, route.spec.path, blob, len(params), len(flat) // 2, subprotocol)
         opened = calls.call(route, session, calls.OPEN)
@@ -328,8 +331,7 @@ class HotplateWorker(ThreadWorker):
             if opened.result != RT_HANDLER_ERROR:
                 status, message = dispatcher.fault(opened.result, opened.signal, route.module.name, route.spec.path,
                                                    route.spec.symbols["open"], conn_id, route.spec.timeout_ms)
-            status, headers, body = dispatcher.error(status, route, conn_id, message)
-            return self.respond(req, conn, status, headers, body, False)
+            return self.refuse(req, conn, status, route, conn_id, message)
         head = "HTTP/1.1 101 Switching Protocols\r\n" + "".join(f"{k}: {v}\r\n" for k, v in reply_headers) + "\r\n"
         conn.sock.sendall(head.encode("latin-1"))
         pending = conn.parser.unreader.take_buffered()

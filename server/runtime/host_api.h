@@ -213,6 +213,13 @@ int hp_rt_serve_conn(int fd, const char *data, size_t len, const char *client, i
 
 enum { HP_RT_CONN_IDLE = 0, HP_RT_CONN_CLOSE = 1, HP_RT_CONN_PYTHON = 2 };
 
+/* An error answer as the core writes its own (head and JSON body), for
+ * Python's refusals of a WebSocket handshake: module and route may be NULL,
+ * extra holds more header lines ("Sec-WebSocket-Version: 13\r\n") or NULL.
+ * Into out; its length, or -1 if it does not fit. The connection closes. */
+int hp_rt_error_answer(int minor, int status, const char *message, const char *module, const char *route,
+                       const char *request_id, const char *extra, char *out, size_t size);
+
 /* Accept new connections, or stop. */
 void hp_rt_serve_accept(int enabled);
 

@@ -744,35 +744,62 @@ static void count(const route *r, int status, long long micros)
     }
 }
 
-/* Every error the core answers: a JSON body naming what went wrong, the
- * module and route (when one was matched) and the request id, then
- * headers of its own (a 405's Allow, a 308's Location) in extra. */
-static int send_error(conn *c, request_line *rl, const route *r, int status, const char *message, const char *extra)
+/* The one writer of the error shape: a head, then a JSON body naming what
+ * went wrong, the module and route (when one was matched) and the request
+ * id, with headers of its own (a 405's Allow, a 308's Location) in extra.
+ * Into out; its length (*head_len: the head's), or -1 if it does not fit. */
+static int error_answer(const request_line *rl, const char *module, const char *route, int status,
+                        const char *message, const char *extra, char *out, size_t size, size_t *head_len)
 {
     json_t *o = json_object();
     json_t *text = json_string(message);
     json_object_set_new(o, "error", text ? text : json_string("(the message is not UTF-8)"));
-    if (r) {
-        json_object_set_new(o, "module", json_string(r->module_name));
-        json_object_set_new(o, "route", json_string(r->pattern));
+    if (module) {
+        json_object_set_new(o, "module", json_string(module));
+        json_object_set_new(o, "route", json_string(route));
     }
     json_object_set_new(o, "request_id", json_string(rl->request_id));
     char *body = json_dumps(o, JSON_PRESERVE_ORDER);
     json_decref(o);
     size_t blen = body ? strlen(body) : 0;
-    char head[2048], fields[1024];
+    char fields[1024];
     snprintf(fields, sizeof fields, "%sContent-Type: application/json\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n",
              extra ? extra : "", blen, rl->request_id);
-    int hlen = format_head(head, sizeof head, rl, status, "", 0, fields, -1);
-    int rc = -1;
-    if (hlen >= 0) {
-        struct iovec iov[2] = {{head, (size_t)hlen}, {body, rl->head ? 0 : blen}};
-        rl->status = status;
-        rl->sent = rl->head ? 0 : blen;
-        rc = send_all(c->fd, iov, 2);
+    int hlen = format_head(out, size, rl, status, "", 0, fields, -1);
+    int n = -1;
+    if (hlen >= 0 && (size_t)hlen + blen <= size) {
+        memcpy(out + hlen, body, blen);
+        *head_len = (size_t)hlen;
+        n = hlen + (int)blen;
     }
     free(body);
+    return n;
+}
+
+/* Every error the core answers (error_answer's), sent. */
+static int send_error(conn *c, request_line *rl, const route *r, int status, const char *message, const char *extra)
+{
+    size_t size = strlen(message) * 6 + (extra ? strlen(extra) : 0) + 4096, head_len; /* escaped at worst */
+    char *answer = malloc(size);
+    int n = answer ? error_answer(rl, r ? r->module_name : NULL, r ? r->pattern : NULL, status, message, extra,
+                                  answer, size, &head_len) : -1;
+    int rc = -1;
+    if (n >= 0) {
+        rl->status = status;
+        rl->sent = rl->head ? 0 : (size_t)n - head_len;
+        rc = send_text(c->fd, answer, rl->head ? head_len : (size_t)n);
+    }
+    free(answer);
     return rc;
+}
+
+int hp_rt_error_answer(int minor, int status, const char *message, const char *module, const char *route,
+                       const char *request_id, const char *extra, char *out, size_t size)
+{
+    request_line rl = {.minor = minor, .keep = 0};
+    snprintf(rl.request_id, sizeof rl.request_id, "%s", request_id);
+    size_t head_len;
+    return error_answer(&rl, module, route, status, message, extra, out, size, &head_len);
 }
 
 /* -- streamed responses (hp_res_stream) --------------------------------------- */

@@ -234,7 +234,7 @@ def test_the_manifest_accepts_exactly_the_patterns_the_request_core_serves(tmp_p
                 "/a/<uuid:id>", "/a/<float:f>", "/a/<string(length=2):s>", "/a/x<id>", "/a/<id>.json",
                 "/a/<path:p>/b", "/" + "/".join("s" * 33), "/" + "/".join("s" * 32)]
     verdicts = {p: (unserved(p) is None, lib.hp_rt_serve_route(b"GET", p.encode(), b"m", ffi.NULL, ffi.NULL, b"h",
-                                                                1000, -1, ffi.NULL) == 0) for p in patterns}
+                                                                1000, 0, ffi.NULL) == 0) for p in patterns}
     assert all(ours == c for ours, c in verdicts.values()), verdicts
     assert not verdicts["/a/<uuid:id>"][0] and verdicts["/files/<path:rest>"][0]
     refused = "\n".join(problems(tmp_path, """\

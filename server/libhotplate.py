@@ -6,14 +6,15 @@ install needs no build step and a changed runtime never reuses an old file
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.util
+import io
 import os
 import subprocess
 import tempfile
 from pathlib import Path
-
-import cffi
 
 from .paths import HEADER, HOST_API, INCLUDE_DIR, RUNTIME_DIR
 
@@ -33,13 +34,40 @@ CONSTANTS = ("RT_OK", "RT_HANDLER_ERROR", "RT_CRASHED", "RT_TIMED_OUT", "CONN_ID
 
 
 @functools.lru_cache(maxsize=1)
-def declarations() -> tuple[cffi.FFI, object]:
-    """The runtime's declarations, parsed once, on first use: a process
-    that only builds modules (the controller) never pays the 4 MB of
-    parsing them (issue 23)."""
+def declarations() -> tuple[object, object]:
+    """The runtime's declarations as ``(ffi, lib)``, from cffi's out-of-line
+    ABI mode: parsed once per content into a Python module in the cache,
+    so no process parses C (pycparser: 150 ms and 4 MB in every worker,
+    smoke check and job runner) and a process that only builds modules
+    (the controller) loads none of it (issue 23)."""
+    path = _compiled_declarations(default_cache_dir())
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ffi, module.ffi.dlopen(None)  # any library of this FFI carries the header's constants
+
+
+def _compiled_declarations(cache_dir: Path) -> Path:
+    """``host_api.h`` parsed by cffi into ``runtime/hotplate_ffi_DIGEST.py``, once per content."""
+    import _cffi_backend
+
+    digest = hashlib.sha256((HOST_API.read_text() + _cffi_backend.__version__).encode()).hexdigest()[:16]
+    target = cache_dir / "runtime" / f"hotplate_ffi_{digest}.py"
+    if target.exists():
+        return target
+    import cffi  # only to make the module: loading it needs only the backend
+
+    target.parent.mkdir(parents=True, exist_ok=True)
     ffi = cffi.FFI()
+    ffi.set_source(target.stem, None)
     ffi.cdef(HOST_API.read_text())
-    return ffi, ffi.dlopen(None)  # any library of this FFI carries the header's constants
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".py.tmp")
+    os.close(fd)
+    with contextlib.redirect_stdout(io.StringIO()):  # (cffi says "generating ..." on stdout)
+        ffi.emit_python_code(tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    return target
 
 
 def __getattr__(name: str):
@@ -107,7 +135,7 @@ def build_runtime(cache_dir: Path | None = None) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def load() -> tuple[cffi.FFI, object]:
+def load() -> tuple[object, object]:
     """The runtime as ``(ffi, lib)``; built first if needed."""
     ffi = declarations()[0]
     return ffi, ffi.dlopen(str(build_runtime()))

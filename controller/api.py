@@ -14,6 +14,8 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
 
+from werkzeug.serving import WSGIRequestHandler
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -30,6 +32,18 @@ bp = Blueprint("api", __name__)
 DASHBOARD = Path(__file__).parent / "dashboard"
 FOLLOW_LIMIT_S = 3600  # a follower of a deploy is let go after this long
 log = logging.getLogger("hotplate.controller")
+
+
+class RequestHandler(WSGIRequestHandler):
+    """werkzeug's, but an HTTP/1.0 request is answered in HTTP/1.0: a
+    streamed body ends where the connection does, not in chunked coding,
+    which a 1.0 client need not read (RFC 9112, 7.1; the push hook,
+    controller/pushhook.py, reads lines and nothing else)."""
+
+    def run_wsgi(self) -> None:
+        if self.request_version == "HTTP/1.0":
+            self.protocol_version = "HTTP/1.0"
+        super().run_wsgi()
 
 
 def ctl():

@@ -111,7 +111,7 @@ def _server_config(args, state: State) -> ServerConfig:
 def cmd_up(args) -> int:
     from werkzeug.serving import make_server
 
-    from .api import create_api
+    from .api import RequestHandler, create_api
     from .reconcile import Controller, Settings
     from .fleet import Fleet, FleetSource
     from .registry import RegistrySource
@@ -161,7 +161,8 @@ def cmd_up(args) -> int:
                                   FleetSource(registry, fleet))
         recover(controller)
         host, port = args.api.rsplit(":", 1)
-        api = make_server(host, int(port), create_api(controller, secret), threaded=True)
+        api = make_server(host, int(port), create_api(controller, secret), threaded=True,
+                          request_handler=RequestHandler)
         url = f"http://{host}:{api.server_port}"
         write_atomic(state.controller_info, json.dumps({"url": url, "branch": args.branch, "pid": os.getpid()}))
         threading.Thread(target=api.serve_forever, daemon=True).start()

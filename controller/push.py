@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import time
 
-#: The line that ends a push's stream (``POST /api/follow``) once its last
-#: line is said: a stream that stops without it was cut (a controller killed
-#: mid-push), and the hook says so instead of ending as if all were told.
-END = "\0hotplate: end"
+from .pushhook import END  # (the line that ends a push's stream, said where the hook reads it)
 
 
 def follow(c, sha: str, timeout: float = 600):

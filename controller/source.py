@@ -18,17 +18,20 @@ from pathlib import Path
 
 import git
 
+from . import pushhook
 from .errors import RetryableError, StalledError
 from .state import State
 
 HOOK = """#!/bin/sh
 # Installed by hotplate: {why}.
-{guard}exec {python} -m hotplate.controller.hook {hook} {state}
+{body}
 """
-#: Each hook, what it does, and when it may skip starting Python at all.
+#: Each hook: what it does, and its body (``{python}`` and the paths filled in).
 HOOKS = {"pre-receive": ("refuses a push whose commit is not signed as `hotplate up --verify` requires",
-                         "[ -e {policy} ] || exit 0  # no policy: nothing to check\n"),
-         "post-receive": ("streams the deploy of a push back to the pusher", "")}
+                         "[ -e {policy} ] || exit 0  # no policy: nothing to check\n"
+                         "exec {python} -m hotplate.controller.hook {state}"),
+         "post-receive": ("streams the deploy of a push back to the pusher",
+                          "exec {python} -I -S {pushhook} {info} {token}")}
 
 
 #: git's id of the tree with no entries.
@@ -66,11 +69,11 @@ class Source:
             if "origin" in [r.name for r in repo.remotes]:
                 repo.delete_remote(repo.remote("origin"))
             repo.create_remote("origin", self.upstream)
-        for name, (why, guard) in HOOKS.items():
+        paths = {"python": sys.executable, "pushhook": pushhook.__file__, "policy": self.state.verify_file,
+                 "state": self.state.root, "info": self.state.controller_info, "token": self.state.token_file}
+        for name, (why, body) in HOOKS.items():
             hook = path / "hooks" / name
-            hook.write_text(HOOK.format(why=why, guard=guard.format(policy=shlex.quote(str(self.state.verify_file))),
-                                        python=shlex.quote(sys.executable), hook=name,
-                                        state=shlex.quote(str(self.state.root))))
+            hook.write_text(HOOK.format(why=why, body=body.format(**{k: shlex.quote(str(v)) for k, v in paths.items()})))
             hook.chmod(0o755)
         return repo
 

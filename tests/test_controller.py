@@ -227,6 +227,39 @@ def test_force_push_wrong_branch_and_deleted_branch(up, tmp_path):
     assert text(server) == "rewritten"
 
 
+def test_the_push_hook_starts_bare_and_reads_http_1_0(up, tmp_path):
+    """The post-receive hook runs as a bare interpreter (no hotplate, no
+    http.client: every push waits for it to start) and reads the API's
+    HTTP/1.0 answer, a body the connection's end delimits, not chunks."""
+    server, work = first_deploy(up, tmp_path)
+    hook = (server.state / "repo.git" / "hooks" / "post-receive").read_text()
+    assert " -I -S " in hook and "pushhook.py" in hook, hook
+    script = hook.split(" -I -S ")[1].split()[0]
+    live = server.status()["live"]["commit"]
+
+    def run(token_file):
+        return subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", script,
+                               str(server.state / "run" / "controller.json"), str(token_file)],
+                              input=f"{'0' * 40} {live} refs/heads/main\n", capture_output=True, text=True,
+                              timeout=60)
+
+    release = server.status()["live"]["release"]
+    said = run(server.state / "token")
+    assert said.returncode == 0 and said.stdout.splitlines() == [f"hotplate: already live: release {release}"], \
+        said.stdout
+    imported = {line.split("|")[-1].strip() for line in said.stderr.splitlines()}
+    assert "_socket" in imported and not {"hotplate", "http.client", "socket"} & imported, sorted(imported)
+    bad = tmp_path / "bad-token"
+    bad.write_text("nope")
+    refused = run(bad).stdout
+    assert refused.startswith("hotplate: the controller refused: 401"), refused
+    raw = subprocess.run(["curl", "-s", "-0", "-i", "-X", "POST", "-H", f"Authorization: Bearer {server.token()}",
+                          f"{server.api}/api/follow?commit={live}"], capture_output=True, timeout=60).stdout
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower(), head
+    assert body == f"already live: release {release}\n\0hotplate: end\n".encode(), body
+
+
 def test_a_push_a_force_push_replaced_says_so_at_once(up, tmp_path):
     """The pusher of a commit that a force push took off the branch before it
     deployed gets, at once, that it was replaced and how the new tip stands:

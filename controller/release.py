@@ -34,6 +34,8 @@ from .plan import MANIFEST, Manifest
 
 SMOKE_TIMEOUT_S = float(os.environ.get("HOTPLATE_SMOKE_TIMEOUT", 60))
 HANGS = f"smoke check did not finish in {SMOKE_TIMEOUT_S:g}s: a module's hp_init or constructor hangs"
+#: Seconds a check that has sent its answer is given to exit before its cgroup is killed.
+EXIT_WAIT_S = 1.0
 _FORKS = multiprocessing.get_context("forkserver")
 # The children re-import the main module (multiprocessing does): preload the CLI too, so that costs nothing.
 _FORKS.set_forkserver_preload(["hotplate.server.smoke", "hotplate.controller.cli"])
@@ -217,6 +219,7 @@ def _fork_check(args: list[str], state: Layout | None) -> list[dict]:
             proc.kill()
             raise SmokeCheckError(HANGS)
         failures = receiver.recv()
+        proc.join(EXIT_WAIT_S)  # (it exits once it has said: then its cgroup is empty, and ending it costs nothing)
     except EOFError:
         proc.join()
         raise SmokeCheckError(_died(proc.exitcode)) from None

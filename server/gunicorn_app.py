@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 from prometheus_client import multiprocess
 
 from . import cgroups, libhotplate, metrics, pidfile
@@ -122,6 +123,20 @@ class Fence:
             self.told = gated
 
 
+class HotplateArbiter(Arbiter):
+    """gunicorn's arbiter, but it spawns the workers it lacks at once.
+
+    gunicorn sleeps up to 100 ms after each fork, to spread a cold start;
+    it does that in its main loop, so a roll waited on it twice: for each
+    new worker but the first, and for the old ones' retirement, which the
+    same loop carries out (issue 23). A roll's workers boot side by side
+    instead, on a master that has imported everything already."""
+
+    def spawn_workers(self) -> None:
+        for _ in range(self.num_workers - len(self.WORKERS)):
+            self.spawn_worker()
+
+
 class HotplateServer(BaseApplication):
     """A gunicorn application serving the release that ``current`` points to.
 
@@ -172,7 +187,9 @@ class HotplateServer(BaseApplication):
         master = os.getpid()
         pidfile.write(self.layout.server_pid, master)
         try:
-            super().run()
+            HotplateArbiter(self).run()
+        except RuntimeError as e:  # (what BaseApplication.run, which this replaces, does)
+            sys.exit(f"\nError: {e}\n")
         finally:
             if os.getpid() == master:  # (a worker leaves through here too)
                 pidfile.write(self.layout.server_pid, None)

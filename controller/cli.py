@@ -111,6 +111,7 @@ def _server_config(args, state: State) -> ServerConfig:
 def cmd_up(args) -> int:
     from werkzeug.serving import make_server
 
+    from . import refwatch
     from .api import RequestHandler, create_api
     from .reconcile import Controller, Settings
     from .fleet import Fleet, FleetSource
@@ -169,6 +170,8 @@ def cmd_up(args) -> int:
         _banner(state, server, url, args, secret)
         _stop_on_signals(controller)
         threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
+        if not (args.source or args.follow):  # hosted: a push moves the branch here
+            refwatch.watch(state.repo / source.ref, lambda: controller.wake("push"), controller.stopping)
         controller.run()
     finally:
         if api is not None:

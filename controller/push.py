@@ -8,6 +8,11 @@ import time
 
 from .pushhook import END  # (the line that ends a push's stream, said where the hook reads it)
 
+#: A push's deploy begins as its ref moves, before its hook asks to follow
+#: it; one of that commit that ended this many seconds ago or less is that
+#: push's, told whole to the hook that asks late (a slow start on a busy host).
+JUST_ENDED_S = 10.0
+
 
 def follow(c, sha: str, timeout: float = 600):
     """Yield the progress lines of the deploy that puts ``sha`` (or a newer
@@ -57,9 +62,12 @@ def wait_for_deploy(c, sha: str, seen: set[int], deadline: float, first_pass: in
     whole pass begun after the push ended in an error outside any deploy."""
     while time.monotonic() < deadline:
         with c.cond:
-            d, observed, woken = c.active, c.observed, c.wakeup.is_set()
+            d, recent, observed, woken = c.active, c.recent, c.observed, c.wakeup.is_set()
         if d is not None and d.id not in seen and covers(c, sha, d.commit):
             return d
+        if d is None and recent is not None and recent.id not in seen and recent.commit == sha and \
+                recent.trigger == "push" and time.monotonic() - recent.ended < JUST_ENDED_S:
+            return recent  # (begun as the ref moved, controller/refwatch.py, and over before its hook asked)
         if d is None and c.last_error and c.ended > first_pass:
             return None
         # (git and the history are read outside the lock, which every deploy line takes: a

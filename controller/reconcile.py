@@ -67,6 +67,7 @@ class Deploy:
     lines: list[str] = field(default_factory=list)
     done: bool = False
     outcome: str = "progressing"
+    ended: float = 0.0  # time.monotonic() when done
 
 
 class Controller:
@@ -87,6 +88,7 @@ class Controller:
         self.stopping = threading.Event()
         self.rollout_lock = threading.RLock()  # a rollback holds it across its own deploy
         self.active: Deploy | None = None
+        self.recent: Deploy | None = None  # the last one that ended: a push hook may ask after its end
         self.trigger = "startup"
         self.observed: str | None = None
         self.last_error: str | None = None
@@ -305,8 +307,8 @@ class Controller:
             except Exception:
                 log.exception("deploy %d: could not record its outcome (%s)", d.id, outcome)
             with self.cond:
-                d.done, d.outcome = True, outcome
-                self.active = None
+                d.done, d.outcome, d.ended = True, outcome, time.monotonic()
+                self.active, self.recent = None, d
                 self.cond.notify_all()
             if self.fleet is not None:
                 self.fleet.tell()

@@ -243,10 +243,10 @@ def test_the_push_hook_starts_bare_and_reads_http_1_0(up, tmp_path):
                               input=f"{'0' * 40} {live} refs/heads/main\n", capture_output=True, text=True,
                               timeout=60)
 
-    release = server.status()["live"]["release"]
-    said = run(server.state / "token")
-    assert said.returncode == 0 and said.stdout.splitlines() == [f"hotplate: already live: release {release}"], \
-        said.stdout
+    said = run(server.state / "token")  # (the push's deploy, which just ended: told whole)
+    lines = said.stdout.splitlines()
+    assert said.returncode == 0 and lines[0].startswith(f"hotplate: deploying {live[:12]}") and \
+        lines[-1].startswith("hotplate: deploy succeeded"), said.stdout
     imported = {line.split("|")[-1].strip() for line in said.stderr.splitlines()}
     assert "_socket" in imported and not {"hotplate", "http.client", "socket"} & imported, sorted(imported)
     bad = tmp_path / "bad-token"
@@ -257,7 +257,21 @@ def test_the_push_hook_starts_bare_and_reads_http_1_0(up, tmp_path):
                           f"{server.api}/api/follow?commit={live}"], capture_output=True, timeout=60).stdout
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower(), head
-    assert body == f"already live: release {release}\n\0hotplate: end\n".encode(), body
+    assert body.startswith(f"deploying {live[:12]}".encode()) and body.endswith(b" health gate\n\0hotplate: end\n"), body
+
+
+def test_a_deploy_begins_as_the_ref_moves_and_a_late_hook_still_gets_its_lines(up, tmp_path):
+    """The branch moved with no hook and no trigger (hosted: no poll for
+    300 s) deploys all the same: the controller watches the ref. A hook
+    that asks only after that deploy ended is told that deploy whole."""
+    server, work = first_deploy(up, tmp_path)
+    sha = work.commit("v2", {"hello.c": hello("v2")})
+    server.update_branch(work, sha)
+    server.wait(lambda: server.status()["live"]["commit"] == sha, what="the moved ref deployed by itself")
+    assert text(server) == "v2"
+    said = requests.post(server.api + f"/api/follow?commit={sha}", headers=server.auth(), timeout=30).text
+    assert f"deploying {sha[:12]}" in said and "deploy succeeded" in said, said
+    assert said.endswith("hotplate: end\n"), said
 
 
 def test_a_push_a_force_push_replaced_says_so_at_once(up, tmp_path):
@@ -317,7 +331,10 @@ def test_webhooks_verify_signatures(up, tmp_path):
                               "--webhook-secret-file", str(secret)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "begins or ends with whitespace" in refused.stderr, refused.stderr
     secret.write_text("s3cret\n")  # one final newline, as an editor leaves it: fine
-    server, work = first_deploy(up, tmp_path, "--webhook-secret-file", str(secret))
+    upstream = Work(tmp_path / "upstream", "unused")  # a mirror: what moves upstream, a webhook tells
+    upstream.commit("first", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
+    server = up(str(upstream.path), "--webhook-secret-file", str(secret))
+    server.wait(lambda: server.get("/").status_code == 200 and text(server) == "v1", what="the first deploy")
     assert "s3cret" not in open(f"/proc/{server.proc.pid}/cmdline").read(), "never on the command line"
     hook = server.api + "/webhook"
     body = json.dumps({"ref": "refs/heads/main", "after": "x"}).encode()
@@ -336,8 +353,7 @@ def test_webhooks_verify_signatures(up, tmp_path):
     gitlab_bad = requests.post(hook, data=body, headers={"X-Gitlab-Token": "nope", "X-Gitlab-Event": "Push Hook"}, timeout=5)
     assert gitlab_bad.status_code == 401
     # A valid push event deploys the branch tip, asynchronously (202 at once).
-    sha = work.commit("v2", {"hello.c": hello("v2")})
-    server.update_branch(work, sha)
+    sha = upstream.commit("v2", {"hello.c": hello("v2")})
     for headers in ({"X-Gitea-Signature": sign("s3cret", body)[7:], "X-Gitea-Event": "push"},
                     {"X-Gitlab-Token": "s3cret", "X-Gitlab-Event": "Push Hook"},
                     {"X-Hotplate-Signature": sign("s3cret", body)},
@@ -383,7 +399,8 @@ def test_mirror_mode_polls_upstream(up, tmp_path):
 
 def test_diff_shows_modules_and_routes(up, tmp_path):
     server, work = first_deploy(up, tmp_path)
-    server.cli("rollback")  # pin, so that the new head is not deployed while we diff
+    pinned = server.cli("rollback", "--to", server.status()["live"]["release"])  # so that the new head waits
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
     sha = work.commit("more", {"deploy.yaml": MANIFEST + "      - {path: /extra, handler: hello}\n", "hello.c": hello("v2")})
     server.update_branch(work, sha)
     data = json.loads(server.cli("diff", "--json").stdout)

@@ -23,7 +23,7 @@ import argcomplete
 from hotplate.server.config import ServerConfig, server_environment
 from hotplate.server.contract.layout import write_atomic
 
-from . import client, devloop
+from . import client
 from .account import keep_to_itself, worker_user
 from .deploy import Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
@@ -264,6 +264,8 @@ def cmd_dev(args) -> int:
     threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
     print(f"hotplate dev: serving {app} on http://{server.config.bind}/ ; save a file to redeploy", flush=True)
     try:
+        from . import devloop  # (watchfiles: dev's alone)
+
         devloop.run(controller, app, errors)
     finally:
         server.stop()

@@ -36,9 +36,6 @@ import time
 from typing import Callable
 from urllib.parse import urlparse
 
-from etcd3gw.client import Etcd3Client
-from etcd3gw.utils import _encode
-
 from hotplate.server.contract.fleet import HostReport, Member, Rollout, Unreadable
 
 from .errors import RetryableError, StalledError
@@ -86,6 +83,8 @@ class Fleet:
         if parsed.scheme != "etcd" or not parsed.hostname:
             raise StalledError(f"{url}: the fleet's etcd is etcd://HOST:PORT", "BadFleet")
         self.url = url
+        from etcd3gw.client import Etcd3Client  # (only a fleet's hosts load etcd3gw and requests: 8 MB)
+
         self.client = Etcd3Client(parsed.hostname, parsed.port or 2379, timeout=2)
         self.prefix = f"/hotplate/{name}/"
         self.host, self.candidate = host, candidate
@@ -224,6 +223,8 @@ class Fleet:
     def put_rollout(self, rollout: Rollout) -> None:
         """Write the rollout if this host still holds ``leader`` (two hosts
         that both believe they lead, for a moment, never both write)."""
+        from etcd3gw.utils import _encode
+
         key = _encode(self.prefix + "leader")
         result = self.call("write the rollout", self.client.transaction, {
             "compare": [{"key": key, "result": "EQUAL", "target": "VALUE", "value": _encode(self.host)}],

@@ -1,7 +1,9 @@
 """Shared helpers: app directories on disk and a real gunicorn server on loopback."""
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,6 +56,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports that are all free now, below
+    the kernel's ephemeral range (32768 up), where no connection's own port
+    can land on one meanwhile (``fleet up --base-port``)."""
+    for base in random.sample(range(20000, 32768 - count), 200):
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports between 20000 and 32768")
 
 
 def write_app(root: Path, manifest: str, sources: dict[str, str] | None = None, copy: tuple[str, ...] = ()) -> Path:

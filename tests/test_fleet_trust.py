@@ -68,12 +68,12 @@ def test_fleet_up_supervises_its_hosts_and_stops_on_sigterm(tmp_path):
 
     import requests
 
-    from .conftest import ROOT, Work, free_port
+    from .conftest import ROOT, Work, free_port, free_ports
     from .test_controller import MANIFEST
 
     work = Work(tmp_path / "work", str(tmp_path / "nowhere"))
     work.commit("v1", {"deploy.yaml": MANIFEST, "hello.c": hello("v1")})
-    base, lb, root = free_port() // 2 + 20000, free_port(), tmp_path / "fleet"
+    base, lb, root = free_ports(20), free_port(), tmp_path / "fleet"
     log = tmp_path / "fleet.log"
     script = (f"{sys.executable} -m hotplate.controller.cli fleet up {work.path} --state {root} --hosts 3 "
               f"--port {lb} --base-port {base} > {log} 2>&1 &\necho $!")

@@ -218,11 +218,15 @@ def _fork_check(args: list[str], state: Layout | None) -> list[dict]:
         if not receiver.poll(SMOKE_TIMEOUT_S):
             proc.kill()
             raise SmokeCheckError(HANGS)
-        failures = receiver.recv()
+        # Bytes, never receiver.recv(): that unpickles, and module code ran in the sender
+        # (hp_init): it can write to this pipe whatever it likes before the answer.
+        failures = read_failures(receiver.recv_bytes(ANSWER_LIMIT))
         proc.join(EXIT_WAIT_S)  # (it exits once it has said: then its cgroup is empty, and ending it costs nothing)
     except EOFError:
         proc.join()
         raise SmokeCheckError(_died(proc.exitcode)) from None
+    except OSError as e:  # (a frame longer than the limit)
+        raise SmokeCheckError(f"{UNREADABLE} ({e})") from None
     finally:
         receiver.close()
         _end(state, proc.pid)
@@ -240,7 +244,7 @@ def _fresh_check(args: list[str], env: dict, state: Layout | None) -> list[dict]
     """Check in a new interpreter with ``env`` (a sanitizer build, whose
     runtime must be loaded before anything else)."""
     cmd = [sys.executable, "-m", "hotplate.server.smoke", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env})
     try:
         out, err = proc.communicate(timeout=SMOKE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -249,11 +253,31 @@ def _fresh_check(args: list[str], env: dict, state: Layout | None) -> list[dict]
         raise SmokeCheckError(HANGS) from None
     finally:
         _end(state, proc.pid)
-    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if proc.returncode not in (0, 1):  # (1: failures found and said)
+        raise SmokeCheckError(_died(proc.returncode) + ":\n" + err[-4000:].decode(errors="replace"))
+    lines = out[-ANSWER_LIMIT:].splitlines()  # (what hp_init printed comes before the answer)
+    return read_failures(lines[-1] if lines else b"")
+
+
+#: The most bytes a smoke check's answer may be: its failures, each error
+#: cut to a few KB by the loader.
+ANSWER_LIMIT = 1 << 20
+UNREADABLE = ("the smoke check's answer is not a list of failures: module code in the check's process (a "
+              "constructor or hp_init) wrote where it answers (its pipe, or its standard output)")
+
+
+def read_failures(raw: bytes) -> list[dict]:
+    """The failures a smoke check sent, as data: a JSON list of
+    ``{"module", "source", "error"}`` strings, or SmokeCheckError."""
     try:
-        return json.loads(result.stdout)
+        failures = json.loads(raw)
     except ValueError:
-        raise SmokeCheckError(_died(result.returncode) + ":\n" + result.stderr[-4000:]) from None
+        raise SmokeCheckError(UNREADABLE) from None
+    fields = ("module", "source", "error")
+    if not isinstance(failures, list) or not all(
+            isinstance(f, dict) and all(isinstance(f.get(k), str) for k in fields) for f in failures):
+        raise SmokeCheckError(UNREADABLE)
+    return [{k: f[k] for k in fields} for f in failures]
 
 
 def _died(code: int | None) -> str:

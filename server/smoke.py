@@ -60,8 +60,9 @@ def enclose(layout: Layout, spec: ReleaseSpec, max_rss: int) -> None:
 
 
 def check_into(release_dir: str, workdir: str, user: str, config_dir: str, state: str, conn) -> None:
-    """Run :func:`check` and send the result through a pipe (fork-server child)."""
-    conn.send(check(release_dir, workdir, user, config_dir, state))
+    """Run :func:`check` and send the result through a pipe (fork-server
+    child) as JSON bytes: the controller reads them as data (never a pickle)."""
+    conn.send_bytes(json.dumps(check(release_dir, workdir, user, config_dir, state)).encode())
     conn.close()
 
 

@@ -321,3 +321,52 @@ def test_a_compile_is_bounded_in_memory(tmp_path, monkeypatch):
         Builder(app, tmp_path / "cache").build(load_manifest(app))
     assert "memory bound (64 MiB, HOTPLATE_COMPILE_MEMORY_MIB)" in str(getattr(e.value, "results", [None])[0].diagnostics
                                                                         if getattr(e.value, "results", None) else e.value)
+
+
+class _Plant:
+    """Unpickled, it would run a shell command: what a forged answer from a
+    smoke check would do to a controller that unpickles it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_smoke_check_answer_is_data_never_code(up, tmp_path):
+    """hp_init runs in the smoke check's process, which holds the pipe its
+    answer goes back on: it writes a pickle there first, framed as
+    multiprocessing frames it. The controller reads the answer as JSON of
+    a bounded size, so the forgery is an unreadable answer: the release
+    fails, with why, and nothing runs."""
+    import pickle
+    import struct
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps([_Plant(marker)])
+    frame = struct.pack("!i", len(payload)) + payload
+    c_bytes = ", ".join(str(b) for b in frame)
+    server = up()
+    work = Work(tmp_path / "work", str(server.state / "repo.git"))
+    source = f"""\
+        #include <hotplate.h>
+        #include <sys/stat.h>
+        #include <unistd.h>
+        HP_MODULE;
+        static const unsigned char forged[] = {{{c_bytes}}};
+        HP_EXPORT int hp_init(hp_module *m) {{
+            for (int fd = 3; fd < 256; fd++) {{
+                struct stat st;
+                if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode))
+                    (void)!write(fd, forged, sizeof forged);
+            }}
+            return HP_OK;
+        }}
+        HP_EXPORT int hello(hp_request *req, hp_response *res) {{ return hp_res_printf(res, "hi\\n"); }}
+        """
+    manifest = "modules:\n  forge:\n    source: forge.c\n    routes:\n      - {path: /, handler: hello}\n"
+    work.commit("forge", {"deploy.yaml": manifest, "forge.c": source})
+    out = work.push()
+    assert "deploy FAILED" in out and "smoke check" in out, out
+    assert not marker.exists(), "the controller ran what module code wrote"

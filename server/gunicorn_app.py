@@ -15,7 +15,9 @@ import logging
 import os
 import pwd
 import random
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +28,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from prometheus_client import multiprocess
 
-from . import cgroups, libhotplate, metrics, pidfile
+from . import cgroups, jobs, libhotplate, metrics, pidfile
 from .contract import report
 from .contract.layout import Layout
 from .app import create_app
@@ -40,12 +42,19 @@ from .websocket.hub import Hub
 
 class Supervised:
     """A helper process of the master (the job runner), started again if it
-    exits, until :meth:`stop`. It dies with the master (PR_SET_PDEATHSIG)."""
+    exits, until :meth:`stop`. It dies with the master (PR_SET_PDEATHSIG).
+
+    :param wake: a socket its work is announced on, handed to it
+        (``--wake-fd``): a helper that exits cleanly (idle) is started
+        again only once the socket has something to read. So the job
+        runner runs while an app has jobs, not all along (issue 23)."""
 
     RESTART_S = 1.0
 
-    def __init__(self, cmd: list[str], what: str):
-        self.cmd, self.what = cmd, what
+    def __init__(self, cmd: list[str], what: str, wake: socket.socket | None = None):
+        self.wake = wake
+        self.cmd = [*cmd, "--wake-fd", str(wake.fileno())] if wake is not None else cmd
+        self.what = what
         self.stopping = threading.Event()
         self.proc: subprocess.Popen | None = None
         threading.Thread(target=self.keep, daemon=True, name=what).start()
@@ -53,11 +62,21 @@ class Supervised:
     def keep(self) -> None:
         log = logging.getLogger("hotplate")
         while not self.stopping.is_set():
-            self.proc = subprocess.Popen(self.cmd)
+            self.proc = subprocess.Popen(self.cmd, pass_fds=(self.wake.fileno(),) if self.wake else ())
             code = self.proc.wait()
-            if not self.stopping.is_set():
+            if self.stopping.is_set():
+                return
+            if code == 0 and self.wake is not None:
+                while not select.select([self.wake], [], [], 1.0)[0] and not self.stopping.is_set():
+                    pass  # (idle: until a worker announces a job)
+            else:
                 log.error("%s exited with %s; starting it again in %g s", self.what, code, self.RESTART_S)
                 self.stopping.wait(self.RESTART_S)
+
+    def forget(self) -> None:
+        """In a forked worker: let go of the master's wake socket."""
+        if self.wake is not None:
+            self.wake.close()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -216,7 +235,7 @@ class HotplateServer(BaseApplication):
                    "--jobs", str(self.config.jobs),
                    "--store", self.store_url, *(["--config-dir", self.config.config_dir] if self.config.config_dir
                                                 else []), *(["--user", self.config.user] if self.config.user else [])]
-            self.job_runner = Supervised(cmd, "the job runner")
+            self.job_runner = Supervised(cmd, "the job runner", jobs.wake_socket(self.layout.data))
 
     def on_exit(self, server) -> None:
         if self.job_runner is not None:
@@ -253,6 +272,8 @@ class HotplateServer(BaseApplication):
         worker boot error would halt the server."""
         log = logging.getLogger("hotplate")
         pid = os.getpid()
+        if self.job_runner is not None:
+            self.job_runner.forget()
         try:
             self.channel = report.open_channel(self.layout.workers, pid)
             metrics.prepare(self.layout.metrics, pid, pwd.getpwnam(self.config.user).pw_uid if self.config.user else None)

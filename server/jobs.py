@@ -34,6 +34,8 @@ from .modules import ModuleSet, load_config, open_jobs, open_store, setup_proces
 
 log = logging.getLogger("hotplate.jobs")
 POLL_S = 0.05
+#: Seconds a runner with nothing to run waits before it exits (it is started again when a job is queued).
+IDLE_EXIT_S = float(os.environ.get("HOTPLATE_JOB_RUNNER_IDLE", 10))
 RELEASE_ID = re.compile(r"r[0-9a-f]{12}")
 CANCEL_GRACE_S = 5
 DEFAULT_TIMEOUT_MS = 3_600_000
@@ -52,13 +54,18 @@ class Running:
 
 
 class JobRunner:
+    """:param wake: the socket workers poke when they queue a job, bound by
+        the master (:func:`wake_socket`); with it, the runner exits once
+        it has been idle for :data:`IDLE_EXIT_S`, and the master starts it
+        again at the next poke. None: it polls, and runs until stopped."""
+
     def __init__(self, db: Path, releases: Path, jobs: int, config_dir: str | None, store: str,
-                 dedicated: bool):
+                 dedicated: bool, wake: socket.socket | None = None):
         self.db_path, self.releases, self.jobs = db, releases, jobs
         self.config_dir, self.store, self.dedicated = config_dir, store, dedicated
         self.running: dict[int, Running] = {}
         self.stopping = False
-        self.wake: socket.socket | None = None
+        self.wake = wake
 
     def sql(self, query: str, args=()) -> tuple[list[tuple], int]:
         """One statement on a connection of its own (autocommit): a job
@@ -75,17 +82,22 @@ class JobRunner:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
-        self.wake = wake_socket(self.db_path)
         _, n = self.sql("UPDATE jobs SET state='failed', error='interrupted: the server stopped while it ran', "
                         "finished=? WHERE state='running'", (time.time(),))
         if n:
             log.warning("%d job(s) were interrupted by a server stop", n)
+        idle_since = time.monotonic()
         while not self.stopping:
             self.reap()
             self.police()
             while len(self.running) < self.jobs and (job := self.claim()):
                 self.start(job)
+            if self.running:
+                idle_since = time.monotonic()
+            elif self.wake is not None and time.monotonic() - idle_since > IDLE_EXIT_S:
+                return  # (nothing runs, nothing is queued: the master starts a runner at the next poke)
             if select.select([self.wake] if self.wake else [], [], [], POLL_S)[0]:  # a worker queued a job
+                idle_since = time.monotonic()
                 while True:
                     try:
                         self.wake.recv(64)
@@ -197,16 +209,20 @@ class JobRunner:
                 os.kill(r.pid, signal.SIGKILL)
 
 
-def wake_socket(db: Path) -> socket.socket | None:
+def wake_socket(data: Path) -> socket.socket | None:
     """The datagram socket workers poke when they queue a job (jobs.c
-    wake_runner): abstract, named after the database file. None if it is
-    taken (a runner that is still going): the poll then finds new jobs."""
-    st = os.stat(db)
+    wake_runner): abstract, named after the directory of the jobs database
+    (the workers' data directory, which exists before any of them). The
+    master binds it before it forks a worker, and hands it to each runner
+    it starts. None if it is taken (by what outlived an earlier master):
+    then a runner runs all along, and finds new jobs by its poll."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
+        st = os.stat(data)
         sock.bind(f"\0hotplate-jobs-{st.st_dev:x}-{st.st_ino:x}")
     except OSError as e:
-        log.warning("no wake-up socket (%s): new jobs start within %g s", e, POLL_S)
+        log.warning("no wake-up socket (%s): the job runner runs all along; new jobs start within %g s",
+                    e, POLL_S)
         sock.close()
         return None
     sock.setblocking(False)
@@ -234,6 +250,7 @@ def main() -> None:
     p.add_argument("--config-dir")
     p.add_argument("--store", required=True)
     p.add_argument("--user")
+    p.add_argument("--wake-fd", type=int, help="the wake-up socket, bound by the master (wake_socket)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="[jobs] %(message)s", stream=sys.stderr)
     master = os.getppid()
@@ -249,7 +266,9 @@ def main() -> None:
     if os.getppid() != master:
         return
     open_jobs(args.state.jobs_db, "")  # makes the tables
-    JobRunner(args.state.jobs_db, args.state.releases, args.jobs, args.config_dir, args.store, bool(args.user)).run()
+    wake = socket.socket(fileno=args.wake_fd) if args.wake_fd is not None else None
+    JobRunner(args.state.jobs_db, args.state.releases, args.jobs, args.config_dir, args.store, bool(args.user),
+              wake).run()
 
 
 if __name__ == "__main__":

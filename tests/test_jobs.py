@@ -133,16 +133,32 @@ def test_a_websocket_follows_a_jobs_events_live_and_a_reconnect_resumes(up, tmp_
     assert [e["seq"] for e in again[:-1]] == seqs[15:] and again[-1]["state"] == "succeeded"
 
 
+def runners(server) -> list[int]:
+    """The app's job runner and its job processes (forks of it), oldest first."""
+    return [int(p) for p in subprocess.run(["pgrep", "-f", f"hotplate.server.jobs --state {server.state} "],
+                                           capture_output=True, text=True).stdout.split()]
+
+
 def test_a_job_runner_killed_midway_is_restarted_and_the_job_recorded_interrupted(up, tmp_path):
     server, _ = deployed(up, tmp_path)
     job = start(server, "1000 10")
     wait_for(lambda: status(server, job)["progress"] > 0, what="the job to run")
-    def runners() -> list[int]:  # the runner and its job processes (forks of it), oldest first
-        return [int(p) for p in subprocess.run(["pgrep", "-f", f"hotplate.server.jobs --state {server.state} "],
-                                               capture_output=True, text=True).stdout.split()]
-
-    os.kill(runners()[0], signal.SIGKILL)
+    os.kill(runners(server)[0], signal.SIGKILL)
     done = ended(server, job)
     assert done["state"] == "failed" and done["error"] == "interrupted: the server stopped while it ran"
     assert ended(server, start(server, "2 1"))["state"] == "succeeded"  # a new runner took over
-    wait_for(lambda: len(runners()) == 1, what="one runner and no job process left")
+    wait_for(lambda: len(runners(server)) == 1, what="one runner and no job process left")
+
+
+def test_the_job_runner_runs_only_while_the_app_has_jobs(up, tmp_path):
+    """A runner with nothing to run exits after HOTPLATE_JOB_RUNNER_IDLE
+    seconds; a worker that queues a job pokes the master's socket, and the
+    master starts one again, which runs it (issue 23: no runner at rest)."""
+    server = up(env={"HOTPLATE_JOB_RUNNER_IDLE": "1"})
+    work = Work(tmp_path / "work", str(server.state / "repo.git"))
+    work.commit("v1", {"deploy.yaml": MANIFEST, "jobs.c": (APPS / "jobs.c").read_text()})
+    assert "deploy succeeded" in work.push()
+    wait_for(lambda: not runners(server), what="the runner gone once idle")
+    for _ in range(2):
+        assert ended(server, start(server, "2 1"))["state"] == "succeeded", "started again on demand"
+        wait_for(lambda: not runners(server), what="gone again")

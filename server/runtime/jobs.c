@@ -99,8 +99,19 @@ int hp_rt_jobs_open(const char *path, const char *release, char *err, size_t err
         return -1;
     }
     snprintf(db_path, sizeof db_path, "%s", path);
+    /* The runner's wake-up socket is named after the database's directory,
+     * which the master binds before any worker runs (server/jobs.py wake_name). */
+    char dir[sizeof db_path];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
     struct stat st;
-    if (stat(path, &st) == 0) { /* the runner's wake-up socket is named after the database file */
+    if (stat(dir, &st) == 0) {
         wake_addr.sun_family = AF_UNIX;
         int n = snprintf(wake_addr.sun_path + 1, sizeof wake_addr.sun_path - 1, "hotplate-jobs-%lx-%lx",
                          (unsigned long)st.st_dev, (unsigned long)st.st_ino);

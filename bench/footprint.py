@@ -17,6 +17,12 @@ from .common import Up, git, make_app, scratch, table
 TARGET_MB = 48
 
 
+#: The processes of an instance, by role. The controller's helpers are the
+#: smoke checks' fork server and multiprocessing's resource tracker, and
+#: GitPython's two `git cat-file` processes.
+ROLES = ("controller", "controller's helpers", "master", "worker", "job runner")
+
+
 def pss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
@@ -34,7 +40,8 @@ def children(pid: int) -> list[int]:
 def processes(up: Up) -> dict[str, list[int]]:
     """The instance's processes by role."""
     master = up.server_pid()
-    roles = {"controller": [up.proc.pid], "master": [master], "worker": [], "job runner": []}
+    roles = {"controller": [up.proc.pid], "controller's helpers": [p for p in children(up.proc.pid) if p != master],
+             "master": [master], "worker": [], "job runner": []}
     for pid in children(master):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -83,12 +90,11 @@ def main() -> None:
             finally:
                 up.stop()
         for when, mb in (("idle", idle), ("after 1,000 requests", busy)):
-            core = mb["controller"] + mb["master"] + mb["worker"]
-            rows.append([label, when, *(f"{mb[r]:.1f}" for r in ("controller", "master", "worker", "job runner")),
-                         f"{core:.1f}", "MET" if core <= TARGET_MB and not mb["job runner"] else "NOT MET"])
-    table(f"PSS in MB, one worker, an app of one module without jobs (target: the first three <= {TARGET_MB} MB, "
-          "no job runner)", ["server", "when", "controller", "master", "worker", "job runner",
-                             "controller+master+worker", "target"], rows)
+            core = mb["controller"] + mb["controller's helpers"] + mb["master"] + mb["worker"]
+            rows.append([label, when, *(f"{mb[r]:.1f}" for r in ROLES), f"{core:.1f}",
+                         "MET" if core <= TARGET_MB and not mb["job runner"] else "NOT MET"])
+    table(f"PSS in MB, one worker, an app of one module without jobs (target: controller, its helpers, master "
+          f"and worker <= {TARGET_MB} MB, no job runner)", ["server", "when", *ROLES, "total", "target"], rows)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ HANGS = f"smoke check did not finish in {SMOKE_TIMEOUT_S:g}s: a module's hp_init
 EXIT_WAIT_S = 1.0
 _FORKS = multiprocessing.get_context("forkserver")
 # The children re-import the main module (multiprocessing does): preload the CLI too, so that costs nothing.
-_FORKS.set_forkserver_preload(["hotplate.server.smoke", "hotplate.controller.cli"])
+_FORKS.set_forkserver_preload(["hotplate.server.smoke_server", "hotplate.controller.cli"])
 log = logging.getLogger("hotplate.controller")
 
 

@@ -68,7 +68,7 @@ class _DeployBegins:
     def __init__(self):
         self.cond, self.wakeup = threading.Condition(), threading.Event()
         self.observed, self.last_error, self.ended = TIP, None, 1
-        self.active, self.looks = None, 0
+        self.active, self.recent, self.looks = None, None, 0  # (no deploy has ended)
         self.deploy = SimpleNamespace(id=3, commit=TIP)
         self.source = SimpleNamespace(is_ancestor=lambda a, b: a == b)
 

@@ -84,6 +84,31 @@ def test_a_push_never_takes_a_deploy_that_just_began_for_a_settled_answer():
     assert d is c.deploy and c.looks == 1  # not None, which would end the push on "a deploy is in progress"
 
 
+class _Settled:
+    """A controller at rest on ``TIP``, whose last deploy ended ``ago`` seconds ago."""
+
+    def __init__(self, commit: str, trigger: str, ago: float):
+        self.cond, self.wakeup = threading.Condition(), threading.Event()
+        self.observed, self.last_error, self.ended, self.active = TIP, None, 1, None
+        self.recent = SimpleNamespace(id=7, commit=commit, trigger=trigger, ended=time.monotonic() - ago)
+        self.source = SimpleNamespace(is_ancestor=lambda a, b: a == b)
+
+    def ready(self, tip):
+        return derive(replace(BASE, tip=tip, live_commit=tip, live_matches=True))
+
+
+@pytest.mark.parametrize("commit, trigger, ago, told", [
+    (TIP, "push", 1.0, True),  # begun as the ref moved, over before the hook asked: that push's
+    (TIP, "push", push.JUST_ENDED_S + 1, False),  # long over: not this push's
+    (OLD, "push", 1.0, False),  # another commit's
+    (TIP, "rollback", 1.0, False),  # no push began it
+])
+def test_a_late_hook_is_told_its_pushs_deploy_and_no_other(commit, trigger, ago, told):
+    c = _Settled(commit, trigger, ago)
+    d = push.wait_for_deploy(c, TIP, set(), time.monotonic() + 5, first_pass=0)
+    assert (d is c.recent) if told else d is None
+
+
 @pytest.mark.parametrize("error, expected", [
     (None, ("succeeded", None)),
     (RolloutError("gate", "HealthGateFailed"), ("rolled_back", "HealthGateFailed")),

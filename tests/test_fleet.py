@@ -40,14 +40,16 @@ def wsapp(tmp_path):
 
 
 async def joined(hosts):
-    """Clients of /ws/room on host 0 and host 1, once host 0's workers hear host 1's publications."""
+    """Clients of /ws/room on host 0 and host 1, once a's worker hears what b's publishes: b's
+    own connection publishes (an HTTP publication may come from host 1's other worker, whose
+    joining the broker says nothing of b's)."""
     a = await websockets.connect(ws_url(hosts[0], "/ws/room"))
     b = await websockets.connect(ws_url(hosts[1], "/ws/room"))
     await a.recv(), await b.recv()  # hello
     n = 0
     while True:  # until host 0's workers have joined the broker
         n += 1
-        await asyncio.to_thread(requests.post, hosts[1].url + "/say/room", data=f"ping {n}".encode(), timeout=5)
+        await b.send(f"pub ping {n}")
         assert await b.recv() == f"ping {n}"
         try:
             got = await asyncio.wait_for(a.recv(), 0.2)

@@ -10,7 +10,7 @@ from .errors import StalledError
 from .retention import commit_of, previous_release
 
 
-def rollback(c, to: str | None = None):
+def rollback(c, to: str | None = None, actor: str | None = None):
     """Re-point live to a retained release with no build, and pin it.
 
     Waits for a deploy in progress first, then goes exactly one release
@@ -21,7 +21,7 @@ def rollback(c, to: str | None = None):
         if c.state.release(target) is None:
             raise StalledError(f"no retained release {target or '(previous)'} to roll back to; "
                                "see `hotplate history` for release ids", "NoSuchRelease")
-        a = Attempt("rollback", commit=commit_of(c.state, c.history, target), target=target)
+        a = Attempt("rollback", commit=commit_of(c.state, c.history, target), target=target, actor=actor)
         d = c.execute(a, leading(ROLLBACK) if c.leads() else ROLLBACK)
         if d.outcome == "succeeded":
             c.state.pin(target)
@@ -29,7 +29,7 @@ def rollback(c, to: str | None = None):
         return d
 
 
-def restart(c):
+def restart(c, actor: str | None = None):
     """Roll fresh workers onto the live release, through its health gate:
     the way out when the workers are Degraded for a cause outside the code
     (a file, a service, the disk), once it is fixed. Nothing else moves: no
@@ -38,19 +38,20 @@ def restart(c):
         live = c.state.live_release()
         if live is None:
             raise StalledError("nothing to restart: no release is live; push a commit", "NothingLive")
-        return c.execute(Attempt("restart", commit=c.state.live_commit(), target=live), RESTART)
+        return c.execute(Attempt("restart", commit=c.state.live_commit(), target=live, actor=actor), RESTART)
 
 
-def resume(c) -> bool:
+def resume(c, actor: str | None = None) -> bool:
     """Lift a rollback's pin; False if nothing was pinned."""
     if c.state.pinned() is None:
         return False
     c.state.pin(None)
+    c.ask(c.source.tip() if c.source else None, actor)
     c.wake("resume")
     return True
 
 
-def retry(c) -> str:
+def retry(c, actor: str | None = None) -> str:
     """Deploy the branch tip again even though it failed (on a fleet's
     leader: across the fleet, the same stages); returns the commit."""
     tip = c.source.tip() if c.source else None
@@ -60,11 +61,11 @@ def retry(c) -> str:
         raise StalledError(f"live is pinned to {c.state.pinned()} by a rollback; `hotplate resume` first", "Pinned")
     if tip == c.state.live_commit():
         raise StalledError(f"{tip[:12]} is live already; nothing to retry", "AlreadyLive")
-    c.force(tip, "retry")
+    c.force(tip, "retry", actor)
     return tip
 
 
-def change_config(c, set_: dict[str, str], unset: list[str], secret: bool) -> dict:
+def change_config(c, set_: dict[str, str], unset: list[str], secret: bool, actor: str | None = None) -> dict:
     """``hotplate config set/unset``: store the change, then deploy the tip
     again so that new workers get it (a rollback's pin holds it back until
     ``hotplate resume``)."""
@@ -74,16 +75,17 @@ def change_config(c, set_: dict[str, str], unset: list[str], secret: bool) -> di
     live = c.state.release(c.state.live_release())
     pending = tip is not None and (live and live.config) != desired
     if pending and not c.state.pinned():
-        c.force(tip, "config")
+        c.force(tip, "config", actor)
     return {"commit": tip, "config": desired, "deploying": pending and not c.state.pinned(),
             "pinned": c.state.pinned()}
 
 
-def revert(c, sha: str | None = None, force: bool = False) -> str:
+def revert(c, sha: str | None = None, force: bool = False, actor: str | None = None) -> str:
     """Commit a revert of ``sha`` (default: the branch tip) and deploy it."""
     target = sha or c.source.tip()
     if target is None:
         raise StalledError("nothing to revert: the branch does not exist", "BranchMissing")
     new_tip = c.source.revert(target, force)
+    c.ask(new_tip, actor)
     c.wake("revert")
     return new_tip

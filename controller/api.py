@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import sqlite3
 import time
 from functools import wraps
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory, session
 
 from werkzeug.serving import WSGIRequestHandler
 
@@ -24,12 +25,14 @@ from hotplate.server.metrics import WorkerMetrics
 from . import actions, push
 from .appconfig import COMMITTED, ConfigStore
 from .errors import HotplateError
-from .githttp import http_backend, repo_path
+from .githttp import http_backend, pushes, repo_path
 from .status import diff, releases, status
+from .tokens import FIRST, NAME, Identity, Tokens, digest
 from .webhooks import Deliveries, WebhookError, verify
 
 bp = Blueprint("api", __name__)
 DASHBOARD = Path(__file__).parent / "dashboard"
+SESSION_HOURS = 12  # a dashboard session lasts this long, then signs in again
 FOLLOW_LIMIT_S = 3600  # a follower of a deploy is let go after this long
 log = logging.getLogger("hotplate.controller")
 
@@ -50,26 +53,76 @@ def ctl():
     return current_app.extensions["controller"]
 
 
+def identity() -> Identity | None:
+    """Who the request is: a bearer token, a token as the HTTP Basic
+    password (git over HTTP), or the dashboard's session cookie."""
+    if "identity" not in g:
+        g.identity, g.by_cookie = None, False
+        tokens = Tokens(ctl().state)
+        given = request.headers.get("Authorization", "")
+        if given.startswith("Bearer "):
+            g.identity = tokens.identify(given[7:].strip())
+        elif request.authorization and request.authorization.password:
+            g.identity = tokens.identify(request.authorization.password)
+        elif session.get("token"):
+            g.identity, g.by_cookie = tokens.by_digest(session["token"]), True
+    return g.identity
+
+
 def authorized() -> bool:
-    """Bearer token, or the token as HTTP Basic password (for git over HTTP)."""
-    token = ctl().state.token()
-    given = request.headers.get("Authorization", "")
-    if given.startswith("Bearer "):
-        return hmac.compare_digest(given[7:].encode(), token.encode())
-    if request.authorization and request.authorization.password:
-        return hmac.compare_digest(request.authorization.password.encode(), token.encode())
-    return False
+    """Whether the request may read what only people with a token may."""
+    return identity() is not None
 
 
-def requires_token(view):
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        if not authorized():
-            # Basic for git over HTTP only: a browser would answer it with a password prompt
-            challenge = {"WWW-Authenticate": 'Basic realm="hotplate"'} if request.path.startswith("/git/") else {}
-            return Response("token required: Authorization: Bearer <token> (see STATE/token)\n", 401, challenge)
-        return view(*args, **kwargs)
-    return wrapped
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def requires(role: str):
+    """A view only a token of ``role`` (or above) may call; a session
+    cookie's unsafe call must also carry its CSRF token (``X-CSRF-Token``),
+    which another site's page cannot read."""
+    def decorate(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            who = identity()
+            if who is None:
+                # Basic for git over HTTP only: a browser would answer it with a password prompt
+                challenge = {"WWW-Authenticate": 'Basic realm="hotplate"'} if request.path.startswith("/git/") else {}
+                return Response("token required: Authorization: Bearer <token> (STATE/token, or one from "
+                                "`hotplate token create`)\n", 401, challenge)
+            if g.by_cookie and request.method in UNSAFE and not hmac.compare_digest(
+                    request.headers.get("X-CSRF-Token", ""), session.get("csrf", "")):
+                return jsonify(error="this session's X-CSRF-Token header is missing or wrong", reason="CSRF"), 403
+            return view(*args, **kwargs) if who.may(role) else forbidden(role)
+        return wrapped
+    return decorate
+
+
+def forbidden(role: str):
+    who = identity()
+    return jsonify(error=f"token {who.name!r} is a {who.role}: {request.method} {request.path} needs {role}; an "
+                         f"admin can make one (`hotplate token create NAME --role {role}`)", reason="Forbidden"), 403
+
+
+def actor() -> str | None:
+    who = identity()
+    return who.name if who else None
+
+
+@bp.after_request
+def audit(response: Response) -> Response:
+    """Every call that changes something, and every refusal, in the audit
+    log: who, what, and the answer. Reads are not: the dashboard's polls
+    would bury the few calls an operator looks for."""
+    if request.method in UNSAFE or response.status_code in (401, 403):
+        who = identity()
+        path = request.full_path.rstrip("?")
+        try:
+            ctl().history.audit(who and who.name, who and who.role, request.method, path, response.status_code,
+                                request.remote_addr)
+        except sqlite3.Error as e:
+            log.warning("audit log: could not record %s %s by %s: %s", request.method, path, who, e)
+    return response
 
 
 @bp.errorhandler(HotplateError)
@@ -95,21 +148,60 @@ def get_status():
     return jsonify(s)
 
 
+@bp.post("/api/session")
+def sign_in():
+    """The dashboard signs in with a token once; the browser then holds a
+    signed session cookie (HttpOnly: no script reads it; SameSite=Strict:
+    no other site's page sends it) naming the token by its digest, so that
+    revoking the token ends the session. The token itself is kept nowhere."""
+    if not request.is_json:  # a cross-site form cannot send JSON without a preflight, which is not answered
+        return jsonify(error='send {"token": "..."} as application/json', reason="BadSignIn"), 400
+    secret = (request.get_json(silent=True) or {}).get("token")
+    who = Tokens(ctl().state).identify(secret) if isinstance(secret, str) else None
+    if who is None:
+        return jsonify(error="that token is not valid (revoked, or mistyped)", reason="BadToken"), 401
+    session.clear()
+    session.permanent = True
+    session["token"], session["csrf"] = digest(secret.strip()), secrets.token_urlsafe(24)
+    g.identity = who
+    return jsonify(name=who.name, role=who.role, csrf=session["csrf"])
+
+
+@bp.get("/api/session")
+@requires("viewer")
+def whoami():
+    """Who the caller is; with a session, the CSRF token its unsafe calls carry."""
+    who = identity()
+    return jsonify(name=who.name, role=who.role, csrf=session.get("csrf") if g.by_cookie else None)
+
+
+@bp.delete("/api/session")
+def sign_out():
+    session.clear()
+    return jsonify(signed_out=True)
+
+
+@bp.get("/api/audit")
+@requires("admin")
+def audit_log():
+    return jsonify(ctl().history.audit_log(request.args.get("limit", 100, type=int)))
+
+
 @bp.get("/api/deploys")
-@requires_token
+@requires("viewer")
 def list_deploys():
     return jsonify(ctl().history.list(int(request.args.get("limit", 20))))
 
 
 @bp.get("/api/deploys/<int:deploy_id>")
-@requires_token
+@requires("viewer")
 def get_deploy(deploy_id: int):
     row = ctl().history.get(deploy_id)
     return (jsonify(row), 200) if row else (jsonify(error=f"no deploy {deploy_id}"), 404)
 
 
 @bp.get("/api/deploys/<int:deploy_id>/follow")
-@requires_token
+@requires("viewer")
 def follow_deploy(deploy_id: int):
     """Stream a deploy's log as text lines: as they come while it runs, else
     the recorded log at once."""
@@ -124,37 +216,43 @@ def follow_deploy(deploy_id: int):
 
 
 @bp.get("/api/diff")
-@requires_token
+@requires("viewer")
 def get_diff():
     return jsonify(diff(ctl()))
 
 
 @bp.post("/api/sync")
-@requires_token
+@requires("deployer")
 def sync():
     pinned = ctl().state.pinned()
     if pinned:
         return jsonify(accepted=False, pinned=pinned), 200
-    ctl().wake("sync")
+    c = ctl()
+    c.ask(c.source.tip() if c.source else None, actor())
+    c.wake("sync")
     return jsonify(accepted=True, head=ctl().source.tip() if ctl().source else None), 202
 
 
 @bp.post("/api/retry")
-@requires_token
+@requires("deployer")
 def retry():
-    return jsonify(commit=actions.retry(ctl())), 202
+    return jsonify(commit=actions.retry(ctl(), actor())), 202
 
 
 @bp.post("/api/follow")
-@requires_token
+@requires("deployer")
 def follow():
     """Stream, as text lines, the deploy of a pushed commit (the push hook).
-    The pusher always gets a last line, even if following fails."""
+    The pusher always gets a last line, even if following fails. The hook
+    names the pusher (``pusher``): taken from the first admin token only,
+    the hook's, so that no other token can say someone else pushed."""
     controller, sha = ctl(), request.args["commit"]
+    pusher = request.args.get("pusher") if identity().name == FIRST else None
+    pusher = pusher if pusher and NAME.fullmatch(pusher) else actor()
 
     def lines():
         try:
-            for line in push.follow(controller, sha):
+            for line in push.follow(controller, sha, pusher):
                 yield line + "\n"
         except Exception as e:
             log.exception("following %s failed", sha)
@@ -166,46 +264,46 @@ def follow():
 
 
 @bp.get("/api/notifications")
-@requires_token
+@requires("viewer")
 def notifications():
     return jsonify(ctl().history.deliveries(request.args.get("limit", 50, type=int)))
 
 
 @bp.get("/api/releases")
-@requires_token
+@requires("viewer")
 def release_list():
     return jsonify(releases(ctl()))
 
 
 @bp.post("/api/rollback")
-@requires_token
+@requires("deployer")
 def rollback():
-    d = actions.rollback(ctl(), (request.get_json(silent=True, force=True) or {}).get("to"))
+    d = actions.rollback(ctl(), (request.get_json(silent=True, force=True) or {}).get("to"), actor())
     return jsonify(deploy=d.id, outcome=d.outcome, commit=d.commit, log=d.lines)
 
 
 @bp.post("/api/restart")
-@requires_token
+@requires("deployer")
 def restart():
-    d = actions.restart(ctl())
+    d = actions.restart(ctl(), actor())
     return jsonify(deploy=d.id, outcome=d.outcome, commit=d.commit, log=d.lines)
 
 
 @bp.post("/api/resume")
-@requires_token
+@requires("deployer")
 def resume():
-    return jsonify(resumed=actions.resume(ctl()), head=ctl().source.tip() if ctl().source else None)
+    return jsonify(resumed=actions.resume(ctl(), actor()), head=ctl().source.tip() if ctl().source else None)
 
 
 @bp.post("/api/revert")
-@requires_token
+@requires("deployer")
 def revert():
     body = request.get_json(silent=True, force=True) or {}
-    return jsonify(commit=actions.revert(ctl(), body.get("commit"), bool(body.get("force"))))
+    return jsonify(commit=actions.revert(ctl(), body.get("commit"), bool(body.get("force")), actor()))
 
 
 @bp.get("/api/config")
-@requires_token
+@requires("viewer")
 def config_list():
     """The app's config keys (secrets' values hidden), the recipient to
     encrypt committed values to, and which set is live and which desired."""
@@ -219,7 +317,7 @@ def config_list():
 
 
 @bp.post("/api/config")
-@requires_token
+@requires("admin")
 def config_change():
     body = request.get_json(silent=True, force=True)
     set_, unset = (body.get("set") or {}, body.get("unset") or []) if isinstance(body, dict) else (None, None)
@@ -227,11 +325,11 @@ def config_change():
             isinstance(v, str) for v in [*set_, *set_.values(), *unset]):
         return jsonify(error='expected {"set": {"KEY": "value"}, "unset": ["KEY"], "secret": bool}',
                        reason="BadConfig"), 400
-    return jsonify(actions.change_config(ctl(), set_, unset, bool(body.get("secret")))), 202
+    return jsonify(actions.change_config(ctl(), set_, unset, bool(body.get("secret")), actor())), 202
 
 
 @bp.post("/api/config/encrypt")
-@requires_token
+@requires("deployer")
 def config_encrypt():
     """A value encrypted to this controller, for the committed config.yaml."""
     value = (request.get_json(silent=True, force=True) or {}).get("value")
@@ -263,12 +361,15 @@ def webhook():
 
 
 @bp.route("/git/<path:path>", methods=["GET", "POST"])
-@requires_token
+@requires("viewer")
 def git(path: str):
+    """Fetch with any token; push with a deployer's, named as the pusher."""
     inside = repo_path(path)
     if inside is None:
         return Response("the hosted repository is /git/repo.git\n", 404)
-    return http_backend(ctl().state.root, inside)
+    if pushes(inside) and not identity().may("deployer"):
+        return forbidden("deployer")
+    return http_backend(ctl().state.root, inside, identity().name)
 
 
 @bp.get("/metrics")
@@ -313,6 +414,9 @@ class ControllerMetrics:
 def create_api(controller, webhook_secret: str | None) -> Flask:
     app = Flask(__name__)
     app.config["WEBHOOK_SECRET"] = webhook_secret
+    app.secret_key = controller.state.session_secret()
+    app.config.update(SESSION_COOKIE_NAME="hotplate_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", PERMANENT_SESSION_LIFETIME=SESSION_HOURS * 3600)
     app.extensions["controller"] = controller
     app.extensions["deliveries"] = Deliveries()
     app.register_blueprint(bp)

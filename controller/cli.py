@@ -32,6 +32,7 @@ from .record import History
 from .recovery import recover
 from .rollout import GateSettings, ServerProcess
 from .state import State
+from .tokens import ROLES, Tokens
 from .verify import Policy
 from .verify import save as save_policy
 
@@ -281,6 +282,29 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_token(args) -> int:
+    """Named tokens, kept in the state directory: no controller need run."""
+    root = client.state_root(args, Path(".hotplate"))
+    if not root.is_dir():
+        raise HotplateError(f"no state directory at {root}: pass the app's --state (or $HOTPLATE_STATE)")
+    tokens = Tokens(State(root))
+    if args.action == "create":
+        secret = tokens.create(args.name, args.role)
+        print(json.dumps({"name": args.name, "role": args.role, "token": secret}) if args.json else
+              f"token {args.name} ({args.role}), shown this once, kept only as its digest:\n{secret}")
+    elif args.action == "revoke":
+        tokens.revoke(args.name)
+        print(json.dumps({"revoked": args.name}) if args.json else
+              f"revoked {args.name}: it and the dashboard sessions signed in with it are refused from now on")
+    else:
+        rows = tokens.listing()
+        print(json.dumps(rows, indent=2) if args.json else "\n".join(
+            [f"{'name':<24} {'role':<9} created"] +
+            [f"{r['name']:<24} {r['role']:<9} {client.when(r['created']) if r['created'] else r['note']}"
+             for r in rows]))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -433,6 +457,13 @@ def parser() -> argparse.ArgumentParser:
     revert.add_argument("--force", action="store_true", help="revert even when the commit is itself a revert")
     command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", client.cmd_retry,
             example="hotplate retry && hotplate wait")
+    token = command("token", "named API tokens with a role (viewer, deployer, admin), for people and CI", cmd_token,
+                    example="hotplate token create alice --role deployer")
+    token.add_argument("action", choices=("create", "list", "revoke"), nargs="?", default="list")
+    token.add_argument("name", nargs="?", help="the token's name (create, revoke): who uses it")
+    token.add_argument("--role", choices=ROLES, default="viewer", help="what it may do (default: viewer)")
+    command("audit", "the API calls made, newest first: who, what, and how they were answered", client.cmd_audit,
+            example="hotplate audit --limit 50").add_argument("--limit", type=int, default=30)
     config = command("config", "the app's config and secrets, read by modules with hp_config()", client.cmd_config,
                      json_out=False, example="hotplate config set --secret DB_PASSWORD=s3cret --wait && hotplate config")
     actions = config.add_subparsers(dest="action")

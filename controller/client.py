@@ -21,12 +21,14 @@ def state_root(args, default: Path) -> Path:
 
 
 def _controller(args) -> tuple[str, str]:
-    """The running controller's URL and token; read-only: creates nothing."""
+    """The running controller's URL and the token to call it with: the
+    caller's own ($HOTPLATE_TOKEN, from `hotplate token create`) or
+    STATE/token; read-only: creates nothing."""
     state = State(state_root(args, Path(".hotplate")))
     info = state.read_json(state.controller_info)
     if not info:
         raise HotplateError(f"no controller is running for {state.root}; start one with `hotplate up`")
-    return info["url"], state.token()
+    return info["url"], os.environ.get("HOTPLATE_TOKEN") or state.token()
 
 
 def _call(args, method: str, path: str, body: dict | None = None):
@@ -222,16 +224,30 @@ def _host_note(h: dict) -> str:
 UNWELL_HOSTS = ("Missing", "Stale", "Failed", "Unreadable")
 
 
+def when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
 def cmd_history(args) -> int:
     def human(rows):
-        out = ["id   when                 trigger   commit        outcome      release        seconds  reason"]
+        out = ["id   when                 trigger   by           commit        outcome      release        seconds  "
+               "reason"]
         for r in rows:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
             secs = f"{(r['finished'] or time.time()) - r['started']:.2f}"
-            out.append(f"{r['id']:<4} {when}  {r['trigger']:<9} {(r['commit_sha'] or '-')[:12]:<13} {r['outcome']:<12} "
-                       f"{r['release'] or '-':<14} {secs:<8} {r['reason'] or ''}")
+            out.append(f"{r['id']:<4} {when(r['started'])}  {r['trigger']:<9} {(r['actor'] or '-')[:12]:<12} "
+                       f"{(r['commit_sha'] or '-')[:12]:<13} {r['outcome']:<12} {r['release'] or '-':<14} {secs:<8} "
+                       f"{r['reason'] or ''}")
         return "\n".join(out)
     _emit(args, _call(args, "GET", f"/api/deploys?limit={args.limit}"), human)
+    return 0
+
+
+def cmd_audit(args) -> int:
+    def human(rows):
+        return "\n".join([f"{'when':<19}  {'who':<16} {'role':<9} status  call"] +
+                         [f"{when(r['at'])}  {r['actor'] or '(no token)':<16} {r['role'] or '-':<9} {r['status']:<7} "
+                          f"{r['method']} {r['path']}" for r in rows])
+    _emit(args, _call(args, "GET", f"/api/audit?limit={args.limit}"), human)
     return 0
 
 
@@ -281,10 +297,10 @@ def cmd_releases(args) -> int:
     def human(rows):
         out = ["release        commit        built                live    message"]
         for r in rows:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["built_at"])) if r["built_at"] else "-"
+            built = when(r["built_at"]) if r["built_at"] else "-"
             mark = "LIVE" + (" (pinned)" if r["pinned"] else "") if r["live"] else ""
             note = "  [never passed its health gate]" if r.get("passed") is False else ""
-            out.append(f"{r['release']:<14} {(r['commit'] or '-')[:12]:<13} {when:<20} {mark:<7} {r['message'] or ''}"
+            out.append(f"{r['release']:<14} {(r['commit'] or '-')[:12]:<13} {built:<20} {mark:<7} {r['message'] or ''}"
                        + note)
         return "\n".join(out)
     _emit(args, _call(args, "GET", "/api/releases"), human)
@@ -362,8 +378,7 @@ def cmd_notifications(args) -> int:
     def human(rows):
         out = ["when                 deploy  event                attempts  target / error"]
         for r in rows:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
-            out.append(f"{when}  {r['deploy']:<6}  {r['event']:<19}  {r['attempts']:<8}  {r['target']}"
+            out.append(f"{when(r['at'])}  {r['deploy']:<6}  {r['event']:<19}  {r['attempts']:<8}  {r['target']}"
                        + (f"  FAILED: {r['error']}" if r["error"] else ""))
         return "\n".join(out)
     _emit(args, _call(args, "GET", f"/api/notifications?limit={args.limit}"), human)

@@ -50,6 +50,7 @@ class Attempt:
     :param commit: the commit to check out, or None for a working tree.
     :param tree: the app directory: given (``dev``, ``build``) or checked out.
     :param target: the release to put live: given (rollback) or built.
+    :param actor: who asked for it (a token's name, a pusher), or None.
     """
 
     trigger: str
@@ -57,6 +58,7 @@ class Attempt:
     tree: Path | None = None
     target: str | None = None
     meta: dict = field(default_factory=dict)
+    actor: str | None = None
     previous: str | None = None
     previous_commit: str | None = None
     manifest: Manifest | None = None

@@ -30,16 +30,23 @@ def repo_path(path: str) -> str | None:
     return "/" + path
 
 
-def http_backend(project_root: Path, path: str) -> Response:
+def pushes(path: str) -> bool:
+    """Whether a smart-HTTP request is (part of) a push, not a fetch."""
+    return path.endswith("/git-receive-pack") or request.args.get("service") == "git-receive-pack"
+
+
+def http_backend(project_root: Path, path: str, user: str) -> Response:
     """Run one smart-HTTP request through ``git http-backend``.
 
     :param path: its PATH_INFO, from :func:`repo_path`.
+    :param user: who asks (a token's name): the hooks see it as REMOTE_USER,
+        and the push hook names it as the pusher.
     """
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
         "GIT_PROJECT_ROOT": str(project_root), "GIT_HTTP_EXPORT_ALL": "1",
         "PATH_INFO": path, "REQUEST_METHOD": request.method, "QUERY_STRING": request.query_string.decode(),
-        "CONTENT_TYPE": request.headers.get("Content-Type", ""), "REMOTE_USER": "hotplate",
+        "CONTENT_TYPE": request.headers.get("Content-Type", ""), "REMOTE_USER": user,
         "REMOTE_ADDR": request.remote_addr or "", "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
         "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
     }

@@ -14,12 +14,13 @@ from .pushhook import END  # (the line that ends a push's stream, said where the
 JUST_ENDED_S = 10.0
 
 
-def follow(c, sha: str, timeout: float = 600):
+def follow(c, sha: str, pusher: str | None = None, timeout: float = 600):
     """Yield the progress lines of the deploy that puts ``sha`` (or a newer
-    push that supersedes it) live."""
+    push that supersedes it) live; its record names ``pusher``."""
     deadline = time.monotonic() + timeout
     seen: set[int] = set()
     first_pass = c.started
+    c.ask(sha, pusher)
     c.wake("push")
     while True:
         d = wait_for_deploy(c, sha, seen, deadline, first_pass)
@@ -27,6 +28,8 @@ def follow(c, sha: str, timeout: float = 600):
             yield outcome_of(c, sha)
             return
         seen.add(d.id)
+        if d.commit == sha and pusher:
+            c.history.attribute(d.id, pusher)  # (begun as the ref moved, before the hook said who pushed)
         if d.commit != sha:
             yield f"a newer push ({d.commit[:12]}) supersedes this one; following its deploy"
         yield from stream(c, d, deadline)

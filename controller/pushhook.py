@@ -19,6 +19,8 @@ there is nothing to decode but lines.
 """
 import _socket
 import json
+import os
+import pwd
 import sys
 
 #: The line that ends a push's stream once its last line is said: a stream
@@ -45,22 +47,31 @@ def main(info_path: str, token_path: str) -> int:
         elif not info.get("url"):
             say("the controller is not running; this commit deploys when `hotplate up` starts")
         else:
-            follow(info["url"], token, new)
+            follow(info["url"], token, new, pusher())
     return 0
+
+
+def pusher() -> str:
+    """Who pushed: the token's name over HTTP (controller/githttp.py sets
+    REMOTE_USER), else the account that ran ``git push`` into the repository."""
+    try:
+        return os.environ.get("REMOTE_USER") or pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid-{os.getuid()}"
 
 
 def say(line: str) -> None:
     print("hotplate: " + line, flush=True)
 
 
-def follow(url: str, token: str, sha: str) -> None:
+def follow(url: str, token: str, sha: str, who: str) -> None:
     """Print the lines of the deploy of ``sha`` until the stream's END line."""
     host, _, port = url.partition("://")[2].rstrip("/").rpartition(":")
     sock = _socket.socket(_socket.AF_INET6 if ":" in host else _socket.AF_INET, _socket.SOCK_STREAM)
     sock.settimeout(900)
     try:
         sock.connect((host.strip("[]"), int(port)))
-        sock.sendall(f"POST /api/follow?commit={sha} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+        sock.sendall(f"POST /api/follow?commit={sha}&pusher={quote(who)} HTTP/1.0\r\nHost: {host}:{port}\r\n"
                      f"Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n".encode())
         head, body = b"", b""
         while b"\r\n\r\n" not in head:
@@ -93,6 +104,12 @@ def follow(url: str, token: str, sha: str) -> None:
             "runs again)")
     finally:
         sock.close()
+
+
+def quote(text: str) -> str:
+    """``text`` for a query string (urllib.parse is more than this hook may import)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-._~@") else
+                   "".join(f"%{b:02X}" for b in c.encode()) for c in text)
 
 
 if __name__ == "__main__":

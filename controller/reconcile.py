@@ -96,6 +96,7 @@ class Controller:
         # (commit, trigger): a commit to deploy although it failed or is live
         # (`hotplate retry`; `hotplate config set` on the live commit)
         self.forced: tuple[str, str] | None = None
+        self.asked: dict[str, str] = {}  # commit -> who asked for its deploy (a pusher, a token's name)
         # in a fleet (--fleet): its membership, the waves it rolls out while it leads,
         # and what this host deploys from when it leads and when not (:attr:`source`)
         self.fleet = self.waves = None
@@ -232,7 +233,8 @@ class Controller:
         if self.forced and self.forced[0] == sha:
             trigger, self.forced = self.forced[1], None
         stages = COMMIT if self.source.builds else FOLLOW
-        return self.execute(Attempt(trigger, commit=sha, meta=info), leading(stages) if self.leads() else stages)
+        return self.execute(Attempt(trigger, commit=sha, meta=info, actor=self.asked.pop(sha, None)),
+                            leading(stages) if self.leads() else stages)
 
     def end_rollout(self, left) -> Deploy:
         """Lead a fleet whose last rollout was left unfinished (its leader
@@ -335,7 +337,7 @@ class Controller:
 
     def begin(self, a: Attempt) -> Deploy:
         deploy_id = self.history.start(a.trigger, {**a.meta, "sha": a.commit} if a.commit else a.meta or None,
-                                       a.previous)
+                                       a.previous, a.actor)
         d = Deploy(deploy_id, a.commit, a.trigger)
         with self.cond:
             self.active = d
@@ -359,9 +361,18 @@ class Controller:
         for line in m.diagnostics.rstrip().splitlines() if m.diagnostics.strip() else []:
             self.emit(d, "    " + line)
 
-    def force(self, tip: str, trigger: str) -> None:
+    def ask(self, sha: str | None, actor: str | None) -> None:
+        """Note who asked for ``sha``'s deploy, for its record (its pusher, the
+        token that synced, reverted or retried)."""
+        if sha and actor:
+            if len(self.asked) > 100:  # (commits asked for and never deployed: superseded)
+                self.asked.clear()
+            self.asked[sha] = actor
+
+    def force(self, tip: str, trigger: str, actor: str | None = None) -> None:
         """Deploy ``tip`` on the next pass although it failed or is live
         (``hotplate retry``; ``hotplate config set`` on the live commit)."""
+        self.ask(tip, actor)
         self.forced = (tip, trigger)
         self.backoff.forget(tip)
         self.wake(trigger)

@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS deploys (
     log TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS deploys_commit ON deploys (commit_sha);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT, role TEXT,
+    method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, address TEXT
+);
 CREATE TABLE IF NOT EXISTS notifications (
     delivery TEXT PRIMARY KEY, deploy INTEGER, event TEXT NOT NULL, target TEXT NOT NULL,
     attempts INTEGER NOT NULL, error TEXT, at REAL NOT NULL
@@ -36,9 +40,11 @@ CREATE TABLE IF NOT EXISTS notifications (
 #: Outcomes that mark a commit as failed: it is not retried until a new
 #: commit (or ``hotplate retry``). ``errored`` deploys are retried.
 FAILED = ("failed", "rolled_back")
+#: Audit log rows kept; older ones go (a bot hammering a bad token cannot fill the disk).
+AUDIT_KEPT = 100_000
 #: The first bytes of every SQLite 3 database file.
 MAGIC = b"SQLite format 3\0"
-COLUMNS = ("id", "commit_sha", "author", "message", "trigger", "started", "finished", "outcome",
+COLUMNS = ("id", "commit_sha", "author", "message", "trigger", "actor", "started", "finished", "outcome",
            "reason", "detail", "release", "previous_release", "stages", "modules", "log")
 
 
@@ -51,6 +57,8 @@ class History:
         with closing(self.connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            if "actor" not in {row[1] for row in db.execute("PRAGMA table_info(deploys)")}:
+                db.execute("ALTER TABLE deploys ADD COLUMN actor TEXT")  # a history from before named tokens
         self.path.chmod(0o600)
 
     @classmethod
@@ -80,13 +88,24 @@ class History:
         db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each checkpoint, never corrupt
         return db
 
-    def start(self, trigger: str, commit: dict | None = None, previous_release: str | None = None) -> int:
+    def start(self, trigger: str, commit: dict | None = None, previous_release: str | None = None,
+              actor: str | None = None) -> int:
+        """A deploy begins. ``actor``: who asked for it (a token's name, the
+        pusher), None when the controller itself did (a poll, its start)."""
         commit = commit or {}
         with closing(self.connect()) as db, db:
             cur = db.execute(
-                "INSERT INTO deploys (commit_sha, author, message, trigger, started, previous_release) VALUES (?,?,?,?,?,?)",
-                (commit.get("sha"), commit.get("author"), commit.get("message"), trigger, time.time(), previous_release))
+                "INSERT INTO deploys (commit_sha, author, message, trigger, actor, started, previous_release) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (commit.get("sha"), commit.get("author"), commit.get("message"), trigger, actor, time.time(),
+                 previous_release))
             return cur.lastrowid
+
+    def attribute(self, deploy_id: int, actor: str) -> None:
+        """Name who asked for a deploy that began before it was known (a push
+        whose deploy the moving ref began: its hook says who pushed)."""
+        with closing(self.connect()) as db, db:
+            db.execute("UPDATE deploys SET actor=? WHERE id=? AND actor IS NULL", (actor, deploy_id))
 
     def finish(self, deploy_id: int, outcome: str, *, reason: str | None = None, detail: str | None = None,
                release: str | None = None, stages: dict | None = None, modules: list | None = None,
@@ -128,6 +147,21 @@ class History:
             rows = db.execute("SELECT delivery, deploy, event, target, attempts, error, at FROM notifications "
                               "ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
         keys = ("delivery", "deploy", "event", "target", "attempts", "error", "at")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def audit(self, actor: str | None, role: str | None, method: str, path: str, status: int,
+              address: str | None) -> None:
+        """One API call: who, what, and how it was answered (refusals too)."""
+        with closing(self.connect()) as db, db:
+            db.execute("INSERT INTO audit (at, actor, role, method, path, status, address) VALUES (?,?,?,?,?,?,?)",
+                       (time.time(), actor, role, method, path[:2000], status, address))
+            db.execute("DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (AUDIT_KEPT,))
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        """The audit log, newest first."""
+        keys = ("at", "actor", "role", "method", "path", "status", "address")
+        with closing(self.connect()) as db:
+            rows = db.execute(f"SELECT {','.join(keys)} FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [dict(zip(keys, row)) for row in rows]
 
     def failure(self, commit_sha: str) -> dict | None:

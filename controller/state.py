@@ -61,6 +61,14 @@ class State(Layout):
             write_atomic(path, secrets.token_urlsafe(32), mode=0o600)
         return path.read_text().strip()
 
+    def session_secret(self) -> str:
+        """The key that signs the dashboard's session cookies; made on first
+        use, mode 0600. Removing it signs everyone out."""
+        path = self.session_key
+        if not path.exists():
+            write_atomic(path, secrets.token_urlsafe(32), mode=0o600)
+        return path.read_text().strip()
+
     def release_path(self, release_id: str) -> Path:
         return self.releases / release_id
 

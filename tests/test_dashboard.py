@@ -24,8 +24,8 @@ def test_the_dashboard_shows_deploys_live_and_rolls_back(up, tmp_path, page):
     expect(page.locator("#deploys tbody tr")).to_have_count(0)  # history needs the token
 
     page.fill("#token", server.token())
-    page.dispatch_event("#token", "change")
-    expect(page.locator("#auth")).to_have_text("actions enabled")
+    page.click("#signin button")
+    expect(page.locator("#auth")).to_have_text("signed in as admin (admin)")
     expect(page.locator("#deploys tbody tr")).to_have_count(1)
 
     work.commit("v2", {"hello.c": hello("v2")})

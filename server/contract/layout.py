@@ -68,6 +68,10 @@ class Layout:
     pin_file = property(lambda self: self.root / "pinned")
     lock_file = property(lambda self: self.root / "lock")
     token_file = property(lambda self: self.root / "token")
+    tokens_file = property(lambda self: self.root / "tokens.json", doc="Named API tokens, hashed, with their "
+                                                                       "roles (controller/tokens.py).")
+    tokens_lock = property(lambda self: self.root / ".tokens.lock")
+    session_key = property(lambda self: self.root / "session.key", doc="Signs the dashboard's session cookies.")
     db = property(lambda self: self.root / "hotplate.db")
     config = property(lambda self: self.root / "config", doc="The app's config and secrets, encrypted "
                                                             "(controller/appconfig.py).")

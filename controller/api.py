@@ -26,7 +26,7 @@ from . import actions, push
 from .appconfig import COMMITTED, ConfigStore
 from .errors import HotplateError
 from .githttp import http_backend, pushes, repo_path
-from .status import diff, releases, status
+from .status import diff, module_view, releases, status
 from .tokens import FIRST, NAME, Identity, Tokens, digest
 from .webhooks import Deliveries, WebhookError, verify
 
@@ -130,10 +130,21 @@ def hotplate_error(e: HotplateError):
     return jsonify(error=str(e), reason=e.reason), 409
 
 
+#: The dashboard runs only its own files: no inline script, no other origin,
+#: and no framing (its buttons roll back and revert).
+DASHBOARD_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
 @bp.get("/")
-def dashboard():
-    """The dashboard: a static page over this API (controller/dashboard/)."""
-    return send_from_directory(DASHBOARD, "index.html")
+@bp.get("/ui/<path:name>")
+def dashboard(name: str = "index.html"):
+    """The dashboard: static files over this API (controller/dashboard/,
+    its libraries vendored in vendor/)."""
+    response = send_from_directory(DASHBOARD, name)
+    response.headers["Content-Security-Policy"] = DASHBOARD_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @bp.get("/api/status")
@@ -213,6 +224,12 @@ def follow_deploy(deploy_id: int):
             return jsonify(error=f"no deploy {deploy_id}"), 404
         return Response(row["log"] + "\n" if row["log"] else "", mimetype="text/plain")
     return Response((line + "\n" for line in push.stream(c, d, time.monotonic() + FOLLOW_LIMIT_S)), mimetype="text/plain")
+
+
+@bp.get("/api/modules")
+@requires("viewer")
+def modules():
+    return jsonify(module_view(ctl()))
 
 
 @bp.get("/api/diff")

@@ -11,6 +11,7 @@ import git
 
 from hotplate.server.contract.fleet import HostReport
 from hotplate.server.contract.report import read_all
+from hotplate.server.metrics import WorkerMetrics
 
 from .appconfig import ConfigStore
 from .build import Builder
@@ -45,7 +46,9 @@ def status(c) -> dict:
         "fleet": fleet(c),
         "health": health(c, live, workers),
         "pinned": pinned,
-        "live": {"release": live, "commit": live_commit},
+        # verified: it has passed its smoke check and gate (False while a deploy bakes it: on trial)
+        "live": {"release": live, "commit": live_commit,
+                 "verified": bool(live) and (v := c.state.verified()) is not None and v.release == live},
         "head": {"branch": c.settings.branch, "commit": tip,
                  "note": "the branch does not exist" if c.source and tip is None else None},
         "failure": failure,
@@ -175,6 +178,48 @@ def diff(c) -> dict:
         "routes_added": [f"{m} {p} -> {routes_new[(m, p)]}" for m, p in sorted(routes_new.keys() - routes_old.keys())],
         "routes_removed": [f"{m} {p}" for m, p in sorted(routes_old.keys() - routes_new.keys())],
     }
+
+
+def module_view(c) -> list[dict]:
+    """Each live module: its routes with their requests, 5xx and p99 (from
+    the workers' metrics), its crashes and timeouts, how many workers
+    loaded it, and how its last build went (the newest deploy that built it)."""
+    live = c.state.release(c.state.live_release())
+    workers, _ = _workers(c)
+    samples = [s for family in WorkerMetrics(c.state.metrics).collect() for s in family.samples]
+    try:
+        deploys = c.history.list(20)
+    except sqlite3.Error:
+        deploys = []
+    out = []
+    for m in live.modules if live else ():
+        mine = [s for s in samples if s.labels.get("module") == m.name]
+        build = next(({"deploy": d["id"], "outcome": d["outcome"], **b} for d in deploys for b in d["modules"]
+                      if b.get("name") == m.name), None)
+        routes = [{"method": "WS" if r in m.websockets else ",".join(r.methods), "path": r.path,
+                   "handler": getattr(r, "handler", None) or r.on_message, **_route_figures(mine, r.path)}
+                  for r in (*m.routes, *m.websockets)]
+        out.append({"name": m.name, "source": m.source, "object": m.key[:12], "routes": routes, "build": build,
+                    "crashes": sum(s.value for s in mine if s.name == "hotplate_handler_crashes_total"),
+                    "timeouts": sum(s.value for s in mine if s.name == "hotplate_handler_timeouts_total"),
+                    "workers_ok": sum(1 for w in workers.values() if w.release == live.id and
+                                      any(x.name == m.name and x.ok for x in w.modules)),
+                    "workers": len(workers)})
+    return out
+
+
+def _route_figures(samples, path: str) -> dict:
+    """A route's requests, 5xx and p99 in ms (the upper bound of the bucket
+    that holds the 99th percentile; None before any request)."""
+    mine = [s for s in samples if s.labels.get("route") == path]
+    requests = sum(s.value for s in mine if s.name == "hotplate_http_requests_total")
+    errors = sum(s.value for s in mine if s.name == "hotplate_http_requests_total" and s.labels.get("code") == "5xx")
+    buckets = sorted(((float(s.labels["le"]), s.value) for s in mine
+                      if s.name == "hotplate_http_request_duration_seconds_bucket"), key=lambda b: b[0])
+    total = buckets[-1][1] if buckets else 0
+    p99 = next((le for le, n in buckets if n >= 0.99 * total), None) if total else None
+    return {"requests": int(requests), "errors_5xx": int(errors),
+            "p99_ms": None if p99 is None or p99 == float("inf") else p99 * 1000}
 
 
 def _routes(modules) -> dict[tuple[str, str], str]:

@@ -11,6 +11,7 @@ import pytest
 import requests
 import websockets
 from etcd3gw.client import Etcd3Client
+from playwright.sync_api import expect
 
 from hotplate.controller import localfleet
 from hotplate.controller.errors import RetryableError
@@ -23,6 +24,7 @@ from hotplate.server.contract.layout import Layout
 from . import test_config
 from .conftest import Work, free_port, terminate, wait_for, write_app
 from .test_controller import MANIFEST, hello, text
+from .test_dashboard import browser, shot, sign_in  # noqa: F401  (browser: a fixture)
 from .test_registry import registry  # noqa: F401  (a fixture)
 from .test_websockets import manifest, on_both_workers, run, ws_url
 
@@ -273,7 +275,8 @@ def last_deploy_log(host) -> str:
     return host.cli("logs", str(host.deploys()[0]["id"])).stdout
 
 
-def test_a_push_rolls_out_in_waves_and_a_failed_wave_rolls_the_whole_fleet_back(up, tmp_path, registry, etcd_url):
+def test_a_push_rolls_out_in_waves_and_a_failed_wave_rolls_the_whole_fleet_back(up, tmp_path, registry, etcd_url,
+                                                                                  browser):
     url, _ = registry
     work, leader, other, follower = fleet_of_three(up, tmp_path, url, etcd_url,
                                                    follower_env={"HOTPLATE_TEST_UNHEALTHY": "1"})
@@ -310,6 +313,15 @@ def test_a_push_rolls_out_in_waves_and_a_failed_wave_rolls_the_whole_fleet_back(
     assert any(d["commit_sha"] == bad and d["outcome"] != "succeeded" for d in follower.deploys())
     leader.wait(lambda: all(h["state"] in ("Synced", "Failed") for h in leader.status()["fleet"]["hosts"]),
                 what="every host back where the fleet wants it")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # and the dashboard's fleet page says so
+    page.goto(leader.api + "/#/fleet")
+    sign_in(page, leader.token(), "admin (admin)")
+    expect(page.locator("#hosts tbody tr")).to_have_count(3)
+    expect(page.locator("#hosts tbody")).to_contain_text("b")
+    expect(page.locator("#rollout")).to_contain_text("RolledBack")
+    expect(page.locator("#rollout")).to_contain_text("FleetGateFailed")
+    expect(page.locator("#rollout .progress-waves span")).to_have_count(3)
+    shot(page, "fleet")
 
     # Unhealthy on the canary: no wave starts, no other host ever serves it.
     canary_bad = work.commit("bad on the canary", {"hello.c": hello("worse", health=503)})

@@ -11,7 +11,7 @@ it). ``--user NAME`` names an account instead; a second state directory on
 an account that one already uses is refused unless ``--share-user`` says
 so (a claim per account in :data:`CLAIMS`). Started unprivileged, hotplate
 cannot switch users: module code runs as the controller's own user, and the
-README's trust model says what that leaves open.
+The trust model (docs/explanation/trust-model.md) says what that leaves open.
 """
 from __future__ import annotations
 

@@ -364,7 +364,7 @@ def parser() -> argparse.ArgumentParser:
                  example="hotplate up                          # host a repository to push to\n"
                          "  hotplate up https://git.example/app.git --poll 30 --verify ssh:/etc/hotplate/signers\n"
                          "environment: HOTPLATE_STATE, HOTPLATE_WEBHOOK_SECRET, HOTPLATE_NOTIFY_SECRET, and the\n"
-                         "server's HOTPLATE_* settings (README, Server)")
+                         "server's HOTPLATE_* settings (docs/reference/settings.md)")
     up.add_argument("source", nargs="?", help="path or URL to mirror (default: host a repository to push to)")
     up.add_argument("--branch", default="main")
     up.add_argument("--api", default="127.0.0.1:8001", help="controller API address (default 127.0.0.1:8001)")

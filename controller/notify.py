@@ -55,7 +55,7 @@ class Target:
         kind, url = (kind, rest) if kind in KINDS else ("generic", spec)
         if not url.startswith(("http://", "https://")):
             raise HotplateError(f"--notify {spec!r}: write an http(s) URL, or slack:URL, github:URL, gitea:URL, "
-                                "gitlab:URL (see the README)")
+                                "gitlab:URL (see docs/how-to/ci.md)")
         return cls(kind, url)
 
     @property

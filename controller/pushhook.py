@@ -8,7 +8,7 @@ controller to deploy (``POST /api/follow``) and prints each line of that
 deploy's progress: validate, build per module with compiler output, roll,
 verify, result. Pushes are accepted before the build: a commit that fails
 to build stays on the branch, is reported failed, and live keeps serving
-the last good release (see the README).
+the last good release (docs/explanation/deploys.md).
 
 Every push waits for this script to start before its deploy can, so it
 runs as a bare interpreter and imports only ``_socket`` and ``json``: the

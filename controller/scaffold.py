@@ -8,7 +8,7 @@ import git
 from .errors import HotplateError
 
 MANIFEST = """\
-# Routes map to exported C functions. Reference: the hotplate README.
+# Routes map to exported C functions. Reference: docs/reference/manifest.md in hotplate.
 app: {name}
 modules:
   hello:

@@ -4,7 +4,7 @@ Each worker writes its own files under ``STATE/run/metrics``
 (``PROMETHEUS_MULTIPROC_DIR``, which the controller sets for the server);
 the controller's ``/metrics`` merges them, exited workers' counts included.
 (The per-worker counters that ``status`` and the health gate read are the
-worker's report: server/contract/report.py.) Names and labels are in the README.
+worker's report: server/contract/report.py.) Names and labels: docs/reference/metrics.md.
 
 The directory is root's: the master makes a worker's files before it drops
 root (:func:`prepare`), and the controller reads them as untrusted

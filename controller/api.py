@@ -132,7 +132,7 @@ def hotplate_error(e: HotplateError):
 
 #: The dashboard runs only its own files: no inline script, no other origin,
 #: and no framing (its buttons roll back and revert).
-DASHBOARD_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+DASHBOARD_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 

@@ -156,6 +156,10 @@ def test_every_view_fits_and_passes_axe(up, tmp_path, browser, width):
     for _ in range(3):
         requests.get(server.url + "/", timeout=5)
     page = browser.new_page(viewport={"width": width, "height": 900})
+    errors = []  # a script that threw, or something the page's CSP refused (not the API's own 401s)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and
+            not m.text.startswith("Failed to load resource") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server.api + "/")
     sign_in(page, server.token(), "admin (admin)")
     axe = Axe()
@@ -179,3 +183,4 @@ def test_every_view_fits_and_passes_axe(up, tmp_path, browser, width):
         assert not bad, f"{view} at {width} px: {bad}"
         name = view.strip("#/").replace("/", "-") or "overview"
         shot(page, f"{width}-{name}")
+    assert not errors, errors

@@ -30,6 +30,7 @@ def test_the_c_api_reference_has_every_function_the_header_declares(site):
     missing = sorted(name for name in declared if f"{name}(" not in page)
     assert not missing, f"in hotplate.h but not in the reference: {missing}"
     assert "struct hp_api {" not in page, "the internal function table is left out"
+    assert '"/users/&lt;int:id&gt;/&lt;name&gt;"' in page, "the header's prose shows as written, not as HTML"
 
 
 def test_the_cli_reference_has_every_command(site):

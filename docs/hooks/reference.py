@@ -106,8 +106,16 @@ def _prose(text: str) -> str:
         if any(x.startswith(" ") for x in p.split("\n")):
             out.append("```\n" + "\n".join(x.rstrip() for x in p.split("\n")) + "\n```")
         else:
-            out.append(" ".join(x.strip() for x in p.split("\n")))
+            out.append(_literal(" ".join(x.strip() for x in p.split("\n"))))
     return "\n\n".join(out)
+
+
+def _literal(text: str) -> str:
+    """C prose as Markdown that shows it as written: ``<int:id>``, ``*out``
+    and ``hp_x_y`` are not HTML or emphasis; its `backquoted` spans stay code."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(part if part.startswith("`") else
+                   re.sub(r"([\\*_\[\]])", r"\\\1", part).replace("<", "&lt;").replace(">", "&gt;") for part in parts)
 
 
 def cli() -> str:

@@ -1,13 +1,19 @@
 """What an operator asks of the controller (the API's POSTs, the CLI's
-commands): roll back, restart, resume, retry, change the config, revert. Each
+commands): roll back, restart, resume, retry, change the config, revert,
+promote to another environment. Each
 returns what it did, or raises :class:`StalledError` saying what to do
 instead; the deploys they start run through the controller's one loop."""
 from __future__ import annotations
 
+import time
+
 from .appconfig import ConfigStore
 from .deploy import RESTART, ROLLBACK, Attempt, leading
 from .errors import StalledError
+from .registry import TAG, Registry
+from .registry import promote as promote_tag
 from .retention import commit_of, previous_release
+from .status import releases
 
 
 def rollback(c, to: str | None = None, actor: str | None = None):
@@ -89,3 +95,41 @@ def revert(c, sha: str | None = None, force: bool = False, actor: str | None = N
     c.ask(new_tip, actor)
     c.wake("revert")
     return new_tip
+
+
+def promote(c, release: str | None, source: str, target: str, actor: str | None = None) -> dict:
+    """Move environment ``target``'s tag to a release this environment
+    (``source``, the tag it publishes) verified: the same manifest, bit for
+    bit; the target environment pulls it and runs its own smoke check and
+    gate. Refused, with the reason, for a release that did not pass here."""
+    url = c.settings.publish
+    if not url:
+        raise StalledError("this controller publishes nothing, so it has nothing verified to promote: run "
+                           "`hotplate promote` against the source environment (hotplate up --publish "
+                           "REGISTRY/REPO:ENV)", "NotPublishing")
+    own = Registry(url).tag
+    if source != own:
+        raise StalledError(f"this controller is the {own!r} environment (it publishes {url}), not {source!r}: "
+                           f"pass --state of {source!r}'s controller, or --from {own}", "WrongEnvironment")
+    if not TAG.fullmatch(target) or target in (own, "live") or target.endswith(".promotion"):
+        raise StalledError(f"--to {target!r}: another environment's tag (letters, digits, '.', '_', '-'), "
+                           f"not {own!r} or 'live'", "BadEnvironment")
+    verified = c.state.verified()
+    release = release or (verified.release if verified else None)
+    listed = {r["release"]: r for r in releases(c)}
+    if release not in listed:
+        raise StalledError(f"no retained release {release or '(verified)'} in {own}; see `hotplate releases`",
+                           "NoSuchRelease")
+    if not listed[release]["passed"]:
+        why = next((f" (deploy {d['id']}: {d['outcome']}, {d['reason']})" for d in c.history.list(200)
+                    if d["release"] == release and d["outcome"] != "succeeded"), "")
+        raise StalledError(f"release {release} did not pass {own}'s health gate{why}: only a release verified in "
+                           f"{own} is promoted", "NotVerified")
+    spec = c.state.release(release)
+    if spec.config:
+        raise StalledError(f"release {release} runs with {own}'s config set {spec.config[:12]}: each environment "
+                           "keeps its own config and secrets, and promotion does not carry a config set yet; "
+                           f"promote a release built without one", "NotPromotable")
+    digest = promote_tag(url, release, target, {"by": actor or "?", "from": own, "at": int(time.time())})
+    return {"release": release, "from": own, "to": target, "digest": digest,
+            "registry": f"{Registry(url).url}:{target}"}

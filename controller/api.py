@@ -319,6 +319,17 @@ def revert():
     return jsonify(commit=actions.revert(ctl(), body.get("commit"), bool(body.get("force")), actor()))
 
 
+@bp.post("/api/promote")
+@requires("deployer")
+def promote():
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("from", "to")):
+        return jsonify(error='expected {"release": id or null, "from": "staging", "to": "production"}',
+                       reason="BadPromotion"), 400
+    release = body.get("release") if isinstance(body.get("release"), str) else None
+    return jsonify(actions.promote(ctl(), release, body["from"], body["to"], actor()))
+
+
 @bp.get("/api/config")
 @requires("viewer")
 def config_list():

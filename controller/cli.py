@@ -371,7 +371,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--poll", type=float, default=30.0, help="seconds between fetches of a mirrored source "
                     "(or of the registry, with --follow)")
     up.add_argument("--publish", metavar="REGISTRY/REPO", help="tag each release that goes live `live` in an OCI "
-                    "registry (http://HOST:PORT/NAME), for hosts that --follow it")
+                    "registry (http://HOST:PORT/NAME), for hosts that --follow it; NAME:ENV tags it ENV instead, "
+                    "an environment that `hotplate promote` promotes from")
     up.add_argument("--fleet", metavar="etcd://HOST:PORT", help="one of a fleet's hosts: with SOURCE and --publish a "
                     "candidate (the one holding the lease in etcd builds, publishes and rolls out in waves), with "
                     "--follow a host that serves what the rollout names for it")
@@ -382,7 +383,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--wave-timeout", type=float, default=120.0, help="seconds a wave's hosts have to serve the "
                     "release healthy before the fleet rolls back (default 120)")
     up.add_argument("--follow", metavar="REGISTRY/REPO", help="deploy what a leader publishes there instead of "
-                    "building: pull, smoke-check, roll (no git on this host)")
+                    "building: pull, smoke-check, roll (no git on this host); NAME:ENV follows the tag ENV, an environment "
+                    "that `hotplate promote` promotes to")
     up.add_argument("--bake", type=float, default=2.0, help="health gate bake window in seconds")
     up.add_argument("--keep", type=int, default=10, help="releases to keep on disk (default 10)")
     up.add_argument("--cache-mib", type=int, default=1024,
@@ -455,6 +457,14 @@ def parser() -> argparse.ArgumentParser:
                                 client.cmd_revert, example="hotplate revert --commit 1a2b3c4 --wait && git pull"))
     revert.add_argument("--commit", help="commit to revert (default: the branch tip)")
     revert.add_argument("--force", action="store_true", help="revert even when the commit is itself a revert")
+    promote = command("promote", "move another environment's registry tag to a release this one verified (the "
+                      "same bits; it runs its own smoke check and gate)", client.cmd_promote,
+                      example="hotplate promote --from staging --to production")
+    promote.add_argument("release", nargs="?", help="release id (default: the one verified here last)")
+    promote.add_argument("--from", dest="source", required=True, help="this environment: the tag it publishes "
+                         "(hotplate up --publish REGISTRY/REPO:staging)")
+    promote.add_argument("--to", dest="target", required=True, help="the environment to promote to: the tag it "
+                         "follows (hotplate up --follow REGISTRY/REPO:production)")
     command("retry", "deploy the branch tip again after it failed (e.g. for a cause outside it)", client.cmd_retry,
             example="hotplate retry && hotplate wait")
     token = command("token", "named API tokens with a role (viewer, deployer, admin), for people and CI", cmd_token,

@@ -394,6 +394,13 @@ def cmd_sync(args) -> int:
     return _wait(args, r["head"], "live", args.timeout) if args.wait else 0
 
 
+def cmd_promote(args) -> int:
+    r = _call(args, "POST", "/api/promote", {"release": args.release, "from": args.source, "to": args.target})
+    say(args, r, f"promoted {r['release']} ({r['digest'][:19]}) from {r['from']} to {r['to']}: {r['registry']} names "
+                  f"it now; {r['to']} pulls it on its next poll and deploys it through its own smoke check and gate")
+    return 0
+
+
 def cmd_retry(args) -> int:
     r = _call(args, "POST", "/api/retry", {})
     say(args, r, f"retrying {r['commit'][:12]}: it deploys now even though it failed before (`hotplate logs`)")

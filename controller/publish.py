@@ -1,5 +1,7 @@
-"""``--publish``: the release that goes live on this host is tagged ``live``
-in a registry, where followers (``--follow``) pull it (controller/registry.py)."""
+"""``--publish``: the release that goes live on this host (through its
+gate) is tagged ``live`` in a registry, or the environment's own tag
+(``--publish REGISTRY/REPO:staging``), where followers (``--follow``) pull
+it (controller/registry.py); ``promote`` moves another environment's tag."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +11,7 @@ from typing import Callable
 from hotplate.server.contract.fleet import Target
 
 from .errors import HotplateError
-from .registry import push
+from .registry import Registry, push
 from .state import State
 
 log = logging.getLogger("hotplate.controller")
@@ -50,10 +52,11 @@ class Publisher:
                 info = self.info(commit)
                 target = Target(release, commit, info.get("message", ""), info.get("author", ""),
                                 spec.config if spec else None)
-                sent = push(self.state.release_path(release), self.url, tags=("live", commit) if commit else ("live",),
+                tag = Registry(self.url).tag
+                sent = push(self.state.release_path(release), self.url, tags=(tag, commit) if commit else (tag,),
                             annotations=target.annotations())
                 self.published = release
-                return f"published {release} to {self.url} as live ({sent.moved} new blobs)"
+                return f"published {release} to {self.url} as {tag} ({sent.moved} new blobs)"
             except Exception as e:
                 log.warning("publishing %s to %s failed", release, self.url, exc_info=not isinstance(e, HotplateError))
                 return (f"publishing {release} to {self.url} FAILED ({e}); followers stay on their release until it "

@@ -233,7 +233,8 @@ class Controller:
         if self.forced and self.forced[0] == sha:
             trigger, self.forced = self.forced[1], None
         stages = COMMIT if self.source.builds else FOLLOW
-        return self.execute(Attempt(trigger, commit=sha, meta=info, actor=self.asked.pop(sha, None)),
+        actor = self.asked.pop(sha, None) or self.source.actor(sha)
+        return self.execute(Attempt(trigger, commit=sha, meta=info, actor=actor),
                             leading(stages) if self.leads() else stages)
 
     def end_rollout(self, left) -> Deploy:

@@ -27,15 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import RetryableError, StalledError
+from .errors import HotplateError, RetryableError, StalledError
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.hotplate.release.v1+json"
 FILE_TYPE = "application/vnd.hotplate.file.v1"
+PROMOTION_TYPE = "application/vnd.hotplate.promotion.v1+json"
 TITLE = "org.opencontainers.image.title"
 #: the only files a release holds besides release.json
 FILE_RE = re.compile(r"(modules/[a-z][a-z0-9_-]*-[0-9a-f]{16}\.so|build\.json|deploy\.yaml|config\.age)")
 RELEASE_RE = re.compile(r"r[0-9a-f]{12}")
+#: An OCI tag (the distribution spec's grammar).
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 TIMEOUT_S = 30
 
 
@@ -56,9 +59,13 @@ class Registry:
 
     def __init__(self, url: str):
         base, _, name = url.rstrip("/").rpartition("/")
-        if not base.startswith(("http://", "https://")) or not name:
-            raise StalledError(f"{url}: a registry repository is http(s)://HOST:PORT/NAME", "BadRegistry")
-        self.base, self.name = base, name
+        name, _, tag = name.partition(":")
+        if not base.startswith(("http://", "https://")) or not name or (tag and not TAG.fullmatch(tag)):
+            raise StalledError(f"{url}: a registry repository is http(s)://HOST:PORT/NAME, or NAME:TAG for an "
+                               "environment's own tag (letters, digits, '.', '_', '-')", "BadRegistry")
+        #: the tag this host publishes or follows: ``live``, or an environment's (``staging``, ``production``)
+        self.base, self.name, self.tag = base, name, tag or "live"
+        self.url = f"{base}/{name}"
 
     def call(self, method: str, path: str, data: bytes | None = None, headers: dict | None = None):
         url = path if path.startswith("http") else f"{self.base}/v2/{self.name}/{path}"
@@ -99,9 +106,16 @@ class Registry:
         return data
 
     def manifest(self, tag: str) -> tuple[dict, str]:
-        with self.call("GET", f"manifests/{tag}", headers={"Accept": MANIFEST_TYPE}) as r:
-            data = r.read()
+        data = self.raw(tag)
         return json.loads(data), sha256(data)
+
+    def raw(self, tag: str) -> bytes:
+        """A manifest's bytes, as stored: tagged again as they are, they keep their digest."""
+        with self.call("GET", f"manifests/{tag}", headers={"Accept": MANIFEST_TYPE}) as r:
+            return r.read()
+
+    def tag_as(self, manifest: bytes, tag: str) -> None:
+        self.call("PUT", f"manifests/{tag}", manifest, {"Content-Type": MANIFEST_TYPE}).close()
 
 
 def push(release_dir: Path, url: str, tags: tuple[str, ...] = (), annotations: dict | None = None,
@@ -128,8 +142,26 @@ def push(release_dir: Path, url: str, tags: tuple[str, ...] = (), annotations: d
         "layers": layers, "annotations": {**(annotations or {}), "hotplate.release": release},
     }, sort_keys=True).encode()
     for tag in (release, *tags):
-        reg.call("PUT", f"manifests/{tag}", manifest, {"Content-Type": MANIFEST_TYPE}).close()
+        reg.tag_as(manifest, tag)
     return Transfer(release, sha256(manifest), len(files), moved)
+
+
+def promote(url: str, release: str, to: str, record: dict) -> str:
+    """Tag ``release``'s manifest ``to``, bytes unchanged (the same digest:
+    the same release, bit for bit), and beside it ``TO.promotion``: who
+    promoted it from where (``record``), for the target environment's
+    history. Returns the digest."""
+    reg = Registry(url)
+    manifest = reg.raw(release)
+    note = json.dumps({**record, "release": release}, sort_keys=True).encode()
+    reg.upload(note, sha256(note))
+    reg.tag_as(json.dumps({
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [],
+        "config": {"mediaType": PROMOTION_TYPE, "digest": sha256(note), "size": len(note)},
+        "annotations": {f"hotplate.promotion.{k}": str(v) for k, v in {**record, "release": release}.items()},
+    }, sort_keys=True).encode(), f"{to}.promotion")
+    reg.tag_as(manifest, to)  # last: the target environment reads the record of the tag it sees
+    return sha256(manifest)
 
 
 def pull(url: str, tag: str, releases: Path, cache: Path, check: Callable[[Path], None] | None = None) -> Transfer:
@@ -210,10 +242,25 @@ class RegistrySource:
         self.url = url
         self.registry = Registry(url)
         self.live: dict = {}
+        self.promotion: dict = {}  # who promoted the release the tag names, from where (an environment's tag)
 
     def fetch(self) -> None:
-        manifest, _ = self.registry.manifest("live")
+        manifest, _ = self.registry.manifest(self.registry.tag)
         self.live = manifest.get("annotations", {})
+        if self.registry.tag == "live":
+            return
+        try:
+            record, _ = self.registry.manifest(f"{self.registry.tag}.promotion")
+        except HotplateError:
+            record = {}  # none (the tag was moved by hand): the deploy names nobody
+        self.promotion = {k.removeprefix("hotplate.promotion."): v for k, v in record.get("annotations", {}).items()}
+
+    def actor(self, sha: str) -> str | None:
+        """Who promoted the release this commit's deploy pulls, for its record."""
+        p = self.promotion
+        if p.get("release") and p.get("release") == self.release() and p.get("by"):
+            return f"{p['by']} (promoted from {p.get('from', '?')})"
+        return None
 
     def tip(self) -> str | None:
         return self.live.get("hotplate.commit")

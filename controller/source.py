@@ -98,6 +98,11 @@ class Source:
         return {"sha": c.hexsha, "author": f"{c.author.name} <{c.author.email}>",
                 "message": c.message.strip().splitlines()[0] if c.message.strip() else ""}
 
+    def actor(self, sha: str) -> str | None:
+        """Who the source says asked for ``sha``'s deploy: nobody here (a
+        push's hook names its pusher); a registry names who promoted it."""
+        return None
+
     def is_ancestor(self, older: str, newer: str) -> bool:
         try:
             self.repo.git.merge_base("--is-ancestor", older, newer)

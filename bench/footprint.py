@@ -17,14 +17,17 @@ from .common import Up, git, make_app, scratch, table
 TARGET_MB = 48
 
 
-#: The processes of an instance, by role. The controller's helpers are the
-#: smoke checks' fork server and multiprocessing's resource tracker, and
-#: GitPython's two `git cat-file` processes.
+#: The processes of an instance, by role. The controller's helpers are
+#: whatever it keeps running beside it (GitPython's `git cat-file`).
 ROLES = ("controller", "controller's helpers", "master", "worker", "job runner")
 
 
 def pss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except FileNotFoundError:  # (exited meanwhile: a helper that was done)
+        return 0
+    for line in rollup.splitlines():
         if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -24,7 +24,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from hotplate.server import cgroups, smoke
+from hotplate.server import cgroups
+from hotplate.server.contract.control import Keeper, Master, Unreachable
 from hotplate.server.contract.layout import Layout
 from hotplate.server.contract.release import ModuleSpec, ReleaseSpec
 
@@ -34,11 +35,8 @@ from .plan import MANIFEST, Manifest
 
 SMOKE_TIMEOUT_S = float(os.environ.get("HOTPLATE_SMOKE_TIMEOUT", 60))
 HANGS = f"smoke check did not finish in {SMOKE_TIMEOUT_S:g}s: a module's hp_init or constructor hangs"
-#: Seconds a check that has sent its answer is given to exit before its cgroup is killed.
-EXIT_WAIT_S = 1.0
-_FORKS = multiprocessing.get_context("forkserver")
-# The children re-import the main module (multiprocessing does): preload the CLI too, so that costs nothing.
-_FORKS.set_forkserver_preload(["hotplate.server.smoke_server", "hotplate.controller.cli"])
+#: Seconds past the check's own timeout before the controller stops waiting for its keeper.
+KEEPER_GRACE_S = 5.0
 log = logging.getLogger("hotplate.controller")
 
 
@@ -148,8 +146,9 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
     try:
         args = [str(release_dir), str(scratch), check.worker_user or "",
                 str(check.state.config_render) if check.state else "", str(check.state.root) if check.state else ""]
-        failures = _fork_check(args, check.state) if check.env is None else \
-            _fresh_check(args, check.env, check.state)
+        failures = _master_check(args, check.state) if check.env is None and check.state is not None else None
+        if failures is None:
+            failures = _fresh_check(args, check.env or {}, check.state)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if failures:
@@ -207,31 +206,70 @@ def _empty_copy(data: Path, scratch: Path, account) -> None:
         log.warning("smoke check: could not lay out the workers' directories (%s)", e)
 
 
-def _fork_check(args: list[str], state: Layout | None) -> list[dict]:
-    """Check in a child of a fork server that has the loader imported
-    already: a check costs a fork, not a Python start."""
-    receiver, sender = _FORKS.Pipe(duplex=False)
-    proc = _FORKS.Process(target=smoke.check_into, args=(*args, sender), daemon=True)
-    proc.start()
-    sender.close()
+def _master_check(args: list[str], state: Layout) -> list[dict] | None:
+    """Check in a fork of the gunicorn master, which has the runtime loaded
+    already: a check costs a fork, not a Python start (server/smoke.py's
+    keeper). None when no master runs to fork it."""
+    answer_r, answer_w = os.pipe()
     try:
-        if not receiver.poll(SMOKE_TIMEOUT_S):
-            proc.kill()
-            raise SmokeCheckError(HANGS)
-        # Bytes, never receiver.recv(): that unpickles, and module code ran in the sender
-        # (hp_init): it can write to this pipe whatever it likes before the answer.
-        failures = read_failures(receiver.recv_bytes(ANSWER_LIMIT))
-        proc.join(EXIT_WAIT_S)  # (it exits once it has said: then its cgroup is empty, and ending it costs nothing)
-    except EOFError:
-        proc.join()
-        raise SmokeCheckError(_died(proc.exitcode)) from None
-    except OSError as e:  # (a frame longer than the limit)
-        raise SmokeCheckError(f"{UNREADABLE} ({e})") from None
+        keeper = Master(state.master_socket).check(args, answer_w, SMOKE_TIMEOUT_S)
+    except Unreachable:
+        os.close(answer_r)
+        return None
     finally:
-        receiver.close()
-        _end(state, proc.pid)
-    proc.join()
-    return failures
+        os.close(answer_w)
+    answer = bytearray()
+    try:
+        with keeper.sock:
+            ended = _collect(keeper, answer_r, answer)
+    except OSError as e:
+        raise SmokeCheckError(f"lost the smoke check's keeper: {e}") from None
+    finally:
+        os.close(answer_r)
+        _end(state, keeper.pid)
+    if ended is None:
+        raise SmokeCheckError("the smoke check's keeper (a child of the gunicorn master) died; see the server log")
+    if ended.get("timeout"):
+        raise SmokeCheckError(HANGS)
+    if len(answer) > ANSWER_LIMIT:
+        raise SmokeCheckError(f"{UNREADABLE} (more than {ANSWER_LIMIT} bytes)")
+    if not answer:
+        raise SmokeCheckError(_died(ended.get("exit")))
+    return read_failures(bytes(answer))
+
+
+def _collect(keeper: Keeper, answer_fd: int, answer: bytearray) -> dict | None:
+    """Read the check's answer (at most the limit, and one byte more) until
+    its keeper says how it ended; that message (None if the keeper died).
+    Module code ran in the writer: the bytes are data, read as they come
+    so that a long answer never blocks it."""
+    deadline = time.monotonic() + SMOKE_TIMEOUT_S + KEEPER_GRACE_S
+    readable = [keeper.sock, answer_fd]
+    while (left := deadline - time.monotonic()) > 0:
+        for ready in select.select(readable, [], [], left)[0]:
+            if ready is keeper.sock:
+                ended = keeper.next()
+                os.set_blocking(answer_fd, False)
+                _read_into(answer_fd, answer)  # (what the check wrote last)
+                return ended
+            if not _read_into(answer_fd, answer):
+                readable.remove(answer_fd)  # the check closed it (or said too much): wait for its end
+    return {"timeout": True}
+
+
+def _read_into(fd: int, answer: bytearray) -> bool:
+    """Whether ``fd`` may have more: False at its end or past the limit."""
+    while len(answer) <= ANSWER_LIMIT:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        answer += data
+        if os.get_blocking(fd):
+            return True
+    return False
 
 
 def _end(state: Layout | None, pid: int | None) -> None:
@@ -241,8 +279,9 @@ def _end(state: Layout | None, pid: int | None) -> None:
 
 
 def _fresh_check(args: list[str], env: dict, state: Layout | None) -> list[dict]:
-    """Check in a new interpreter with ``env`` (a sanitizer build, whose
-    runtime must be loaded before anything else)."""
+    """Check in a new interpreter with ``env``: no master runs (``hotplate
+    build``, a master restarting), or a sanitizer build, whose runtime
+    must be loaded before anything else."""
     cmd = [sys.executable, "-m", "hotplate.server.smoke", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env})
     try:

@@ -1,9 +1,9 @@
 """Rollout: run the gunicorn server, roll its workers onto a release, gate it.
 
-The roll is make-before-break, through gunicorn 27's control socket: add N
-workers (they load the release ``current`` points to), wait until N fresh
-workers report that release, then remove the older ones, which finish their
-requests and exit. Unlike a SIGHUP, no moment passes with the old workers
+The roll is make-before-break, through the master's line
+(server/contract/control.py): spawn N workers (they load the release
+``current`` points to), wait until N fresh workers report that release,
+then retire the older ones, which finish their requests and exit. Unlike a SIGHUP, no moment passes with the old workers
 retired and the new ones still booting.
 """
 from __future__ import annotations
@@ -21,10 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gunicorn.ctl.client import ControlClient
-
 from hotplate.server import cgroups, pidfile, sanitize
 from hotplate.server.config import ServerConfig, server_environment
+from hotplate.server.contract.control import Master, Unreachable
 from hotplate.server.contract.release import ReleaseSpec
 from hotplate.server.contract.report import Report, pid_alive, read_reports
 
@@ -62,6 +61,7 @@ class ServerProcess:
         self.down_reason: str | None = None
         self.restarts = 0
         self.up = threading.Event()
+        self.master = Master(state.master_socket)
 
     @property
     def pid(self) -> int | None:
@@ -98,7 +98,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise HotplateError(f"the server exited at start (code {self.proc.returncode}); see {self.log}")
-            if self.pid is not None and len(self.workers()) >= self.config.workers:
+            if self.pid is not None and len(self.reports()) >= self.config.workers:
                 self.down_reason = None
                 self.up.set()
                 return
@@ -184,46 +184,14 @@ class ServerProcess:
         cgroups.app_tree(self.state).kill()
         ConfigStore(self.state).forget_rendered()
 
-    def command(self, text: str, attempts: int = 20, within: float = 30) -> dict:
-        """Send a control-socket command. gunicorn pauses its control server
-        around each fork, so a refused or reset connection is tried again,
-        all of it ``within`` seconds (a master busy forking never holds a
-        caller longer)."""
-        deadline = time.monotonic() + within
-        error: Exception | None = None
-        for attempt in range(attempts):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                with ControlClient(str(self.state.control_socket), timeout=min(10, left)) as client:
-                    return client.send_command(text)
-            except Exception as e:
-                error = e
-                time.sleep(min(0.01 * (attempt + 1), max(0, deadline - time.monotonic())))
-        raise RetryableError(f"gunicorn control socket: {text!r} failed: {error or 'no answer in time'}",
-                             "ServerUnreachable")
-
-    def workers(self, attempts: int = 20) -> list[int]:
-        """Pids of the workers gunicorn currently counts (oldest first)."""
-        try:
-            return [w["pid"] for w in self.command("show workers", attempts)["workers"]]
-        except RetryableError:
-            return []
-
     def reports(self) -> dict[int, Report]:
-        """The workers' reports, believed only for workers gunicorn itself
-        counts (its control socket): a file in the run directory is no
-        worker. While the master cannot be asked (it pauses its control
-        socket around each fork), the reports of live pids: only the
-        master makes files there. Bounded to a second: ``status`` answers
-        while the master is busy."""
-        reports = read_reports(self.state.workers)
-        try:
-            known = {w["pid"] for w in self.command("show workers", 3, within=1)["workers"]}
-        except RetryableError:
-            return reports
-        return {pid: r for pid, r in reports.items() if pid in known}
+        """The workers' reports, believed only for children of the running
+        master: a file in the run directory is no worker, and a dead
+        master's workers that still drain are not its. Read from files and
+        /proc, never by asking the master: ``status`` answers while the
+        master is busy, or stopped."""
+        master = self.pid
+        return read_reports(self.state.workers, master) if master is not None else {}
 
 
 @dataclass
@@ -242,13 +210,7 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
     then retire every older worker. Raises RolloutError if they do not come up."""
     start = time.monotonic()
     want = server.config.workers
-    before = set(server.workers())
-    added = server.command(f"worker add {want}")
-    # gunicorn counts workers still draining from an earlier roll until they
-    # exit; add room for them too, or it would spawn nothing until they do.
-    draining = len(before) - added["previous"]
-    if draining > 0:
-        added = server.command(f"worker add {draining}")
+    before, _ = _ask(server.master.spawn, want)
     deadline = start + timeout
     while True:
         reports = server.reports()
@@ -261,9 +223,17 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
             # older worker, this failed generation included.
             raise RolloutError(f"only {len(fresh)} of {want} new workers reported release {release} within {timeout:.0f}s")
         time.sleep(0.005)
-    server.command(f"worker remove {added['total'] - want}")
+    _ask(server.master.retire, want)
     serving, reports = _wait_serving(server, release, want, deadline)
     return Generation(release, serving, time.monotonic() - start, reports)
+
+
+def _ask(call, *args):
+    """A request to the master; one it cannot take is retried by the deploy's caller."""
+    try:
+        return call(*args)
+    except Unreachable as e:
+        raise RetryableError(str(e), "ServerUnreachable") from None
 
 
 def _wait_serving(server: ServerProcess, release: str, want: int, deadline: float) -> tuple[list[int], dict]:

@@ -28,7 +28,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from prometheus_client import multiprocess
 
-from . import cgroups, jobs, libhotplate, metrics, pidfile
+from . import cgroups, control, jobs, libhotplate, metrics, pidfile, smoke
 from .contract import report
 from .contract.layout import Layout
 from .app import create_app
@@ -143,7 +143,9 @@ class Fence:
 
 
 class HotplateArbiter(Arbiter):
-    """gunicorn's arbiter, but it spawns the workers it lacks at once.
+    """gunicorn's arbiter, carrying out the controller's requests
+    (server/contract/control.py) in its main loop, and spawning the
+    workers it lacks at once.
 
     gunicorn sleeps up to 100 ms after each fork, to spread a cold start;
     it does that in its main loop, so a roll waited on it twice: for each
@@ -155,12 +157,69 @@ class HotplateArbiter(Arbiter):
         for _ in range(self.num_workers - len(self.WORKERS)):
             self.spawn_worker()
 
+    def manage_workers(self) -> None:
+        listener = self.app.listener
+        for request in listener.requests() if listener is not None else ():
+            try:
+                self.carry_out(request)
+            except Exception:  # the master must survive any request
+                logging.getLogger("hotplate").exception("control: %r failed", request.message.get("op"))
+            finally:
+                request.close()
+        super().manage_workers()
+
+    def by_age(self) -> list[int]:
+        return [pid for pid, _ in sorted(self.WORKERS.items(), key=lambda w: w[1].age)]
+
+    def carry_out(self, request) -> None:
+        """One request of the controller's: answered before it is closed."""
+        message = request.message
+        op = message.get("op")
+        if op == "workers":
+            request.answer({"workers": self.by_age()})
+        elif op == "spawn":
+            before = self.by_age()
+            self.num_workers = len(before) + int(message["n"])  # (draining workers count until they exit)
+            self.spawn_workers()
+            request.answer({"before": before, "spawned": [p for p in self.by_age() if p not in before]})
+        elif op == "retire":
+            workers = self.by_age()
+            self.num_workers = int(message["keep"])  # super().manage_workers stops the oldest past it
+            request.answer({"retiring": workers[:max(0, len(workers) - self.num_workers)]})
+        elif op == "check" and request.fds:
+            self.fork_check(request, request.fds[0], [str(a) for a in message["args"]], float(message["timeout"]))
+        else:
+            request.answer({"error": f"unknown request {op!r}"})
+
+    def fork_check(self, request, answer_fd: int, args: list[str], timeout: float) -> None:
+        """Fork the smoke check's keeper (server/smoke.py): a fork of a
+        master that has the runtime loaded, not a new interpreter. It
+        takes none of the master's descriptors but the request's and the
+        log's: not the app's listening sockets, not this line."""
+        pid = os.fork()
+        if pid != 0:
+            return
+        try:
+            for s in self.LISTENERS:
+                s.close()
+            for worker in self.WORKERS.values():
+                worker.tmp.close()
+            self.app.forget()
+            for sig in (*self.SIGNALS, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            request.fds = []  # (the keeper passes it on)
+            smoke.keep(request.conn, answer_fd, args, timeout)
+        except BaseException:
+            logging.getLogger("hotplate").exception("the smoke check's keeper failed")
+        finally:
+            os._exit(0)
+
 
 class HotplateServer(BaseApplication):
     """A gunicorn application serving the release that ``current`` points to.
 
     :param layout: the state directory (server/contract/layout.py): the
-        ``current`` link, the run directory (pid file, control socket, the
+        ``current`` link, the run directory (pid file, the master's socket, the
         workers' reports and metrics), the workers' working directory.
     """
 
@@ -172,6 +231,7 @@ class HotplateServer(BaseApplication):
         self.dispatcher = create_app(config)
         self.dispatcher.layout = layout
         self.job_runner: Supervised | None = None
+        self.listener: control.Listener | None = None  # the controller's line (the master's; closed in its children)
         self.host = host_id()  # with the workers' pids, names publishers across a fleet
         libhotplate.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
         super().__init__()
@@ -190,7 +250,7 @@ class HotplateServer(BaseApplication):
             "child_exit": self.child_exit,
             "proc_name": "hotplate",
             "worker_tmp_dir": "/dev/shm" if os.access("/dev/shm", os.W_OK) else None,  # heartbeats: no disk
-            "control_socket": str(self.layout.control_socket),
+            "control_socket_disable": True,  # (the controller's line is server/control.py's)
         }
         if c.user:  # gunicorn sets each worker's gid and uid after post_fork (its initgroups would keep gid 0)
             settings.update(user=c.user, group=pwd.getpwnam(c.user).pw_gid)
@@ -228,6 +288,7 @@ class HotplateServer(BaseApplication):
         report.fold_dead(self.layout.workers)
         self.sweep()
         Fence(self.layout, server, self.config.workers)
+        self.listener = control.Listener(self.layout.master_socket, server.wakeup)
         gc.collect()
         gc.freeze()
         if self.config.jobs:
@@ -237,7 +298,17 @@ class HotplateServer(BaseApplication):
                                                 else []), *(["--user", self.config.user] if self.config.user else [])]
             self.job_runner = Supervised(cmd, "the job runner", jobs.wake_socket(self.layout.data))
 
+    def forget(self) -> None:
+        """In a child of the master: let go of what only the master may hold."""
+        if self.job_runner is not None:
+            self.job_runner.forget()
+        if self.listener is not None:
+            self.listener.close()
+
     def on_exit(self, server) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.layout.master_socket.unlink(missing_ok=True)
         if self.job_runner is not None:
             self.job_runner.stop()
         self.sweep(everything=True)
@@ -256,6 +327,8 @@ class HotplateServer(BaseApplication):
                     tree.kill()
             elif name == "jobs" and (runner or everything):
                 tree.kill()
+            elif name.startswith("smoke-") and everything:  # (a check in progress is its controller's to end)
+                tree.kill()
 
     @property
     def store_url(self) -> str:
@@ -272,8 +345,7 @@ class HotplateServer(BaseApplication):
         worker boot error would halt the server."""
         log = logging.getLogger("hotplate")
         pid = os.getpid()
-        if self.job_runner is not None:
-            self.job_runner.forget()
+        self.forget()
         try:
             self.channel = report.open_channel(self.layout.workers, pid)
             metrics.prepare(self.layout.metrics, pid, pwd.getpwnam(self.config.user).pw_uid if self.config.user else None)

@@ -2,23 +2,31 @@
 
 :func:`check` loads every module, checks its ABI and handler symbols, runs
 hp_init and hp_fini, and lists ``{"module", "source", "error"}`` for each
-failure. It runs in a child of the controller's fork server
-(controller/release.py), or as ``python -m hotplate.server.smoke RELEASE_DIR
-WORKDIR USER CONFIG_DIR RUN_DIR`` (empty strings for none), which prints that list as JSON (a sanitizer build,
-whose runtime must be preloaded into a fresh interpreter). A module that kills the process fails the release,
-not a server. Given the server's run directory, the check runs in a cgroup of its own
-(``smoke-PID``, server/cgroups.py), which the controller ends afterwards with all that hp_init forked.
+failure. It runs in a fork of the gunicorn master, which has the runtime
+loaded already (:func:`keep`, asked for through server/contract/control.py),
+or as ``python -m hotplate.server.smoke RELEASE_DIR WORKDIR USER CONFIG_DIR
+RUN_DIR`` (empty strings for none), which prints that list as JSON (no
+master runs, or a sanitizer build, whose runtime must be preloaded into a
+fresh interpreter). A module that kills the process fails the release, not
+a server. Given the server's run directory, the check runs in a cgroup of
+its own (``smoke-PID``, server/cgroups.py), which the controller ends
+afterwards with all that hp_init forked.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import socket
 import sys
+import traceback
 from pathlib import Path
 
 from . import cgroups
 from .config import ServerConfig
 from .confine import become, confine, hide_other_processes
+from .contract.control import send
 from .contract.layout import Layout
 from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_store, setup_process
@@ -59,11 +67,40 @@ def enclose(layout: Layout, spec: ReleaseSpec, max_rss: int) -> None:
         tree.join()
 
 
-def check_into(release_dir: str, workdir: str, user: str, config_dir: str, state: str, conn) -> None:
-    """Run :func:`check` and send the result through a pipe (fork-server
-    child) as JSON bytes: the controller reads them as data (never a pickle)."""
-    conn.send_bytes(json.dumps(check(release_dir, workdir, user, config_dir, state)).encode())
-    conn.close()
+def keep(conn: socket.socket, answer_fd: int, args: list[str], timeout: float) -> None:
+    """In a child of the master (root, running hotplate's code only): fork
+    the check, tell the controller its pid and, once it is gone, how it
+    ended. It is killed if it outlives ``timeout`` or the controller (its
+    connection closes): a check never outlives the deploy that asked."""
+    pid = os.fork()
+    if pid == 0:
+        conn.close()  # (the keeper's line: nothing that runs module code may write there)
+        _answer(answer_fd, args)
+    os.close(answer_fd)
+    send(conn, {"pid": pid})
+    pidfd = os.pidfd_open(pid)
+    ready = select.select([pidfd, conn], [], [], timeout)[0]
+    if pidfd not in ready:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    try:
+        send(conn, {"exit": os.waitstatus_to_exitcode(status), "timeout": not ready})
+    except OSError:
+        pass  # (the controller is gone)
+
+
+def _answer(fd: int, args: list[str]) -> None:
+    """The check itself: its failures written to ``fd`` as JSON, then exit."""
+    code = 0
+    try:
+        data = memoryview(json.dumps(check(*args)).encode())
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException:  # (said on the server's log; the controller sees an exit without an answer)
+        traceback.print_exc()
+        code = 70
+    finally:
+        os._exit(code)
 
 
 def main(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", state: str = "") -> int:

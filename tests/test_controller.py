@@ -101,6 +101,25 @@ def test_bad_commits_fail_clearly_and_live_keeps_serving(up, tmp_path):
     assert outcomes == ["succeeded", "failed", "failed", "failed", "succeeded"]
 
 
+def test_a_smoke_check_that_dies_fails_its_deploy_and_nothing_else(up, tmp_path):
+    """The smoke check is a fork of the gunicorn master: one whose hp_init
+    exits with gunicorn's own boot-error code (3), or is killed, fails its
+    deploy with how it died; the master serves on, and the next commit
+    deploys."""
+    server, work = first_deploy(up, tmp_path)
+    master = server.status()["server"]["pid"]
+    for how, said in (("_exit(3);", "smoke check process died (exit 3)"),
+                      ("kill(getpid(), SIGKILL);", "smoke check process died (SIGKILL)")):
+        source = hello("v2") + f"#include <signal.h>\nHP_EXPORT int hp_init(hp_module *m) {{ {how} return HP_OK; }}\n"
+        work.commit("dies", {"hello.c": source})
+        out = work.push()
+        assert said in out and "deploy FAILED (SmokeCheckFailed)" in out, out
+        assert text(server) == "v1" and server.status()["server"]["pid"] == master
+    work.commit("fine", {"hello.c": hello("v3")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v3"
+
+
 def test_failed_health_gate_rolls_back_automatically_and_is_not_retried(up, tmp_path):
     server, work = first_deploy(up, tmp_path)
     sha = work.commit("unhealthy", {"hello.c": hello("v2", health=503)})

@@ -23,7 +23,7 @@ from hotplate.server.contract.layout import Layout
 from .conftest import APPS, ROOT, Work, wait_for
 
 ROUTES = ("plant", "read_file", "fork_away", "fill", "alloc", "reserve", "clone_ns", "clone3_call", "uring",
-          "getfd", "send_signal", "own_pid", "env")
+          "getfd", "send_signal", "own_pid", "env", "unix_listeners")
 ATTACK = """\
 app: attack
 {limits}
@@ -65,6 +65,22 @@ def _uid(proc: Path) -> int | None:
         return None
 
 
+def test_no_module_code_can_answer_in_the_masters_name(up, tmp_path):
+    """The master's line to the controller (run/master.sock) is listened on
+    by the master alone: every process it forks closes it first. attack.c's
+    hp_init fails where it can accept on a Unix socket, or, in the smoke
+    check, on any socket (the app's port is the workers'): the deploys
+    succeed, and a worker does not hold the master's at request time
+    either (only its own hub's)."""
+    server, work = attacker(up, tmp_path)
+    held = ask(server, "unix_listeners").splitlines()
+    assert held[-1] == "end" and not any("master.sock" in path for path in held), held
+    assert "deploy succeeded" in push_attack(work, message="again")  # a smoke check and a roll more
+    held = ask(server, "unix_listeners").splitlines()
+    assert held[-1] == "end" and not any("master.sock" in path for path in held), held
+    assert (server.state / "run" / "master.sock").stat().st_mode & 0o077 == 0
+
+
 def test_a_module_cannot_plant_anything_where_root_writes(up, tmp_path):
     """The config render directory and the run directories are root's: no
     link to the token, no FIFO, no forged report, no garbage name."""
@@ -78,7 +94,8 @@ def test_a_module_cannot_plant_anything_where_root_writes(up, tmp_path):
     for path in (run / "workers" / "9x.json", run / "workers" / "1.json"):
         assert ask(server, "plant", kind="file", path=path) == "EACCES", path
     worker = int(ask(server, "own_pid"))
-    assert ask(server, "plant", kind="fifo", path=run / "workers" / f"{worker + 1}.stats") == "EACCES"
+    unused = next(p for p in range(worker + 1, worker + 10_000) if not (run / "workers" / f"{p}.stats").exists())
+    assert ask(server, "plant", kind="fifo", path=run / "workers" / f"{unused}.stats") == "EACCES"
     for directory in (run / "workers", run / "metrics"):
         st = directory.stat()
         assert st.st_uid == 0 and not st.st_mode & 0o022, directory

@@ -129,7 +129,7 @@ def test_a_module_cannot_read_the_controllers_secrets(up, tmp_path):
     controller = json.loads((server.state / "run" / "controller.json").read_text())["pid"]
     master = int((server.state / "run" / "server.pid").read_text())
     for secret in (server.state / "token", server.state / "hotplate.db", server.state / "repo.git" / "config",
-                   server.state / "run" / "gunicorn.ctl", f"/proc/{controller}/environ", f"/proc/{master}/environ",
+                   server.state / "run" / "master.sock", f"/proc/{controller}/environ", f"/proc/{master}/environ",
                    f"/proc/{controller}/cmdline", f"/proc/{master}/cmdline"):
         assert server.get(f"/open?path={secret}").text.strip() in ("EACCES", "ENOENT"), secret
     for pid in (controller, master):

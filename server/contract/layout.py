@@ -43,7 +43,7 @@ class Layout:
     ``releases/`` release directories, ``commits/`` one link per deployed
     commit to the release it built, ``current`` the live link, ``verified``
     what this host may serve, ``pinned`` a rollback's pin, ``run/`` pid
-    files, the control socket and the workers' reports and metrics (root's:
+    files, the master's socket and the workers' reports and metrics (root's:
     module code never writes there), ``data/`` the workers' working
     directory (module files such as SQLite databases, ``jobs.db``),
     ``hotplate.db`` deploy history.
@@ -91,7 +91,8 @@ class Layout:
                                                                   "written by module processes.")
     server_pid = property(lambda self: self.run / "server.pid")
     server_log = property(lambda self: self.run / "server.log")
-    control_socket = property(lambda self: self.run / "gunicorn.ctl")
+    master_socket = property(lambda self: self.run / "master.sock", doc="The controller's line to the gunicorn "
+                                                                         "master (contract/control.py).")
     controller_info = property(lambda self: self.run / "controller.json", doc="The running controller's pid "
                                                                               "and API (removed at its stop).")
     fenced = property(lambda self: self.run / "fenced", doc="Present while the controller that was gating the "

@@ -281,38 +281,42 @@ def _read_counters(dfd: int, pid: int) -> dict[str, int]:
         return dict.fromkeys(FIELDS, 0)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process (a worker, the server) still runs: a zombie does not."""
+def pid_alive(pid: int, parent: int | None = None) -> bool:
+    """Whether a process (a worker, the server) still runs, and is a child
+    of ``parent`` if given: a zombie does not run."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        if parent is None:
+            return True
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
+            fields = f.read().rsplit(") ", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return parent is None
+    return fields[0] != "Z" and (parent is None or fields[1] == str(parent))
 
 
-def read_reports(directory: Path) -> dict[int, Report]:
+def read_reports(directory: Path, parent: int | None = None) -> dict[int, Report]:
     """The report of every live worker, by pid (dead workers' files are
-    ignored, and so is a worker that has not reported yet). A report that
-    cannot be read is the worker's fault: it shows as a worker serving
-    nothing, with the reason as its error."""
+    ignored, and so is a worker that has not reported yet), only of the
+    children of ``parent`` if given. A report that cannot be read is the
+    worker's fault: it shows as a worker serving nothing, with the reason
+    as its error."""
     try:
         dfd = untrusted.open_dir(directory)
     except OSError:
         return {}
     try:
-        return {pid: r for pid in _files(dfd) if (r := _read_one(dfd, pid)) is not None}
+        return {pid: r for pid in _files(dfd) if (r := _read_one(dfd, pid, parent)) is not None}
     finally:
         os.close(dfd)
 
 
-def _read_one(dfd: int, pid: int) -> Report | None:
-    if not pid_alive(pid):
+def _read_one(dfd: int, pid: int, parent: int | None) -> Report | None:
+    if not pid_alive(pid, parent):
         return None
     try:
         data = untrusted.read(dfd, f"{pid}.json", MAX_REPORT)

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -69,9 +71,35 @@ static pid_t detach(void)
     return got;
 }
 
-/* hp_init: `detach: yes` leaves a process behind; `hang: yes` never returns. */
+/* How many listening sockets of `family` this process holds: whoever
+ * holds one could accept what was meant for its owner. */
+static int listeners(int family)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        int on = 0, domain = 0;
+        socklen_t len = sizeof on;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) || !on)
+            continue;
+        len = sizeof domain;
+        if (!getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) && domain == family)
+            n++;
+    }
+    return n;
+}
+
+/* hp_init: `detach: yes` leaves a process behind; `hang: yes` never returns.
+ * It fails if it can accept on a Unix socket (the master's line), or, in
+ * the smoke check (a scratch directory), on any socket at all. */
 HP_EXPORT int hp_init(hp_module *mod)
 {
+    char cwd[4096];
+    int smoke = getcwd(cwd, sizeof cwd) && strstr(cwd, "/.smoke-");
+    if (listeners(AF_UNIX) || (smoke && (listeners(AF_INET) || listeners(AF_INET6)))) {
+        hp_module_log(mod, HP_LOG_ERROR, "this process can accept connections meant for another (%d unix, %d tcp)",
+               listeners(AF_UNIX), listeners(AF_INET) + listeners(AF_INET6));
+        return HP_ERROR;
+    }
     const char *d = hp_module_config(mod, "detach"), *h = hp_module_config(mod, "hang");
     if (d && !strcmp(d, "yes"))
         detach();
@@ -227,6 +255,24 @@ HP_EXPORT int env(hp_request *req, hp_response *res)
 {
     const char *value = getenv(q(req, "name"));
     return hp_res_printf(res, "%s\n", value ? value : "(unset)");
+}
+
+/* GET /unix_listeners: the paths of the listening Unix sockets this worker
+ * holds (abstract ones, the hub's, as "@"), one per line, then "end". */
+HP_EXPORT int unix_listeners(hp_request *req, hp_response *res)
+{
+    (void)req;
+    for (int fd = 0; fd < 1024; fd++) {
+        int on = 0;
+        socklen_t len = sizeof on;
+        struct sockaddr_un addr = {0};
+        socklen_t alen = sizeof addr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) || !on ||
+            getsockname(fd, (struct sockaddr *)&addr, &alen) || addr.sun_family != AF_UNIX)
+            continue;
+        hp_res_printf(res, "%s\n", addr.sun_path[0] ? addr.sun_path : "@");
+    }
+    return hp_res_printf(res, "end\n");
 }
 
 /* GET /pid: this worker's pid. */

@@ -7,6 +7,7 @@ and key and what to do about it.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,26 +140,31 @@ def refused_cflag(flag: str) -> str | None:
 MAX_NODES = 100_000
 
 
-class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases (``*name``), and with a cap on
-    nodes: a few hundred bytes of nested aliases would otherwise build
-    millions of nodes as root (billion laughs). Refused before anything is
-    built, with the line."""
+#: libyaml's parser where PyYAML was built with it: ten times the pure one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NODES = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+
+def _strict(text: str) -> None:
+    """Refuse aliases (``*name``) and more than :data:`MAX_NODES` nodes,
+    from the parser's events, before anything is composed: a few hundred
+    bytes of nested aliases would otherwise build millions of nodes as
+    root (billion laughs). Raised with the line."""
+    nodes = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.AliasEvent):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed; write the value out",
-                                              mark)
-        self.nodes = getattr(self, "nodes", 0) + 1
-        if self.nodes > MAX_NODES:
-            raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES} nodes", self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+                                              event.start_mark)
+        if isinstance(event, _NODES):
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES} nodes", event.start_mark)
 
 
 def safe_load(text: str):
-    """``yaml.safe_load`` through :class:`StrictLoader`."""
-    return yaml.load(text, Loader=StrictLoader)
+    """``yaml.safe_load``, refusing what :func:`_strict` refuses."""
+    _strict(text)
+    return yaml.load(text, Loader=_LOADER)
 
 
 class _Located:
@@ -209,7 +215,8 @@ def load_manifest(app_root: Path, text: str | None = None) -> Manifest:
         text = path.read_text()
     loc = _Located(MANIFEST)
     try:  # composing finds syntax errors; converting, scalars no safe loader reads (`=`, `!!python/...`)
-        node = yaml.compose(text, Loader=StrictLoader)
+        _strict(text)
+        node = yaml.compose(text, Loader=_LOADER)
         data = loc.convert(node, "") if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -219,6 +226,18 @@ def load_manifest(app_root: Path, text: str | None = None) -> Manifest:
     if loc.problems:
         raise ManifestError(loc.problems)
     return manifest
+
+
+@functools.lru_cache(maxsize=4096)
+def _rule_error(path: str) -> str | None:
+    """What werkzeug finds wrong with a route pattern, if anything. Kept:
+    werkzeug compiles Python for each rule it binds (3 ms for ten routes),
+    and a controller sees the same patterns deploy after deploy."""
+    try:
+        Map([Rule(path, endpoint="check")])
+    except (ValueError, LookupError, SyntaxError) as e:  # werkzeug: SyntaxError for a repeated <name>
+        return str(e)
+    return None
 
 
 class _Validator:
@@ -384,10 +403,8 @@ class _Validator:
         if path.startswith(RESERVED_PREFIX):
             self.loc.error(where, f"paths under {RESERVED_PREFIX}/ are reserved for the server; choose another path")
             return False
-        try:
-            Map([Rule(path, endpoint="check")])
-        except (ValueError, LookupError, SyntaxError) as e:  # werkzeug: SyntaxError for a repeated <name>
-            self.loc.error(where, f"bad pattern {path!r}: {e}; write parameters as <name> or <int:name>, "
+        if (why := _rule_error(path)) is not None:
+            self.loc.error(where, f"bad pattern {path!r}: {why}; write parameters as <name> or <int:name>, "
                                   "each name once")
             return False
         if (why := unserved(path)) is not None:

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inotify_simple import INotify, flags
+
 from hotplate.server import cgroups, pidfile, sanitize
 from hotplate.server.config import ServerConfig, server_environment
 from hotplate.server.contract.control import Master, Unreachable
@@ -210,22 +212,27 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
     then retire every older worker. Raises RolloutError if they do not come up."""
     start = time.monotonic()
     want = server.config.workers
-    before, _ = _ask(server.master.spawn, want)
     deadline = start + timeout
-    while True:
-        reports = server.reports()
-        fresh = [pid for pid, r in reports.items()
-                 if pid not in before and r.release == release]
-        if len(fresh) >= want:
-            break
-        if time.monotonic() > deadline:
+    with INotify() as changes:  # (each report written: the moment to look again)
+        changes.add_watch(server.state.workers, flags.MODIFY | flags.CREATE)
+        before, _ = _ask(server.master.spawn, want)
+
+        def fresh(reports: dict[int, Report]) -> list[int]:
+            return [pid for pid, r in reports.items() if pid not in before and r.release == release]
+
+        reports = _until(server, changes, lambda r: len(fresh(r)) >= want, deadline)
+        if reports is None:
             # Leave the worker count alone: the rollback's roll retires every
             # older worker, this failed generation included.
-            raise RolloutError(f"only {len(fresh)} of {want} new workers reported release {release} within {timeout:.0f}s")
-        time.sleep(0.005)
-    _ask(server.master.retire, want)
-    serving, reports = _wait_serving(server, release, want, deadline)
-    return Generation(release, serving, time.monotonic() - start, reports)
+            raise RolloutError(f"only {len(fresh(server.reports()))} of {want} new workers reported release "
+                               f"{release} within {timeout:.0f}s")
+        _ask(server.master.retire, want)
+        serving = _until(server, changes, lambda r: _serving(r, release) == want, deadline)
+    if serving is None:
+        stale = [pid for pid, r in server.reports().items() if not r.retiring and r.release != release]
+        raise RolloutError(f"workers {stale} still serve another release after the roll")
+    serving = {pid: r for pid, r in serving.items() if not r.retiring}
+    return Generation(release, sorted(serving), time.monotonic() - start, serving)
 
 
 def _ask(call, *args):
@@ -236,19 +243,26 @@ def _ask(call, *args):
         raise RetryableError(str(e), "ServerUnreachable") from None
 
 
-def _wait_serving(server: ServerProcess, release: str, want: int, deadline: float) -> tuple[list[int], dict]:
-    """Wait until exactly one full generation accepts connections and every
-    worker that does serves ``release``: the moment the deploy is live and the
-    arbiter has settled on the new worker count."""
+def _serving(reports: dict[int, Report], release: str) -> int:
+    """How many workers accept connections, if every one of them serves
+    ``release`` (else -1): exactly one full generation of it is the moment
+    the deploy is live and the arbiter has settled on the new count."""
+    accepting = [r for r in reports.values() if not r.retiring]
+    return len(accepting) if all(r.release == release for r in accepting) else -1
+
+
+def _until(server: ServerProcess, changes: INotify, test, deadline: float) -> dict[int, Report] | None:
+    """The workers' reports once ``test`` holds for them, looked at again
+    as each report is written (and every 20 ms: a worker that dies writes
+    nothing); None at ``deadline``."""
     while True:
-        reports = {pid: r for pid, r in server.reports().items()
-                   if not r.retiring}
-        stale = [pid for pid, r in reports.items() if r.release != release]
-        if len(reports) == want and not stale:
-            return sorted(reports), reports
-        if time.monotonic() > deadline:
-            raise RolloutError(f"workers {stale} still serve another release after the roll")
-        time.sleep(0.005)
+        reports = server.reports()
+        if test(reports):
+            return reports
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        changes.read(timeout=int(min(left, 0.02) * 1000) or 1)
 
 
 @dataclass(frozen=True)

@@ -490,7 +490,9 @@ static void close_conn(conn *c)
     forget(c);
 }
 
-/* Gives the connection, and what was read of it, to Python. */
+/* Gives the connection, and what was read of it, to Python. Queued before
+ * C forgets it: forgetting the last connection of a drain says DRAINED,
+ * and Python's drain ends at DRAINED if nothing else is queued by then. */
 static void hand_off(conn *c)
 {
     epoll_ctl(S.epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -499,8 +501,8 @@ static void hand_off(conn *c)
                       .params_len = c->socket_params_len};
     snprintf(ev.client, sizeof ev.client, "%s", c->client);
     c->buf = c->socket_params = NULL;
-    forget(c);
     push_event(&ev);
+    forget(c);
 }
 
 static int grow(conn *c, size_t limit)

@@ -123,11 +123,13 @@ class Builder:
         """Where the cache keeps a built object (``so``) and its compiler output (``log``)."""
         return self.cache / "objects" / f"{key}.{kind}"
 
-    def build(self, manifest: Manifest, on_result=None) -> BuildResult:
+    def build(self, manifest: Manifest, on_result=None, on_compile=None) -> BuildResult:
         """Build every module, in parallel; raise BuildError if any fails.
 
         :param on_result: called with each :class:`ModuleBuild` as it finishes,
             so progress can be streamed (e.g. to ``git push`` as ``remote:``).
+        :param on_compile: called once the compilers run, if any has to:
+            what can be done meanwhile (the smoke check forked ahead).
         """
         start = time.monotonic()
         reporting = threading.Lock()  # one module's lines together, whichever compile ends first
@@ -145,7 +147,9 @@ class Builder:
         for result in found:
             if isinstance(result, ModuleBuild):
                 said(result)
-        built = iter(_pool(self.jobs).map(lambda job: said(self.compile(*job)), jobs))
+        built = iter(_pool(self.jobs).map(lambda job: said(self.compile(*job)), jobs))  # (submitted at once)
+        if jobs and on_compile:
+            on_compile()
         results = tuple(r if isinstance(r, ModuleBuild) else next(built) for r in found)
         failed = [r for r in results if not r.ok]
         if failed:

@@ -25,7 +25,7 @@ from .build import Builder, BuildResult, ModuleBuild
 from .errors import DISK_FULL, RetryableError
 from .plan import Manifest, load_manifest
 from .registry import Transfer, pull
-from .release import Check, Release, assemble, smoke_check
+from .release import Check, Forked, Release, assemble, smoke_check
 from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
 from .state import State
 from .verify import Policy
@@ -66,6 +66,7 @@ class Attempt:
     build: BuildResult | None = None
     release: Release | None = None
     generation: Generation | None = None
+    forked: Forked | None = None
     checked_out: bool = False
     switched: bool = False
     stages: dict[str, float] = field(default_factory=dict)
@@ -151,14 +152,22 @@ class Pipeline:
 
     def build(self, a: Attempt) -> None:
         flags = sanitize.FLAGS if self.sanitized else ()
-        a.build = Builder(a.tree, self.state.cache, extra_flags=flags).build(a.manifest, on_result=self.on_module)
+        a.build = Builder(a.tree, self.state.cache, extra_flags=flags).build(
+            a.manifest, on_result=self.on_module, on_compile=lambda: self.fork_check(a))
         self.emit(f"build: {a.build.compiled} compiled, {len(a.build.modules) - a.build.compiled} cached "
                   f"in {a.build.seconds * 1000:.0f} ms")
+
+    def fork_check(self, a: Attempt) -> None:
+        """While the compilers run: the release's smoke check, forked from
+        the master ahead (controller/release.py), where one runs."""
+        if not self.sanitized and self.server is not None and self.server.pid is not None:
+            a.forked = Forked(self.state)
 
     def release(self, a: Attempt) -> None:
         meta = {"commit": a.commit, "trigger": a.trigger} if a.commit else {"trigger": a.trigger}
         env = sanitize.environment(self.state.sanitizer) if self.sanitized else None
-        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, a.config, self.check(env))
+        a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, a.config, self.check(env),
+                             a.forked)
         a.target = a.release.id
         self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
 
@@ -267,6 +276,8 @@ class Pipeline:
         self.emit(f"rolled back: {len(gen.pids)} workers serve {a.previous} again")
 
     def cleanup(self, a: Attempt) -> None:
+        if a.forked is not None:
+            a.forked.close()  # (a build that failed, or a release found made)
         if a.checked_out and a.tree is not None:
             shutil.rmtree(a.tree, ignore_errors=True)
 

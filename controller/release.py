@@ -76,13 +76,15 @@ def describe(manifest: Manifest, build: BuildResult, config: str | None = None) 
 
 
 def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_dir: Path,
-             meta: dict | None = None, config: str | None = None, check: Check = Check()) -> Release:
+             meta: dict | None = None, config: str | None = None, check: Check = Check(),
+             forked: Forked | None = None) -> Release:
     """Create (or reuse) the release for this build and return it.
 
     :param meta: extra facts for ``build.json`` (commit, trigger...).
     :param config: the digest of the release's config set, rendered in
         ``check.config_dir`` for the smoke check.
     :param check: how the smoke check runs.
+    :param forked: the smoke check forked ahead for this release, if any.
     :raises SmokeCheckError: when a module fails to load or init.
     """
     spec = describe(manifest, build, config)
@@ -93,7 +95,7 @@ def assemble(app_root: Path, manifest: Manifest, build: BuildResult, releases_di
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=releases_dir))
     try:
         _fill(staging, Path(app_root), spec, build, meta or {})
-        smoke_check(staging, check)
+        smoke_check(staging, check, forked)
         os.rename(staging, final)
     except FileExistsError:
         # Another build of the same content won the race: same bytes, use it.
@@ -128,7 +130,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def smoke_check(release_dir: Path, check: Check = Check()) -> None:
+def smoke_check(release_dir: Path, check: Check = Check(), forked: Forked | None = None) -> None:
     """Load the release in a throwaway process; raise with every failure found.
 
     It runs module code as the workers do (:class:`Check`): as their
@@ -136,7 +138,10 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
     afterwards with whatever it forked), with the release's config set, in
     a directory of its own laid out as the workers' (``STATE/data``'s
     directories, none of its files: what hp_init writes there is thrown
-    away, and a relative path that opens in the workers opens here)."""
+    away, and a relative path that opens in the workers opens here).
+    ``forked``: the check forked ahead for it, if any (it is used up)."""
+    if forked is None and check.env is None and check.state is not None:
+        forked = Forked(check.state)
     scratch = Path(tempfile.mkdtemp(prefix=".smoke-", dir=Path(release_dir).parent))
     account = pwd.getpwnam(check.worker_user) if check.worker_user else None
     if check.state is not None:
@@ -146,10 +151,12 @@ def smoke_check(release_dir: Path, check: Check = Check()) -> None:
     try:
         args = [str(release_dir), str(scratch), check.worker_user or "",
                 str(check.state.config_render) if check.state else "", str(check.state.root) if check.state else ""]
-        failures = _master_check(args, check.state) if check.env is None and check.state is not None else None
+        failures = forked.run(args) if forked is not None else None
         if failures is None:
             failures = _fresh_check(args, check.env or {}, check.state)
     finally:
+        if forked is not None:
+            forked.close()
         shutil.rmtree(scratch, ignore_errors=True)
     if failures:
         lines = [f"  module {f['module']} ({f['source']}): {f['error']}" for f in failures]
@@ -206,36 +213,57 @@ def _empty_copy(data: Path, scratch: Path, account) -> None:
         log.warning("smoke check: could not lay out the workers' directories (%s)", e)
 
 
-def _master_check(args: list[str], state: Layout) -> list[dict] | None:
-    """Check in a fork of the gunicorn master, which has the runtime loaded
-    already: a check costs a fork, not a Python start (server/smoke.py's
-    keeper). None when no master runs to fork it."""
-    answer_r, answer_w = os.pipe()
-    try:
-        keeper = Master(state.master_socket).check(args, answer_w, SMOKE_TIMEOUT_S)
-    except Unreachable:
-        os.close(answer_r)
-        return None
-    finally:
-        os.close(answer_w)
-    answer = bytearray()
-    try:
-        with keeper.sock:
-            ended = _collect(keeper, answer_r, answer)
-    except OSError as e:
-        raise SmokeCheckError(f"lost the smoke check's keeper: {e}") from None
-    finally:
-        os.close(answer_r)
-        _end(state, keeper.pid)
-    if ended is None:
-        raise SmokeCheckError("the smoke check's keeper (a child of the gunicorn master) died; see the server log")
-    if ended.get("timeout"):
-        raise SmokeCheckError(HANGS)
-    if len(answer) > ANSWER_LIMIT:
-        raise SmokeCheckError(f"{UNREADABLE} (more than {ANSWER_LIMIT} bytes)")
-    if not answer:
-        raise SmokeCheckError(_died(ended.get("exit")))
-    return read_failures(bytes(answer))
+class Forked:
+    """A smoke check forked from the gunicorn master ahead of its release
+    (server/smoke.py's keeper), which has the runtime loaded already: a
+    check costs a fork, not a Python start, and the fork and the join of
+    its cgroup (the kernel waits a grace period there, ~10 ms) happen
+    while the build still compiles. :meth:`run` it once the release is
+    assembled, else :meth:`close` it. Of no use when no master runs
+    (:meth:`run` then answers None)."""
+
+    def __init__(self, state: Layout):
+        self.state = state
+        self.answer_r, answer_w = os.pipe()
+        try:
+            self.keeper: Keeper | None = Master(state.master_socket).check(state.root, answer_w, SMOKE_TIMEOUT_S)
+        except Unreachable:
+            self.keeper = None
+        finally:
+            os.close(answer_w)
+
+    def run(self, args: list[str]) -> list[dict] | None:
+        """The failures the check found in the release ``args`` name."""
+        if self.keeper is None:
+            self.close()
+            return None
+        answer = bytearray()
+        try:
+            self.keeper.go(args)
+            ended = _collect(self.keeper, self.answer_r, answer)
+        except OSError as e:
+            raise SmokeCheckError(f"lost the smoke check's keeper: {e}") from None
+        finally:
+            self.close()
+        if ended is None:
+            raise SmokeCheckError("the smoke check's keeper (a child of the gunicorn master) died; see the server log")
+        if ended.get("timeout"):
+            raise SmokeCheckError(HANGS)
+        if len(answer) > ANSWER_LIMIT:
+            raise SmokeCheckError(f"{UNREADABLE} (more than {ANSWER_LIMIT} bytes)")
+        if not answer:
+            raise SmokeCheckError(_died(ended.get("exit")))
+        return read_failures(bytes(answer))
+
+    def close(self) -> None:
+        """End it, run or not: its keeper kills a check that did not go."""
+        if self.answer_r is not None:
+            os.close(self.answer_r)
+            self.answer_r = None
+        if self.keeper is not None:
+            self.keeper.sock.close()
+            _end(self.state, self.keeper.pid)
+            self.keeper = None
 
 
 def _collect(keeper: Keeper, answer_fd: int, answer: bytearray) -> dict | None:

@@ -187,11 +187,11 @@ class HotplateArbiter(Arbiter):
             self.num_workers = int(message["keep"])  # super().manage_workers stops the oldest past it
             request.answer({"retiring": workers[:max(0, len(workers) - self.num_workers)]})
         elif op == "check" and request.fds:
-            self.fork_check(request, request.fds[0], [str(a) for a in message["args"]], float(message["timeout"]))
+            self.fork_check(request, request.fds[0], str(message.get("state", "")), float(message["timeout"]))
         else:
             request.answer({"error": f"unknown request {op!r}"})
 
-    def fork_check(self, request, answer_fd: int, args: list[str], timeout: float) -> None:
+    def fork_check(self, request, answer_fd: int, state: str, timeout: float) -> None:
         """Fork the smoke check's keeper (server/smoke.py): a fork of a
         master that has the runtime loaded, not a new interpreter. It
         takes none of the master's descriptors but the request's and the
@@ -208,7 +208,7 @@ class HotplateArbiter(Arbiter):
             for sig in (*self.SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             request.fds = []  # (the keeper passes it on)
-            smoke.keep(request.conn, answer_fd, args, timeout)
+            smoke.keep(request.conn, answer_fd, state, timeout)
         except BaseException:
             logging.getLogger("hotplate").exception("the smoke check's keeper failed")
         finally:

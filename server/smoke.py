@@ -26,21 +26,23 @@ from pathlib import Path
 from . import cgroups
 from .config import ServerConfig
 from .confine import become, confine, hide_other_processes
-from .contract.control import send
+from .contract.control import receive, send
 from .contract.layout import Layout
 from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_store, setup_process
 
 
-def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", state: str = "") -> list[dict]:
+def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str = "", state: str = "",
+          joined: bool = False) -> list[dict]:
     """Load, init and fini every module in ``workdir``, as ``user`` (from
     root) if given, confined like a worker (in its own cgroup, given the
-    server's ``state`` directory), with the release's config set from
-    ``config_dir``; return the failures."""
+    server's ``state`` directory; ``joined``: this process is in it
+    already), with the release's config set from ``config_dir``; return
+    the failures."""
     spec = ReleaseSpec.load(Path(release_dir))
     max_rss = spec.limits.max_rss or ServerConfig.max_rss
     if state:
-        enclose(Layout(state), spec, max_rss)
+        enclose(Layout(state), spec, max_rss, join=not joined)
     setup_process()  # loads the runtime, which the workers' account may not be able to read
     if workdir:
         os.chdir(workdir)
@@ -59,41 +61,66 @@ def check(release_dir: str, workdir: str = "", user: str = "", config_dir: str =
     return [{"module": m.name, "source": m.source, "error": m.error} for m in modules.modules if not m.ok]
 
 
-def enclose(layout: Layout, spec: ReleaseSpec, max_rss: int) -> None:
-    """Join this check's cgroup, bounded as a worker of the release is."""
+def enclose(layout: Layout, spec: ReleaseSpec | None, max_rss: int = 0, join: bool = True) -> None:
+    """Join this check's cgroup (``join``), bounded as a worker of the
+    release is (given ``spec``): a check forked ahead joins before its
+    release exists, and is bounded once it does."""
     if cgroups.available() is None:
         tree = cgroups.app_tree(layout, f"smoke-{os.getpid()}")
-        tree.make(memory=cgroups.memory_limit(max_rss), tasks=spec.limits.processes)
-        tree.join()
+        tree.make(memory=cgroups.memory_limit(max_rss) if spec else None, tasks=spec.limits.processes if spec else None)
+        if join:
+            tree.join()
 
 
-def keep(conn: socket.socket, answer_fd: int, args: list[str], timeout: float) -> None:
+def keep(conn: socket.socket, answer_fd: int, state: str, timeout: float) -> None:
     """In a child of the master (root, running hotplate's code only): fork
-    the check, tell the controller its pid and, once it is gone, how it
-    ended. It is killed if it outlives ``timeout`` or the controller (its
-    connection closes): a check never outlives the deploy that asked."""
+    the check, which joins its cgroup and waits; tell the controller its
+    pid; hand it the arguments the controller sends once its release is
+    assembled; and once it is gone, tell how it ended. It is killed if it
+    outlives ``timeout`` from then, or the controller (its connection
+    closes): a check never outlives the deploy that asked."""
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         conn.close()  # (the keeper's line: nothing that runs module code may write there)
-        _answer(answer_fd, args)
+        os.close(go_w)
+        _answer(answer_fd, go_r, state)
     os.close(answer_fd)
+    os.close(go_r)
     send(conn, {"pid": pid})
-    pidfd = os.pidfd_open(pid)
-    ready = select.select([pidfd, conn], [], [], timeout)[0]
-    if pidfd not in ready:
-        os.kill(pid, signal.SIGKILL)
+    try:
+        request, _ = receive(conn, bytearray())  # (the controller's: it waits for the build)
+    except (OSError, ValueError):
+        request = None
+    finished = False
+    with os.fdopen(go_w, "wb") as go:
+        if request is not None:
+            go.write(json.dumps(request.get("args", [])).encode())
+    if request is not None:
+        pidfd = os.pidfd_open(pid)
+        finished = pidfd in select.select([pidfd, conn], [], [], timeout)[0]
+    if not finished:
+        os.kill(pid, signal.SIGKILL)  # (cancelled, too slow, or its controller is gone)
     _, status = os.waitpid(pid, 0)
     try:
-        send(conn, {"exit": os.waitstatus_to_exitcode(status), "timeout": not ready})
+        send(conn, {"exit": os.waitstatus_to_exitcode(status), "timeout": request is not None and not finished})
     except OSError:
         pass  # (the controller is gone)
 
 
-def _answer(fd: int, args: list[str]) -> None:
-    """The check itself: its failures written to ``fd`` as JSON, then exit."""
+def _answer(fd: int, go: int, state: str) -> None:
+    """The check itself: in its cgroup at once (the join waits for the
+    kernel, while the controller builds), then its arguments from the
+    keeper, then its failures written to ``fd`` as JSON, then exit."""
     code = 0
     try:
-        data = memoryview(json.dumps(check(*args)).encode())
+        if state:
+            enclose(Layout(state), None)
+        with os.fdopen(go, "rb") as f:
+            args = [str(a) for a in json.loads(f.read() or b"[]")]
+        if not args:
+            return  # (cancelled)
+        data = memoryview(json.dumps(check(*args, joined=bool(state))).encode())
         while data:
             data = data[os.write(fd, data):]
     except BaseException:  # (said on the server's log; the controller sees an exit without an answer)

@@ -10,14 +10,17 @@ its own rounds (server/gunicorn_app.py), so nothing races its bookkeeping:
   still draining: ``{"before": [...], "spawned": [...]}``.
 - ``{"op": "retire", "keep": N}``: the oldest workers past the newest N
   stop accepting and finish their requests: ``{"retiring": [...]}``.
-- ``{"op": "check", "args": [...], "timeout": S}`` with the write end of a
-  pipe (SCM_RIGHTS): a smoke check forked from the master, which has the
-  runtime loaded already (server/smoke.py). The master forks a keeper
-  that forks the check and answers ``{"pid": P}``, then ``{"exit": CODE}``
-  once the check is gone (``"timeout": true`` if it had to be killed).
-  Only the keeper writes this connection; the check's answer, written by
-  a process that ran module code, comes through the pipe and is read as
-  untrusted bytes.
+- ``{"op": "check", "state": ROOT, "timeout": S}`` with the write end of
+  a pipe (SCM_RIGHTS): a smoke check forked from the master, which has the
+  runtime loaded already (server/smoke.py), ahead of its release: it joins
+  its cgroup while the controller still builds. The master forks a keeper
+  that forks the check and answers ``{"pid": P}``; the controller sends
+  ``{"args": [...]}`` once the release is assembled (or closes the
+  connection: cancelled); the keeper answers ``{"exit": CODE}`` once the
+  check is gone (``"timeout": true`` if it ran past S seconds). Only the
+  keeper writes this connection; the check's answer, written by a process
+  that ran module code, comes through the pipe and is read as untrusted
+  bytes.
 
 Why not gunicorn's own control socket: it stops and restarts its server
 thread around every fork (5 ms a worker, and refused connections
@@ -115,13 +118,14 @@ class Master:
         """Retire every worker but the newest ``keep``: those now retiring."""
         return self.ask({"op": "retire", "keep": keep})["retiring"]
 
-    def check(self, args: list[str], answer_fd: int, timeout: float) -> Keeper:
-        """Start a smoke check forked from the master, its answer written to
-        ``answer_fd``, killed after ``timeout`` seconds."""
+    def check(self, state: Path, answer_fd: int, timeout: float) -> Keeper:
+        """Fork a smoke check from the master, ahead of its arguments
+        (:meth:`Keeper.go`), its answer written to ``answer_fd``, killed
+        ``timeout`` seconds after it goes."""
         sock = self.connect()
         keeper = Keeper(sock, 0, bytearray())
         try:
-            send(sock, {"op": "check", "args": args, "timeout": timeout}, (answer_fd,))
+            send(sock, {"op": "check", "state": str(state), "timeout": timeout}, (answer_fd,))
             started = keeper.next()
             if started is None or not isinstance(started.get("pid"), int):
                 raise ValueError(f"it answered {started}")
@@ -141,6 +145,10 @@ class Keeper:
     sock: socket.socket
     pid: int
     buffer: bytearray
+
+    def go(self, args: list[str]) -> None:
+        """The check's arguments: it runs now."""
+        send(self.sock, {"args": args})
 
     def next(self) -> dict | None:
         """The keeper's next message (None: it is gone)."""

@@ -26,7 +26,7 @@ from .errors import DISK_FULL, RetryableError
 from .plan import Manifest, load_manifest
 from .registry import Transfer, pull
 from .release import Check, Forked, Release, assemble, smoke_check
-from .rollout import GateSettings, Generation, ServerProcess, health_gate, roll
+from .rollout import GateSettings, Generation, ServerProcess, health_gate, hold, let_go, roll
 from .state import State
 from .verify import Policy
 
@@ -67,6 +67,7 @@ class Attempt:
     release: Release | None = None
     generation: Generation | None = None
     forked: Forked | None = None
+    held: list[int] | None = None  # the roll's workers were forked ahead: the workers before them
     checked_out: bool = False
     switched: bool = False
     stages: dict[str, float] = field(default_factory=dict)
@@ -107,16 +108,17 @@ class Pipeline:
 
     def server_up(self, a: Attempt) -> None:
         """The app server must be running to roll onto anything: wait (visibly)
-        while its supervisor restarts it."""
-        if self.server.pid is not None:
-            return
-        self.emit(f"the app server is down ({self.server.why_down()}); "
-                  f"waiting up to {SERVER_WAIT_S}s for it to restart")
-        if not self.server.wait_up(SERVER_WAIT_S):
-            raise RetryableError(f"the app server did not come back within {SERVER_WAIT_S}s: "
-                                 f"{self.server.why_down()}; see {self.server.log}",
-                                 "ServerDown")
-        self.emit("the app server is back")
+        while its supervisor restarts it. Then fork the roll's workers,
+        held until it: their fork and cgroup are done while the deploy builds."""
+        if self.server.pid is None:
+            self.emit(f"the app server is down ({self.server.why_down()}); "
+                      f"waiting up to {SERVER_WAIT_S}s for it to restart")
+            if not self.server.wait_up(SERVER_WAIT_S):
+                raise RetryableError(f"the app server did not come back within {SERVER_WAIT_S}s: "
+                                     f"{self.server.why_down()}; see {self.server.log}",
+                                     "ServerDown")
+            self.emit("the app server is back")
+        a.held = hold(self.server)
 
     def verify(self, a: Attempt) -> None:
         """With ``--verify``, the commit must carry a trusted signature."""
@@ -254,7 +256,8 @@ class Pipeline:
 
     def roll_fresh(self, a: Attempt) -> None:
         """Start a generation on the target whatever serves now (``hotplate restart``)."""
-        a.generation = roll(self.server, a.target)
+        held, a.held = a.held, None
+        a.generation = roll(self.server, a.target, held=held)
         self.emit(f"live: {len(a.generation.pids)} workers serve {a.target} "
                   f"(roll took {a.generation.seconds * 1000:.0f} ms)")
 
@@ -278,6 +281,8 @@ class Pipeline:
     def cleanup(self, a: Attempt) -> None:
         if a.forked is not None:
             a.forked.close()  # (a build that failed, or a release found made)
+        if a.held is not None:
+            let_go(self.server)  # (a deploy that did not roll)
         if a.checked_out and a.tree is not None:
             shutil.rmtree(a.tree, ignore_errors=True)
 

@@ -207,15 +207,41 @@ class Generation:
     reused: bool = False  # the workers serving it already: nothing new to bake
 
 
-def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation:
-    """Bring up a full generation of workers on ``release`` (already ``current``),
-    then retire every older worker. Raises RolloutError if they do not come up."""
+def hold(server: ServerProcess) -> list[int] | None:
+    """Fork the next roll's workers now, held (server/arbiter.py): their
+    fork and cgroup are done by the time the deploy rolls. The workers
+    there were before them, or None when the master cannot be asked (the
+    roll forks its own then)."""
+    try:
+        return server.master.spawn(server.config.workers, held=True)[0]
+    except Unreachable:
+        return None
+
+
+def let_go(server: ServerProcess) -> None:
+    """The held workers a deploy did not roll exit, unloaded."""
+    try:
+        server.master.cancel()
+    except Unreachable:
+        pass  # (a master that is gone took them with it)
+
+
+def roll(server: ServerProcess, release: str, timeout: float = 30, held: list[int] | None = None) -> Generation:
+    """Bring up a full generation of workers on ``release`` (already
+    ``current``): the workers held for it (``held``: the workers before
+    them), and any it lacks; then retire every other worker. Raises
+    RolloutError if they do not come up."""
     start = time.monotonic()
     want = server.config.workers
     deadline = start + timeout
     with INotify() as changes:  # (each report written: the moment to look again)
         changes.add_watch(server.state.workers, flags.MODIFY | flags.CREATE)
-        before, _ = _ask(server.master.spawn, want)
+        if held is not None:
+            before, going = held, _ask(server.master.go)
+            if len(going) < want:  # (one died while held)
+                _ask(server.master.spawn, want - len(going))
+        else:
+            before, _ = _ask(server.master.spawn, want)
 
         def fresh(reports: dict[int, Report]) -> list[int]:
             return [pid for pid, r in reports.items() if pid not in before and r.release == release]
@@ -226,7 +252,7 @@ def roll(server: ServerProcess, release: str, timeout: float = 30) -> Generation
             # older worker, this failed generation included.
             raise RolloutError(f"only {len(fresh(server.reports()))} of {want} new workers reported release "
                                f"{release} within {timeout:.0f}s")
-        _ask(server.master.retire, want)
+        _ask(server.master.retire, sorted(fresh(reports))[:want])
         serving = _until(server, changes, lambda r: _serving(r, release) == want, deadline)
     if serving is None:
         stale = [pid for pid, r in server.reports().items() if not r.retiring and r.release != release]

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.arbiter import Arbiter
 from prometheus_client import multiprocess
 
-from . import cgroups, control, jobs, libhotplate, metrics, pidfile, smoke
+from . import cgroups, control, jobs, libhotplate, metrics, pidfile
+from .arbiter import HotplateArbiter
 from .contract import report
 from .contract.layout import Layout
 from .app import create_app
@@ -38,6 +38,29 @@ from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
 from .websocket.fleet import host_id
 from .websocket.hub import Hub
+
+
+#: Seconds a held worker waits for its word at most (a build of many
+#: modules may take minutes); then it exits, having loaded nothing.
+HOLD_S = 600
+
+
+def wait_word(worker, go: int) -> bool:
+    """A held worker, until the master says go (True) or closes its pipe
+    (False: cancelled), heartbeating meanwhile so that the master does not
+    take it for a hung worker. The arbiter's signal handlers, inherited by
+    the fork, would only queue a SIGTERM here: the default ends it."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    deadline = time.monotonic() + HOLD_S
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([go], [], [], min(left, 1.0))[0]:
+                return os.read(go, 1) == b"g"
+            worker.tmp.notify()
+        return False
+    finally:
+        os.close(go)
 
 
 class Supervised:
@@ -131,8 +154,7 @@ class Fence:
                 "fence: the controller (pid %s) is gone and %s is live but was never verified; going back to %s",
                 pid, live, verified.release)
             self.layout.switch(verified.release, verified.commit)
-            self.arbiter.num_workers = self.workers  # (a roll cut short may have left more)
-            os.kill(os.getpid(), signal.SIGHUP)
+            self.arbiter.ask_refresh(self.workers)  # (a roll cut short may have left more, or held some)
             live = verified.release
         if gated != self.told:
             if gated:
@@ -140,79 +162,6 @@ class Fence:
             else:
                 self.layout.fenced.touch()
             self.told = gated
-
-
-class HotplateArbiter(Arbiter):
-    """gunicorn's arbiter, carrying out the controller's requests
-    (server/contract/control.py) in its main loop, and spawning the
-    workers it lacks at once.
-
-    gunicorn sleeps up to 100 ms after each fork, to spread a cold start;
-    it does that in its main loop, so a roll waited on it twice: for each
-    new worker but the first, and for the old ones' retirement, which the
-    same loop carries out (issue 23). A roll's workers boot side by side
-    instead, on a master that has imported everything already."""
-
-    def spawn_workers(self) -> None:
-        for _ in range(self.num_workers - len(self.WORKERS)):
-            self.spawn_worker()
-
-    def manage_workers(self) -> None:
-        listener = self.app.listener
-        for request in listener.requests() if listener is not None else ():
-            try:
-                self.carry_out(request)
-            except Exception:  # the master must survive any request
-                logging.getLogger("hotplate").exception("control: %r failed", request.message.get("op"))
-            finally:
-                request.close()
-        super().manage_workers()
-
-    def by_age(self) -> list[int]:
-        return [pid for pid, _ in sorted(self.WORKERS.items(), key=lambda w: w[1].age)]
-
-    def carry_out(self, request) -> None:
-        """One request of the controller's: answered before it is closed."""
-        message = request.message
-        op = message.get("op")
-        if op == "workers":
-            request.answer({"workers": self.by_age()})
-        elif op == "spawn":
-            before = self.by_age()
-            self.num_workers = len(before) + int(message["n"])  # (draining workers count until they exit)
-            self.spawn_workers()
-            request.answer({"before": before, "spawned": [p for p in self.by_age() if p not in before]})
-        elif op == "retire":
-            workers = self.by_age()
-            self.num_workers = int(message["keep"])  # super().manage_workers stops the oldest past it
-            request.answer({"retiring": workers[:max(0, len(workers) - self.num_workers)]})
-        elif op == "check" and request.fds:
-            self.fork_check(request, request.fds[0], str(message.get("state", "")), float(message["timeout"]))
-        else:
-            request.answer({"error": f"unknown request {op!r}"})
-
-    def fork_check(self, request, answer_fd: int, state: str, timeout: float) -> None:
-        """Fork the smoke check's keeper (server/smoke.py): a fork of a
-        master that has the runtime loaded, not a new interpreter. It
-        takes none of the master's descriptors but the request's and the
-        log's: not the app's listening sockets, not this line."""
-        pid = os.fork()
-        if pid != 0:
-            return
-        try:
-            for s in self.LISTENERS:
-                s.close()
-            for worker in self.WORKERS.values():
-                worker.tmp.close()
-            self.app.forget()
-            for sig in (*self.SIGNALS, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            request.fds = []  # (the keeper passes it on)
-            smoke.keep(request.conn, answer_fd, state, timeout)
-        except BaseException:
-            logging.getLogger("hotplate").exception("the smoke check's keeper failed")
-        finally:
-            os._exit(0)
 
 
 class HotplateServer(BaseApplication):
@@ -341,36 +290,50 @@ class HotplateServer(BaseApplication):
         anything there), put it in a cgroup of its own (memory and tasks
         bounded by the kernel; whatever it forks dies with it), and give it
         no groups but the passage group, and a /proc that shows nothing of
-        the controller, the master or the other workers. Never raises: a
-        worker boot error would halt the server."""
+        the controller, the master or the other workers. A worker forked
+        ahead of its release (held: server/arbiter.py) does all that, then
+        waits for its word; only then does it resolve ``current`` and
+        bound its cgroup by that release. Never raises: a worker boot
+        error would halt the server."""
         log = logging.getLogger("hotplate")
         pid = os.getpid()
         self.forget()
+        held, server.holding = server.holding, None
+        server.forget_held()
         try:
             self.channel = report.open_channel(self.layout.workers, pid)
             metrics.prepare(self.layout.metrics, pid, pwd.getpwnam(self.config.user).pw_uid if self.config.user else None)
         except OSError as e:
             log.error("worker %d: cannot make its report files (%s); it cannot report", pid, e)
-        self.release = Path(os.path.realpath(self.layout.current)) if self.layout.current.exists() else None
+        tree = cgroups.app_tree(self.layout, f"w{pid}") if cgroups.available() is None else None
         try:
-            self.enclose(pid)
+            if tree is not None:
+                tree.make()
+                tree.join()  # (the kernel may wait a grace period here: a held worker waits it out ahead)
         except (OSError, ValueError) as e:
             log.error("worker %d: no cgroup of its own (%s): the kernel does not bound its memory, and what it "
                       "forks may outlive it", pid, e)
+            tree = None
         if self.config.user:
             drop_groups()
             hide_other_processes()
+        if held is not None:
+            os.close(held[1])
+            if not wait_word(worker, held[0]):
+                os._exit(0)  # cancelled, or the master is gone: nothing was loaded
+        self.release = Path(os.path.realpath(self.layout.current)) if self.layout.current.exists() else None
+        try:
+            if tree is not None:
+                self.bound_tree(tree)
+        except (OSError, ValueError) as e:
+            log.error("worker %d: its cgroup is not bounded (%s): the kernel does not bound its memory", pid, e)
 
-    def enclose(self, pid: int) -> None:
-        """Put this worker in its cgroup, memory bounded at the release's max_rss plus a margin."""
-        if cgroups.available() is not None:
-            return
+    def bound_tree(self, tree: cgroups.Tree) -> None:
+        """Bound this worker's cgroup: memory at the release's max_rss plus a margin, and its tasks."""
         spec = ReleaseSpec.load(self.release) if self.release is not None else None
         max_rss = self.max_rss(spec)
-        tasks = spec.limits.processes if spec is not None else None
-        tree = cgroups.app_tree(self.layout, f"w{pid}")
-        tree.make(memory=cgroups.memory_limit(max_rss) if max_rss else None, tasks=tasks)
-        tree.join()
+        tree.make(memory=cgroups.memory_limit(max_rss) if max_rss else None,
+                  tasks=spec.limits.processes if spec is not None else None)
 
     def post_worker_init(self, worker) -> None:
         """Load the release resolved at fork into this worker and report.

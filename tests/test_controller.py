@@ -7,7 +7,9 @@ import time
 
 import requests
 
-from .conftest import Work
+from hotplate.server.contract.control import Master
+
+from .conftest import Work, wait_for
 
 MANIFEST = """\
     modules:
@@ -118,6 +120,23 @@ def test_a_smoke_check_that_dies_fails_its_deploy_and_nothing_else(up, tmp_path)
     work.commit("fine", {"hello.c": hello("v3")})
     assert "deploy succeeded" in work.push()
     assert text(server) == "v3"
+
+
+def test_the_workers_forked_ahead_of_a_roll_go_away_when_the_deploy_does_not_roll(up, tmp_path):
+    """Each deploy forks its roll's workers as it begins (held, loading
+    nothing until the roll): a deploy that fails before its roll lets
+    them go, and the serving workers are the same ones, no more."""
+    server, work = first_deploy(up, tmp_path)
+    master = Master(server.state / "run" / "master.sock")
+    serving = {w["pid"] for w in server.status()["workers"]}
+    wait_for(lambda: set(master.workers()) == serving, what="only the serving workers under the master")
+    work.commit("broken", {"hello.c": hello("v2").replace("return hp_res_printf", "return hp_res_printf(")})
+    assert "deploy FAILED (BuildFailed)" in work.push()
+    wait_for(lambda: set(master.workers()) == serving, what="the held workers gone")
+    assert {w["pid"] for w in server.status()["workers"]} == serving and text(server) == "v1"
+    work.commit("fine", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v2" and not serving & {w["pid"] for w in server.status()["workers"]}
 
 
 def test_failed_health_gate_rolls_back_automatically_and_is_not_retried(up, tmp_path):

@@ -8,8 +8,14 @@ its own rounds (server/gunicorn_app.py), so nothing races its bookkeeping:
 - ``{"op": "workers"}``: ``{"workers": [pid, ...]}``, oldest first.
 - ``{"op": "spawn", "n": N}``: N new workers, forked at once whatever is
   still draining: ``{"before": [...], "spawned": [...]}``.
-- ``{"op": "retire", "keep": N}``: the oldest workers past the newest N
-  stop accepting and finish their requests: ``{"retiring": [...]}``.
+- ``{"op": "hold", "n": N}``: the same, but *held*: each waits, in its
+  cgroup, for the word before it resolves ``current`` and loads it (a
+  roll's workers forked while the controller still builds).
+- ``{"op": "go"}``: the held workers load ``current`` now, and serve:
+  ``{"going": [...]}``. ``{"op": "cancel"}``: they exit, having loaded
+  nothing: ``{"cancelled": [...]}``.
+- ``{"op": "retire", "keep": [pid, ...]}``: every serving worker but
+  those stops accepting and finishes its requests: ``{"retiring": [...]}``.
 - ``{"op": "check", "state": ROOT, "timeout": S}`` with the write end of
   a pipe (SCM_RIGHTS): a smoke check forked from the master, which has the
   runtime loaded already (server/smoke.py), ahead of its release: it joins
@@ -109,13 +115,21 @@ class Master:
         """The workers the master counts, oldest first (draining ones included)."""
         return self.ask({"op": "workers"})["workers"]
 
-    def spawn(self, n: int) -> tuple[list[int], list[int]]:
-        """Fork ``n`` new workers now: (the workers before, the new ones)."""
-        answer = self.ask({"op": "spawn", "n": n})
+    def spawn(self, n: int, held: bool = False) -> tuple[list[int], list[int]]:
+        """Fork ``n`` new workers now, held or not: (the workers before, the new ones)."""
+        answer = self.ask({"op": "hold" if held else "spawn", "n": n})
         return answer["before"], answer["spawned"]
 
-    def retire(self, keep: int) -> list[int]:
-        """Retire every worker but the newest ``keep``: those now retiring."""
+    def go(self) -> list[int]:
+        """The held workers load ``current`` and serve: those that do."""
+        return self.ask({"op": "go"})["going"]
+
+    def cancel(self) -> list[int]:
+        """The held workers exit unloaded."""
+        return self.ask({"op": "cancel"})["cancelled"]
+
+    def retire(self, keep: list[int]) -> list[int]:
+        """Retire every serving worker but ``keep``: those now retiring."""
         return self.ask({"op": "retire", "keep": keep})["retiring"]
 
     def check(self, state: Path, answer_fd: int, timeout: float) -> Keeper:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -34,6 +35,8 @@ from .errors import BuildError
 from .plan import Manifest, Module
 
 CC = os.environ.get("CC", "cc")
+#: ``hotplate dev``'s compiler for what it serves (Builder's ``quick``).
+TCC = "tcc"
 #: Seconds one module's compile may take: hostile or broken C must not hold a deploy.
 COMPILE_TIMEOUT_S = float(os.environ.get("HOTPLATE_COMPILE_TIMEOUT", 120))
 #: The address space each compile may use (gcc, cc1, ld: each process), in MiB.
@@ -109,13 +112,19 @@ class Builder:
     :param app_root: the checkout holding ``deploy.yaml`` and the sources.
     :param cache_dir: where objects and dependency records are kept.
     :param extra_flags: added to every module's flags (a sanitizer build).
+    :param quick: ``hotplate dev``'s builds, never a release's: tcc (where
+        installed) builds the object served, in a few milliseconds, while
+        gcc reads the source beside it (``-fsyntax-only``) for the errors
+        and warnings the developer sees; what tcc cannot build, gcc does.
     """
 
-    def __init__(self, app_root: Path, cache_dir: Path, jobs: int | None = None, extra_flags: tuple[str, ...] = ()):
+    def __init__(self, app_root: Path, cache_dir: Path, jobs: int | None = None, extra_flags: tuple[str, ...] = (),
+                 quick: bool = False):
         self.root = Path(app_root).resolve()
         self.cache = Path(cache_dir)
         self.jobs = jobs or os.cpu_count() or 1
         self.extra_flags = extra_flags
+        self.quick = quick and shutil.which(TCC) is not None
         for sub in ("objects", "deps"):
             (self.cache / sub).mkdir(parents=True, exist_ok=True)
 
@@ -172,7 +181,7 @@ class Builder:
         ]
 
     def pre_key(self, module: Module, args: list[str]) -> str:
-        ident = {"args": args, "cc": compiler_version(CC), "sdk": sdk_digest()}
+        ident = {"args": args, "cc": compiler_version(CC), "sdk": sdk_digest(), **({"quick": TCC} if self.quick else {})}
         return _digest(json.dumps(ident, sort_keys=True).encode())
 
     def file_digest(self, name: str) -> str | None:
@@ -223,26 +232,29 @@ class Builder:
                                time.monotonic() - start, diagnostics, self.object(key))
         return module, args, pre, start
 
-    def compile(self, module: Module, args: list[str], pre: str, start: float) -> ModuleBuild:
+    def compile(self, module: Module, args: list[str], pre: str, start: float, quick: bool | None = None) -> ModuleBuild:
+        quick = self.quick if quick is None else quick
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
             out, depfile = Path(tmp) / "out.so", Path(tmp) / "out.d"
-            cmd = [CC, f"-I{INCLUDE_DIR}", "-MD", "-MF", str(depfile), "-o", str(out), *args]
-            state = self.cache.resolve().parent  # hidden when it lies inside the app (dev, build, serve)
-            cmd = sandbox.wrap(cmd, self.root, [self.root, INCLUDE_DIR],
-                               [state] if self.root in state.parents else [], [Path(tmp).resolve()])
-            cmd = ["prlimit", f"--as={COMPILE_MEMORY_MIB << 20}", f"--cpu={int(COMPILE_TIMEOUT_S) + 1}", "--", *cmd]
-            proc = _run_bounded(cmd, self.root, COMPILE_TIMEOUT_S)
-            if proc is None:
+            made = ["-MD", "-MF", str(depfile), "-o", str(out)]
+            cmds = [[CC, f"-I{INCLUDE_DIR}", "-fsyntax-only", *_compile_only(args)],
+                    [TCC, f"-I{INCLUDE_DIR}", "-shared", *made, *_tcc_only(args, module.source)]] if quick else \
+                [[CC, f"-I{INCLUDE_DIR}", *made, *args]]
+            procs = _run_bounded([self.sandboxed(cmd, Path(tmp)) for cmd in cmds], self.root, COMPILE_TIMEOUT_S)
+            if None in procs:
                 return ModuleBuild(module.name, module.source, "", False, False, time.monotonic() - start,
                                    f"{module.source}: the compiler did not finish within {COMPILE_TIMEOUT_S:g}s "
                                    "(an include that never ends, or a runaway macro?); the build was stopped\n", None)
-            diagnostics = _with_hints(proc.stderr)
-            if proc.returncode != 0 and "No space left on device" in proc.stderr:
-                said = next(line for line in proc.stderr.splitlines() if "No space left on device" in line)
-                raise OSError(errno.ENOSPC, f"the compiler could not write {module.source}'s object: {said}")
-            if proc.returncode != 0:
+            for proc in procs:
+                if proc.returncode != 0 and "No space left on device" in proc.stderr:
+                    said = next(line for line in proc.stderr.splitlines() if "No space left on device" in line)
+                    raise OSError(errno.ENOSPC, f"the compiler could not write {module.source}'s object: {said}")
+            diagnostics = _with_hints(procs[0].stderr)  # (gcc's: what the developer reads, in dev too)
+            if procs[0].returncode != 0:
                 return ModuleBuild(module.name, module.source, "", False, False,
                                    time.monotonic() - start, diagnostics, None)
+            if procs[-1].returncode != 0:  # (dev: C that gcc takes and tcc does not)
+                return self.compile(module, args, pre, start, quick=False)
             deps = {name: self.file_digest(name) or "" for name in self.dependencies(depfile)}
             key = self.object_key(pre, deps)
             target = self.object(key)
@@ -252,6 +264,13 @@ class Builder:
             write_atomic(self.cache / "deps" / pre / f"{key}.json", json.dumps(deps, sort_keys=True))
         return ModuleBuild(module.name, module.source, key, True, False,
                            time.monotonic() - start, diagnostics, target)
+
+    def sandboxed(self, cmd: list[str], tmp: Path) -> list[str]:
+        """A compiler command in the build sandbox, its memory and CPU bounded."""
+        state = self.cache.resolve().parent  # hidden when it lies inside the app (dev, build, serve)
+        cmd = sandbox.wrap(cmd, self.root, [self.root, INCLUDE_DIR],
+                           [state] if self.root in state.parents else [], [tmp.resolve()])
+        return ["prlimit", f"--as={COMPILE_MEMORY_MIB << 20}", f"--cpu={int(COMPILE_TIMEOUT_S) + 1}", "--", *cmd]
 
     def dependencies(self, depfile: Path) -> list[str]:
         """Files the compile read, relative to the app root when inside it."""
@@ -289,18 +308,34 @@ def prune_cache(cache_dir: Path, keep: set[str], max_bytes: int) -> int:
     return len(dropped)
 
 
-def _run_bounded(cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess | None:
-    """Run a compiler, or None if it ran past ``timeout``: then its whole
-    process group is killed (gcc's own children, cc1 and ld, included)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return None
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+def _run_bounded(cmds: list[list[str]], cwd: Path, timeout: float) -> list[subprocess.CompletedProcess | None]:
+    """Run compilers side by side; each one's result, or None if it ran
+    past ``timeout``: then its whole process group is killed (gcc's own
+    children, cc1 and ld, included)."""
+    procs = [subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for cmd in cmds]
+    deadline = time.monotonic() + timeout
+    results: list[subprocess.CompletedProcess | None] = []
+    for cmd, proc in zip(cmds, procs):
+        try:
+            out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            results.append(None)
+            continue
+        results.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return results
+
+
+def _compile_only(args: list[str]) -> list[str]:
+    """gcc's arguments without the link: what ``-fsyntax-only`` reads."""
+    return [a for a in args if a != "-shared" and not a.startswith(("-Wl,", "-l", "-L"))]
+
+
+def _tcc_only(args: list[str], source: str) -> list[str]:
+    """What tcc takes of gcc's arguments: the source, paths, macros, libraries."""
+    return [a for a in args if a == source or a.startswith(("-I", "-D", "-U", "-l", "-L"))]
 
 
 @functools.lru_cache(maxsize=4)

@@ -154,7 +154,8 @@ class Pipeline:
 
     def build(self, a: Attempt) -> None:
         flags = sanitize.FLAGS if self.sanitized else ()
-        a.build = Builder(a.tree, self.state.cache, extra_flags=flags).build(
+        quick = a.trigger == "dev" and not self.sanitized  # (hotplate dev: tcc serves, gcc says)
+        a.build = Builder(a.tree, self.state.cache, extra_flags=flags, quick=quick).build(
             a.manifest, on_result=self.on_module, on_compile=lambda: self.fork_check(a))
         self.emit(f"build: {a.build.compiled} compiled, {len(a.build.modules) - a.build.compiled} cached "
                   f"in {a.build.seconds * 1000:.0f} ms")

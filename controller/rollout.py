@@ -213,7 +213,7 @@ def hold(server: ServerProcess) -> list[int] | None:
     there were before them, or None when the master cannot be asked (the
     roll forks its own then)."""
     try:
-        return server.master.spawn(server.config.workers, held=True)[0]
+        return server.master.spawn(server.config.workers, held=True)
     except Unreachable:
         return None
 
@@ -241,7 +241,7 @@ def roll(server: ServerProcess, release: str, timeout: float = 30, held: list[in
             if len(going) < want:  # (one died while held)
                 _ask(server.master.spawn, want - len(going))
         else:
-            before, _ = _ask(server.master.spawn, want)
+            before = _ask(server.master.spawn, want)
 
         def fresh(reports: dict[int, Report]) -> list[int]:
             return [pid for pid, r in reports.items() if pid not in before and r.release == release]

@@ -79,7 +79,7 @@ class HotplateArbiter(Arbiter):
             before = self.by_age()
             for _ in range(int(message["n"])):
                 self.spawn_held() if op == "hold" else self.spawn_one()
-            request.answer({"before": before, "spawned": [p for p in self.by_age() if p not in before]})
+            request.answer({"before": before})  # (after the forks: they would only slow what the controller does)
         elif op == "go":
             going = self.release_held(b"g")
             self.num_workers += len(going)  # (serving now, beside the old ones until they retire)

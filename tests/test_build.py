@@ -267,3 +267,29 @@ def test_each_modules_lines_stay_together_whichever_compile_ends_first(tmp_path)
     Builder(app, tmp_path / "cache", jobs=3).build(load_manifest(app), on_result=report)
     names = [name for name, _ in lines]
     assert len(lines) == 9 and all(names[i] == names[i - i % 3] for i in range(9)), lines
+
+
+def test_dev_serves_tccs_object_and_shows_gccs_diagnostics(tmp_path):
+    """hotplate dev's builds (quick): tcc builds what is served, gcc reads
+    the source beside it for the errors and warnings; C that tcc cannot
+    build (a 128-bit integer) is built by gcc; a release's never by tcc."""
+    warned = PLAIN + "HP_EXPORT int w(void) { int unused; return 0; }\n"
+    wide = PLAIN + "HP_EXPORT int x(void) { __int128 big = 1; return (int)(big << 1); }\n"
+    broken = PLAIN + "int nope = ;\n"
+    app = write_app(tmp_path / "app", """\
+        modules:
+          warned: {source: warned.c, routes: [{path: /w, handler: h}]}
+          wide: {source: wide.c, routes: [{path: /x, handler: h}]}
+        """, {"warned.c": warned, "wide.c": wide})
+    quick = {m.name: m for m in Builder(app, tmp_path / "cache", quick=True).build(load_manifest(app)).modules}
+    assert "warned.c:4" in quick["warned"].diagnostics and "unused variable" in quick["warned"].diagnostics
+    made_by_gcc = {name: b"GCC: (" in m.object_path.read_bytes() for name, m in quick.items()}
+    assert made_by_gcc == {"warned": False, "wide": True}, made_by_gcc
+    release = build(app, tmp_path / "cache")
+    assert all(b"GCC: (" in m.object_path.read_bytes() for m in release.values()), "releases are gcc's"
+    assert release["warned"].key != quick["warned"].key
+    (app / "warned.c").write_text(broken)
+    with pytest.raises(BuildError) as e:
+        Builder(app, tmp_path / "cache", quick=True).build(load_manifest(app))
+    failed = next(m for m in e.value.results if m.name == "warned")
+    assert "warned.c:4" in failed.diagnostics and "error:" in failed.diagnostics

@@ -7,7 +7,9 @@ its own rounds (server/gunicorn_app.py), so nothing races its bookkeeping:
 
 - ``{"op": "workers"}``: ``{"workers": [pid, ...]}``, oldest first.
 - ``{"op": "spawn", "n": N}``: N new workers, forked at once whatever is
-  still draining: ``{"before": [...], "spawned": [...]}``.
+  still draining: ``{"before": [...]}``, the workers there were before
+  them (answered once forked: on two cores, forks side by side with the
+  controller's work only slow it).
 - ``{"op": "hold", "n": N}``: the same, but *held*: each waits, in its
   cgroup, for the word before it resolves ``current`` and loads it (a
   roll's workers forked while the controller still builds).
@@ -115,10 +117,9 @@ class Master:
         """The workers the master counts, oldest first (draining ones included)."""
         return self.ask({"op": "workers"})["workers"]
 
-    def spawn(self, n: int, held: bool = False) -> tuple[list[int], list[int]]:
-        """Fork ``n`` new workers now, held or not: (the workers before, the new ones)."""
-        answer = self.ask({"op": "hold" if held else "spawn", "n": n})
-        return answer["before"], answer["spawned"]
+    def spawn(self, n: int, held: bool = False) -> list[int]:
+        """Fork ``n`` new workers now, held or not: the workers before them."""
+        return self.ask({"op": "hold" if held else "spawn", "n": n})["before"]
 
     def go(self) -> list[int]:
         """The held workers load ``current`` and serve: those that do."""

@@ -26,6 +26,7 @@ DEFAULT_OPEN_FILES = 65536
 DEFAULT_PROCESSES = 4096
 CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 #: Address space left for what threads reserve and never touch: 8 MiB of
 #: stack each, and glibc's malloc arenas (64 MiB each, one per thread in use).
@@ -54,6 +55,12 @@ def hide_other_processes() -> None:
             log.warning("could not hide other processes from module code (%s: %s)", call.__name__,
                         os.strerror(ctypes.get_errno()))
             return
+
+
+def die_with_parent(sig: int) -> None:
+    """Have ``sig`` sent to this process when its parent dies. Set after
+    any change of uid or gid, which clears it (prctl(2))."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def set_dumpable(dumpable: bool) -> None:

@@ -33,7 +33,7 @@ from .contract import report
 from .contract.layout import Layout
 from .app import create_app
 from .config import ServerConfig
-from .confine import confine, drop_groups, hide_other_processes
+from .confine import confine, die_with_parent, drop_groups, hide_other_processes
 from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
 from .websocket.fleet import host_id
@@ -340,6 +340,11 @@ class HotplateServer(BaseApplication):
         Never raises: a worker boot error would make gunicorn halt the server."""
         logger = logging.getLogger("hotplate")
         channel = self.channel or report.Channel(os.open(os.devnull, os.O_WRONLY), -1)
+        # A worker whose master died stops accepting at once, as a retired one: gunicorn's own look at its
+        # parent comes once a second, and meanwhile it would go on serving beside a new master's roll.
+        die_with_parent(signal.SIGTERM)  # (set here: after the switch of account, which clears it)
+        if os.getppid() != worker.ppid:
+            worker.alive = False
         try:
             os.chdir(self.layout.data)
             if self.channel is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cgroups, libhotplate
-from .confine import become, confine, hide_other_processes, mapped_bytes
+from .confine import become, confine, die_with_parent, hide_other_processes, mapped_bytes
 from .contract.layout import Layout
 from .contract.release import ReleaseSpec
 from .modules import ModuleSet, load_config, open_jobs, open_store, setup_process
@@ -40,7 +40,6 @@ RELEASE_ID = re.compile(r"r[0-9a-f]{12}")
 CANCEL_GRACE_S = 5
 DEFAULT_TIMEOUT_MS = 3_600_000
 DEFAULT_MEMORY = 1024 ** 3
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -227,10 +226,6 @@ def wake_socket(data: Path) -> socket.socket | None:
         return None
     sock.setblocking(False)
     return sock
-
-
-def die_with_parent(sig: int) -> None:
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def bound_memory(allowance: int) -> None:

@@ -117,7 +117,8 @@ def test_killed_app_server_is_restarted_and_status_tells(up, tmp_path):
     assert "hotplate_up 1" in metrics and "hotplate_server_restarts_total 2" in metrics
     work.commit("v2", {"hello.c": hello("v2")})
     assert "deploy succeeded" in work.push()
-    assert text(server) == "v2"
+    answers = {text(server) for _ in range(8)}  # (a dead master's workers stopped accepting: none answers v1)
+    assert answers == {"v2"}, answers
 
 
 def test_status_answers_while_the_master_does_not(up, tmp_path):

@@ -326,7 +326,7 @@ function rateChart(key, requests, now) {
   c.box.setAttribute("aria-label", "requests per second since this page opened: now " + rate.toFixed(1));
   if (window.uPlot && c.times.length > 1) {
     if (!c.plot) {
-      c.plot = new uPlot({width: 140, height: 36, legend: {show: false}, cursor: {show: false},
+      c.plot = new uPlot({width: 140, height: 36, padding: [4, 2, 4, 2], legend: {show: false}, cursor: {show: false},
         scales: {x: {time: false}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
         axes: [{show: false}, {show: false}], series: [{}, {stroke: "#2f6fd0", width: 1.5, fill: "rgba(47,111,208,.15)"}]},
         [c.times, c.rates], c.box);

@@ -116,19 +116,23 @@ class HotplateArbiter(Arbiter):
 
     def release_held(self, word: bytes) -> list[int]:
         """Tell every held worker to go (b"g"): load the release; or, with
-        no word (its pipe closed), to exit without loading anything."""
-        pids = []
-        for pid, go_w in self.held.items():
+        no word (its pipe closed), to exit without loading anything. The
+        workers told (one that died meanwhile is not: the roll forks
+        another)."""
+        told = []
+        while self.held:
+            pid, go_w = self.held.popitem()
             try:
                 if word:
                     os.write(go_w, word)
+                told.append(pid)
+            except OSError:  # (it is gone: its end of the pipe closed)
+                pass
             finally:
                 os.close(go_w)
             if not word:
                 self.cancelled.add(pid)
-            pids.append(pid)
-        self.held = {}
-        return pids
+        return told
 
     def retire(self, keep: int) -> list[int]:
         """Stop (gracefully) every serving worker but the newest ``keep``."""
@@ -162,9 +166,11 @@ class HotplateArbiter(Arbiter):
 
     def forget_held(self) -> None:
         """In a forked child: the held workers' pipes are the master's to write."""
-        for go_w in self.held.values():
-            os.close(go_w)
-        self.held = {}
+        while self.held:
+            try:
+                os.close(self.held.popitem()[1])
+            except OSError:
+                pass
 
     def fork_check(self, request, answer_fd: int, state: str, timeout: float) -> None:
         """Fork the smoke check's keeper (server/smoke.py): a fork of a

@@ -263,16 +263,18 @@ class HotplateServer(BaseApplication):
         self.sweep(everything=True)
         cgroups.app_tree(self.layout).remove()
 
-    def sweep(self, everything: bool = False, runner: bool = True) -> None:
+    def sweep(self, everything: bool = False, runner: bool = True, workers=()) -> None:
         """End the process trees of this app that nothing will end: what
         module code forked from a worker that is gone, and (``runner``) a
         job runner a killed master left. A worker of a killed master that
-        still drains its requests is left to finish them, unless
-        ``everything`` (exit: nothing of the app may outlive its master)."""
+        still drains its requests is left to finish them, and so is the
+        tree of one of this master's ``workers`` that has not joined it
+        yet (a join may wait on the kernel), unless ``everything`` (exit:
+        nothing of the app may outlive its master)."""
         for name in cgroups.app_tree(self.layout).children():
             tree = cgroups.app_tree(self.layout, name)
             if name.startswith("w") and name[1:].isdigit():
-                if everything or int(name[1:]) not in tree.pids():
+                if everything or (int(name[1:]) not in workers and int(name[1:]) not in tree.pids()):
                     tree.kill()
             elif name == "jobs" and (runner or everything):
                 tree.kill()
@@ -299,7 +301,7 @@ class HotplateServer(BaseApplication):
         pid = os.getpid()
         self.forget()
         held, server.holding = server.holding, None
-        server.forget_held()
+        server.forget_held()  # (never raises: a worker boot error would halt the server)
         try:
             self.channel = report.open_channel(self.layout.workers, pid)
             metrics.prepare(self.layout.metrics, pid, pwd.getpwnam(self.config.user).pw_uid if self.config.user else None)
@@ -398,14 +400,15 @@ class HotplateServer(BaseApplication):
         """In the master, once a worker is gone (however it died): end what
         its module code forked, say so if the kernel killed it for its
         memory, keep its counters, and drop its live gauges (its counters'
-        files stay: totals)."""
+        files stay: totals); and off the arbiter's books."""
+        server.gone(worker.pid)
         tree = cgroups.app_tree(self.layout, f"w{worker.pid}")
         if tree.oom_kills():
             logging.getLogger("hotplate").error(
                 "worker %d was killed by the kernel: its memory passed its limit (limits.max_rss plus a margin) "
                 "while a call ran", worker.pid)
         tree.kill()
-        self.sweep(runner=False)
+        self.sweep(runner=False, workers=server.WORKERS)
         report.fold_dead(self.layout.workers)
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             multiprocess.mark_process_dead(worker.pid)

@@ -1,9 +1,12 @@
 """The GitOps controller end to end: real git pushes and hooks, real gunicorn, real HTTP."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -137,6 +140,28 @@ def test_the_workers_forked_ahead_of_a_roll_go_away_when_the_deploy_does_not_rol
     work.commit("fine", {"hello.c": hello("v2")})
     assert "deploy succeeded" in work.push()
     assert text(server) == "v2" and not serving & {w["pid"] for w in server.status()["workers"]}
+
+
+def test_a_held_worker_that_dies_before_the_roll_is_replaced_and_the_master_serves_on(up, tmp_path):
+    """A roll's worker killed while it is held (the kernel's OOM killer,
+    an operator): the roll forks another in its place, the deploy goes
+    live, and the master neither halts nor keeps the dead one on its books."""
+    server, work = first_deploy(up, tmp_path)
+    master = Master(server.state / "run" / "master.sock")
+    pid = server.status()["server"]["pid"]
+    serving = {w["pid"] for w in server.status()["workers"]}
+    slow = "static const int big[] = {" + ",".join(str(i) for i in range(300_000)) + "};\n"  # (a compile of seconds)
+    work.commit("slow to build", {"hello.c": hello("v2") + slow + "int first(void) { return big[0]; }\n"})
+    with ThreadPoolExecutor(1) as pool:
+        pushed = pool.submit(work.push)
+        held = wait_for(lambda: set(master.workers()) - serving, what="the roll's workers, held while it builds")
+        os.kill(min(held), signal.SIGKILL)
+        out = pushed.result(timeout=120)
+    assert "deploy succeeded" in out, out
+    assert text(server) == "v2" and server.status()["server"]["pid"] == pid
+    live = {w["pid"] for w in server.status()["workers"]}
+    assert len(live) == 2 and min(held) not in live
+    wait_for(lambda: set(master.workers()) == live, what="no worker on the books but the serving ones")
 
 
 def test_failed_health_gate_rolls_back_automatically_and_is_not_retried(up, tmp_path):

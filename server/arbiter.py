@@ -88,9 +88,9 @@ class HotplateArbiter(Arbiter):
             request.answer({"cancelled": self.release_held(b"")})
         elif op == "retire":
             keep = {int(p) for p in message["keep"]}
-            going = [pid for pid in self.serving() if pid not in keep]
-            self.num_workers = len(self.serving()) - len(going)
-            request.answer({"retiring": self.retire(self.num_workers)})
+            going = self.stop_workers([pid for pid in self.serving() if pid not in keep])  # (whatever their age)
+            self.num_workers = len(self.serving())
+            request.answer({"retiring": going})
         elif op == "check" and request.fds:
             self.fork_check(request, request.fds[0], str(message.get("state", "")), float(message["timeout"]))
         else:
@@ -135,13 +135,16 @@ class HotplateArbiter(Arbiter):
         return told
 
     def retire(self, keep: int) -> list[int]:
-        """Stop (gracefully) every serving worker but the newest ``keep``."""
+        """Stop every serving worker but the newest ``keep``."""
         serving = self.serving()
-        going = serving[:max(0, len(serving) - keep)]
-        for pid in going:
+        return self.stop_workers(serving[:max(0, len(serving) - keep)])
+
+    def stop_workers(self, pids: list[int]) -> list[int]:
+        """Stop these workers gracefully: they finish their requests and exit."""
+        for pid in pids:
             self.retiring.add(pid)
             self.kill_worker(pid, signal.SIGTERM)
-        return going
+        return pids
 
     def gone(self, pid: int) -> None:
         """A worker has exited (reaped): off the books."""

@@ -103,7 +103,7 @@ def test_an_operator_sees_a_push_arrive_rolls_back_with_confirmation_and_resumes
 
     page.click("#resume")
     expect(page.locator("#said")).to_contain_text("resume: done")
-    expect(page.locator("#state")).to_have_text("✓ Synced")
+    expect(page.locator("#state")).to_have_text("✓ Synced", timeout=15_000)  # (the tip deployed again: a 3 s bake)
 
 
 def test_a_failed_build_shows_gccs_error_and_a_failed_release_asks_for_a_warning(up, tmp_path, browser):

@@ -59,7 +59,8 @@ class RequestCore:
         for i, w in enumerate(dispatcher.socket_routes):  # in the one table too: their handshakes go to Python
             add(lib, "GET", w.spec.path, w.module.name, ffi.NULL, ffi.NULL, "", 0, i, ffi.NULL)
         self.config = ffi.new("hp_rt_serve_config *", {
-            "threads": config.threads if accepting else 0, "max_body": config.max_body,
+            "threads": config.threads if accepting else 0, "workers": config.workers,
+            "share_fd": getattr(worker.app, "shares", -1), "max_body": config.max_body,
             "head_limit": worker.head_limit,
             "max_request_line": config.max_request_line, "max_header_size": config.max_header_size,
             "max_header_fields": config.max_header_fields,

@@ -182,6 +182,9 @@ class HotplateServer(BaseApplication):
         self.job_runner: Supervised | None = None
         self.listener: control.Listener | None = None  # the controller's line (the master's; closed in its children)
         self.host = host_id()  # with the workers' pids, names publishers across a fleet
+        # A page the workers share, each its connection count, to size their share of the CPUs (serve.c).
+        self.shares = os.memfd_create("hotplate-shares")
+        os.ftruncate(self.shares, 4096)
         libhotplate.load()  # hotplate's own runtime, inherited by workers, whose account may not read its cache
         super().__init__()
 

@@ -132,6 +132,8 @@ int hp_rt_abi_version(void);
  * everything else handed to Python. */
 typedef struct {
     int threads;                  /* threads serving connections */
+    int workers;                  /* worker processes sharing the listening sockets (their CPU share) */
+    int share_fd;                 /* a page the server's workers share (their connections), or -1 */
     size_t max_body;              /* larger bodies get 413 */
     size_t head_limit;            /* longer heads go to Python (its 431) */
     size_t max_request_line;      /* and so do longer request lines, */

@@ -11,7 +11,9 @@
  *   share one epoll set; every socket is armed one-shot, so a connection
  *   is only ever in one thread's hands, and a handler that blocks holds its
  *   own connection, not the others. As many threads wait on the set as the
- *   worker has CPUs (more would only take turns on them, issue 23); while
+ *   worker's share of the CPUs (more would only take turns on them, issue
+ *   23); a worker that shares the listening sockets with others accepts one
+ *   connection a wake, so that each gets its share of them too; while
  *   every one of them is in a call longer than a sweep (a handler that
  *   blocks), one more of config->threads joins them, and leaves once the
  *   calls are short again;
@@ -45,6 +47,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -62,6 +65,17 @@
 #define MAX_THREADS 64
 #define FIRST_BUFFER 4096
 #define SWEEP_MS 50
+#define SHARES 64 /* workers of one server that share the CPUs at once */
+
+/* A worker's entry in the page its master shares between its workers:
+ * how many connections it holds, as of when. Each worker's sweeper writes
+ * its own and reads the others' to size its share of the CPUs; a wrong
+ * figure there (module code can write the page) costs only that sizing. */
+typedef struct {
+    _Atomic int pid;
+    _Atomic int conns;
+    _Atomic long long seen_ms;
+} share;
 
 /* In the order werkzeug prefers them where two routes match a path. */
 enum seg_kind { SEG_LITERAL, SEG_INT, SEG_STRING, SEG_PATH };
@@ -145,7 +159,9 @@ static struct {
     slot slots[MAX_THREADS];
     int nthreads;
     _Atomic int active;           /* the fast path's threads that wait on the epoll set: the first ones */
-    int base_threads;             /* how many at rest */
+    int base_threads;             /* how many at rest: the worker's share of the CPUs */
+    int ncpus;
+    share *shares, *mine;         /* the page shared by the server's workers, and this worker's entry */
     long long calm_since;         /* the sweeper's: since when calls have been short */
     pthread_mutex_t park;
     pthread_cond_t unpark;
@@ -1397,6 +1413,8 @@ static void accept_all(int listener)
         S.nconns++;
         pthread_mutex_unlock(&S.lock);
         arm(c, EPOLL_CTL_ADD);
+        if (S.mine)
+            break; /* one a wake: the other workers, woken too, take the next ones */
     }
 }
 
@@ -1444,6 +1462,60 @@ static void *loop(void *arg)
     return NULL;
 }
 
+/* The worker's share of the CPUs is its share of the server's connections
+ * (at least one CPU): two workers of two CPUs take one each while their
+ * connections are even, and one takes both while it holds them all. A
+ * draining worker leaves the page; an entry not written for a second is a
+ * worker gone. */
+static void size_base(long long now)
+{
+    if (!S.mine)
+        return;
+    if (atomic_load(&S.draining)) {
+        atomic_store(&S.mine->pid, 0);
+        S.mine = NULL;
+        return;
+    }
+    pthread_mutex_lock(&S.lock);
+    int mine = (int)S.nconns;
+    pthread_mutex_unlock(&S.lock);
+    atomic_store(&S.mine->conns, mine);
+    atomic_store(&S.mine->seen_ms, now);
+    long long total = 0;
+    for (int i = 0; i < SHARES; i++) {
+        int conns = atomic_load(&S.shares[i].conns);
+        if (atomic_load(&S.shares[i].pid) && now - atomic_load(&S.shares[i].seen_ms) < 1000 && conns > 0)
+            total += conns;
+    }
+    int base = total > 0 ? (int)((S.ncpus * (long long)mine + total / 2) / total) : 1; /* (the nearest) */
+    if (base < 1)
+        base = 1;
+    S.base_threads = base < S.nthreads ? base : S.nthreads;
+}
+
+/* Takes an entry on the shared page: a free one, or one not written for
+ * a second (its worker is gone). No page, or no entry: the worker sizes
+ * itself by the number of workers alone. */
+static void join_shares(int fd)
+{
+    if (fd < 0 || S.cfg.workers < 2 || !S.nlisteners)
+        return;
+    void *page = mmap(NULL, SHARES * sizeof(share), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (page == MAP_FAILED)
+        return;
+    S.shares = page;
+    long long now = now_ms();
+    for (int i = 0; i < SHARES && !S.mine; i++) {
+        int pid = atomic_load(&S.shares[i].pid);
+        if ((pid == 0 || now - atomic_load(&S.shares[i].seen_ms) >= 1000) &&
+            atomic_compare_exchange_strong(&S.shares[i].pid, &pid, (int)getpid())) {
+            atomic_store(&S.shares[i].conns, 0);
+            atomic_store(&S.shares[i].seen_ms, now);
+            S.mine = &S.shares[i];
+        }
+    }
+}
+
 /* One more thread on the epoll set while all of them are in long calls;
  * one less once calls have been short for a second. */
 static void adapt_threads(long long now)
@@ -1453,7 +1525,7 @@ static void adapt_threads(long long now)
         long long started = atomic_load(&S.slots[i].started_ms);
         long_calls += started && now - started >= SWEEP_MS;
     }
-    if (long_calls >= active && active < S.nthreads) {
+    if ((long_calls >= active || active < S.base_threads) && active < S.nthreads) {
         pthread_mutex_lock(&S.park);
         atomic_store(&S.active, active + 1);
         pthread_cond_broadcast(&S.unpark);
@@ -1483,6 +1555,7 @@ static void *sweep(void *arg)
         struct timespec ts = {0, SWEEP_MS * 1000000L};
         nanosleep(&ts, NULL);
         long long now = now_ms();
+        size_base(now);
         adapt_threads(now);
         int draining = atomic_load(&S.draining);
         pthread_mutex_lock(&S.lock);
@@ -1520,7 +1593,10 @@ int hp_rt_serve_start(const int *listeners, size_t nlisteners, const hp_rt_serve
     S.nlisteners = nlisteners;
     cpu_set_t cpus;
     int ncpus = sched_getaffinity(0, sizeof cpus, &cpus) ? 1 : CPU_COUNT(&cpus);
-    S.base_threads = config->threads < ncpus ? config->threads : ncpus;
+    int workers = config->workers > 1 ? config->workers : 1, share = (ncpus + workers - 1) / workers;
+    S.ncpus = ncpus;
+    S.base_threads = config->threads < share ? config->threads : share;
+    join_shares(config->share_fd);
     atomic_store(&S.active, S.base_threads);
     for (int i = 0; nlisteners && i < config->threads; i++) {
         S.slots[i].busy = 1;

@@ -159,9 +159,10 @@ static struct {
     slot slots[MAX_THREADS];
     int nthreads;
     _Atomic int active;           /* the fast path's threads that wait on the epoll set: the first ones */
-    int base_threads;             /* how many at rest: the worker's share of the CPUs */
+    _Atomic int base_threads;     /* how many at rest: the worker's share of the CPUs */
     int ncpus;
-    share *shares, *mine;         /* the page shared by the server's workers, and this worker's entry */
+    share *shares;                /* the page shared by the server's workers */
+    share *_Atomic mine;          /* this worker's entry there */
     long long calm_since;         /* the sweeper's: since when calls have been short */
     pthread_mutex_t park;
     pthread_cond_t unpark;
@@ -1377,6 +1378,8 @@ static void on_readable(conn *c, slot *sl)
     }
 }
 
+static void size_base(long long now);
+
 static void accept_all(int listener)
 {
     for (;;) {
@@ -1413,8 +1416,10 @@ static void accept_all(int listener)
         S.nconns++;
         pthread_mutex_unlock(&S.lock);
         arm(c, EPOLL_CTL_ADD);
-        if (S.mine)
+        if (atomic_load(&S.mine)) {
+            size_base(now_ms());
             break; /* one a wake: the other workers, woken too, take the next ones */
+        }
     }
 }
 
@@ -1464,23 +1469,25 @@ static void *loop(void *arg)
 
 /* The worker's share of the CPUs is its share of the server's connections
  * (at least one CPU): two workers of two CPUs take one each while their
- * connections are even, and one takes both while it holds them all. A
- * draining worker leaves the page; an entry not written for a second is a
- * worker gone. */
+ * connections are even, and one takes both while it holds them all. Sized
+ * by the sweeper, and as connections are accepted (a burst of them must
+ * not wait a sweep for the threads to serve it). A draining worker leaves
+ * the page; an entry not written for a second is a worker gone. */
 static void size_base(long long now)
 {
-    if (!S.mine)
+    share *entry = atomic_load(&S.mine);
+    if (!entry)
         return;
     if (atomic_load(&S.draining)) {
-        atomic_store(&S.mine->pid, 0);
-        S.mine = NULL;
+        if (atomic_exchange(&S.mine, NULL))
+            atomic_store(&entry->pid, 0);
         return;
     }
     pthread_mutex_lock(&S.lock);
     int mine = (int)S.nconns;
     pthread_mutex_unlock(&S.lock);
-    atomic_store(&S.mine->conns, mine);
-    atomic_store(&S.mine->seen_ms, now);
+    atomic_store(&entry->conns, mine);
+    atomic_store(&entry->seen_ms, now);
     long long total = 0;
     for (int i = 0; i < SHARES; i++) {
         int conns = atomic_load(&S.shares[i].conns);
@@ -1488,9 +1495,16 @@ static void size_base(long long now)
             total += conns;
     }
     int base = total > 0 ? (int)((S.ncpus * (long long)mine + total / 2) / total) : 1; /* (the nearest) */
-    if (base < 1)
-        base = 1;
-    S.base_threads = base < S.nthreads ? base : S.nthreads;
+    if (base > S.nthreads)
+        base = S.nthreads;
+    atomic_store(&S.base_threads, base < 1 ? 1 : base);
+    if (atomic_load(&S.active) < base) {
+        pthread_mutex_lock(&S.park);
+        if (atomic_load(&S.active) < base)
+            atomic_store(&S.active, base);
+        pthread_cond_broadcast(&S.unpark);
+        pthread_mutex_unlock(&S.park);
+    }
 }
 
 /* Takes an entry on the shared page: a free one, or one not written for
@@ -1525,13 +1539,13 @@ static void adapt_threads(long long now)
         long long started = atomic_load(&S.slots[i].started_ms);
         long_calls += started && now - started >= SWEEP_MS;
     }
-    if ((long_calls >= active || active < S.base_threads) && active < S.nthreads) {
+    if (long_calls >= active && active < S.nthreads) {
         pthread_mutex_lock(&S.park);
         atomic_store(&S.active, active + 1);
         pthread_cond_broadcast(&S.unpark);
         pthread_mutex_unlock(&S.park);
         S.calm_since = 0;
-    } else if (active > S.base_threads && long_calls + 1 < active) {
+    } else if (active > atomic_load(&S.base_threads) && long_calls + 1 < active) {
         if (!S.calm_since)
             S.calm_since = now;
         else if (now - S.calm_since >= 1000) {

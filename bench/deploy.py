@@ -2,8 +2,9 @@
 
 A 10-module app on `hotplate up` with 1 worker, then with 2 (bake window 0:
 the gate's bake runs after the code is live and does not delay it). Ten
-one-module changes, then ten reverts (every module hits the build cache, the
-release is reused). Push-to-live is the arrival of the push's `remote:
+one-module changes, then ten reverts (each tree was released before: the
+release is recalled, with no checkout, plan or build; "-" for a stage
+a deploy did not run). Push-to-live is the arrival of the push's `remote:
 hotplate: live:` line, which the controller sends once every new worker
 reports the new release and every old worker has stopped accepting
 connections: from then on every fresh connection gets the new text.
@@ -20,7 +21,7 @@ import requests
 from .common import Up, git, make_app, median, scratch, table, write_module
 
 RUNS = 10
-STAGES = ("checkout", "plan", "build", "release", "roll")
+STAGES = ("recall", "checkout", "plan", "build", "release", "roll")
 
 
 def timed_push(work: Path) -> float:
@@ -68,7 +69,8 @@ def measure(workers: int) -> list[list]:
     assert all(all(m["cached"] for m in r["modules"]) for r in revert_rows), "reverts must not compile"
 
     def stage_cells(rs):
-        return [f"{median(r['stages'][s] for r in rs) * 1000:.0f}" for s in STAGES]
+        return [f"{median(r['stages'][s] for r in rs) * 1000:.0f}" if all(s in r["stages"] for r in rs) else "-"
+                for s in STAGES]
 
     def before(took, rs):
         """From git push to the deploy's start: receive-pack, the hook, the controller's wake-up."""

@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import git
+
 from hotplate.server import sanitize
 from hotplate.server.contract.fleet import Target
 from hotplate.server.contract.release import ReleaseSpec
 
-from .appconfig import COMMITTED, ConfigStore
+from . import recall
+from .appconfig import COMMITTED, ConfigStore, digest
 from .build import Builder, BuildResult, ModuleBuild
-from .errors import DISK_FULL, RetryableError
+from .errors import DISK_FULL, HotplateError, RetryableError
 from .plan import Manifest, load_manifest
 from .registry import Transfer, pull
 from .release import Check, Forked, Release, assemble, smoke_check
-from .rollout import GateSettings, Generation, ServerProcess, health_gate, hold, let_go, roll
+from .rollout import GateSettings, Generation, Hold, ServerProcess, health_gate, roll
 from .state import State
 from .verify import Policy
 
@@ -67,9 +70,11 @@ class Attempt:
     release: Release | None = None
     generation: Generation | None = None
     forked: Forked | None = None
-    held: list[int] | None = None  # the roll's workers were forked ahead: the workers before them
+    held: Hold | None = None  # the roll's workers, forked ahead
     checked_out: bool = False
     switched: bool = False
+    made_of: str | None = None  # what its release is made of (controller/recall.py)
+    skip: frozenset = frozenset()  # stages a recalled release has no need of
     stages: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -100,6 +105,8 @@ class Pipeline:
     def run(self, a: Attempt, stages: tuple[Stage, ...]) -> None:
         """Each stage in turn, timed under its name (the history's stage timings)."""
         for stage in stages:
+            if stage in a.skip:
+                continue
             start = time.monotonic()
             try:
                 stage(self, a)
@@ -118,12 +125,43 @@ class Pipeline:
                                      f"{self.server.why_down()}; see {self.server.log}",
                                      "ServerDown")
             self.emit("the app server is back")
-        a.held = hold(self.server)
+        a.held = Hold(self.server)
 
     def verify(self, a: Attempt) -> None:
         """With ``--verify``, the commit must carry a trusted signature."""
         if self.policy is not None:
             self.emit(f"signature: {self.policy.check(self.state.repo, a.commit)}")
+
+    def recall(self, a: Attempt) -> None:
+        """A tree released here before, with the same config set and
+        toolchain, is that release again: nothing to check out, plan or
+        build (controller/recall.py). Whatever is wrong with the commit's
+        config, plan says."""
+        if self.sanitized:
+            return
+        try:
+            committed = self.source.blob(a.commit, COMMITTED)
+            values = ConfigStore(self.state).merged(committed.decode() if committed is not None else None)
+            a.made_of = recall.key(self.source.tree(a.commit), digest(values), ())
+        except (HotplateError, ValueError, OSError, git.GitError):
+            return
+        found = recall.find(self.state, a.made_of)
+        if found is None:
+            return
+        self.announce(a)
+        a.config, a.target = digest(values), found
+        a.build = recall.build_of(self.state, found)
+        for module in a.build.modules:
+            if self.on_module is not None:
+                self.on_module(module)
+        a.skip = frozenset((Pipeline.checkout, Pipeline.plan, Pipeline.build, Pipeline.release))
+        built = self.state.build_info(found).get("commit")
+        self.emit(f"release {found} recalled: this tree was released as it before"
+                  f"{f' (commit {built[:12]})' if isinstance(built, str) else ''}; nothing to check out or build")
+
+    def announce(self, a: Attempt) -> None:
+        self.emit(f"deploying {a.commit[:12]} ({a.meta.get('message', '')[:60]}) by {a.meta.get('author')}, "
+                  f"trigger: {a.trigger}")
 
     def checkout(self, a: Attempt) -> None:
         """Extract the commit into a directory of this deploy's own."""
@@ -135,8 +173,7 @@ class Pipeline:
             raise RetryableError(f"checking out {a.commit[:12]} into {self.state.sources} failed: {e}",
                                  "CheckoutFailed") from None
         a.checked_out = True
-        self.emit(f"deploying {a.commit[:12]} ({a.meta.get('message', '')[:60]}) by {a.meta.get('author')}, "
-                  f"trigger: {a.trigger}")
+        self.announce(a)
 
     def plan(self, a: Attempt) -> None:
         """Validate the manifest; merge, seal and render the config set the
@@ -172,6 +209,8 @@ class Pipeline:
         a.release = assemble(a.tree, a.manifest, a.build, self.state.releases, meta, a.config, self.check(env),
                              a.forked)
         a.target = a.release.id
+        if a.made_of is not None:
+            recall.remember(self.state, a.made_of, a.target)
         self.emit(f"release {a.target} {'reused' if a.release.reused else 'created'} (smoke check passed)")
 
     def pull(self, a: Attempt) -> None:
@@ -258,7 +297,7 @@ class Pipeline:
     def roll_fresh(self, a: Attempt) -> None:
         """Start a generation on the target whatever serves now (``hotplate restart``)."""
         held, a.held = a.held, None
-        a.generation = roll(self.server, a.target, held=held)
+        a.generation = roll(self.server, a.target, held=held.before() if held else None)
         self.emit(f"live: {len(a.generation.pids)} workers serve {a.target} "
                   f"(roll took {a.generation.seconds * 1000:.0f} ms)")
 
@@ -283,7 +322,7 @@ class Pipeline:
         if a.forked is not None:
             a.forked.close()  # (a build that failed, or a release found made)
         if a.held is not None:
-            let_go(self.server)  # (a deploy that did not roll)
+            a.held.let_go()  # (a deploy that did not roll)
         if a.checked_out and a.tree is not None:
             shutil.rmtree(a.tree, ignore_errors=True)
 
@@ -306,7 +345,7 @@ def format_module(result: ModuleBuild) -> str:
 # The stages of each kind of deploy, by reference (a misspelt one fails at import).
 
 #: Deploy the branch tip (``hotplate up``).
-COMMIT = (Pipeline.verify, Pipeline.server_up, Pipeline.checkout, Pipeline.plan, Pipeline.build, Pipeline.release,
+COMMIT = (Pipeline.verify, Pipeline.server_up, Pipeline.recall, Pipeline.checkout, Pipeline.plan, Pipeline.build, Pipeline.release,
           Pipeline.switch, Pipeline.roll, Pipeline.gate)
 #: Deploy what a fleet's leader published (``hotplate up --follow``, a fleet's other hosts).
 FOLLOW = (Pipeline.server_up, Pipeline.pull, Pipeline.switch, Pipeline.roll, Pipeline.gate)

@@ -207,23 +207,42 @@ class Generation:
     reused: bool = False  # the workers serving it already: nothing new to bake
 
 
-def hold(server: ServerProcess) -> list[int] | None:
-    """Fork the next roll's workers now, held (server/arbiter.py): their
-    fork and cgroup are done by the time the deploy rolls. The workers
-    there were before them, or None when the master cannot be asked (the
-    roll forks its own then)."""
-    try:
-        return server.master.spawn(server.config.workers, held=True)
-    except Unreachable:
-        return None
+class Hold:
+    """The next roll's workers, forked now and held (server/arbiter.py):
+    their fork and cgroup are done by the time the deploy rolls. Asked of
+    the master on a thread of its own: the master takes a few ms a worker
+    to fork them, which the deploy spends checking out meanwhile."""
 
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.asked: list[int] | None | BaseException = None
+        self.thread = threading.Thread(target=self.ask, name="hold", daemon=True)
+        self.thread.start()
 
-def let_go(server: ServerProcess) -> None:
-    """The held workers a deploy did not roll exit, unloaded."""
-    try:
-        server.master.cancel()
-    except Unreachable:
-        pass  # (a master that is gone took them with it)
+    def ask(self) -> None:
+        try:
+            self.asked = self.server.master.spawn(self.server.config.workers, held=True)
+        except Unreachable:
+            self.asked = None  # (the roll forks its own)
+        except BaseException as e:  # (raised where the deploy waits for it)
+            self.asked = e
+
+    def before(self) -> list[int] | None:
+        """Once the master has forked them: the workers there were before
+        them, or None when the master could not be asked."""
+        self.thread.join()
+        if isinstance(self.asked, BaseException):
+            raise self.asked
+        return self.asked
+
+    def let_go(self) -> None:
+        """The held workers a deploy did not roll exit, unloaded (asked
+        after the hold, which the master would otherwise take after it)."""
+        self.thread.join()
+        try:
+            self.server.master.cancel()
+        except Unreachable:
+            pass  # (a master that is gone took them with it)
 
 
 def roll(server: ServerProcess, release: str, timeout: float = 30, held: list[int] | None = None) -> Generation:

@@ -98,6 +98,18 @@ class Source:
         return {"sha": c.hexsha, "author": f"{c.author.name} <{c.author.email}>",
                 "message": c.message.strip().splitlines()[0] if c.message.strip() else ""}
 
+    def tree(self, sha: str) -> str:
+        """The id of a commit's tree (from the object database: no checkout)."""
+        return self.repo.commit(sha).tree.hexsha
+
+    def blob(self, sha: str, path: str) -> bytes | None:
+        """A regular file's bytes at a commit, or None (missing, a link, a directory)."""
+        try:
+            entry = self.repo.commit(sha).tree[path]
+        except KeyError:
+            return None
+        return entry.data_stream.read() if entry.type == "blob" and entry.mode in (0o100644, 0o100755) else None
+
     def actor(self, sha: str) -> str | None:
         """Who the source says asked for ``sha``'s deploy: nobody here (a
         push's hook names its pusher); a registry names who promoted it."""

@@ -85,10 +85,11 @@ class State(Layout):
         return data if isinstance(data, dict) else {}
 
     def prune_commits(self) -> None:
-        """Drop commit links whose release was pruned."""
-        for link in self.commits.iterdir():
-            if not link.exists():
-                link.unlink(missing_ok=True)
+        """Drop commit and tree links whose release was pruned."""
+        for links in (self.commits, self.trees):
+            for link in links.iterdir() if links.is_dir() else ():
+                if not link.exists():
+                    link.unlink(missing_ok=True)
 
     def pinned(self) -> str | None:
         """The release a rollback pinned live to, if any. A file, not a row:

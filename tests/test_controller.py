@@ -75,7 +75,7 @@ def test_push_deploys_and_streams_progress(up, tmp_path):
     latest = server.deploys()[0]
     assert latest["trigger"] == "push" and latest["outcome"] == "succeeded" and latest["commit_sha"] == sha
     assert latest["author"] == "Dev <dev@example.com>" and latest["message"] == "v2"
-    assert list(latest["stages"]) == ["verify", "server_up", "checkout", "plan", "build", "release", "switch", "roll", "gate"]
+    assert list(latest["stages"]) == ["verify", "server_up", "recall", "checkout", "plan", "build", "release", "switch", "roll", "gate"]
     assert latest["modules"][0]["cached"] is False
 
 
@@ -470,6 +470,29 @@ def test_diff_shows_modules_and_routes(up, tmp_path):
     assert data["modules"] == [{"name": "hello", "source": "hello.c", "change": "rebuild"}]
     result = server.cli("diff")
     assert "rebuild   hello (hello.c)" in result.stdout and "+ route GET /extra -> hello.hello" in result.stdout, result.stdout
+
+
+def test_a_tree_released_before_goes_live_as_that_release_unbuilt(up, tmp_path):
+    """A revert's tree was released before, with this config set and
+    toolchain: that release goes live again, with no checkout or build. The
+    config set is part of what a release is made of: with another, the
+    same tree is built anew."""
+    server, work = first_deploy(up, tmp_path)
+    first = server.status()["live"]["release"]
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    work.git("revert", "--no-edit", "HEAD")
+    out = work.push()
+    assert f"release {first} recalled" in out and "hello (hello.c): cached" in out and "deploy succeeded" in out, out
+    assert text(server) == "v1" and server.status()["live"]["release"] == first
+    latest = server.deploys()[0]
+    assert "checkout" not in latest["stages"] and "build" not in latest["stages"], latest["stages"]
+    assert [m["name"] for m in latest["modules"]] == ["hello"] and latest["modules"][0]["cached"]
+    done = server.cli("config", "set", "GREETING=hi", "--wait", "--timeout", "60")
+    assert done.returncode == 0, done.stdout + done.stderr
+    work.git("revert", "--no-edit", "HEAD")  # (v2's tree again, never released with this config set)
+    out = work.push()
+    assert "recalled" not in out and "deploy succeeded" in out and text(server) == "v2", out
 
 
 def test_retention_keeps_the_newest_releases_and_live(up, tmp_path):

@@ -68,7 +68,7 @@ function ago(seconds) {
 }
 
 // Stage colours, by name (one hue each; unknown stages grey).
-const STAGE_COLOURS = {checkout: "#5b8def", plan: "#9b6ef3", build: "#e0803a", release: "#2fa37a", smoke: "#2fa37a",
+const STAGE_COLOURS = {recall: "#2fa37a", checkout: "#5b8def", plan: "#9b6ef3", build: "#e0803a", release: "#2fa37a", smoke: "#2fa37a",
   roll: "#d8577a", gate: "#c9a227", switch: "#4aa3c8", wave: "#7a8b99"};
 
 function stageBar(stages) {

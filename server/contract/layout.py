@@ -77,6 +77,8 @@ class Layout:
                                                             "(controller/appconfig.py).")
     verify_file = property(lambda self: self.root / "verify.json", doc="The signed-commit policy of "
                                                                        "``hotplate up --verify``.")
+    trees = property(lambda self: self.root / "trees", doc="What each tree was released as: a link per tree, "
+                                                           "config set and toolchain (controller/recall.py).")
 
     # -- shared with the master --------------------------------------------
 

@@ -95,6 +95,7 @@ class Connection(asyncio.Protocol):
         self.parts: list = []
         self.heard = 0.0
         self.pinged = False
+        self.resumed = None  # hp_ws_resume's test of what this client missed (websocket/hub.py)
         self.moving = False
         self.moved = False
         self.ended = False

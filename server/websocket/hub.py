@@ -239,7 +239,8 @@ class Hub:
         mine = conn.session.seen
         for publisher, seq in seen.items():
             mine[publisher] = max(mine.get(publisher, 0), seq)
-        self.replay(conn, lambda at, publisher, since: publisher in seen or at >= made)
+        conn.resumed = lambda at, publisher, since: publisher in seen or at >= made
+        self.replay(conn, conn.resumed)
 
     def replay(self, conn: Connection, wanted) -> None:
         """Send ``conn`` the publications kept here on its topics that
@@ -263,7 +264,10 @@ class Hub:
         worker's subscribers, and keep it a while: a connection moving here
         from a retiring worker may have missed it there (it left first) and
         here (it arrived later). When it arrives, :meth:`register` replays
-        what it has not seen and was subscribed to when it was published."""
+        what it has not seen and was subscribed to when it was published.
+        A client that resumed gets what it missed even when it arrives here
+        after its replay: another worker's publication may still be on the
+        bus when the client comes back."""
         recent = self.recent
         recent.append((at, origin, seq, topic, kind, data))
         self.recent_bytes += len(data)
@@ -271,7 +275,9 @@ class Hub:
                           or self.recent_bytes > REPLAY_BYTES):
             self.recent_bytes -= len(recent.popleft()[5])
         for conn in list(self.topics.get(topic, ())):
-            if at >= conn.session.topics.get(topic, at):  # not one published before it subscribed, arriving late
+            since = conn.session.topics.get(topic, at)
+            # not one published before it subscribed, arriving late, unless the client resumed from before it
+            if at >= since or (conn.resumed is not None and conn.resumed(at, origin, since)):
                 conn.publication(origin, seq, kind, data)
 
     async def keepalive(self) -> None:

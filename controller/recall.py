@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 
+from hotplate.server.contract.layout import link
 from hotplate.server.libhotplate import compiler_version, sdk_digest
 
 from .build import CC, BuildResult, ModuleBuild
@@ -31,10 +32,7 @@ def key(tree: str, config: str | None, flags: tuple[str, ...]) -> str:
 def remember(state: State, name: str, release_id: str) -> None:
     """Link ``name`` to the release made of it (replacing any older link)."""
     state.trees.mkdir(mode=0o700, exist_ok=True)
-    tmp = state.trees / f".{name}.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(os.path.join("..", "releases", release_id), tmp)
-    os.replace(tmp, state.trees / name)
+    link(state.trees / name, os.path.join("..", "releases", release_id))
 
 
 def find(state: State, name: str) -> str | None:

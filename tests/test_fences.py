@@ -23,7 +23,7 @@ from hotplate.server.contract.layout import Layout
 from .conftest import APPS, ROOT, Work, wait_for
 
 ROUTES = ("plant", "read_file", "fork_away", "fill", "alloc", "reserve", "clone_ns", "clone3_call", "uring",
-          "getfd", "send_signal", "own_pid", "env", "unix_listeners")
+          "getfd", "send_signal", "own_pid", "env", "unix_listeners", "scribble_shares")
 ATTACK = """\
 app: attack
 {limits}
@@ -79,6 +79,20 @@ def test_no_module_code_can_answer_in_the_masters_name(up, tmp_path):
     held = ask(server, "unix_listeners").splitlines()
     assert held[-1] == "end" and not any("master.sock" in path for path in held), held
     assert (server.state / "run" / "master.sock").stat().st_mode & 0o077 == 0
+
+
+def test_garbage_on_the_workers_shared_page_costs_nothing_but_their_sizing(up, tmp_path):
+    """Module code can write the page the workers size their threads by
+    (serve.c): every entry taken, counts and times at their extremes. The
+    workers go on answering every request, and the next deploy rolls."""
+    server, work = attacker(up, tmp_path, "--workers", "2")
+    for _ in range(4):  # (each worker, whichever takes the request)
+        assert int(ask(server, "scribble_shares")) > 0
+    with requests.Session() as one, requests.Session() as two:
+        for _ in range(100):
+            assert one.get(server.url + "/own_pid", timeout=5).ok and two.get(server.url + "/own_pid", timeout=5).ok
+    assert "deploy succeeded" in push_attack(work, message="again")
+    assert ask(server, "own_pid").isdigit()
 
 
 def test_a_module_cannot_plant_anything_where_root_writes(up, tmp_path):

@@ -133,8 +133,8 @@ class Layout:
         commit that built it (``commits/<sha>``; a working tree without git
         has none): readers see the old pair or the new pair, never a mix."""
         name = commit or f"{WORKTREE}-{release_id}"
-        _link(self.commits / name, os.path.join("..", "releases", release_id))
-        _link(self.current, os.path.join("commits", name))
+        link(self.commits / name, os.path.join("..", "releases", release_id))
+        link(self.current, os.path.join("commits", name))
 
     def verified(self) -> Verified | None:
         """The release that last passed everything it had to."""
@@ -156,7 +156,7 @@ class Layout:
             (release == self.live_release() and not self.fenced.exists())
 
 
-def _link(path: Path, target: str) -> None:
+def link(path: Path, target: str) -> None:
     """Make ``path`` a symlink to ``target``, replacing any old one atomically."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)

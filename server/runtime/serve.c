@@ -48,6 +48,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -1473,6 +1474,13 @@ static void *loop(void *arg)
  * by the sweeper, and as connections are accepted (a burst of them must
  * not wait a sweep for the threads to serve it). A draining worker leaves
  * the page; an entry not written for a second is a worker gone. */
+/* Written within the last second (compared without overflow: the page
+ * may hold anything). */
+static int fresh(long long seen_ms, long long now)
+{
+    return seen_ms <= now && seen_ms > now - 1000;
+}
+
 static void size_base(long long now)
 {
     share *entry = atomic_load(&S.mine);
@@ -1491,7 +1499,7 @@ static void size_base(long long now)
     long long total = 0;
     for (int i = 0; i < SHARES; i++) {
         int conns = atomic_load(&S.shares[i].conns);
-        if (atomic_load(&S.shares[i].pid) && now - atomic_load(&S.shares[i].seen_ms) < 1000 && conns > 0)
+        if (atomic_load(&S.shares[i].pid) && fresh(atomic_load(&S.shares[i].seen_ms), now) && conns > 0)
             total += conns;
     }
     int base = total > 0 ? (int)((S.ncpus * (long long)mine + total / 2) / total) : 1; /* (the nearest) */
@@ -1512,8 +1520,9 @@ static void size_base(long long now)
  * itself by the number of workers alone. */
 static void join_shares(int fd)
 {
-    if (fd < 0 || S.cfg.workers < 2 || !S.nlisteners)
-        return;
+    struct stat st;
+    if (fd < 0 || S.cfg.workers < 2 || !S.nlisteners || fstat(fd, &st) || st.st_size < (off_t)(SHARES * sizeof(share)))
+        return; /* (a page shorter than its entries would fault where they lie past its end) */
     void *page = mmap(NULL, SHARES * sizeof(share), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (page == MAP_FAILED)
         return;
@@ -1521,7 +1530,7 @@ static void join_shares(int fd)
     long long now = now_ms();
     for (int i = 0; i < SHARES && !S.mine; i++) {
         int pid = atomic_load(&S.shares[i].pid);
-        if ((pid == 0 || now - atomic_load(&S.shares[i].seen_ms) >= 1000) &&
+        if ((pid == 0 || !fresh(atomic_load(&S.shares[i].seen_ms), now)) &&
             atomic_compare_exchange_strong(&S.shares[i].pid, &pid, (int)getpid())) {
             atomic_store(&S.shares[i].conns, 0);
             atomic_store(&S.shares[i].seen_ms, now);

@@ -281,3 +281,28 @@ HP_EXPORT int own_pid(hp_request *req, hp_response *res)
     (void)req;
     return hp_res_printf(res, "%d\n", (int)getpid());
 }
+
+/* GET /scribble_shares: fill the page the workers share their connection
+ * counts on (serve.c) with hostile figures: every entry taken, counts and
+ * times at their extremes. Answers how many bytes it wrote. */
+HP_EXPORT int scribble_shares(hp_request *req, hp_response *res)
+{
+    (void)req;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[512];
+    size_t wrote = 0;
+    while (maps && fgets(line, sizeof line, maps)) {
+        unsigned long start, end;
+        if (!strstr(line, "hotplate-shares") || sscanf(line, "%lx-%lx", &start, &end) != 2)
+            continue;
+        struct { int pid, conns; long long seen; } *e = (void *)start;
+        for (size_t i = 0; (unsigned long)(e + i + 1) <= end; i++, wrote += sizeof *e) {
+            e[i].pid = i % 2 ? -1 : 1;
+            e[i].conns = i % 3 == 0 ? 2147483647 : i % 3 == 1 ? -2147483647 : 1;
+            e[i].seen = i % 2 ? (-9223372036854775807LL - 1) : 9223372036854775807LL;
+        }
+    }
+    if (maps)
+        fclose(maps);
+    return hp_res_printf(res, "%zu\n", wrote);
+}

@@ -23,7 +23,7 @@ import argcomplete
 from hotplate.server.config import ServerConfig, server_environment
 from hotplate.server.contract.layout import write_atomic
 
-from . import client
+from . import client, heap
 from .account import keep_to_itself, worker_user
 from .deploy import Attempt, build_release, format_module
 from .errors import BuildError, HotplateError
@@ -517,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     argcomplete.autocomplete(p)  # only when the shell asks (eval "$(register-python-argcomplete hotplate)")
     args = p.parse_args(argv)
+    heap.one_arena()  # (before the API's threads)
     try:
         return args.func(args)
     except HotplateError as e:

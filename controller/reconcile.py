@@ -23,6 +23,7 @@ from prometheus_client import Histogram
 
 from hotplate.server.contract.fleet import Failure
 
+from . import heap
 from .appconfig import COMMITTED, ConfigStore, digest
 from .deploy import COMMIT, FOLLOW, ROLLBACK, Attempt, Pipeline, Stage, format_module, leading
 from .errors import HotplateError, RetryableError
@@ -258,6 +259,7 @@ class Controller:
             except Exception as e:
                 error = e
             self.conclude(d, a, pipeline, error)
+            heap.give_back()
             return d
 
     def prefetch(self, release: str) -> None:

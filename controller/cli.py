@@ -172,7 +172,8 @@ def cmd_up(args) -> int:
         _stop_on_signals(controller)
         threading.Thread(target=server.supervise, args=(controller.stopping,), daemon=True).start()
         if not (args.source or args.follow):  # hosted: a push moves the branch here
-            refwatch.watch(state.repo / source.ref, lambda: controller.wake("push"), controller.stopping)
+            refwatch.watch(state.repo, source.ref, lambda: controller.wake("push"), controller.push_arriving,
+                           controller.stopping)
         controller.run()
     finally:
         if api is not None:

@@ -116,7 +116,8 @@ class Pipeline:
     def server_up(self, a: Attempt) -> None:
         """The app server must be running to roll onto anything: wait (visibly)
         while its supervisor restarts it. Then fork the roll's workers,
-        held until it: their fork and cgroup are done while the deploy builds."""
+        held until it (or take those held as the push began): their fork
+        and cgroup are done while the deploy builds."""
         if self.server.pid is None:
             self.emit(f"the app server is down ({self.server.why_down()}); "
                       f"waiting up to {SERVER_WAIT_S}s for it to restart")
@@ -125,7 +126,7 @@ class Pipeline:
                                      f"{self.server.why_down()}; see {self.server.log}",
                                      "ServerDown")
             self.emit("the app server is back")
-        a.held = Hold(self.server)
+        a.held = self.server.ahead.take() or Hold(self.server)
 
     def verify(self, a: Attempt) -> None:
         """With ``--verify``, the commit must carry a trusted signature."""

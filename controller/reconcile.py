@@ -149,6 +149,16 @@ class Controller:
         self.trigger = trigger
         self.wakeup.set()
 
+    def push_arriving(self) -> None:
+        """A push's objects are arriving (controller/refwatch.py): hold the
+        workers its deploy will roll. Not while a deploy runs: its roll
+        would take them."""
+        if self.rollout_lock.acquire(blocking=False):
+            try:
+                self.server.ahead.hold()
+            finally:
+                self.rollout_lock.release()
+
     def stop(self) -> None:
         self.stopping.set()
         self.wakeup.set()

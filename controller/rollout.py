@@ -64,6 +64,7 @@ class ServerProcess:
         self.restarts = 0
         self.up = threading.Event()
         self.master = Master(state.master_socket)
+        self.ahead = Ahead(self)
 
     @property
     def pid(self) -> int | None:
@@ -243,6 +244,46 @@ class Hold:
             self.server.master.cancel()
         except Unreachable:
             pass  # (a master that is gone took them with it)
+
+
+#: How long workers held as a push begins wait for its deploy to take them;
+#: past this (a push still sending, or one that moved no tracked branch)
+#: they exit, and its deploy forks its own.
+AHEAD_S = 10.0
+
+
+class Ahead:
+    """Workers held as soon as a push's objects begin to arrive
+    (controller/refwatch.py), some 10-40 ms before its ref moves and its
+    deploy starts: a revert recalled with nothing to build rolls at once,
+    and would otherwise wait for their fork and cgroup join. One hold at a
+    time; the deploy that starts next takes it (Pipeline.server_up)."""
+
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.lock = threading.Lock()
+        self.held: Hold | None = None
+        self.timer: threading.Timer | None = None
+
+    def hold(self) -> None:
+        with self.lock:
+            if self.held is None:
+                self.held = Hold(self.server)
+                self.timer = threading.Timer(AHEAD_S, self.expire)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def take(self) -> Hold | None:
+        with self.lock:
+            held, self.held = self.held, None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        return held
+
+    def expire(self) -> None:
+        if (held := self.take()) is not None:
+            held.let_go()
 
 
 def roll(server: ServerProcess, release: str, timeout: float = 30, held: list[int] | None = None) -> Generation:

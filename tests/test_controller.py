@@ -142,6 +142,27 @@ def test_the_workers_forked_ahead_of_a_roll_go_away_when_the_deploy_does_not_rol
     assert text(server) == "v2" and not serving & {w["pid"] for w in server.status()["workers"]}
 
 
+def test_the_workers_held_as_a_push_arrives_are_the_ones_its_deploy_rolls(up, tmp_path):
+    """Workers are held as soon as a push's objects arrive, before its
+    ref moves (controller/refwatch.py): a push to a branch nobody tracks
+    holds them, and the next deploy rolls those very workers instead of
+    forking its own; the master keeps none besides the serving ones."""
+    server, work = first_deploy(up, tmp_path)
+    master = Master(server.state / "run" / "master.sock")
+    serving = {w["pid"] for w in server.status()["workers"]}
+    wait_for(lambda: set(master.workers()) == serving, what="only the serving workers under the master")
+    work.git("checkout", "-q", "-b", "feature")
+    work.commit("elsewhere", {"notes.txt": "not deployed"})
+    work.git("push", "-q", "origin", "feature")
+    held = wait_for(lambda: set(master.workers()) - serving, what="workers held as the push arrived")
+    assert len(held) == 2, held
+    work.git("checkout", "-q", "main")
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v2"
+    assert {w["pid"] for w in server.status()["workers"]} == held
+    wait_for(lambda: set(master.workers()) == held, what="no worker on the books but the serving ones")
+
 def test_a_held_worker_that_dies_before_the_roll_is_replaced_and_the_master_serves_on(up, tmp_path):
     """A roll's worker killed while it is held (the kernel's OOM killer,
     an operator): the roll forks another in its place, the deploy goes

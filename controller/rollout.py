@@ -65,6 +65,7 @@ class ServerProcess:
         self.up = threading.Event()
         self.master = Master(state.master_socket)
         self.ahead = Ahead(self)
+        self.changes: INotify | None = None
 
     @property
     def pid(self) -> int | None:
@@ -187,6 +188,20 @@ class ServerProcess:
         cgroups.app_tree(self.state).kill()
         ConfigStore(self.state).forget_rendered()
 
+    def report_changes(self) -> INotify:
+        """A watch on the workers' reports (each one written: the moment
+        to look again), kept from roll to roll: closing one waits for the
+        kernel's RCU grace period, up to 20 ms measured after a roll was
+        live. Emptied of what earlier rolls left; made anew if the
+        directory was."""
+        if self.changes is not None and any(e.mask & flags.IGNORED for e in self.changes.read(timeout=0)):
+            self.changes.close()
+            self.changes = None
+        if self.changes is None:
+            self.changes = INotify()
+            self.changes.add_watch(self.state.workers, flags.MODIFY | flags.CREATE)
+        return self.changes
+
     def reports(self) -> dict[int, Report]:
         """The workers' reports, believed only for children of the running
         master: a file in the run directory is no worker, and a dead
@@ -294,26 +309,25 @@ def roll(server: ServerProcess, release: str, timeout: float = 30, held: list[in
     start = time.monotonic()
     want = server.config.workers
     deadline = start + timeout
-    with INotify() as changes:  # (each report written: the moment to look again)
-        changes.add_watch(server.state.workers, flags.MODIFY | flags.CREATE)
-        if held is not None:
-            before, going = held, _ask(server.master.go)
-            if len(going) < want:  # (one died while held)
-                _ask(server.master.spawn, want - len(going))
-        else:
-            before = _ask(server.master.spawn, want)
+    changes = server.report_changes()
+    if held is not None:
+        before, going = held, _ask(server.master.go)
+        if len(going) < want:  # (one died while held)
+            _ask(server.master.spawn, want - len(going))
+    else:
+        before = _ask(server.master.spawn, want)
 
-        def fresh(reports: dict[int, Report]) -> list[int]:
-            return [pid for pid, r in reports.items() if pid not in before and r.release == release]
+    def fresh(reports: dict[int, Report]) -> list[int]:
+        return [pid for pid, r in reports.items() if pid not in before and r.release == release]
 
-        reports = _until(server, changes, lambda r: len(fresh(r)) >= want, deadline)
-        if reports is None:
-            # Leave the worker count alone: the rollback's roll retires every
-            # older worker, this failed generation included.
-            raise RolloutError(f"only {len(fresh(server.reports()))} of {want} new workers reported release "
-                               f"{release} within {timeout:.0f}s")
-        _ask(server.master.retire, sorted(fresh(reports))[:want])
-        serving = _until(server, changes, lambda r: _serving(r, release) == want, deadline)
+    reports = _until(server, changes, lambda r: len(fresh(r)) >= want, deadline)
+    if reports is None:
+        # Leave the worker count alone: the rollback's roll retires every
+        # older worker, this failed generation included.
+        raise RolloutError(f"only {len(fresh(server.reports()))} of {want} new workers reported release "
+                           f"{release} within {timeout:.0f}s")
+    _ask(server.master.retire, sorted(fresh(reports))[:want])
+    serving = _until(server, changes, lambda r: _serving(r, release) == want, deadline)
     if serving is None:
         stale = [pid for pid, r in server.reports().items() if not r.retiring and r.release != release]
         raise RolloutError(f"workers {stale} still serve another release after the roll")

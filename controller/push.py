@@ -28,11 +28,13 @@ def follow(c, sha: str, pusher: str | None = None, timeout: float = 600):
             yield outcome_of(c, sha)
             return
         seen.add(d.id)
-        if d.commit == sha and pusher:
-            c.history.attribute(d.id, pusher)  # (begun as the ref moved, before the hook said who pushed)
         if d.commit != sha:
             yield f"a newer push ({d.commit[:12]}) supersedes this one; following its deploy"
-        yield from stream(c, d, deadline)
+        try:
+            yield from stream(c, d, deadline)
+        finally:  # (its lines first: the pusher does not wait on a write to the history)
+            if d.commit == sha and pusher:
+                c.history.attribute(d.id, pusher)  # (begun as the ref moved, before the hook said who pushed)
         if not d.done:
             yield (f"still deploying after {timeout:.0f}s; the push returns now: follow it with "
                    f"`hotplate logs {d.id}` and `hotplate status`")

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import git
@@ -53,6 +54,11 @@ class Source:
         self.branch = branch
         self.upstream = upstream
         self.repo = self.ensure()
+        # GitPython reads objects through one `git cat-file` process per
+        # repository, and two threads at once (the loop's deploy, the API's
+        # status) hang on it: four threads reading commits did within 300
+        # reads each. Every read of an object holds this.
+        self.objects = threading.Lock()
 
     @property
     def ref(self) -> str:
@@ -98,21 +104,24 @@ class Source:
             return None
 
     def commit_info(self, sha: str) -> dict:
-        c = self.repo.commit(sha)
-        return {"sha": c.hexsha, "author": f"{c.author.name} <{c.author.email}>",
-                "message": c.message.strip().splitlines()[0] if c.message.strip() else ""}
+        with self.objects:
+            c = self.repo.commit(sha)
+            return {"sha": c.hexsha, "author": f"{c.author.name} <{c.author.email}>",
+                    "message": c.message.strip().splitlines()[0] if c.message.strip() else ""}
 
     def tree(self, sha: str) -> str:
         """The id of a commit's tree (from the object database: no checkout)."""
-        return self.repo.commit(sha).tree.hexsha
+        with self.objects:
+            return self.repo.commit(sha).tree.hexsha
 
     def blob(self, sha: str, path: str) -> bytes | None:
         """A regular file's bytes at a commit, or None (missing, a link, a directory)."""
-        try:
-            entry = self.repo.commit(sha).tree[path]
-        except KeyError:
-            return None
-        return entry.data_stream.read() if entry.type == "blob" and entry.mode in (0o100644, 0o100755) else None
+        with self.objects:
+            try:
+                entry = self.repo.commit(sha).tree[path]
+            except KeyError:
+                return None
+            return entry.data_stream.read() if entry.type == "blob" and entry.mode in (0o100644, 0o100755) else None
 
     def actor(self, sha: str) -> str | None:
         """Who the source says asked for ``sha``'s deploy: nobody here (a
@@ -138,7 +147,7 @@ class Source:
         self.state.sources.mkdir(parents=True, exist_ok=True)
         dest = Path(tempfile.mkdtemp(prefix=f"{sha[:12]}-", dir=self.state.sources))
         try:
-            if self.repo.commit(sha).tree.hexsha != EMPTY_TREE:  # tarfile refuses an empty archive
+            if self.tree(sha) != EMPTY_TREE:  # tarfile refuses an empty archive
                 buf = io.BytesIO()
                 self.repo.archive(buf, sha, format="tar")
                 buf.seek(0)
@@ -167,13 +176,15 @@ class Source:
             raise StalledError("revert works on the hosted repository; in mirror mode, revert upstream and push there",
                                "MirrorMode")
         try:
-            commit = self.repo.commit(sha)
+            with self.objects:
+                commit = self.repo.commit(sha)
+                hexsha, message, summary, merge = commit.hexsha, commit.message, commit.summary, len(commit.parents) > 1
         except (ValueError, git.BadName, git.GitCommandError):
             raise StalledError(f"unknown commit {sha!r}; see `hotplate history` or `git log`", "UnknownCommit") from None
-        if not self.is_ancestor(commit.hexsha, self.ref):
-            raise StalledError(f"{commit.hexsha[:12]} is not on {self.branch}; nothing to revert", "UnknownCommit")
-        if commit.message.startswith('Revert "') and not force:
-            raise StalledError(f"{commit.hexsha[:12]} is itself a revert ({commit.summary}); reverting it puts the "
+        if not self.is_ancestor(hexsha, self.ref):
+            raise StalledError(f"{hexsha[:12]} is not on {self.branch}; nothing to revert", "UnknownCommit")
+        if message.startswith('Revert "') and not force:
+            raise StalledError(f"{hexsha[:12]} is itself a revert ({summary}); reverting it puts the "
                                "reverted change live again. Pass --force if that is what you want", "RevertOfRevert")
         with tempfile.TemporaryDirectory() as tmp:
             work = git.Repo.clone_from(str(self.state.repo), tmp, branch=self.branch)
@@ -181,9 +192,9 @@ class Source:
                 cfg.set_value("user", "name", "hotplate")
                 cfg.set_value("user", "email", "hotplate@localhost")
             try:
-                work.git.revert("--no-edit", *(["-m", "1"] if len(commit.parents) > 1 else []), commit.hexsha)
+                work.git.revert("--no-edit", *(["-m", "1"] if merge else []), hexsha)
             except git.GitCommandError as e:
-                raise StalledError(f"git revert {commit.hexsha[:12]} failed: {e.stderr.strip()}; "
+                raise StalledError(f"git revert {hexsha[:12]} failed: {e.stderr.strip()}; "
                                    "revert it by hand and push", "RevertFailed") from None
             work.git.push("origin", f"HEAD:{self.ref}")
             return work.head.commit.hexsha

@@ -473,3 +473,49 @@ def test_a_release_that_failed_its_gate_is_recorded_and_marked(up, tmp_path):
     assert row["release"] in server.cli("history").stdout
     back = server.cli("rollback", "--to", row["release"])  # (it fails its gate again: unhealthy)
     assert f"to {row['release']} (commit {row['commit_sha'][:12]})" in back.stdout, back.stdout
+
+
+def test_commits_read_from_many_threads_at_once_come_back_right(tmp_path):
+    """The loop's deploy and the API's status read commits at once, through
+    GitPython's one `git cat-file` process per repository: unguarded, four
+    threads hung within 300 reads each. Every answer is the right one, and
+    none waits forever."""
+    from hotplate.controller.source import Source
+    from hotplate.controller.state import State
+
+    state = State(tmp_path / "state")
+    state.root.mkdir(parents=True)
+    source = Source(state)
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    shas = []
+    for i in range(6):
+        (work / "f.txt").write_text(f"{i}\n" * (i * 3000))  # (contents of many sizes: reads of many lengths)
+        subprocess.run(["git", "-C", str(work), "add", "."], check=True)
+        subprocess.run(["git", "-C", str(work), "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm",
+                        f"commit {i}"], check=True)
+        shas.append(subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                   check=True).stdout.strip())
+    subprocess.run(["git", "-C", str(work), "push", "-q", str(state.repo), "HEAD:main"], check=True,
+                   capture_output=True)
+    expected = {sha: (source.commit_info(sha)["message"], source.tree(sha), source.blob(sha, "f.txt")) for sha in shas}
+    wrong = []
+
+    def read(k: int) -> None:
+        for n in range(200):
+            sha = shas[(n + k) % len(shas)]
+            try:
+                got = (source.commit_info(sha)["message"], source.tree(sha), source.blob(sha, "f.txt"))
+            except Exception as e:
+                got = repr(e)
+            if got != expected[sha]:
+                wrong.append((sha, str(got)[:100]))
+
+    threads = [threading.Thread(target=read, args=(k,), daemon=True) for k in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(timeout=max(0.1, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "readers still waiting after 60 s"
+    assert not wrong, wrong[:3]

@@ -8,6 +8,7 @@ tip of the tracked branch in ``repo.git``.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import shlex
 import shutil
@@ -15,6 +16,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import git
@@ -35,6 +37,11 @@ HOOKS = {"pre-receive": ("refuses a push whose commit is not signed as `hotplate
          "post-receive": ("streams the deploy of a push back to the pusher",
                           "exec {python} -I -S {pushhook} {info} {token}")}
 
+
+#: Seconds without a read of an object after which GitPython's two ``git
+#: cat-file`` processes end (3 MB at rest, issue 23); the next read starts
+#: them again, and a push's arrival does ahead of its deploy (Source.warm).
+REST_S = 2.0
 
 #: git's id of the tree with no entries.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -57,8 +64,10 @@ class Source:
         # GitPython reads objects through one `git cat-file` process per
         # repository, and two threads at once (the loop's deploy, the API's
         # status) hang on it: four threads reading commits did within 300
-        # reads each. Every read of an object holds this.
+        # reads each. Every read of an object holds this (reading()).
         self.objects = threading.Lock()
+        self.last_read = 0.0
+        self.resting: threading.Timer | None = None
 
     @property
     def ref(self) -> str:
@@ -103,20 +112,50 @@ class Source:
         except ValueError:
             return None
 
-    def commit_info(self, sha: str) -> dict:
+    @contextlib.contextmanager
+    def reading(self):
+        """Hold the object database, and let its processes end once it has
+        been idle REST_S."""
         with self.objects:
+            yield
+            self.last_read = time.monotonic()
+            if self.resting is None:
+                self.rest_in(REST_S)
+
+    def rest_in(self, seconds: float) -> None:
+        self.resting = threading.Timer(seconds, self.rest)
+        self.resting.daemon = True
+        self.resting.start()
+
+    def rest(self) -> None:
+        with self.objects:
+            idle = time.monotonic() - self.last_read
+            if idle < REST_S:
+                self.rest_in(REST_S - idle)
+            else:
+                self.resting = None
+                self.repo.git.clear_cache()  # (ends the cat-file processes)
+
+    def warm(self) -> None:
+        """A push's objects are arriving: start the processes its deploy
+        reads the commit through (a few ms of its start), on the tip it replaces."""
+        if (tip := self.tip()) is not None:
+            self.commit_info(tip)
+
+    def commit_info(self, sha: str) -> dict:
+        with self.reading():
             c = self.repo.commit(sha)
             return {"sha": c.hexsha, "author": f"{c.author.name} <{c.author.email}>",
                     "message": c.message.strip().splitlines()[0] if c.message.strip() else ""}
 
     def tree(self, sha: str) -> str:
         """The id of a commit's tree (from the object database: no checkout)."""
-        with self.objects:
+        with self.reading():
             return self.repo.commit(sha).tree.hexsha
 
     def blob(self, sha: str, path: str) -> bytes | None:
         """A regular file's bytes at a commit, or None (missing, a link, a directory)."""
-        with self.objects:
+        with self.reading():
             try:
                 entry = self.repo.commit(sha).tree[path]
             except KeyError:
@@ -176,7 +215,7 @@ class Source:
             raise StalledError("revert works on the hosted repository; in mirror mode, revert upstream and push there",
                                "MirrorMode")
         try:
-            with self.objects:
+            with self.reading():
                 commit = self.repo.commit(sha)
                 hexsha, message, summary, merge = commit.hexsha, commit.message, commit.summary, len(commit.parents) > 1
         except (ValueError, git.BadName, git.GitCommandError):

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -162,6 +163,30 @@ def test_the_workers_held_as_a_push_arrives_are_the_ones_its_deploy_rolls(up, tm
     assert text(server) == "v2"
     assert {w["pid"] for w in server.status()["workers"]} == held
     wait_for(lambda: set(master.workers()) == held, what="no worker on the books but the serving ones")
+
+def test_at_rest_the_controller_keeps_no_git_process(up, tmp_path):
+    """GitPython's two `git cat-file` processes end once no object has been
+    read for a while (controller/source.py's REST_S), and the next push
+    deploys as before (its arrival starts them again)."""
+    server, work = first_deploy(up, tmp_path)
+    controller = json.loads((server.state / "run" / "controller.json").read_text())["pid"]
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_bytes().replace(b"\0", b" ").decode()
+        except FileNotFoundError:  # (a thread, or a child, that ended meanwhile)
+            return ""
+
+    def git_children() -> list[str]:
+        pids = [pid for task in Path(f"/proc/{controller}/task").iterdir() for pid in read(f"{task}/children").split()]
+        return [cmd for pid in pids if (cmd := read(f"/proc/{pid}/cmdline")).startswith("git ")]
+
+    wait_for(lambda: not git_children(), what="the controller's git processes gone at rest")
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v2"
+    wait_for(lambda: not git_children(), what="the controller's git processes gone at rest again")
+
 
 def test_a_held_worker_that_dies_before_the_roll_is_replaced_and_the_master_serves_on(up, tmp_path):
     """A roll's worker killed while it is held (the kernel's OOM killer,

@@ -153,12 +153,13 @@ class Controller:
         """A push's objects are arriving (controller/refwatch.py): hold the
         workers its deploy will roll, and start what it reads commits
         through. Not while a deploy runs: its roll would take them."""
-        if self.rollout_lock.acquire(blocking=False):
-            try:
-                self.server.ahead.hold()
-            finally:
-                self.rollout_lock.release()
-            self.build_source.warm()
+        if not self.rollout_lock.acquire(blocking=False):
+            return
+        try:
+            self.server.ahead.hold()
+        finally:
+            self.rollout_lock.release()
+        self.build_source.warm()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -15,12 +15,14 @@ before the ref moves: the moment to hold the workers a deploy will roll
 """
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Callable
 
 from inotify_simple import INotify, flags
 
+log = logging.getLogger("hotplate.controller")
 
 #: The prefix of the quarantine directory git's receive-pack makes in ``objects/``.
 INCOMING = "tmp_objdir-incoming-"
@@ -42,7 +44,10 @@ def watch(repo: Path, ref: str, wake: Callable[[], None], arriving: Callable[[],
             while not stopping.is_set():
                 events = notify.read(timeout=1000)
                 if any(e.wd == objects and e.name.startswith(INCOMING) for e in events):
-                    arriving()
+                    try:
+                        arriving()
+                    except Exception:  # (only a head start: the watch goes on, the deploy does without it)
+                        log.exception("getting ready for an arriving push failed")
                 if any(e.wd == refs and e.name == path.name for e in events):
                     wake()
 

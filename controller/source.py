@@ -117,10 +117,12 @@ class Source:
         """Hold the object database, and let its processes end once it has
         been idle REST_S."""
         with self.objects:
-            yield
-            self.last_read = time.monotonic()
-            if self.resting is None:
-                self.rest_in(REST_S)
+            try:
+                yield
+            finally:  # (a read that failed may have started them too)
+                self.last_read = time.monotonic()
+                if self.resting is None:
+                    self.rest_in(REST_S)
 
     def rest_in(self, seconds: float) -> None:
         self.resting = threading.Timer(seconds, self.rest)

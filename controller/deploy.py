@@ -142,15 +142,15 @@ class Pipeline:
             return
         try:
             committed = self.source.blob(a.commit, COMMITTED)
-            values = ConfigStore(self.state).merged(committed.decode() if committed is not None else None)
-            a.made_of = recall.key(self.source.tree(a.commit), digest(values), ())
+            config = digest(ConfigStore(self.state).merged(committed.decode() if committed is not None else None))
+            a.made_of = recall.key(self.source.tree(a.commit), config)
         except (HotplateError, ValueError, OSError, git.GitError):
             return
         found = recall.find(self.state, a.made_of)
         if found is None:
             return
         self.announce(a)
-        a.config, a.target = digest(values), found
+        a.config, a.target = config, found
         a.build = recall.build_of(self.state, found)
         for module in a.build.modules:
             if self.on_module is not None:

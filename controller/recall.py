@@ -23,9 +23,9 @@ from .build import CC, BuildResult, ModuleBuild
 from .state import State
 
 
-def key(tree: str, config: str | None, flags: tuple[str, ...]) -> str:
+def key(tree: str, config: str | None) -> str:
     """What a commit's release is made of, short of building it."""
-    ident = {"tree": tree, "config": config, "flags": list(flags), "cc": compiler_version(CC), "sdk": sdk_digest()}
+    ident = {"tree": tree, "config": config, "cc": compiler_version(CC), "sdk": sdk_digest()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 

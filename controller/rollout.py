@@ -72,8 +72,15 @@ class ServerProcess:
         return pidfile.read(self.state.server_pid)
 
     def start(self, timeout: float = 30) -> None:
-        """Start the server unless one is already running for this state directory."""
+        """Start the server unless one is already running for this state
+        directory. One running is adopted: workers it holds for a roll are
+        let go, since the controller that asked for them (killed, say) will
+        never take them, nor its timer end them (:class:`Ahead`)."""
         if self.pid is not None:
+            try:
+                self.master.cancel()
+            except Unreachable:
+                pass  # (a master still starting holds none; one that is gone is restarted by supervise)
             self.up.set()
             return
         pidfile.write(self.state.server_pid, None)

@@ -164,6 +164,30 @@ def test_the_workers_held_as_a_push_arrives_are_the_ones_its_deploy_rolls(up, tm
     assert {w["pid"] for w in server.status()["workers"]} == held
     wait_for(lambda: set(master.workers()) == held, what="no worker on the books but the serving ones")
 
+
+def test_workers_held_by_a_controller_killed_meanwhile_go_when_the_next_one_adopts_the_server(up, tmp_path):
+    """A controller killed (kill -9) while it holds workers for a push
+    never takes them, nor does its timer end them: the next controller,
+    adopting the master that kept serving, lets them go; the next push
+    deploys as before."""
+    server, work = first_deploy(up, tmp_path)
+    master = Master(server.state / "run" / "master.sock")
+    serving = {w["pid"] for w in server.status()["workers"]}
+    wait_for(lambda: set(master.workers()) == serving, what="only the serving workers under the master")
+    work.git("checkout", "-q", "-b", "feature")
+    work.commit("elsewhere", {"notes.txt": "not deployed"})
+    work.git("push", "-q", "origin", "feature")
+    wait_for(lambda: set(master.workers()) - serving, what="workers held as the push arrived")
+    server.kill()
+    server.start()
+    wait_for(lambda: set(master.workers()) == serving, what="the held workers gone once the server is adopted")
+    assert text(server) == "v1"
+    work.git("checkout", "-q", "main")
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v2"
+
+
 def test_at_rest_the_controller_keeps_no_git_process(up, tmp_path):
     """GitPython's two `git cat-file` processes end once no object has been
     read for a while (controller/source.py's REST_S), and the next push

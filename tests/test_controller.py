@@ -9,9 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
-from hotplate.server.contract.control import Master
+from hotplate.server.contract.control import Master, Unreachable
 
 from .conftest import Work, wait_for
 
@@ -143,12 +144,9 @@ def test_the_workers_forked_ahead_of_a_roll_go_away_when_the_deploy_does_not_rol
     assert text(server) == "v2" and not serving & {w["pid"] for w in server.status()["workers"]}
 
 
-def test_the_workers_held_as_a_push_arrives_are_the_ones_its_deploy_rolls(up, tmp_path):
-    """Workers are held as soon as a push's objects arrive, before its
-    ref moves (controller/refwatch.py): a push to a branch nobody tracks
-    holds them, and the next deploy rolls those very workers instead of
-    forking its own; the master keeps none besides the serving ones."""
-    server, work = first_deploy(up, tmp_path)
+def held_by_a_push_elsewhere(server, work) -> tuple[Master, set[int], set[int]]:
+    """Push to a branch nobody tracks (back on main after): its arrival
+    holds workers. The master, the serving workers, the held ones."""
     master = Master(server.state / "run" / "master.sock")
     serving = {w["pid"] for w in server.status()["workers"]}
     wait_for(lambda: set(master.workers()) == serving, what="only the serving workers under the master")
@@ -156,8 +154,18 @@ def test_the_workers_held_as_a_push_arrives_are_the_ones_its_deploy_rolls(up, tm
     work.commit("elsewhere", {"notes.txt": "not deployed"})
     work.git("push", "-q", "origin", "feature")
     held = wait_for(lambda: set(master.workers()) - serving, what="workers held as the push arrived")
-    assert len(held) == 2, held
     work.git("checkout", "-q", "main")
+    return master, serving, held
+
+
+def test_the_workers_held_as_a_push_arrives_are_the_ones_its_deploy_rolls(up, tmp_path):
+    """Workers are held as soon as a push's objects arrive, before its
+    ref moves (controller/refwatch.py): a push to a branch nobody tracks
+    holds them, and the next deploy rolls those very workers instead of
+    forking its own; the master keeps none besides the serving ones."""
+    server, work = first_deploy(up, tmp_path)
+    master, serving, held = held_by_a_push_elsewhere(server, work)
+    assert len(held) == 2, held
     work.commit("v2", {"hello.c": hello("v2")})
     assert "deploy succeeded" in work.push()
     assert text(server) == "v2"
@@ -171,21 +179,46 @@ def test_workers_held_by_a_controller_killed_meanwhile_go_when_the_next_one_adop
     adopting the master that kept serving, lets them go; the next push
     deploys as before."""
     server, work = first_deploy(up, tmp_path)
-    master = Master(server.state / "run" / "master.sock")
-    serving = {w["pid"] for w in server.status()["workers"]}
-    wait_for(lambda: set(master.workers()) == serving, what="only the serving workers under the master")
-    work.git("checkout", "-q", "-b", "feature")
-    work.commit("elsewhere", {"notes.txt": "not deployed"})
-    work.git("push", "-q", "origin", "feature")
-    wait_for(lambda: set(master.workers()) - serving, what="workers held as the push arrived")
+    master, serving, _ = held_by_a_push_elsewhere(server, work)
     server.kill()
     server.start()
     wait_for(lambda: set(master.workers()) == serving, what="the held workers gone once the server is adopted")
     assert text(server) == "v1"
-    work.git("checkout", "-q", "main")
     work.commit("v2", {"hello.c": hello("v2")})
     assert "deploy succeeded" in work.push()
     assert text(server) == "v2"
+
+
+def test_a_controller_restarted_beside_a_stopped_master_comes_up_and_deploys_once_it_runs_again(up, tmp_path):
+    """Adopting a master that does not run its loop (stopped, or busy):
+    the question about held workers gives up after the master line's
+    timeout, the controller comes up and answers, and once the master
+    runs again the next push deploys."""
+    server, work = first_deploy(up, tmp_path)
+    pid = server.status()["server"]["pid"]
+    server.kill()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        server.start()  # (raises if its API does not answer within 60 s)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert server.status()["server"]["pid"] == pid and text(server) == "v1"
+    work.commit("v2", {"hello.c": hello("v2")})
+    assert "deploy succeeded" in work.push()
+    assert text(server) == "v2"
+
+
+def test_a_request_the_master_does_not_know_is_refused_as_unreachable(up, tmp_path):
+    """A master of another hotplate version, adopted after an upgrade,
+    answers a request it does not know with an error: the controller's
+    side raises Unreachable, which every caller does without, never a
+    KeyError on the missing answer; the master serves on."""
+    server, _ = first_deploy(up, tmp_path)
+    master = Master(server.state / "run" / "master.sock")
+    with pytest.raises(Unreachable, match="refused 'nonsense': unknown request"):
+        master.ask({"op": "nonsense"})
+    assert set(master.workers()) == {w["pid"] for w in server.status()["workers"]}
+    assert text(server) == "v1"
 
 
 def test_at_rest_the_controller_keeps_no_git_process(up, tmp_path):

@@ -46,7 +46,8 @@ MAX_LINE = 64 * 1024
 
 
 class Unreachable(OSError):
-    """No master answers on the socket (none runs, or it is stopped)."""
+    """No master answers on the socket (none runs, or it is stopped), or
+    none that does what was asked: the caller does without it."""
 
 
 def send(sock: socket.socket, message: dict, fds: tuple[int, ...] = ()) -> None:
@@ -111,6 +112,8 @@ class Master:
                 raise Unreachable(f"the gunicorn master did not answer {request['op']!r}: {e}") from None
         if answer is None:
             raise Unreachable(f"the gunicorn master closed the connection without answering {request['op']!r}")
+        if "error" in answer:  # (a master of another version, adopted, that does not know the request)
+            raise Unreachable(f"the gunicorn master refused {request['op']!r}: {answer['error']}")
         return answer
 
     def workers(self) -> list[int]:

@@ -498,14 +498,18 @@ def test_commits_read_from_many_threads_at_once_come_back_right(tmp_path):
                                    check=True).stdout.strip())
     subprocess.run(["git", "-C", str(work), "push", "-q", str(state.repo), "HEAD:main"], check=True,
                    capture_output=True)
-    expected = {sha: (source.commit_info(sha)["message"], source.tree(sha), source.blob(sha, "f.txt")) for sha in shas}
+
+    def answers(sha: str) -> tuple:
+        return source.commit_info(sha)["message"], source.tree(sha), source.blob(sha, "f.txt")
+
+    expected = {sha: answers(sha) for sha in shas}
     wrong = []
 
     def read(k: int) -> None:
         for n in range(200):
             sha = shas[(n + k) % len(shas)]
             try:
-                got = (source.commit_info(sha)["message"], source.tree(sha), source.blob(sha, "f.txt"))
+                got = answers(sha)
             except Exception as e:
                 got = repr(e)
             if got != expected[sha]:
